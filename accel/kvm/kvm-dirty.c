@@ -1,0 +1,1 @@
+/* kvm-dirty.c: placeholder, being written. */

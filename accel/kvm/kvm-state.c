@@ -1,0 +1,1 @@
+/* kvm-state.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* kvm-vcpu.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* kvm.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* power.c: placeholder, being written. */

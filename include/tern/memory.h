@@ -1,0 +1,64 @@
+/* memory.h: guest RAM, memfd-backed regions in the x86 layout, and checked access to it. */
+#ifndef TERN_MEMORY_H
+#define TERN_MEMORY_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define GUEST_PAGE_SHIFT 12
+#define GUEST_PAGE_SIZE (1ULL << GUEST_PAGE_SHIFT)
+
+/* RAM fills guest-physical memory from 0 up to 3 GiB; 3-4 GiB is the MMIO hole
+ * (LAPIC, IOAPIC, ...); the rest of RAM starts at 4 GiB. */
+#define GUEST_LOW_RAM_END  (3ULL << 30)
+#define GUEST_HIGH_RAM_BASE (4ULL << 30)
+#define GUEST_RAM_MIN (16ULL << 20)
+#define GUEST_RAM_MAX_REGIONS 2
+
+struct ram_region {
+    uint64_t gpa;          /* first guest-physical address */
+    uint64_t size;         /* bytes, a multiple of the page size */
+    uint8_t *hva;          /* shared mapping of (memfd) */
+    int memfd;
+};
+
+struct guest_ram {
+    uint64_t size;                      /* total RAM in bytes (the -m value) */
+    unsigned nr_regions;
+    struct ram_region regions[GUEST_RAM_MAX_REGIONS];
+    uint64_t nr_gfns;                   /* highest guest frame number + 1 (hole included) */
+    /* One bit per guest frame: pages Tern itself wrote (KVM logs only vCPU writes). */
+    unsigned long *vmm_dirty;
+};
+
+/* Map (size) bytes of guest RAM; a size the host cannot back is an error. */
+struct guest_ram *guest_ram_create(uint64_t size, GError **errp);
+void guest_ram_destroy(struct guest_ram *ram);
+
+/* Host pointer for [gpa, gpa + len), or NULL unless the range lies inside one region. */
+void *guest_ram_ptr(struct guest_ram *ram, uint64_t gpa, uint64_t len);
+/* The region holding (gpa), or NULL. */
+const struct ram_region *guest_ram_region_of(const struct guest_ram *ram, uint64_t gpa);
+
+/* The one path for every write Tern makes into guest RAM: bounds-checked, and
+ * the pages are marked in (vmm_dirty) so migration sends them again. */
+bool guest_ram_write(struct guest_ram *ram, uint64_t gpa, const void *src, uint64_t len,
+                     GError **errp);
+bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len,
+                    GError **errp);
+
+/* CRC-32 of all RAM contents in gpa order (never-touched holes count as zeros,
+ * without being read or allocated). Two VMs with equal RAM have equal digests. */
+uint32_t guest_ram_crc32(struct guest_ram *ram);
+
+/* Bytes of RAM actually backed by the host (not holes). */
+uint64_t guest_ram_populated_bytes(struct guest_ram *ram);
+
+/* Fill an e820-style map: usable RAM ranges in gpa order. Returns the count. */
+struct e820_range { uint64_t addr, size; uint32_t type; };
+#define E820_RAM 1
+#define E820_RESERVED 2
+unsigned guest_ram_e820(const struct guest_ram *ram, struct e820_range *out, unsigned max);
+
+#endif

@@ -1,0 +1,1 @@
+/* vmstate.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* bitmap.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* chardev.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* cpus.c: placeholder, being written. */

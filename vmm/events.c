@@ -1,0 +1,1 @@
+/* events.c: placeholder, being written. */

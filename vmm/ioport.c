@@ -1,0 +1,1 @@
+/* ioport.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* machine.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* monitor-hmp.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* qmp.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* runstate.c: placeholder, being written. */
