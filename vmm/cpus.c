@@ -1,1 +1,180 @@
-/* cpus.c: placeholder, being written. */
+/* cpus.c: vCPU threads. Pausing sets a flag and kicks; a vCPU parks only after
+ * KVM_RUN returned from a kick, so any pending PIO/MMIO has completed. */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "tern/cpus.h"
+#include "tern/util.h"
+
+struct vcpu_thread {
+    struct cpus *cpus;
+    struct kvm_vcpu *vcpu;
+    GThread *thread;
+    int tid;
+    bool parked;            /* out of KVM_RUN and waiting (under cpus->lock) */
+    bool stopped;           /* stopped itself on an event; waits for resume */
+};
+
+struct cpus {
+    struct io_bus *bus;
+    cpus_event_fn *on_event;
+    void *opaque;
+    GMutex lock;
+    GCond cond;             /* parked count changed, or a request changed */
+    bool pause_requested;
+    bool quit;
+    unsigned nr_parked;
+    unsigned n;
+    struct vcpu_thread *threads;
+};
+
+/* Park until neither a pause nor a self-stop holds this vCPU. False on quit. */
+static bool wait_until_runnable(struct vcpu_thread *t)
+{
+    struct cpus *c = t->cpus;
+    bool run;
+
+    g_mutex_lock(&c->lock);
+    while (!c->quit && (c->pause_requested || t->stopped)) {
+        if (!t->parked) {
+            t->parked = true;
+            c->nr_parked++;
+            g_cond_broadcast(&c->cond);
+        }
+        g_cond_wait(&c->cond, &c->lock);
+    }
+    if (t->parked) {
+        t->parked = false;
+        c->nr_parked--;
+    }
+    run = !c->quit;
+    /* Cleared under the lock: a pause request made after this point kicks again. */
+    if (run)
+        kvm_vcpu_clear_kick(t->vcpu);
+    g_mutex_unlock(&c->lock);
+    return run;
+}
+
+static gpointer vcpu_thread_main(gpointer opaque)
+{
+    struct vcpu_thread *t = opaque;
+    struct cpus *c = t->cpus;
+    enum vcpu_run_result r = VCPU_RUN_KICKED;
+
+    kvm_vcpu_bind_thread(t->vcpu);
+    __atomic_store_n(&t->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+
+    for (;;) {
+        if (r == VCPU_RUN_KICKED && !wait_until_runnable(t))
+            break;
+        g_autoptr(GError) err = NULL;
+        r = kvm_vcpu_run(t->vcpu, c->bus, &err);
+        if (r == VCPU_RUN_OK || r == VCPU_RUN_KICKED)
+            continue;
+        g_mutex_lock(&c->lock);
+        t->stopped = true;
+        g_mutex_unlock(&c->lock);
+        c->on_event(c->opaque, kvm_vcpu_index(t->vcpu), r, err);
+        r = VCPU_RUN_KICKED;
+    }
+    return NULL;
+}
+
+struct cpus *cpus_create(struct kvm *kvm, unsigned n, struct io_bus *bus,
+                         cpus_event_fn *on_event, void *opaque, GError **errp)
+{
+    struct cpus *c = g_new0(struct cpus, 1);
+    c->bus = bus;
+    c->on_event = on_event;
+    c->opaque = opaque;
+    g_mutex_init(&c->lock);
+    g_cond_init(&c->cond);
+    c->threads = g_new0(struct vcpu_thread, n);
+    for (unsigned i = 0; i < n; i++) {
+        c->threads[i].cpus = c;
+        c->threads[i].vcpu = kvm_vcpu_create(kvm, i, errp);
+        if (!c->threads[i].vcpu) {
+            cpus_destroy(c);
+            return NULL;
+        }
+        c->n++;
+    }
+    return c;
+}
+
+void cpus_destroy(struct cpus *c)
+{
+    if (!c)
+        return;
+    g_mutex_lock(&c->lock);
+    c->quit = true;
+    g_cond_broadcast(&c->cond);
+    g_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->threads[i].thread)
+            kvm_vcpu_kick(c->threads[i].vcpu);
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->threads[i].thread)
+            g_thread_join(c->threads[i].thread);
+        kvm_vcpu_destroy(c->threads[i].vcpu);
+    }
+    g_mutex_clear(&c->lock);
+    g_cond_clear(&c->cond);
+    g_free(c->threads);
+    g_free(c);
+}
+
+void cpus_start(struct cpus *c, bool paused)
+{
+    c->pause_requested = paused;
+    for (unsigned i = 0; i < c->n; i++) {
+        g_autofree char *name = g_strdup_printf("vcpu%u", i);
+        c->threads[i].thread = g_thread_new(name, vcpu_thread_main, &c->threads[i]);
+    }
+}
+
+void cpus_pause_all(struct cpus *c)
+{
+    g_mutex_lock(&c->lock);
+    c->pause_requested = true;
+    g_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < c->n; i++)
+        kvm_vcpu_kick(c->threads[i].vcpu);
+    g_mutex_lock(&c->lock);
+    while (c->nr_parked < c->n && c->threads[0].thread)
+        g_cond_wait(&c->cond, &c->lock);
+    g_mutex_unlock(&c->lock);
+}
+
+void cpus_resume_all(struct cpus *c)
+{
+    g_mutex_lock(&c->lock);
+    c->pause_requested = false;
+    for (unsigned i = 0; i < c->n; i++)
+        c->threads[i].stopped = false;
+    g_cond_broadcast(&c->cond);
+    g_mutex_unlock(&c->lock);
+}
+
+bool cpus_paused(struct cpus *c)
+{
+    g_mutex_lock(&c->lock);
+    bool paused = c->pause_requested;
+    g_mutex_unlock(&c->lock);
+    return paused;
+}
+
+unsigned cpus_count(const struct cpus *c)
+{
+    return c->n;
+}
+
+struct kvm_vcpu *cpus_vcpu(struct cpus *c, unsigned index)
+{
+    return index < c->n ? c->threads[index].vcpu : NULL;
+}
+
+int cpus_thread_id(struct cpus *c, unsigned index)
+{
+    return index < c->n ? __atomic_load_n(&c->threads[index].tid, __ATOMIC_ACQUIRE) : 0;
+}

@@ -1,1 +1,505 @@
-/* machine.c: placeholder, being written. */
+/* machine.c: one VM: RAM, the KVM VM and its vCPUs, devices, run state, events. */
+#include <errno.h>
+#include <libfdt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tern/chardev.h"
+#include "tern/cpus.h"
+#include "tern/events.h"
+#include "tern/ioport.h"
+#include "tern/kvm.h"
+#include "tern/loader.h"
+#include "tern/machine.h"
+#include "tern/machine-state.h"
+#include "tern/memory.h"
+#include "tern/power.h"
+#include "tern/serial.h"
+#include "tern/testguest.h"
+#include "tern/util.h"
+#include "tern/vmstate.h"
+
+#define MACHINE_MAX_DEVICES 8
+
+struct machine {
+    uint64_t ram_size;
+    unsigned smp;
+    char *append;
+    bool start_paused;
+    bool incoming;
+    GBytes *kernel;             /* the PVH ELF, reloaded on reset */
+
+    struct guest_ram *ram;
+    struct kvm *kvm;
+    struct cpus *cpus;
+    struct io_bus bus;
+    struct chardev *serial_chr;
+    struct serial *serial;
+    struct power *power;
+    struct device devices[MACHINE_MAX_DEVICES];
+    unsigned nr_devices;
+
+    GMainLoop *loop;
+    GMutex lock;                /* run state transitions */
+    enum runstate state;
+    int exit_status;
+};
+
+static void emit_simple(const char *event, bool guest, const char *reason)
+{
+    JsonObject *data = json_object_new();
+    json_object_set_boolean_member(data, "guest", guest);
+    json_object_set_string_member(data, "reason", reason);
+    event_emit(event, data);
+}
+
+static void on_serial_irq(void *opaque, unsigned irq, bool level)
+{
+    struct machine *m = opaque;
+    kvm_set_irq_line(m->kvm, irq, level);
+}
+
+/* ---- guest-initiated events arrive on vCPU threads; act on the main loop ---- */
+
+struct deferred {
+    struct machine *m;
+    enum { DEFER_POWEROFF, DEFER_RESET, DEFER_ERROR } what;
+    int code;
+    char *message;
+};
+
+static void machine_shutdown(struct machine *m, bool guest, const char *reason, int status)
+{
+    g_mutex_lock(&m->lock);
+    if (m->cpus)
+        cpus_pause_all(m->cpus);
+    m->state = RUNSTATE_SHUTDOWN;
+    m->exit_status = status;
+    g_mutex_unlock(&m->lock);
+    emit_simple("SHUTDOWN", guest, reason);
+    g_main_loop_quit(m->loop);
+}
+
+static bool machine_reset(struct machine *m, bool guest, GError **errp);
+
+static gboolean run_deferred(gpointer opaque)
+{
+    struct deferred *d = opaque;
+    g_autoptr(GError) err = NULL;
+
+    switch (d->what) {
+    case DEFER_POWEROFF:
+        machine_shutdown(d->m, true, "guest-shutdown", d->code);
+        break;
+    case DEFER_RESET:
+        if (!machine_reset(d->m, true, &err))
+            fprintf(stderr, "tern: reset failed: %s\n", err->message);
+        break;
+    case DEFER_ERROR:
+        fprintf(stderr, "tern: %s\n", d->message);
+        g_mutex_lock(&d->m->lock);
+        cpus_pause_all(d->m->cpus);
+        d->m->state = RUNSTATE_INTERNAL_ERROR;
+        g_mutex_unlock(&d->m->lock);
+        event_emit("STOP", NULL);
+        break;
+    }
+    g_free(d->message);
+    g_free(d);
+    return G_SOURCE_REMOVE;
+}
+
+static void defer(struct machine *m, int what, int code, char *message)
+{
+    struct deferred *d = g_new0(struct deferred, 1);
+    d->m = m;
+    d->what = what;
+    d->code = code;
+    d->message = message;
+    g_main_context_invoke(NULL, run_deferred, d);
+}
+
+static void on_power_request(void *opaque, enum power_request req, int code)
+{
+    if (req == POWER_REQUEST_OFF)
+        machine_request_poweroff(opaque, code);
+    else
+        machine_request_reset(opaque);
+}
+
+void machine_request_poweroff(struct machine *m, int exit_code)
+{
+    defer(m, DEFER_POWEROFF, exit_code, NULL);
+}
+
+void machine_request_reset(struct machine *m)
+{
+    defer(m, DEFER_RESET, 0, NULL);
+}
+
+static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r,
+                          const GError *error)
+{
+    struct machine *m = opaque;
+
+    switch (r) {
+    case VCPU_RUN_SHUTDOWN:
+        /* A triple fault resets the machine, as on a PC (and in QEMU). */
+        fprintf(stderr, "tern: vCPU %u triple fault: resetting\n", index);
+        machine_request_reset(m);
+        break;
+    case VCPU_RUN_RESET:
+        machine_request_reset(m);
+        break;
+    case VCPU_RUN_POWEROFF:
+        machine_request_poweroff(m, 0);
+        break;
+    default:
+        defer(m, DEFER_ERROR, 0, g_strdup(error ? error->message : "vCPU failed"));
+        break;
+    }
+}
+
+/* ---- building ---- */
+
+static bool build_vm(struct machine *m, GError **errp)
+{
+    m->kvm = kvm_open(errp);
+    if (!m->kvm)
+        return false;
+    for (unsigned i = 0; i < m->ram->nr_regions; i++) {
+        const struct ram_region *r = &m->ram->regions[i];
+        if (!kvm_map_ram(m->kvm, i, r->gpa, r->size, r->hva, errp))
+            return false;
+    }
+    m->cpus = cpus_create(m->kvm, m->smp, &m->bus, on_vcpu_event, m, errp);
+    return m->cpus != NULL;
+}
+
+static void destroy_vm(struct machine *m)
+{
+    cpus_destroy(m->cpus);
+    m->cpus = NULL;
+    kvm_close(m->kvm);
+    m->kvm = NULL;
+}
+
+static bool load_kernel(struct machine *m, GError **errp)
+{
+    struct boot_info bi;
+    size_t len;
+    const void *image = g_bytes_get_data(m->kernel, &len);
+
+    if (!loader_load_pvh(m->ram, image, len, m->append, &bi, errp))
+        return false;
+    return kvm_vcpu_set_pvh_entry(cpus_vcpu(m->cpus, 0), bi.entry, bi.start_info, errp);
+}
+
+static bool read_kernel(struct machine *m, const char *path, GError **errp)
+{
+    if (!path) {
+        size_t len = testguest_elf_end - testguest_elf_start;
+        if (!len) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                        "this build has no embedded test guest: give -kernel");
+            return false;
+        }
+        m->kernel = g_bytes_new_static(testguest_elf_start, len);
+        return true;
+    }
+    gchar *data;
+    gsize len;
+    if (!g_file_get_contents(path, &data, &len, errp))
+        return false;
+    m->kernel = g_bytes_new_take(data, len);
+    return true;
+}
+
+static bool add_devices(struct machine *m, const char *serial_spec, GError **errp)
+{
+    m->serial_chr = chardev_open(serial_spec ? serial_spec : "none", errp);
+    if (!m->serial_chr)
+        return false;
+    m->serial = serial_create(&m->bus, SERIAL_COM1_BASE, SERIAL_COM1_IRQ, m->serial_chr,
+                              on_serial_irq, m, errp);
+    if (!m->serial)
+        return false;
+    m->devices[m->nr_devices++] = serial_device(m->serial);
+    m->power = power_create(&m->bus, on_power_request, m, errp);
+    return m->power != NULL;
+}
+
+struct machine *machine_create(const struct machine_config *cfg, GError **errp)
+{
+    struct machine *m = g_new0(struct machine, 1);
+    m->ram_size = cfg->ram_size;
+    m->smp = cfg->smp ? cfg->smp : 1;
+    m->append = g_strdup(cfg->append ? cfg->append : "");
+    m->start_paused = cfg->start_paused;
+    m->incoming = cfg->incoming != NULL;
+    m->loop = g_main_loop_new(NULL, FALSE);
+    g_mutex_init(&m->lock);
+    io_bus_init(&m->bus);
+    kvm_kick_signal_init();
+
+    if (m->smp > 64) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-smp %u: at most 64 vCPUs",
+                    m->smp);
+        goto fail;
+    }
+    m->ram = guest_ram_create(cfg->ram_size, errp);
+    if (!m->ram || !add_devices(m, cfg->serial, errp) || !build_vm(m, errp))
+        goto fail;
+    if (m->incoming) {
+        m->state = RUNSTATE_INMIGRATE;
+    } else {
+        if (!read_kernel(m, cfg->kernel, errp) || !load_kernel(m, errp))
+            goto fail;
+        m->state = RUNSTATE_PRELAUNCH;
+    }
+    return m;
+
+fail:
+    machine_destroy(m);
+    return NULL;
+}
+
+void machine_destroy(struct machine *m)
+{
+    if (!m)
+        return;
+    destroy_vm(m);
+    serial_destroy(m->serial);
+    power_destroy(m->power);
+    chardev_close(m->serial_chr);
+    io_bus_destroy(&m->bus);
+    guest_ram_destroy(m->ram);
+    if (m->kernel)
+        g_bytes_unref(m->kernel);
+    g_main_loop_unref(m->loop);
+    g_mutex_clear(&m->lock);
+    g_free(m->append);
+    g_free(m);
+}
+
+bool machine_start(struct machine *m, GError **errp)
+{
+    (void)errp;
+    bool run = m->state == RUNSTATE_PRELAUNCH && !m->start_paused;
+    if (run)
+        m->state = RUNSTATE_RUNNING;
+    cpus_start(m->cpus, !run);
+    return true;
+}
+
+/* ---- run state ---- */
+
+enum runstate machine_runstate(struct machine *m)
+{
+    g_mutex_lock(&m->lock);
+    enum runstate s = m->state;
+    g_mutex_unlock(&m->lock);
+    return s;
+}
+
+bool machine_stop(struct machine *m, GError **errp)
+{
+    (void)errp;
+    g_mutex_lock(&m->lock);
+    bool was_running = m->state == RUNSTATE_RUNNING;
+    if (was_running) {
+        cpus_pause_all(m->cpus);
+        m->state = RUNSTATE_PAUSED;
+    }
+    g_mutex_unlock(&m->lock);
+    if (was_running)
+        event_emit("STOP", NULL);
+    return true;
+}
+
+bool machine_cont(struct machine *m, GError **errp)
+{
+    g_mutex_lock(&m->lock);
+    enum runstate s = m->state;
+    switch (s) {
+    case RUNSTATE_INMIGRATE:
+        g_mutex_unlock(&m->lock);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "Migration is not finalized yet");
+        return false;
+    case RUNSTATE_SHUTDOWN:
+    case RUNSTATE_INTERNAL_ERROR:
+        g_mutex_unlock(&m->lock);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "Resetting the Virtual Machine is required");
+        return false;
+    case RUNSTATE_RUNNING:
+        g_mutex_unlock(&m->lock);
+        return true;
+    default:
+        m->state = RUNSTATE_RUNNING;
+        cpus_resume_all(m->cpus);
+        g_mutex_unlock(&m->lock);
+        event_emit("RESUME", NULL);
+        return true;
+    }
+}
+
+/* Zero RAM (without touching it), rebuild the KVM VM, reload the kernel. */
+static bool machine_reset(struct machine *m, bool guest, GError **errp)
+{
+    g_mutex_lock(&m->lock);
+    bool ok = false;
+
+    if (!m->kernel) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "no kernel to reset into");
+        goto out;
+    }
+    cpus_pause_all(m->cpus);
+    destroy_vm(m);
+    guest_ram_discard(m->ram);
+    serial_reset(m->serial);
+    if (!build_vm(m, errp) || !load_kernel(m, errp)) {
+        m->state = RUNSTATE_INTERNAL_ERROR;
+        goto out;
+    }
+    if (m->state != RUNSTATE_PAUSED && m->state != RUNSTATE_PRELAUNCH)
+        m->state = RUNSTATE_RUNNING;
+    cpus_start(m->cpus, m->state != RUNSTATE_RUNNING);
+    ok = true;
+out:
+    g_mutex_unlock(&m->lock);
+    if (ok)
+        emit_simple("RESET", guest, guest ? "guest-reset" : "host-qmp-system-reset");
+    return ok;
+}
+
+bool machine_system_reset(struct machine *m, GError **errp)
+{
+    return machine_reset(m, false, errp);
+}
+
+void machine_quit(struct machine *m)
+{
+    machine_shutdown(m, false, "host-qmp-quit", 0);
+}
+
+int machine_exit_status(struct machine *m)
+{
+    return m->exit_status;
+}
+
+struct guest_ram *machine_ram(struct machine *m)
+{
+    return m->ram;
+}
+
+unsigned machine_vcpu_count(struct machine *m)
+{
+    return m->smp;
+}
+
+bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
+                       GError **errp)
+{
+    struct vcpu_summary sum;
+    if (index >= m->smp) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "no vCPU %u", index);
+        return false;
+    }
+    if (!kvm_vcpu_summary(cpus_vcpu(m->cpus, index), &sum, errp))
+        return false;
+    *out = (struct vcpu_info){
+        .index = index, .thread_id = cpus_thread_id(m->cpus, index), .rip = sum.rip,
+        .halted = sum.halted,
+    };
+    return true;
+}
+
+GMainLoop *machine_main_loop(struct machine *m)
+{
+    return m->loop;
+}
+
+/* ---- state (machine-state.h) ---- */
+
+void *machine_save_state(struct machine *m, size_t *len, GError **errp)
+{
+    /* Big enough for a few KiB per vCPU; grown on -FDT_ERR_NOSPACE. */
+    for (size_t size = 64 * KiB * (m->smp + 1); size <= 64 * MiB; size *= 2) {
+        g_autoptr(GError) err = NULL;
+        void *fdt = vmstate_fdt_new(size);
+        bool ok = true;
+
+        for (unsigned i = 0; ok && i < m->smp; i++)
+            ok = kvm_vcpu_save_state(cpus_vcpu(m->cpus, i), fdt, 0, &err);
+        ok = ok && kvm_vm_save_state(m->kvm, fdt, 0, &err);
+        int devs = ok ? fdt_add_subnode(fdt, 0, "devices") : -1;
+        for (unsigned i = 0; ok && i < m->nr_devices; i++)
+            ok = vmstate_save(m->devices[i].vmsd, m->devices[i].state, fdt, devs,
+                              m->devices[i].id, &err);
+        if (ok && devs >= 0) {
+            fdt_pack(fdt);
+            *len = fdt_totalsize(fdt);
+            return fdt;
+        }
+        g_free(fdt);
+        if (devs < 0 && ok)
+            continue;
+        if (err && !g_error_matches(err, TERN_ERROR, TERN_ERROR_NOSPACE)) {
+            g_propagate_error(errp, g_steal_pointer(&err));
+            return NULL;
+        }
+    }
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "machine state does not fit 64 MiB");
+    return NULL;
+}
+
+static int require_node(const void *fdt, int parent, const char *name, GError **errp)
+{
+    int node = fdt_subnode_offset(fdt, parent, name);
+    if (node < 0)
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "state has no node '%s'", name);
+    return node;
+}
+
+bool machine_load_state(struct machine *m, const void *fdt, size_t len, GError **errp)
+{
+    if (!vmstate_fdt_check(fdt, len, errp))
+        return false;
+    for (unsigned i = 0; i < m->smp; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "cpu@%u", i);
+        int node = require_node(fdt, 0, name, errp);
+        if (node < 0 || !kvm_vcpu_load_state(cpus_vcpu(m->cpus, i), fdt, node, errp))
+            return false;
+    }
+    int vm = require_node(fdt, 0, "vm", errp);
+    if (vm < 0 || !kvm_vm_load_state(m->kvm, fdt, vm, errp))
+        return false;
+    int devs = require_node(fdt, 0, "devices", errp);
+    if (devs < 0)
+        return false;
+    for (unsigned i = 0; i < m->nr_devices; i++) {
+        int node = require_node(fdt, devs, m->devices[i].id, errp);
+        if (node < 0 || !vmstate_load(m->devices[i].vmsd, m->devices[i].state, fdt, node, errp))
+            return false;
+    }
+    serial_sync_irq(m->serial);
+    return true;
+}
+
+struct kvm *machine_kvm(struct machine *m)
+{
+    return m->kvm;
+}
+
+bool machine_rebuild_vm(struct machine *m, GError **errp)
+{
+    g_mutex_lock(&m->lock);
+    destroy_vm(m);
+    bool ok = build_vm(m, errp);
+    if (ok)
+        cpus_start(m->cpus, true);
+    g_mutex_unlock(&m->lock);
+    return ok;
+}

@@ -1,1 +1,134 @@
-int main(void) { return 0; }
+/* main.c: the tern command line (QEMU-style single-dash options) and the main loop. */
+#include <glib-unix.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tern/hmp.h"
+#include "tern/machine.h"
+#include "tern/qmp.h"
+#include "tern/util.h"
+
+static gchar *opt_mem = NULL;
+static gint opt_smp = 1;
+static gchar *opt_kernel = NULL;
+static gchar *opt_append = NULL;
+static gchar *opt_serial = NULL;
+static gchar *opt_monitor = NULL;
+static gchar **opt_qmp = NULL;
+static gboolean opt_paused = FALSE;
+static gchar *opt_incoming = NULL;
+static gboolean opt_version = FALSE;
+
+static const GOptionEntry options[] = {
+    { "m", 0, 0, G_OPTION_ARG_STRING, &opt_mem, "guest RAM size (512M, 1G, 16G ...; default 512M)", "SIZE" },
+    { "smp", 0, 0, G_OPTION_ARG_INT, &opt_smp, "number of vCPUs (default 1)", "N" },
+    { "kernel", 0, 0, G_OPTION_ARG_FILENAME, &opt_kernel, "PVH ELF kernel (default: the embedded test guest)", "PATH" },
+    { "append", 0, 0, G_OPTION_ARG_STRING, &opt_append, "kernel command line", "STRING" },
+    { "serial", 0, 0, G_OPTION_ARG_STRING, &opt_serial, "COM1: stdio | file:PATH | unix:PATH,server,nowait | none", "DEV" },
+    { "monitor", 0, 0, G_OPTION_ARG_STRING, &opt_monitor, "HMP console: stdio | unix:PATH,server,nowait", "DEV" },
+    { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp, "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
+    { "S", 0, 0, G_OPTION_ARG_NONE, &opt_paused, "start paused (resume with cont)", NULL },
+    { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming, "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
+    { NULL },
+};
+
+static bool option_takes_value(const char *name)
+{
+    for (const GOptionEntry *e = options; e->long_name; e++)
+        if (!strcmp(e->long_name, name))
+            return e->arg != G_OPTION_ARG_NONE;
+    return false;
+}
+
+/* QEMU users type -m, -smp, -S: GOption wants --m, --smp, --S. Rewrite option
+ * words (never option values) from one dash to two. */
+static char **qemu_style_argv(int argc, char **argv)
+{
+    char **out = g_new0(char *, argc + 1);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool is_option = i > 0 && a[0] == '-' && a[1] && a[1] != '-';
+        out[i] = is_option ? g_strconcat("-", a, NULL) : g_strdup(a);
+        if (is_option && option_takes_value(a + 1) && !strchr(a, '=') && i + 1 < argc) {
+            i++;
+            out[i] = g_strdup(argv[i]);
+        }
+    }
+    return out;
+}
+
+static gboolean on_signal(gpointer opaque)
+{
+    machine_quit(opaque);
+    return G_SOURCE_REMOVE;
+}
+
+static bool start_monitors(struct machine *m, GError **errp)
+{
+    for (gchar **q = opt_qmp; q && *q; q++)
+        if (!qmp_server_start(m, *q, errp))
+            return false;
+    if (opt_monitor && !hmp_monitor_start(m, opt_monitor, errp))
+        return false;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) args = qemu_style_argv(argc, argv);
+    int nargs = argc;
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- a KVM VMM built for live migration");
+
+    g_option_context_add_main_entries(ctx, options, NULL);
+    if (!g_option_context_parse(ctx, &nargs, &args, &err)) {
+        fprintf(stderr, "tern: %s\n", err->message);
+        return 1;
+    }
+    if (opt_version) {
+        printf("tern 0.1.0\n");
+        return 0;
+    }
+    if (nargs > 1) {
+        fprintf(stderr, "tern: unexpected argument '%s'\n", args[1]);
+        return 1;
+    }
+
+    struct machine_config cfg = {
+        .smp = opt_smp > 0 ? (unsigned)opt_smp : 0,
+        .kernel = opt_kernel,
+        .append = opt_append,
+        .start_paused = opt_paused,
+        .incoming = opt_incoming,
+    };
+    if (parse_size(opt_mem ? opt_mem : "512M", &cfg.ram_size) < 0) {
+        fprintf(stderr, "tern: -m %s: not a size (try 512M, 1G, 16G)\n", opt_mem);
+        return 1;
+    }
+    if (opt_smp < 1) {
+        fprintf(stderr, "tern: -smp %d: need at least one vCPU\n", opt_smp);
+        return 1;
+    }
+    /* Like QEMU -nographic: the serial port is the terminal unless the monitor is. */
+    bool monitor_on_stdio = opt_monitor && !strcmp(opt_monitor, "stdio");
+    cfg.serial = opt_serial ? opt_serial : monitor_on_stdio ? "none" : "stdio";
+
+    struct machine *m = machine_create(&cfg, &err);
+    if (!m) {
+        fprintf(stderr, "tern: %s\n", err->message);
+        return 1;
+    }
+    if (!start_monitors(m, &err) || !machine_start(m, &err)) {
+        fprintf(stderr, "tern: %s\n", err->message);
+        machine_destroy(m);
+        return 1;
+    }
+    g_unix_signal_add(SIGINT, on_signal, m);
+    g_unix_signal_add(SIGTERM, on_signal, m);
+    g_main_loop_run(machine_main_loop(m));
+
+    int status = machine_exit_status(m);
+    machine_destroy(m);
+    return status;
+}

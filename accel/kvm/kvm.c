@@ -1,1 +1,246 @@
-/* kvm.c: placeholder, being written. */
+/* kvm.c: /dev/kvm, the VM, capabilities, kvm_pvm detection, memory slots. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "kvm-internal.h"
+#include "tern/util.h"
+
+struct kvm_required_cap {
+    int cap;
+    const char *name;
+};
+
+#define CAP(c) { c, #c }
+/* What Tern cannot do without: state save/restore needs all of these. */
+static const struct kvm_required_cap required_caps[] = {
+    CAP(KVM_CAP_USER_MEMORY),
+    CAP(KVM_CAP_IRQCHIP),
+    CAP(KVM_CAP_PIT2),
+    CAP(KVM_CAP_PIT_STATE2),
+    CAP(KVM_CAP_EXT_CPUID),
+    CAP(KVM_CAP_MP_STATE),
+    CAP(KVM_CAP_VCPU_EVENTS),
+    CAP(KVM_CAP_DEBUGREGS),
+    CAP(KVM_CAP_XSAVE),
+    CAP(KVM_CAP_XCRS),
+    CAP(KVM_CAP_ADJUST_CLOCK),
+    CAP(KVM_CAP_IMMEDIATE_EXIT),
+    CAP(KVM_CAP_GET_TSC_KHZ),
+};
+#undef CAP
+
+static bool check_caps(struct kvm *k, GError **errp)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(required_caps); i++) {
+        if (ioctl(k->vm_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                        "KVM lacks capability %s, which Tern requires",
+                        required_caps[i].name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* kvm_pvm registers as its own module; hardware KVM is kvm_intel/kvm_amd. */
+static bool detect_pvm(void)
+{
+    return access("/sys/module/kvm_pvm", F_OK) == 0;
+}
+
+static bool load_cpuid_template(struct kvm *k, GError **errp)
+{
+    for (unsigned nent = 128; nent <= 4096; nent *= 2) {
+        struct kvm_cpuid2 *c = g_malloc0(sizeof(*c) + nent * sizeof(c->entries[0]));
+        c->nent = nent;
+        if (ioctl(k->sys_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            k->cpuid = c;
+            break;
+        }
+        g_free(c);
+        if (errno != E2BIG) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SUPPORTED_CPUID: %s",
+                        g_strerror(errno));
+            return false;
+        }
+    }
+    if (!k->cpuid) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SUPPORTED_CPUID: too many entries");
+        return false;
+    }
+
+    /* Tell guests the TSC frequency the way QEMU does: leaf 0x40000010 EAX in
+     * kHz, with the hypervisor range raised to include it. Saves guests from
+     * calibrating against a timer. */
+    struct kvm_cpuid_entry2 *freq = NULL;
+    for (unsigned i = 0; i < k->cpuid->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &k->cpuid->entries[i];
+        if (e->function == 0x40000000 && e->eax < 0x40000010)
+            e->eax = 0x40000010;
+        if (e->function == 0x40000010)
+            freq = e;
+    }
+    if (!freq && k->tsc_khz) {
+        k->cpuid = g_realloc(k->cpuid, sizeof(*k->cpuid) +
+                             (k->cpuid->nent + 1) * sizeof(k->cpuid->entries[0]));
+        freq = &k->cpuid->entries[k->cpuid->nent++];
+        memset(freq, 0, sizeof(*freq));
+        freq->function = 0x40000010;
+    }
+    if (freq) {
+        freq->eax = k->tsc_khz;
+        freq->ebx = 1000000;    /* LAPIC bus frequency in kHz: KVM's APIC timer runs at 1 GHz */
+    }
+    return true;
+}
+
+static bool load_msr_list(struct kvm *k, GError **errp)
+{
+    struct kvm_msr_list *list = g_malloc0(sizeof(*list) + KVM_MAX_MSRS * sizeof(uint32_t));
+    list->nmsrs = KVM_MAX_MSRS - 1;
+    if (ioctl(k->sys_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_MSR_INDEX_LIST: %s", g_strerror(errno));
+        g_free(list);
+        return false;
+    }
+    k->nr_msrs = 0;
+    for (uint32_t i = 0; i < list->nmsrs; i++)
+        k->msr_index[k->nr_msrs++] = list->indices[i];
+    if (k->pvm)
+        k->msr_index[k->nr_msrs++] = MSR_PVM_VIF;
+    g_free(list);
+    return true;
+}
+
+struct kvm *kvm_open(GError **errp)
+{
+    struct kvm *k = g_new0(struct kvm, 1);
+    k->vm_fd = -1;
+
+    k->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (k->sys_fd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot open /dev/kvm: %s", g_strerror(errno));
+        goto fail;
+    }
+    if (ioctl(k->sys_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "unsupported KVM API version");
+        goto fail;
+    }
+    k->vm_fd = ioctl(k->sys_fd, KVM_CREATE_VM, 0);
+    if (k->vm_fd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_VM: %s", g_strerror(errno));
+        goto fail;
+    }
+    if (!check_caps(k, errp))
+        goto fail;
+
+    k->pvm = detect_pvm();
+    k->run_size = ioctl(k->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    k->sync_regs = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS) > 0;
+    int xsave2 = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    k->xsave_size = xsave2 > (int)sizeof(struct kvm_xsave) ? (size_t)xsave2
+                                                           : sizeof(struct kvm_xsave);
+    int tsc = ioctl(k->vm_fd, KVM_GET_TSC_KHZ, 0);
+    k->tsc_khz = tsc > 0 ? (uint32_t)tsc : 0;
+
+    /* Manual protect: harvesting the log does not write-protect; a separate
+     * clear does, so sync costs only what was dirtied (PLATFORM.md). */
+    int manual = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (manual > 0) {
+        struct kvm_enable_cap cap = {
+            .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            .args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+        };
+        k->manual_protect = ioctl(k->vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+    }
+
+    if (ioctl(k->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_IRQCHIP: %s", g_strerror(errno));
+        goto fail;
+    }
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    if (ioctl(k->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_PIT2: %s", g_strerror(errno));
+        goto fail;
+    }
+    if (!load_cpuid_template(k, errp) || !load_msr_list(k, errp))
+        goto fail;
+    return k;
+
+fail:
+    kvm_close(k);
+    return NULL;
+}
+
+void kvm_close(struct kvm *k)
+{
+    if (!k)
+        return;
+    for (unsigned i = 0; i < k->nr_slots; i++)
+        g_free(k->slots[i].log);
+    if (k->vm_fd >= 0)
+        close(k->vm_fd);
+    if (k->sys_fd >= 0)
+        close(k->sys_fd);
+    g_free(k->cpuid);
+    g_free(k);
+}
+
+bool kvm_is_pvm(const struct kvm *k)
+{
+    return k->pvm;
+}
+
+const char *kvm_flavour(const struct kvm *k)
+{
+    return k->pvm ? "kvm_pvm" : "kvm";
+}
+
+uint32_t kvm_tsc_khz(const struct kvm *k)
+{
+    return k->tsc_khz;
+}
+
+bool kvm_slot_update(struct kvm *k, struct kvm_slot *s, GError **errp)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = s->id,
+        .flags = s->flags,
+        .guest_phys_addr = s->gpa,
+        .memory_size = s->size,
+        .userspace_addr = (uintptr_t)s->hva,
+    };
+    if (ioctl(k->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_SET_USER_MEMORY_REGION slot %u: %s",
+                    s->id, g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void *hva,
+                 GError **errp)
+{
+    if (k->nr_slots == KVM_MAX_SLOTS) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "too many memory slots");
+        return false;
+    }
+    struct kvm_slot *s = &k->slots[k->nr_slots];
+    *s = (struct kvm_slot){ .id = slot, .gpa = gpa, .size = size, .hva = hva };
+    if (k->dirty_logging)
+        s->flags |= KVM_MEM_LOG_DIRTY_PAGES;
+    if (!kvm_slot_update(k, s, errp))
+        return false;
+    k->nr_slots++;
+    return true;
+}
+
+bool kvm_set_irq_line(struct kvm *k, unsigned irq, bool level)
+{
+    struct kvm_irq_level line = { .irq = irq, .level = level };
+    return ioctl(k->vm_fd, KVM_IRQ_LINE, &line) == 0;
+}

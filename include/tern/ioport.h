@@ -29,12 +29,17 @@ struct io_bus {
     uint64_t unhandled;     /* accesses nobody claimed (reads return all ones) */
 };
 
+/* Prepare (bus) (empty, lock initialised) / release its lock. */
 void io_bus_init(struct io_bus *bus);
 void io_bus_destroy(struct io_bus *bus);
-/* Claim [base, base + len) in (space); overlapping an existing range is an error. */
+/* Claim [base, base + len) in (space) for (handler) with (opaque). Zero length,
+ * wrap-around (or beyond port 0xffff for PIO), overlapping an existing range of
+ * the same space, or more than IO_BUS_MAX_RANGES ranges is an error. */
 bool io_bus_register(struct io_bus *bus, enum io_space space, uint64_t base, uint64_t len,
                      io_handler_fn *handler, void *opaque, GError **errp);
-/* Called from vCPU threads for every PIO/MMIO exit. */
+/* Called from vCPU threads for every PIO/MMIO exit: the access of (size) bytes
+ * at (addr) goes to the range holding (addr), under (lock). Unclaimed: reads
+ * fill (data) with all ones, writes are dropped; both count in (unhandled). */
 void io_bus_dispatch(struct io_bus *bus, enum io_space space, uint64_t addr, uint8_t *data,
                      unsigned size, bool is_write);
 

@@ -23,6 +23,9 @@ const char *kvm_flavour(const struct kvm *k);
 /* Host TSC frequency seen by guests, in kHz (0 if unknown). */
 uint32_t kvm_tsc_khz(const struct kvm *k);
 
+/* Drive interrupt line (irq) of the in-kernel PIC/IOAPIC to (level). */
+bool kvm_set_irq_line(struct kvm *k, unsigned irq, bool level);
+
 /* Map [gpa, gpa + size) to host memory (hva) as memory slot (slot). */
 bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void *hva,
                  GError **errp);
@@ -68,8 +71,9 @@ void kvm_vcpu_clear_kick(struct kvm_vcpu *vcpu);
 void kvm_kick_signal_init(void);
 
 /* Complete state, as flattened-device-tree nodes built from vmstate tables.
- * Save adds node "cpu@<index>" (or "vm") under (parent) of (fdt); restore reads
- * it back. The vCPU must be paused; restore follows the order in PLATFORM.md. */
+ * Save adds node "cpu@<index>" (or "vm") under (parent) of (fdt); load reads
+ * it back. vCPUs must be paused. Load every vCPU before the VM (irqchip,
+ * clock): that is the order kvm_pvm accepts (PLATFORM.md). */
 bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **errp);
 bool kvm_vcpu_load_state(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp);
 bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp);

@@ -32,7 +32,8 @@ struct guest_ram {
     unsigned long *vmm_dirty;
 };
 
-/* Map (size) bytes of guest RAM; a size the host cannot back is an error. */
+/* Map (size) bytes of guest RAM (>= GUEST_RAM_MIN, page-aligned), one memfd per
+ * region; a size above the host's physical RAM + swap is an error naming both. */
 struct guest_ram *guest_ram_create(uint64_t size, GError **errp);
 void guest_ram_destroy(struct guest_ram *ram);
 
@@ -52,10 +53,25 @@ bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len
  * without being read or allocated). Two VMs with equal RAM have equal digests. */
 uint32_t guest_ram_crc32(struct guest_ram *ram);
 
+/* Return all of (ram) to never-touched zeros (system reset): the host memory
+ * is released (hole punching) and the pages that held data are marked in
+ * (vmm_dirty). Call with the vCPUs stopped. */
+void guest_ram_discard(struct guest_ram *ram);
+
 /* Bytes of RAM actually backed by the host (not holes). */
 uint64_t guest_ram_populated_bytes(struct guest_ram *ram);
 
-/* Fill an e820-style map: usable RAM ranges in gpa order. Returns the count. */
+/* Hole skipping for migration: the first data (populated) range at or after
+ * (gpa), in gpa order across regions, as [*data_start, *data_end) (inside one
+ * region; data_start >= gpa). False when no data follows (gpa): the rest of
+ * RAM is holes, which read as zeros and must not be read (reading a memfd hole
+ * allocates it). Use: for (g = 0; guest_ram_next_data(ram, g, &s, &e); g = e).
+ * Where the host cannot report holes, the rest of a region counts as data. */
+bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *data_start,
+                         uint64_t *data_end);
+
+/* Fill (out) (room for (max)) with an e820-style map: the RAM regions as
+ * mapped, in gpa order, type E820_RAM. Returns the count. */
 struct e820_range { uint64_t addr, size; uint32_t type; };
 #define E820_RAM 1
 #define E820_RESERVED 2

@@ -1,0 +1,46 @@
+# Thin wrapper over meson. Every target first installs the Debian packages it
+# is missing (and only those), then builds.
+BUILD     ?= build
+SAN_BUILD ?= build-san
+PYTHON    ?= python3
+
+DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-glib-dev \
+               libfdt-dev zlib1g-dev libaio-dev libcmocka-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build check demo bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing missing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+$(SAN_BUILD)/build.ninja:
+	meson setup $(SAN_BUILD) -Dsanitize=true
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# Every test (unit, KVM, functional) runs against the ASan/UBSan build; the
+# optimised build is compiled too so its warnings count.
+check: build $(SAN_BUILD)/build.ninja
+	ninja -C $(SAN_BUILD)
+	meson test -C $(SAN_BUILD) --print-errorlogs
+
+demo: build
+	$(PYTHON) tests/demo.py --tern $(BUILD)/tern
+
+bench: build
+	$(PYTHON) tests/bench/run.py --tern $(BUILD)/tern
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

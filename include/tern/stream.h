@@ -1,0 +1,244 @@
+/* stream.h: the migration stream v1: header and record writer, bounded validating reader, body codecs. */
+#ifndef TERN_STREAM_H
+#define TERN_STREAM_H
+
+/*
+ * Format: docs/migration-stream.md; wire layout: tern/stream-format.h.
+ * Writing: stream_writer_init(), stream_write_header(), then records; each
+ * call puts one whole record on the channel (not flushed: call channel_flush()
+ * at the end of a pass and before freeing anything passed by reference).
+ * Reading: stream_reader_init(), stream_read_header(), then stream_read_record()
+ * in a loop; check the order with stream_order_check() and decode bodies with
+ * the stream_parse_*() helpers, which validate everything before returning
+ * data or calling back. Every error names the record (type, index, offset).
+ */
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/channel.h"
+#include "tern/stream-format.h"
+
+/* ---- Writing ---- */
+
+struct stream_writer {
+    struct channel *ch;
+    uint32_t flags;             /* MIG_HDR_F_* */
+    uint64_t records;           /* records written */
+    /* The record being written (stream_record_begin() .. _end()). */
+    bool in_record;
+    uint32_t cur_type;
+    uint32_t cur_length;
+    uint64_t cur_done;
+    uint32_t cur_crc;
+};
+
+/* How a body part reaches the channel. */
+enum stream_part_mode {
+    STREAM_PART_COPY,   /* copied now; the caller may reuse the memory at once */
+    STREAM_PART_REF,    /* by reference: unchanged and valid until channel_flush() */
+    STREAM_PART_LIVE,   /* may change under us (guest RAM, vCPUs running): by
+                         * reference without CRCs; copied while computing the CRC
+                         * when the stream has CRCs, so the CRC matches the bytes sent */
+};
+
+struct stream_part {
+    const void *data;
+    size_t len;
+    enum stream_part_mode mode;
+};
+
+/* Prepare (w) to write to (ch) with header flags (flags) (MIG_HDR_F_*). */
+void stream_writer_init(struct stream_writer *w, struct channel *ch, uint32_t flags);
+/* Put the image header. */
+bool stream_write_header(struct stream_writer *w, GError **errp);
+/* Put one record of (type) whose body is (parts)[0..nparts) in order: header,
+ * body, padding and CRC trailer. A body over MIG_REC_LENGTH_MAX is refused. */
+bool stream_write_record(struct stream_writer *w, uint32_t type, const struct stream_part *parts,
+                         unsigned nparts, GError **errp);
+/* The same in steps, for bodies produced piecewise: begin with the exact body
+ * (length), put exactly (length) bytes, end. */
+bool stream_record_begin(struct stream_writer *w, uint32_t type, uint32_t length, GError **errp);
+void stream_record_put(struct stream_writer *w, const void *data, size_t len,
+                       enum stream_part_mode mode);
+bool stream_record_end(struct stream_writer *w, GError **errp);
+
+/* A record with an empty body: STATIC_END, END, RP_READY, RP_RESUMED. */
+bool stream_write_empty(struct stream_writer *w, uint32_t type, GError **errp);
+
+/* ---- Reading ---- */
+
+struct stream_reader {
+    struct channel *ch;
+    bool return_path;           /* expects return-path types (MIG_RP_*) */
+    uint32_t flags;             /* from the header */
+    uint32_t page_shift;        /* from the header */
+    uint64_t records;           /* records read */
+    uint8_t *buf;               /* body buffer, grown as needed up to the maximum */
+    size_t buf_size;
+};
+
+struct stream_record {
+    uint32_t type;
+    uint32_t length;            /* body bytes */
+    const uint8_t *body;        /* owned by the reader, valid until the next read */
+    uint64_t index;             /* 0 for the first record after the header */
+    uint64_t offset;            /* stream offset of the record header */
+    bool skip;                  /* unknown optional record: CRC-checked, to be ignored */
+};
+
+/* Prepare (r) to read from (ch); (return_path): the target-to-source direction. */
+void stream_reader_init(struct stream_reader *r, struct channel *ch, bool return_path);
+/* Free the body buffer. */
+void stream_reader_cleanup(struct stream_reader *r);
+/* Read and check the image header: magic, version, header CRC, flags, page size. */
+bool stream_read_header(struct stream_reader *r, GError **errp);
+/* Read the next record into (rec): the length is checked against the maximum
+ * before anything is allocated; the CRC, zero padding and reserved fields are
+ * verified; empty types must be empty. An unknown mandatory type is an error;
+ * an unknown optional one returns true with (rec->skip) set. */
+bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GError **errp);
+/* "record 4 (PAGE_DATA) at offset 4136", for messages; g_free it. */
+char *stream_record_describe(const struct stream_record *rec);
+
+/* Record order (the spec's grammar), checked on the target: VM_CONFIG,
+ * STATIC_END, passes of PAGE_DATA/ZERO_PAGES each closed by ITERATION_END
+ * (numbered 1, 2, ...; the last one flagged final), VCPU_STATE for each vCPU
+ * in index order, VM_STATE, DEVICE_STATE*, END. */
+struct stream_order {
+    int state;
+    uint32_t nr_vcpus;
+    uint32_t next_vcpu;
+    uint32_t passes;
+};
+void stream_order_init(struct stream_order *o);
+/* Accept (rec) (already read) or fail naming it. Skipped records are always fine. */
+bool stream_order_check(struct stream_order *o, const struct stream_record *rec, GError **errp);
+/* True once END was accepted. */
+bool stream_order_done(const struct stream_order *o);
+
+/* ---- VM_CONFIG ---- */
+
+struct stream_device_id {
+    char id[MIG_NAME_LEN];      /* NUL-terminated */
+    uint32_t instance;
+};
+
+struct stream_vm_config {
+    uint64_t ram_size;
+    uint64_t nr_gfns;
+    uint32_t nr_vcpus;
+    uint32_t nr_regions;
+    struct { uint64_t gpa, size; } regions[MIG_VM_CONFIG_MAX_REGIONS];
+    uint32_t cpuid_nr_entries;
+    uint8_t cpuid_sha256[32];
+    char machine[MIG_NAME_LEN];         /* NUL-terminated */
+    uint32_t nr_devices;
+    struct stream_device_id devices[MIG_VM_CONFIG_MAX_DEVICES];
+};
+
+/* Write (cfg) as VM_CONFIG (it is validated like the reader would). */
+bool stream_write_vm_config(struct stream_writer *w, const struct stream_vm_config *cfg,
+                            GError **errp);
+/* Decode and validate VM_CONFIG (rec) into (out): counts, region layout
+ * (aligned, sorted, disjoint, inside nr_gfns, summing to ram_size), names. */
+bool stream_parse_vm_config(const struct stream_record *rec, struct stream_vm_config *out,
+                            GError **errp);
+/* The target's check: (incoming) must describe the same VM as (local); the
+ * error says what differs ("RAM size differs: stream 1024 MiB, this VM 512 MiB"). */
+bool stream_vm_config_compare(const struct stream_vm_config *incoming,
+                              const struct stream_vm_config *local, GError **errp);
+
+/* ---- PAGE_DATA and ZERO_PAGES ---- */
+
+struct stream_page {
+    uint64_t gfn;
+    uint32_t encoding;          /* MIG_PAGE_ENC_RAW or MIG_PAGE_ENC_ZLIB */
+    uint32_t length;            /* bytes at (data) */
+    const uint8_t *data;
+};
+
+struct stream_gfn_range {
+    uint64_t first_gfn;
+    uint64_t npages;
+};
+
+/* Write PAGE_DATA for (pages)[0..count) (1..MIG_PAGE_DATA_MAX_PAGES). RAW
+ * payloads go by reference (STREAM_PART_LIVE if (live), the vCPUs running,
+ * else STREAM_PART_REF: keep them mapped until channel_flush()); ZLIB payloads
+ * are copied. */
+bool stream_write_page_data(struct stream_writer *w, const struct stream_page *pages,
+                            unsigned count, bool live, GError **errp);
+/* Write ZERO_PAGES for (ranges)[0..count). */
+bool stream_write_zero_pages(struct stream_writer *w, const struct stream_gfn_range *ranges,
+                             unsigned count, GError **errp);
+
+typedef bool (*stream_page_fn)(void *opaque, const struct stream_page *page, GError **errp);
+typedef bool (*stream_range_fn)(void *opaque, uint64_t first_gfn, uint64_t npages,
+                                GError **errp);
+
+/* Validate PAGE_DATA (rec) completely (count against length, every gfn below
+ * (nr_gfns), encodings known, payload lengths sane for (page_size)), then call
+ * (fn)(opaque, page) for each page in order. (fn) failing stops the walk. */
+bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size, uint64_t nr_gfns,
+                            stream_page_fn fn, void *opaque, GError **errp);
+/* Validate ZERO_PAGES (rec) completely (overflow-safe: every range non-empty and
+ * inside [0, nr_gfns)), then call (fn) per range. */
+bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns,
+                             stream_range_fn fn, void *opaque, GError **errp);
+/* Decode (page) into (dst) ((page_size) bytes, a scratch page: write it to
+ * guest RAM only when this succeeds). ZLIB must inflate to exactly one page
+ * and use all its bytes. */
+bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page_size,
+                        GError **errp);
+/* Compress (page) at zlib (level) into (out) ((out_size) bytes). Returns the
+ * compressed length, or 0 when it would not be smaller than the page (send
+ * it RAW then). */
+size_t stream_page_compress(const void *page, uint32_t page_size, int level, uint8_t *out,
+                            size_t out_size);
+
+/* ---- ITERATION_END ---- */
+
+struct stream_iteration_end {
+    uint32_t pass;
+    uint32_t flags;             /* MIG_ITER_F_FINAL */
+    uint64_t pages_sent;
+    uint64_t zero_pages;
+    uint64_t bytes_sent;
+    uint64_t dirty_pages;
+    uint64_t duration_ns;
+};
+
+bool stream_write_iteration_end(struct stream_writer *w, const struct stream_iteration_end *it,
+                                GError **errp);
+bool stream_parse_iteration_end(const struct stream_record *rec, struct stream_iteration_end *out,
+                                GError **errp);
+
+/* ---- VCPU_STATE, VM_STATE, DEVICE_STATE (FDT blobs) ---- */
+
+/* Write vCPU (index)'s state (fdt) (fdt_totalsize() bytes, packed if possible). */
+bool stream_write_vcpu_state(struct stream_writer *w, uint32_t index, const void *fdt,
+                             GError **errp);
+bool stream_write_vm_state(struct stream_writer *w, const void *fdt, GError **errp);
+/* Write device (id, instance)'s state (fdt). */
+bool stream_write_device_state(struct stream_writer *w, const char *id, uint32_t instance,
+                               const void *fdt, GError **errp);
+/* Decode and validate: reserved fields zero, the FDT passes fdt_check_full()
+ * and fills the rest of the body exactly. (*fdt) points into (rec)'s body. */
+bool stream_parse_vcpu_state(const struct stream_record *rec, uint32_t *index,
+                             const void **fdt, size_t *fdt_len, GError **errp);
+bool stream_parse_vm_state(const struct stream_record *rec, const void **fdt, size_t *fdt_len,
+                           GError **errp);
+bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME_LEN],
+                               uint32_t *instance, const void **fdt, size_t *fdt_len,
+                               GError **errp);
+
+/* ---- Return path ---- */
+
+/* Write RP_ERROR with (message) (cut to MIG_RP_ERROR_MAX bytes at a UTF-8 boundary). */
+bool stream_write_rp_error(struct stream_writer *w, const char *message, GError **errp);
+/* Decode RP_ERROR: valid UTF-8 without NUL; (*message) is g_malloc'd. */
+bool stream_parse_rp_error(const struct stream_record *rec, char **message, GError **errp);
+
+#endif

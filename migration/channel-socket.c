@@ -1,0 +1,382 @@
+/* channel-socket.c: the fd/socket channel backend, and tcp:/unix: URI parsing, connect, listen, accept. */
+#include "tern/channel.h"
+#include "tern/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Socket buffers asked for (the kernel caps them at net.core.{w,r}mem_max):
+ * large enough to keep a fast link busy while the sender prepares a batch. */
+#define SOCKET_BUF_BYTES    (4 << 20)
+
+struct sock_backend {
+    int fd;
+    bool is_socket;
+    char *name;
+};
+
+/* Wait until (fd) is ready for (events); for fds someone made non-blocking. */
+static void sock_wait(int fd, short events)
+{
+    struct pollfd pfd = { .fd = fd, .events = events };
+
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+        ;
+}
+
+static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+    struct sock_backend *s = opaque;
+
+    for (;;) {
+        ssize_t n;
+
+        if (s->is_socket) {
+            /* MSG_NOSIGNAL: a peer that went away is EPIPE, not SIGPIPE. */
+            struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+
+            n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        } else {
+            n = writev(s->fd, iov, iovcnt);
+        }
+        if (n >= 0)
+            return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            sock_wait(s->fd, POLLOUT);
+            continue;
+        }
+        return -errno;
+    }
+}
+
+static ssize_t sock_read(void *opaque, void *buf, size_t len)
+{
+    struct sock_backend *s = opaque;
+
+    for (;;) {
+        ssize_t n = read(s->fd, buf, len);
+
+        if (n >= 0)
+            return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            sock_wait(s->fd, POLLIN);
+            continue;
+        }
+        return -errno;
+    }
+}
+
+static void sock_shutdown(void *opaque)
+{
+    struct sock_backend *s = opaque;
+
+    if (s->is_socket)
+        shutdown(s->fd, SHUT_RDWR);
+}
+
+static struct channel *sock_return_path(void *opaque, GError **errp)
+{
+    struct sock_backend *s = opaque;
+    g_autofree char *name = NULL;
+    int fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+
+    if (fd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: return path: dup: %s",
+                    s->name, g_strerror(errno));
+        return NULL;
+    }
+    name = g_strdup_printf("%s (return path)", s->name);
+    return channel_socket_new(fd, name);
+}
+
+static void sock_close(void *opaque)
+{
+    struct sock_backend *s = opaque;
+
+    close(s->fd);
+    g_free(s->name);
+    g_free(s);
+}
+
+static const struct channel_ops sock_ops = {
+    .kind = "socket",
+    .writev = sock_writev,
+    .read = sock_read,
+    .shutdown = sock_shutdown,
+    .return_path = sock_return_path,
+    .close = sock_close,
+};
+
+struct channel *channel_socket_new(int fd, const char *name)
+{
+    struct sock_backend *s = g_new0(struct sock_backend, 1);
+    struct stat st;
+
+    s->fd = fd;
+    s->is_socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    s->name = g_strdup(name ? name : "fd");
+    return channel_new(&sock_ops, s, s->name);
+}
+
+/* ---- URIs ---- */
+
+static bool uri_error(GError **errp, const char *uri, const char *why)
+{
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "invalid migration URI '%s': %s",
+                uri, why);
+    return false;
+}
+
+bool channel_uri_parse(const char *uri, struct channel_uri *out, GError **errp)
+{
+    memset(out, 0, sizeof(*out));
+    if (g_str_has_prefix(uri, "tcp:")) {
+        const char *rest = uri + 4;
+        const char *colon;
+        char *end;
+        unsigned long port;
+
+        if (rest[0] == '[') {
+            const char *close = strchr(rest, ']');
+
+            if (!close)
+                return uri_error(errp, uri, "missing ']' after an IPv6 address");
+            if (close[1] != ':')
+                return uri_error(errp, uri, "expected ':PORT' after ']'");
+            out->host = g_strndup(rest + 1, (gsize)(close - rest - 1));
+            colon = close + 1;
+        } else {
+            colon = strrchr(rest, ':');
+            if (!colon)
+                return uri_error(errp, uri, "expected tcp:HOST:PORT");
+            if (memchr(rest, ':', (size_t)(colon - rest)))
+                return uri_error(errp, uri, "put an IPv6 address in brackets: tcp:[ADDR]:PORT");
+            out->host = g_strndup(rest, (gsize)(colon - rest));
+        }
+        out->kind = CHANNEL_URI_TCP;
+        errno = 0;
+        port = strtoul(colon + 1, &end, 10);
+        if (!g_ascii_isdigit(colon[1]) || *end || errno || port > 65535) {
+            channel_uri_clear(out);
+            return uri_error(errp, uri, "the port must be a number from 0 to 65535");
+        }
+        out->port = g_strdup(colon + 1);
+        return true;
+    }
+    if (g_str_has_prefix(uri, "unix:")) {
+        const char *path = uri + 5;
+        struct sockaddr_un sun;
+
+        if (!*path)
+            return uri_error(errp, uri, "expected unix:PATH");
+        if (strlen(path) >= sizeof(sun.sun_path)) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "invalid migration URI '%s': socket path too long (%zu bytes, max %zu)",
+                        uri, strlen(path), sizeof(sun.sun_path) - 1);
+            return false;
+        }
+        out->kind = CHANNEL_URI_UNIX;
+        out->path = g_strdup(path);
+        return true;
+    }
+    return uri_error(errp, uri, "expected tcp:HOST:PORT or unix:PATH");
+}
+
+void channel_uri_clear(struct channel_uri *uri)
+{
+    g_clear_pointer(&uri->host, g_free);
+    g_clear_pointer(&uri->port, g_free);
+    g_clear_pointer(&uri->path, g_free);
+}
+
+/* ---- Sockets ---- */
+
+static void socket_tune(int fd, bool tcp)
+{
+    int one = 1;
+    int size = SOCKET_BUF_BYTES;
+
+    /* Best effort. Tern batches in user space, so Nagle only delays the last
+     * partial segment and the small return-path records. */
+    if (tcp)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+}
+
+static void unix_addr(struct sockaddr_un *sun, const char *path)
+{
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, strlen(path) + 1);     /* length checked by the parser */
+}
+
+static int tcp_open(const struct channel_uri *u, const char *uri, bool listening,
+                    GError **errp)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC };
+    struct addrinfo *res, *ai;
+    int rc, fd = -1, err = 0;
+
+    if (listening)
+        hints.ai_flags = AI_PASSIVE;
+    else if (!*u->host) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "invalid migration URI '%s': no host to connect to", uri);
+        return -1;
+    }
+    rc = getaddrinfo(*u->host ? u->host : NULL, u->port, &hints, &res);
+    if (rc) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot resolve '%s': %s", uri,
+                    u->host, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int one = 1;
+
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (listening) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0)
+                break;
+        } else {
+            socket_tune(fd, true);
+            while ((rc = connect(fd, ai->ai_addr, ai->ai_addrlen)) < 0 && errno == EINTR)
+                ;
+            if (rc == 0)
+                break;
+        }
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot %s: %s", uri,
+                    listening ? "listen" : "connect", g_strerror(err));
+    return fd;
+}
+
+static int unix_open(const struct channel_uri *u, const char *uri, bool listening,
+                     GError **errp)
+{
+    struct sockaddr_un sun;
+    int fd, rc;
+
+    unix_addr(&sun, u->path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: socket: %s", uri,
+                    g_strerror(errno));
+        return -1;
+    }
+    if (listening) {
+        struct stat st;
+
+        /* Replace a stale socket left by an earlier run, never another file. */
+        if (lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(u->path);
+        rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+        if (rc == 0)
+            rc = listen(fd, 16);
+    } else {
+        socket_tune(fd, false);
+        while ((rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun))) < 0 && errno == EINTR)
+            ;
+    }
+    if (rc < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot %s: %s", uri,
+                    listening ? "listen" : "connect", g_strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int socket_open(const char *uri, bool listening, GError **errp)
+{
+    struct channel_uri u;
+    int fd;
+
+    if (!channel_uri_parse(uri, &u, errp))
+        return -1;
+    if (u.kind == CHANNEL_URI_TCP)
+        fd = tcp_open(&u, uri, listening, errp);
+    else
+        fd = unix_open(&u, uri, listening, errp);
+    channel_uri_clear(&u);
+    return fd;
+}
+
+int channel_socket_connect(const char *uri, GError **errp)
+{
+    return socket_open(uri, false, errp);
+}
+
+int channel_socket_listen(const char *uri, GError **errp)
+{
+    return socket_open(uri, true, errp);
+}
+
+char *channel_socket_local_uri(int listen_fd, GError **errp)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    if (getsockname(listen_fd, (struct sockaddr *)&ss, &len) < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "getsockname: %s", g_strerror(errno));
+        return NULL;
+    }
+    switch (ss.ss_family) {
+    case AF_INET: {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        return g_strdup_printf("tcp:%s:%u", host, ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        return g_strdup_printf("tcp:[%s]:%u", host, ntohs(in6->sin6_port));
+    }
+    case AF_UNIX:
+        return g_strdup_printf("unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
+    default:
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "unknown socket family %d",
+                    ss.ss_family);
+        return NULL;
+    }
+}
+
+int channel_socket_accept(int listen_fd, GError **errp)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd;
+
+    while ((fd = accept4(listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC)) < 0 &&
+           errno == EINTR)
+        len = sizeof(ss);
+    if (fd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "accept: %s", g_strerror(errno));
+        return -1;
+    }
+    socket_tune(fd, ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+    return fd;
+}

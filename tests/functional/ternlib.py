@@ -1,0 +1,306 @@
+"""ternlib: start tern processes and drive them over QMP, HMP and the serial log.
+
+Python 3 standard library only. Used by the functional tests, the demo and
+the benchmarks.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+
+TICK_RE = re.compile(
+    r"^tick (?P<tick>\d+) t_ms (?P<t_ms>\d+) dirtied_mib (?P<dirtied_mib>\d+) "
+    r"passes (?P<passes>\d+) timer_ticks (?P<timer_ticks>\d+) "
+    r"max_gap_us (?P<max_gap_us>\d+) errors (?P<errors>\d+)")
+RUNNING_RE = re.compile(r"^testguest: running (?P<rest>.*)$")
+
+
+def require_kvm():
+    """Exit with the skip code, loudly, only when /dev/kvm does not exist."""
+    if not os.path.exists("/dev/kvm"):
+        sys.stderr.write("\n" + "=" * 70 + "\nSKIPPED: /dev/kvm is absent on this machine; "
+                         "this test needs KVM and proves nothing here.\n" + "=" * 70 + "\n")
+        sys.exit(SKIP)
+
+
+def tern_binary():
+    path = os.environ.get("TERN") or (sys.argv[1] if len(sys.argv) > 1 else None)
+    if not path or not os.path.exists(path):
+        raise SystemExit("usage: test.py PATH/TO/tern (or TERN=...)")
+    return os.path.abspath(path)
+
+
+class QMPError(Exception):
+    def __init__(self, error):
+        super().__init__("%s: %s" % (error.get("class"), error.get("desc")))
+        self.error = error
+
+
+class QMP:
+    """A QMP client on a unix socket: negotiates, runs commands, collects events."""
+
+    def __init__(self, path, timeout=30.0, negotiate=True):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.events = []
+        self.greeting = self._read_message()
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    def _read_message(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send_raw(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def read_reply(self):
+        """The next non-event message."""
+        while True:
+            msg = self._read_message()
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            return msg
+
+    def execute(self, name, **arguments):
+        req = {"execute": name}
+        if arguments:
+            req["arguments"] = {k.replace("_", "-") if k != "command_line" else "command-line": v
+                                for k, v in arguments.items()}
+        self.send_raw(json.dumps(req) + "\n")
+        return self.read_reply()
+
+    def cmd(self, name, **arguments):
+        reply = self.execute(name, **arguments)
+        if "error" in reply:
+            raise QMPError(reply["error"])
+        return reply["return"]
+
+    def hmp(self, command_line):
+        return self.cmd("human-monitor-command", command_line=command_line)
+
+    def wait_event(self, name, timeout=30.0, match=None):
+        deadline = time.time() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev["event"] == name and (match is None or match(ev.get("data", {}))):
+                    return self.events.pop(i)
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise TimeoutError("no %s event within %.0f s" % (name, timeout))
+            self.sock.settimeout(remaining)
+            try:
+                self.events.append(self._read_message())
+            except socket.timeout:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+class Serial:
+    """Reads the guest's serial log (a file) line by line."""
+
+    def __init__(self, path):
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+        self.lines = []
+
+    def poll(self):
+        try:
+            with open(self.path, "r", errors="replace") as f:
+                f.seek(self.offset)
+                data = f.read()
+                self.offset = f.tell()
+        except FileNotFoundError:
+            return []
+        data = self.partial + data
+        parts = data.split("\n")
+        self.partial = parts.pop()
+        new = [p.rstrip("\r") for p in parts]
+        self.lines.extend(new)
+        return new
+
+    def wait_for(self, regex, timeout=20.0, proc=None):
+        """Wait for a new line matching (regex); returns the match."""
+        pattern = re.compile(regex) if isinstance(regex, str) else regex
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in self.poll():
+                m = pattern.search(line)
+                if m:
+                    return m
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError("tern exited with %s while waiting for %r"
+                                   % (proc.returncode, pattern.pattern))
+            time.sleep(0.02)
+        raise TimeoutError("no line matching %r within %.0f s; last lines: %s"
+                           % (pattern.pattern, timeout, self.lines[-5:]))
+
+    def wait_ticks(self, n, timeout=20.0, proc=None):
+        ticks = []
+        while len(ticks) < n:
+            m = self.wait_for(TICK_RE, timeout, proc)
+            ticks.append({k: int(v) for k, v in m.groupdict().items()})
+        return ticks
+
+
+def parse_running(line_match):
+    """'testguest: running ws_mib 64 ... ns_per_loop_iter 0.31' -> dict."""
+    words = line_match.group("rest").split()
+    out = {}
+    for key, value in zip(words[0::2], words[1::2]):
+        try:
+            out[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+class Tern:
+    """One tern process with a QMP socket, a serial log and (optionally) an HMP socket."""
+
+    def __init__(self, binary, args=(), name="vm", workdir=None, hmp=False, qmp=True,
+                 extra_env=None):
+        self.binary = binary
+        self.dir = workdir or tempfile.mkdtemp(prefix="tern-test-")
+        self.name = name
+        self.serial_path = os.path.join(self.dir, name + ".serial")
+        self.qmp_path = os.path.join(self.dir, name + ".qmp")
+        self.hmp_path = os.path.join(self.dir, name + ".hmp") if hmp else None
+        self.stderr_path = os.path.join(self.dir, name + ".stderr")
+        cmd = [binary, "-serial", "file:" + self.serial_path]
+        if qmp:
+            cmd += ["-qmp", "unix:%s,server,nowait" % self.qmp_path]
+        if hmp:
+            cmd += ["-monitor", "unix:%s,server,nowait" % self.hmp_path]
+        cmd += list(args)
+        self.cmdline = cmd
+        env = dict(os.environ)
+        env.update(extra_env or {})
+        self.stderr_file = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
+                                     stderr=self.stderr_file, env=env)
+        self.serial = Serial(self.serial_path)
+        self.qmp = QMP(self.qmp_path) if qmp else None
+
+    def stderr(self):
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def wait_running(self, timeout=20.0):
+        return parse_running(self.serial.wait_for(RUNNING_RE, timeout, self.proc))
+
+    def wait_exit(self, timeout=20.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("tern did not exit within %.0f s" % timeout)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def close(self):
+        if self.qmp:
+            try:
+                self.qmp.close()
+            except OSError:
+                pass
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr_file.close()
+
+
+class Hmp:
+    """A client of the HMP console on a unix socket."""
+
+    def __init__(self, path, timeout=20.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.read_until_prompt()
+
+    def read_until_prompt(self):
+        while not self.buf.endswith(b"(tern) "):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("HMP connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:-len(b"(tern) ")], b""
+        return out.decode(errors="replace")
+
+    def run(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+        out = self.read_until_prompt()
+        # Drop the echoed command line, if the console echoes.
+        lines = [l for l in out.replace("\r", "").split("\n") if l.strip() != line.strip()]
+        return "\n".join(lines).strip()
+
+    def close(self):
+        self.sock.close()
+
+
+def cleanup_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_tests(tests):
+    """Run (name, function) pairs; print a result line each and a closing summary."""
+    require_kvm()
+    binary = tern_binary()
+    passed = failed = 0
+    for name, fn in tests:
+        t0 = time.time()
+        try:
+            fn(binary)
+            passed += 1
+            print("ok   %-40s %.1fs" % (name, time.time() - t0), flush=True)
+        except Exception as e:  # report and go on: one failure must not hide others
+            failed += 1
+            print("FAIL %-40s %s: %s" % (name, type(e).__name__, e), flush=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)

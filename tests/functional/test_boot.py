@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Boot the bundled test guest on real KVM and drive it: native speed, SMP,
+pause/resume, reset, power off, QMP and HMP robustness."""
+import os
+import socket
+import time
+
+from ternlib import QMPError, Tern, Hmp, run_tests, TICK_RE, cleanup_dir
+
+
+def vcpu_cpu_seconds(pid, tid):
+    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def boot(binary, *args, **kw):
+    return Tern(binary, list(args), **kw)
+
+
+def test_boots_natively(binary):
+    vm = boot(binary, "-m", "512M", "-append", "ws=16 tick_ms=200")
+    try:
+        t0 = time.time()
+        info = vm.wait_running(timeout=10)
+        boot_s = time.time() - t0
+        assert boot_s < 10, "boot took %.1f s" % boot_s
+        # Emulation costs ~1 us per instruction; native is well under 1 ns.
+        assert info["ns_per_loop_iter"] < 5, "guest is not native: %s" % info
+        ticks = vm.serial.wait_ticks(3, proc=vm.proc)
+        assert all(t["errors"] == 0 for t in ticks), ticks
+        assert ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], "LAPIC timer not ticking"
+        assert ticks[-1]["dirtied_mib"] > ticks[0]["dirtied_mib"], "workload not running"
+        assert vm.qmp.cmd("query-status")["status"] == "running"
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_smp2_runs_on_both_vcpus(binary):
+    vm = boot(binary, "-m", "512M", "-smp", "2", "-append", "ws=16 cpus=2 tick_ms=200")
+    try:
+        info = vm.wait_running()
+        assert info["cpus"] == 2, info
+        cpus = vm.qmp.cmd("query-cpus-fast")
+        assert [c["cpu-index"] for c in cpus] == [0, 1], cpus
+        tids = [c["thread-id"] for c in cpus]
+        assert len(set(tids)) == 2
+        before = [vcpu_cpu_seconds(vm.proc.pid, t) for t in tids]
+        ticks = vm.serial.wait_ticks(4, proc=vm.proc)
+        after = [vcpu_cpu_seconds(vm.proc.pid, t) for t in tids]
+        # Both vCPU threads burn CPU: the workload runs on both.
+        for i in range(2):
+            assert after[i] - before[i] > 0.2, "vCPU %d idle: %s -> %s" % (i, before, after)
+        assert all(t["errors"] == 0 for t in ticks), ticks
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_pause_resume(binary):
+    vm = boot(binary, "-m", "512M", "-append", "ws=8 tick_ms=100")
+    try:
+        vm.wait_running()
+        vm.serial.wait_ticks(2, proc=vm.proc)
+        vm.qmp.cmd("stop")
+        vm.qmp.wait_event("STOP")
+        st = vm.qmp.cmd("query-status")
+        assert st["status"] == "paused" and st["running"] is False, st
+        vm.serial.poll()
+        n = len(vm.serial.lines)
+        time.sleep(1.0)
+        vm.serial.poll()
+        assert len(vm.serial.lines) == n, "guest printed while paused: %s" % vm.serial.lines[n:]
+        vm.qmp.cmd("cont")
+        vm.qmp.wait_event("RESUME")
+        ticks = vm.serial.wait_ticks(2, proc=vm.proc)
+        # The guest itself felt the pause.
+        assert max(t["max_gap_us"] for t in ticks) > 900000, ticks
+        assert ticks[-1]["errors"] == 0
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_start_paused(binary):
+    vm = boot(binary, "-m", "256M", "-S", "-append", "tick_ms=100")
+    try:
+        st = vm.qmp.cmd("query-status")
+        assert st["status"] == "prelaunch" and not st["running"], st
+        time.sleep(0.5)
+        assert not vm.serial.poll(), "guest ran under -S"
+        vm.qmp.cmd("cont")
+        vm.wait_running()
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_system_reset(binary):
+    vm = boot(binary, "-m", "256M", "-append", "ws=4 tick_ms=100")
+    try:
+        vm.wait_running()
+        vm.serial.wait_ticks(1, proc=vm.proc)
+        vm.qmp.cmd("system_reset")
+        ev = vm.qmp.wait_event("RESET")
+        assert ev["data"]["guest"] is False
+        vm.wait_running()
+        tick = vm.serial.wait_ticks(1, proc=vm.proc)[0]
+        assert tick["tick"] <= 2 and tick["errors"] == 0, tick
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_guest_power_off(binary):
+    vm = boot(binary, "-m", "256M", "-append", "tick_ms=100 exit_after=2")
+    try:
+        status = vm.wait_exit(timeout=20)
+        assert status % 2 == 1, "exit status %d is not a debug-exit status" % status
+        assert sum(1 for l in vm.serial.poll() + vm.serial.lines if TICK_RE.match(l)) >= 2
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_quit(binary):
+    vm = boot(binary, "-m", "256M")
+    try:
+        vm.wait_running()
+        vm.qmp.cmd("quit")
+        ev = vm.qmp.wait_event("SHUTDOWN")
+        assert ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, ev
+        assert vm.wait_exit() == 0
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_qmp_bad_input(binary):
+    vm = boot(binary, "-m", "256M")
+    try:
+        q = vm.qmp
+        bad = [
+            b'{"execute": "query-status"',          # completed by the next line
+            b'}\n',
+            b'{"execute": 42}\n',
+            b'[1, 2, 3]\n',
+            b'{"arguments": {}}\n',
+            b'{"execute": "no-such-command"}\n',
+            b'{"execute": "human-monitor-command", "arguments": {"command-line": 7}}\n',
+            b'{"execute": "stop", "arguments": {"bogus": 1}}\n',
+            b'{"execute": "query-status" garbage}\n',
+        ]
+        for chunk in bad:
+            q.send_raw(chunk)
+        replies = [q.read_reply() for _ in range(8)]
+        assert "return" in replies[0], replies[0]
+        assert all("error" in r for r in replies[1:]), replies
+        classes = [r["error"]["class"] for r in replies[1:]]
+        assert "CommandNotFound" in classes, classes
+        # Oversized input gets an error, not a crash.
+        q.send_raw(b'{"execute": "query-status", "arguments": {"x": "' + b"A" * (2 << 20) + b'"}}\n')
+        r = q.read_reply()
+        assert "error" in r, r
+        # Still alive, still answering, on this and on a new connection.
+        assert vm.alive()
+        assert q.cmd("query-status")["status"] == "running"
+        from ternlib import QMP
+        q2 = QMP(vm.qmp_path)
+        assert q2.cmd("query-status")["running"] is True
+        q2.close()
+        # A client vanishing mid-request is harmless.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(vm.qmp_path)
+        s.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-st')
+        s.close()
+        assert q.cmd("query-status")["running"] is True
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_hmp(binary):
+    vm = boot(binary, "-m", "256M", "-smp", "2", hmp=True)
+    try:
+        vm.wait_running()
+        h = Hmp(vm.hmp_path)
+        assert "VM status: running" in h.run("info status")
+        h.run("stop")
+        assert "VM status: paused" in h.run("info status")
+        h.run("cont")
+        assert "VM status: running" in h.run("info status")
+        cpus = h.run("info cpus")
+        assert "CPU #0" in cpus and "CPU #1" in cpus, cpus
+        assert "info status" in h.run("help")
+        assert "unknown command" in h.run("frobnicate")
+        out = vm.qmp.hmp("info status")
+        assert "VM status: running" in out, out
+        h.close()
+    finally:
+        vm.close()
+        cleanup_dir(vm.dir)
+
+
+def test_bad_command_lines(binary):
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".elf") as f:
+        f.write(b"this is not an ELF file")
+        f.flush()
+        r = subprocess.run([binary, "-kernel", f.name, "-serial", "none"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "ELF" in r.stderr, (r.returncode, r.stderr)
+    r = subprocess.run([binary, "-m", "64T", "-serial", "none"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0 and "64T" in r.stderr or "RAM" in r.stderr, r.stderr
+    r = subprocess.run([binary, "-m", "lots"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "not a size" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    run_tests([
+        ("boots natively", test_boots_natively),
+        ("smp 2 runs on both vCPUs", test_smp2_runs_on_both_vcpus),
+        ("pause and resume", test_pause_resume),
+        ("start paused (-S)", test_start_paused),
+        ("system_reset", test_system_reset),
+        ("guest powers off", test_guest_power_off),
+        ("quit", test_quit),
+        ("QMP bad input", test_qmp_bad_input),
+        ("HMP console", test_hmp),
+        ("bad command lines", test_bad_command_lines),
+    ])

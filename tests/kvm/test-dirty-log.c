@@ -1,0 +1,104 @@
+/* test-dirty-log.c: the KVM dirty log never misses a write. Oracle (in the
+ * spirit of the kernel's dirty_log_test): between two pauses, every page whose
+ * contents changed must be in the union of the bitmaps harvested meanwhile,
+ * including harvests made while the guest kept writing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kvm-test.h"
+#include "tern/bitmap.h"
+#include "tern/kvm.h"
+#include "tern/machine.h"
+#include "tern/machine-state.h"
+#include "tern/memory.h"
+
+#define RAM_SIZE (128ULL << 20)
+
+static void sync_or_fail(struct kvm *kvm, unsigned long *map)
+{
+    g_autoptr(GError) err = NULL;
+    if (!kvm_dirty_log_sync(kvm, map, &err))
+        fail_msg("sync: %s", err->message);
+}
+
+static void test_dirty_log_complete(void **state)
+{
+    (void)state;
+    char spec[300];
+    struct serial_log log;
+    serial_log_init(&log, spec, sizeof(spec));
+    struct machine_config cfg = {
+        .ram_size = RAM_SIZE, .smp = 1, .append = "ws=16 tick_ms=100", .serial = spec,
+    };
+    g_autoptr(GError) err = NULL;
+    struct machine *m = machine_create(&cfg, &err);
+    if (!m)
+        fail_msg("machine_create: %s", err->message);
+    assert_true(machine_start(m, NULL));
+    assert_true(serial_log_wait(&log, "testguest: running", 10000, NULL, 0));
+
+    struct kvm *kvm = machine_kvm(m);
+    struct guest_ram *ram = machine_ram(m);
+    const struct ram_region *r = &ram->regions[0];
+    uint64_t npages = r->size >> GUEST_PAGE_SHIFT;
+    unsigned long *seen = bitmap_new(ram->nr_gfns);
+    uint8_t *copy = g_malloc(r->size);
+
+    if (!kvm_dirty_log_start(kvm, &err))
+        fail_msg("start: %s", err->message);
+    printf("# dirty log mode: %s\n", kvm_dirty_log_mode(kvm));
+
+    assert_true(machine_stop(m, NULL));
+    sync_or_fail(kvm, seen);
+    memcpy(copy, r->hva, r->size);
+
+    for (int round = 0; round < 6; round++) {
+        memset(seen, 0, BITMAP_LONGS(ram->nr_gfns) * sizeof(unsigned long));
+        assert_true(machine_cont(m, NULL));
+        for (int k = 0; k < 4; k++) {
+            g_usleep(20000);
+            sync_or_fail(kvm, seen);    /* harvest while the guest writes on */
+        }
+        assert_true(machine_stop(m, NULL));
+        sync_or_fail(kvm, seen);
+        bitmap_steal_into(seen, ram->vmm_dirty, ram->nr_gfns);
+
+        uint64_t changed = 0, missed = 0;
+        for (uint64_t p = 0; p < npages; p++) {
+            uint64_t off = p << GUEST_PAGE_SHIFT;
+            if (memcmp(copy + off, r->hva + off, GUEST_PAGE_SIZE) == 0)
+                continue;
+            changed++;
+            if (!bitmap_test(seen, p)) {
+                if (missed++ < 5)
+                    printf("# round %d: page %#llx changed but not logged\n", round,
+                           (unsigned long long)p);
+            }
+            memcpy(copy + off, r->hva + off, GUEST_PAGE_SIZE);
+        }
+        printf("# round %d: %llu pages changed, %llu logged, %llu missed\n", round,
+               (unsigned long long)changed,
+               (unsigned long long)bitmap_count(seen, npages), (unsigned long long)missed);
+        assert_true(changed > 0);
+        assert_int_equal(missed, 0);
+    }
+    assert_true(kvm_dirty_log_stop(kvm, NULL));
+    g_free(copy);
+    g_free(seen);
+    machine_destroy(m);
+    serial_log_cleanup(&log);
+}
+
+int main(void)
+{
+    kvm_test_require_kvm();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dirty_log_complete),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
