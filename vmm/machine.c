@@ -68,6 +68,12 @@ struct deferred {
     char *message;
 };
 
+static gboolean quit_main_loop(gpointer opaque)
+{
+    g_main_loop_quit(opaque);
+    return G_SOURCE_REMOVE;
+}
+
 static void machine_shutdown(struct machine *m, bool guest, const char *reason, int status)
 {
     g_mutex_lock(&m->lock);
@@ -77,7 +83,8 @@ static void machine_shutdown(struct machine *m, bool guest, const char *reason, 
     m->exit_status = status;
     g_mutex_unlock(&m->lock);
     emit_simple("SHUTDOWN", guest, reason);
-    g_main_loop_quit(m->loop);
+    /* Low priority: replies and events already queued go out first. */
+    g_idle_add_full(G_PRIORITY_LOW, quit_main_loop, m->loop, NULL);
 }
 
 static bool machine_reset(struct machine *m, bool guest, GError **errp);

@@ -1,5 +1,6 @@
 /* main.c: the tern command line (QEMU-style single-dash options) and the main loop. */
 #include <glib-unix.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -81,6 +82,8 @@ int main(int argc, char **argv)
     int nargs = argc;
     g_autoptr(GOptionContext) ctx = g_option_context_new("- a KVM VMM built for live migration");
 
+    /* A reader of stdout or a log that goes away must not kill the VM. */
+    signal(SIGPIPE, SIG_IGN);
     g_option_context_add_main_entries(ctx, options, NULL);
     if (!g_option_context_parse(ctx, &nargs, &args, &err)) {
         fprintf(stderr, "tern: %s\n", err->message);
@@ -128,6 +131,9 @@ int main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, on_signal, m);
     g_main_loop_run(machine_main_loop(m));
 
+    /* Deliver what is queued (the SHUTDOWN event), then remove the sockets. */
+    qmp_server_stop_all();
+    hmp_monitor_stop_all();
     int status = machine_exit_status(m);
     machine_destroy(m);
     return status;

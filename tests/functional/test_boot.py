@@ -193,7 +193,8 @@ def test_hmp(binary):
         assert "VM status: running" in h.run("info status")
         cpus = h.run("info cpus")
         assert "CPU #0" in cpus and "CPU #1" in cpus, cpus
-        assert "info status" in h.run("help")
+        assert "stop" in h.run("help") and "info" in h.run("help")
+        assert "status" in h.run("help info")
         assert "unknown command" in h.run("frobnicate")
         out = vm.qmp.hmp("info status")
         assert "VM status: running" in out, out
@@ -214,7 +215,7 @@ def test_bad_command_lines(binary):
         assert r.returncode != 0 and "ELF" in r.stderr, (r.returncode, r.stderr)
     r = subprocess.run([binary, "-m", "64T", "-serial", "none"], capture_output=True,
                        text=True, timeout=30)
-    assert r.returncode != 0 and "64T" in r.stderr or "RAM" in r.stderr, r.stderr
+    assert r.returncode != 0 and "RAM" in r.stderr, r.stderr
     r = subprocess.run([binary, "-m", "lots"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "not a size" in r.stderr, r.stderr
 

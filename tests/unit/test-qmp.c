@@ -334,6 +334,11 @@ static void test_split_across_reads(void **state)
                         "a}\"{b\\");
     g_autoptr(JsonNode) r = last_return(f);
     assert_string_equal(json_node_get_string(r), "VM status: running\r\n");
+
+    /* QEMU also takes single-quoted strings; a '}' inside one is not the end. */
+    feed(f, "{'execute': 'human-monitor-command', 'arguments': {'command-line': 'x}\"{'}}");
+    g_autoptr(JsonNode) q = last_return(f);
+    assert_string_equal(json_node_get_string(q), "unknown command: 'x}\"{'\r\n");
 }
 
 static void test_oversized(void **state)
