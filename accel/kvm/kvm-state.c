@@ -191,6 +191,14 @@ static bool vm_ioctl(struct kvm *k, unsigned long req, void *arg, const char *na
 }
 #define VM_IOCTL(k, req, arg, errp) vm_ioctl(k, req, arg, #req, errp)
 
+/* FDT properties are only 4-byte aligned: read 64-bit cells by copy. */
+static uint64_t prop_u64(const void *p)
+{
+    fdt64_t v;
+    memcpy(&v, p, sizeof(v));
+    return fdt64_to_cpu(v);
+}
+
 struct msr_buf {
     struct kvm_msrs hdr;
     struct kvm_msr_entry e[KVM_MAX_MSRS];
@@ -248,7 +256,7 @@ static bool load_msrs(struct kvm_vcpu *vcpu, const void *fdt, int node, GError *
     fdt_for_each_property_offset(prop, fdt, sub) {
         const char *name;
         int len;
-        const fdt64_t *val = fdt_getprop_by_offset(fdt, prop, &name, &len);
+        const void *val = fdt_getprop_by_offset(fdt, prop, &name, &len);
         char *end;
         unsigned long index = strtoul(name, &end, 16);
         if (!val || len != 8 || *end || msrs->hdr.nmsrs == KVM_MAX_MSRS) {
@@ -257,7 +265,7 @@ static bool load_msrs(struct kvm_vcpu *vcpu, const void *fdt, int node, GError *
             return false;
         }
         msrs->e[msrs->hdr.nmsrs].index = index;
-        msrs->e[msrs->hdr.nmsrs++].data = fdt64_to_cpu(*val);
+        msrs->e[msrs->hdr.nmsrs++].data = prop_u64(val);
     }
     int n = ioctl(vcpu->fd, KVM_SET_MSRS, msrs);
     if (n < 0 || (unsigned)n != msrs->hdr.nmsrs) {
@@ -274,11 +282,11 @@ static bool set_tsc_deadline(struct kvm_vcpu *vcpu, const void *fdt, int node, G
     char name[16];
     snprintf(name, sizeof(name), "0x%x", MSR_IA32_TSC_DEADLINE);
     int len;
-    const fdt64_t *val = fdt_getprop(fdt, sub, name, &len);
+    const void *val = fdt_getprop(fdt, sub, name, &len);
     if (!val || len != 8)
         return true;
     struct msr_buf m = { .hdr.nmsrs = 1, .e[0] = { .index = MSR_IA32_TSC_DEADLINE,
-                                                   .data = fdt64_to_cpu(*val) } };
+                                                   .data = prop_u64(val) } };
     if (ioctl(vcpu->fd, KVM_SET_MSRS, &m) != 1) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: cannot restore TSC deadline", vcpu->index);
         return false;
