@@ -40,6 +40,8 @@ static ssize_t mem_read(void *opaque, void *buf, size_t len)
         return 0;
     if (m->max_io)
         n = MIN(n, m->max_io);
+    if (!n)
+        return 0;
     memcpy(buf, m->in + m->in_pos, n);
     m->in_pos += n;
     return (ssize_t)n;

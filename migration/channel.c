@@ -366,8 +366,11 @@ bool channel_rate_limit_exceeded(struct channel *ch)
 
 uint64_t channel_rate_limit_wait(struct channel *ch)
 {
-    int64_t start = g_get_monotonic_time();
+    int64_t start;
 
+    if (!channel_rate_limit_exceeded(ch))
+        return 0;
+    start = g_get_monotonic_time();
     while (channel_rate_limit_exceeded(ch) && !channel_has_error(ch)) {
         int64_t end = ch->window_start_us + RATE_WINDOW_US;
 

@@ -27,6 +27,7 @@ struct machine {
     char *append;
     bool start_paused;
     bool incoming;
+    uint32_t dirty_ring_size;
     GBytes *kernel;             /* the PVH ELF, reloaded on reset */
 
     struct guest_ram *ram;
@@ -171,7 +172,8 @@ static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r,
 
 static bool build_vm(struct machine *m, GError **errp)
 {
-    m->kvm = kvm_open(errp);
+    struct kvm_options opts = { .dirty_ring_size = m->dirty_ring_size };
+    m->kvm = kvm_open(&opts, errp);
     if (!m->kvm)
         return false;
     for (unsigned i = 0; i < m->ram->nr_regions; i++) {
@@ -244,6 +246,7 @@ struct machine *machine_create(const struct machine_config *cfg, GError **errp)
     m->append = g_strdup(cfg->append ? cfg->append : "");
     m->start_paused = cfg->start_paused;
     m->incoming = cfg->incoming != NULL;
+    m->dirty_ring_size = cfg->dirty_ring_size;
     m->loop = g_main_loop_new(NULL, FALSE);
     g_mutex_init(&m->lock);
     io_bus_init(&m->bus);

@@ -2,6 +2,7 @@
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tern/hmp.h"
@@ -18,6 +19,7 @@ static gchar *opt_monitor = NULL;
 static gchar **opt_qmp = NULL;
 static gboolean opt_paused = FALSE;
 static gchar *opt_incoming = NULL;
+static gchar *opt_accel = NULL;
 static gboolean opt_version = FALSE;
 
 static const GOptionEntry options[] = {
@@ -30,6 +32,7 @@ static const GOptionEntry options[] = {
     { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp, "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
     { "S", 0, 0, G_OPTION_ARG_NONE, &opt_paused, "start paused (resume with cont)", NULL },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming, "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
+    { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel, "kvm[,dirty-ring-size=N] (N entries per vCPU; default: dirty bitmap)", "ACCEL" },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
     { NULL },
 };
@@ -57,6 +60,29 @@ static char **qemu_style_argv(int argc, char **argv)
         }
     }
     return out;
+}
+
+/* -accel kvm[,dirty-ring-size=N], QEMU's spelling. */
+static bool parse_accel(const char *spec, struct machine_config *cfg, GError **errp)
+{
+    g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+    if (strcmp(parts[0], "kvm") != 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-accel %s: Tern only has kvm", spec);
+        return false;
+    }
+    for (gchar **p = parts + 1; *p; p++) {
+        char *end;
+        if (g_str_has_prefix(*p, "dirty-ring-size=")) {
+            unsigned long n = strtoul(*p + strlen("dirty-ring-size="), &end, 0);
+            if (!*end && n <= UINT32_MAX) {
+                cfg->dirty_ring_size = n;
+                continue;
+            }
+        }
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-accel: bad property '%s'", *p);
+        return false;
+    }
+    return true;
 }
 
 static gboolean on_signal(gpointer opaque)
@@ -111,6 +137,10 @@ int main(int argc, char **argv)
     }
     if (opt_smp < 1) {
         fprintf(stderr, "tern: -smp %d: need at least one vCPU\n", opt_smp);
+        return 1;
+    }
+    if (opt_accel && !parse_accel(opt_accel, &cfg, &err)) {
+        fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
     /* Like QEMU -nographic: the serial port is the terminal unless the monitor is. */

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kvm-internal.h"
 #include "tern/bitmap.h"
@@ -16,7 +18,7 @@ static bool set_logging(struct kvm *k, bool on, GError **errp)
             s->flags |= KVM_MEM_LOG_DIRTY_PAGES;
         else
             s->flags &= ~KVM_MEM_LOG_DIRTY_PAGES;
-        if (on && !s->log)
+        if (on && !s->log && !k->ring_entries)
             s->log = bitmap_new(s->size >> GUEST_PAGE_SHIFT);
         if (!kvm_slot_update(k, s, errp))
             return false;
@@ -37,7 +39,63 @@ bool kvm_dirty_log_stop(struct kvm *k, GError **errp)
 
 const char *kvm_dirty_log_mode(const struct kvm *k)
 {
+    if (k->ring_entries)
+        return "dirty-ring";
     return k->manual_protect ? "dirty-bitmap+clear" : "dirty-bitmap";
+}
+
+/* ---- dirty ring ---- */
+
+bool kvm_dirty_ring_map(struct kvm_vcpu *vcpu, GError **errp)
+{
+    size_t bytes = vcpu->kvm->ring_entries * sizeof(struct kvm_dirty_gfn);
+    void *ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd,
+                      KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
+    if (ring == MAP_FAILED) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: mmap dirty ring: %s",
+                    vcpu->index, g_strerror(errno));
+        return false;
+    }
+    vcpu->ring = ring;
+    return true;
+}
+
+/* Collect the entries (vcpu) published, marking each for reset. Returns the count. */
+static uint32_t harvest_ring(struct kvm *k, struct kvm_vcpu *vcpu)
+{
+    uint32_t count = 0;
+
+    for (;;) {
+        struct kvm_dirty_gfn *e = &vcpu->ring[vcpu->ring_next & (k->ring_entries - 1)];
+        /* Acquire: the slot and offset are valid once DIRTY is seen. */
+        if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
+            break;
+        uint32_t slot_id = e->slot & 0xffff;
+        for (unsigned i = 0; i < k->nr_slots; i++) {
+            const struct kvm_slot *s = &k->slots[i];
+            if (s->id == slot_id && e->offset < (s->size >> GUEST_PAGE_SHIFT))
+                bitmap_set_atomic(k->ring_dirty, (s->gpa >> GUEST_PAGE_SHIFT) + e->offset);
+        }
+        /* Release: KVM may reuse the entry only after we read it. */
+        __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+        vcpu->ring_next++;
+        count++;
+    }
+    return count;
+}
+
+void kvm_dirty_ring_harvest(struct kvm *k)
+{
+    uint32_t count = 0;
+
+    pthread_mutex_lock(&k->ring_lock);
+    for (unsigned i = 0; i < KVM_MAX_VCPUS; i++)
+        if (k->vcpus[i])
+            count += harvest_ring(k, k->vcpus[i]);
+    /* Re-protects the harvested pages so their next write is logged again. */
+    if (count)
+        ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
+    pthread_mutex_unlock(&k->ring_lock);
 }
 
 /* OR (nbits) bits of (src) into (dst) starting at bit (offset) (a multiple of
@@ -85,6 +143,13 @@ bool kvm_dirty_log_sync(struct kvm *k, unsigned long *gfn_bitmap, GError **errp)
     if (!k->dirty_logging) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "dirty logging is not enabled");
         return false;
+    }
+    if (k->ring_entries) {
+        /* Entries of a running vCPU appear as it writes; those of a paused
+         * one are all published, so the final sync (paused) misses nothing. */
+        kvm_dirty_ring_harvest(k);
+        bitmap_steal_into(gfn_bitmap, k->ring_dirty, k->ring_nr_gfns);
+        return true;
     }
     for (unsigned i = 0; i < k->nr_slots; i++)
         if (!sync_slot(k, &k->slots[i], gfn_bitmap, errp))

@@ -15,6 +15,7 @@
 #define MSR_IA32_TSC_DEADLINE 0x6e0
 
 #define KVM_MAX_SLOTS 8
+#define KVM_MAX_VCPUS 64
 #define KVM_MAX_MSRS 256
 
 struct kvm_slot {
@@ -39,6 +40,14 @@ struct kvm {
     struct kvm_slot slots[KVM_MAX_SLOTS];
     unsigned nr_slots;
     bool dirty_logging;
+
+    /* Dirty ring mode (ring_entries > 0): vCPUs publish dirty pages in their
+     * rings; harvests collect them into (ring_dirty) under (ring_lock). */
+    uint32_t ring_entries;
+    pthread_mutex_t ring_lock;
+    unsigned long *ring_dirty;      /* by guest frame number */
+    uint64_t ring_nr_gfns;
+    struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
 };
 
 struct kvm_vcpu {
@@ -48,10 +57,17 @@ struct kvm_vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_bound;
+    struct kvm_dirty_gfn *ring;     /* dirty ring mode only */
+    uint32_t ring_next;             /* next entry to harvest */
 };
 
 /* (Re)program slot (s) with its current flags. */
 bool kvm_slot_update(struct kvm *k, struct kvm_slot *s, GError **errp);
+
+/* Dirty ring: map (vcpu)'s ring; collect every vCPU's published entries
+ * (the caller holds nothing; takes ring_lock). */
+bool kvm_dirty_ring_map(struct kvm_vcpu *vcpu, GError **errp);
+void kvm_dirty_ring_harvest(struct kvm *k);
 
 /* Give (vcpu) the VM's CPUID template with its own APIC ID patched in. */
 bool kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, GError **errp);

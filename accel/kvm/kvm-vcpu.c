@@ -70,10 +70,16 @@ struct kvm_vcpu *kvm_vcpu_create(struct kvm *k, unsigned index, GError **errp)
      * ioctl that would wait for a running vCPU. */
     if (k->sync_regs)
         vcpu->run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
-    if (!kvm_vcpu_set_cpuid(vcpu, errp)) {
+    if (index >= KVM_MAX_VCPUS || !kvm_vcpu_set_cpuid(vcpu, errp) ||
+        (k->ring_entries && !kvm_dirty_ring_map(vcpu, errp))) {
+        if (index >= KVM_MAX_VCPUS)
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "vCPU index %u too large", index);
         kvm_vcpu_destroy(vcpu);
         return NULL;
     }
+    pthread_mutex_lock(&k->ring_lock);
+    k->vcpus[index] = vcpu;
+    pthread_mutex_unlock(&k->ring_lock);
     return vcpu;
 }
 
@@ -81,6 +87,13 @@ void kvm_vcpu_destroy(struct kvm_vcpu *vcpu)
 {
     if (!vcpu)
         return;
+    struct kvm *k = vcpu->kvm;
+    pthread_mutex_lock(&k->ring_lock);
+    if (vcpu->index < KVM_MAX_VCPUS && k->vcpus[vcpu->index] == vcpu)
+        k->vcpus[vcpu->index] = NULL;
+    pthread_mutex_unlock(&k->ring_lock);
+    if (vcpu->ring)
+        munmap(vcpu->ring, k->ring_entries * sizeof(struct kvm_dirty_gfn));
     munmap(vcpu->run, vcpu->kvm->run_size);
     close(vcpu->fd);
     g_free(vcpu);
@@ -189,6 +202,10 @@ enum vcpu_run_result kvm_vcpu_run(struct kvm_vcpu *vcpu, struct io_bus *bus, GEr
         return VCPU_RUN_OK;
     case KVM_EXIT_INTR:
         return VCPU_RUN_KICKED;
+    case KVM_EXIT_DIRTY_RING_FULL:
+        /* Make room ourselves rather than wait for the next sync. */
+        kvm_dirty_ring_harvest(vcpu->kvm);
+        return VCPU_RUN_OK;
     case KVM_EXIT_HLT:          /* not with an in-kernel LAPIC, but harmless */
         return VCPU_RUN_OK;
     case KVM_EXIT_SHUTDOWN:

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "kvm-internal.h"
+#include "tern/bitmap.h"
+#include "tern/memory.h"
 #include "tern/util.h"
 
 struct kvm_required_cap {
@@ -116,10 +118,43 @@ static bool load_msr_list(struct kvm *k, GError **errp)
     return true;
 }
 
-struct kvm *kvm_open(GError **errp)
+/* The ring must be enabled before any vCPU exists. Prefer the variant with
+ * acquire/release ordering, which is what the harvest code relies on. */
+static bool enable_dirty_ring(struct kvm *k, uint32_t entries, GError **errp)
+{
+    uint64_t bytes = (uint64_t)entries * sizeof(struct kvm_dirty_gfn);
+    int caps[] = { KVM_CAP_DIRTY_LOG_RING_ACQ_REL, KVM_CAP_DIRTY_LOG_RING };
+
+    if (entries & (entries - 1)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "dirty-ring-size %u is not a power of two", entries);
+        return false;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(caps); i++) {
+        int max = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, caps[i]);
+        if (max <= 0)
+            continue;
+        if (bytes > (uint64_t)max) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "dirty-ring-size %u exceeds KVM's maximum of %zu entries", entries,
+                        max / sizeof(struct kvm_dirty_gfn));
+            return false;
+        }
+        struct kvm_enable_cap cap = { .cap = caps[i], .args[0] = bytes };
+        if (ioctl(k->vm_fd, KVM_ENABLE_CAP, &cap) == 0) {
+            k->ring_entries = entries;
+            return true;
+        }
+    }
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM has no usable dirty ring");
+    return false;
+}
+
+struct kvm *kvm_open(const struct kvm_options *opts, GError **errp)
 {
     struct kvm *k = g_new0(struct kvm, 1);
     k->vm_fd = -1;
+    pthread_mutex_init(&k->ring_lock, NULL);
 
     k->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (k->sys_fd < 0) {
@@ -147,10 +182,13 @@ struct kvm *kvm_open(GError **errp)
     int tsc = ioctl(k->vm_fd, KVM_GET_TSC_KHZ, 0);
     k->tsc_khz = tsc > 0 ? (uint32_t)tsc : 0;
 
+    if (opts && opts->dirty_ring_size && !enable_dirty_ring(k, opts->dirty_ring_size, errp))
+        goto fail;
+
     /* Manual protect: harvesting the log does not write-protect; a separate
      * clear does, so sync costs only what was dirtied (PLATFORM.md). */
     int manual = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
-    if (manual > 0) {
+    if (manual > 0 && !k->ring_entries) {
         struct kvm_enable_cap cap = {
             .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
             .args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -187,6 +225,8 @@ void kvm_close(struct kvm *k)
     if (k->sys_fd >= 0)
         close(k->sys_fd);
     g_free(k->cpuid);
+    g_free(k->ring_dirty);
+    pthread_mutex_destroy(&k->ring_lock);
     g_free(k);
 }
 
@@ -236,6 +276,13 @@ bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void
     if (!kvm_slot_update(k, s, errp))
         return false;
     k->nr_slots++;
+    uint64_t end_gfn = (gpa + size) >> GUEST_PAGE_SHIFT;
+    if (k->ring_entries && end_gfn > k->ring_nr_gfns) {
+        /* Slots are added before any vCPU runs: no harvest can race this. */
+        k->ring_nr_gfns = end_gfn;
+        g_free(k->ring_dirty);
+        k->ring_dirty = bitmap_new(end_gfn);
+    }
     return true;
 }
 

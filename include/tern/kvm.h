@@ -11,9 +11,15 @@ struct io_bus;
 struct kvm;        /* /dev/kvm, the VM fd, capabilities */
 struct kvm_vcpu;   /* one vCPU fd and its shared kvm_run page */
 
+struct kvm_options {
+    /* Dirty ring entries per vCPU (a power of two); 0: the dirty bitmap. */
+    uint32_t dirty_ring_size;
+};
+
 /* Open /dev/kvm, check every capability Tern needs (the error names the missing
- * one), create the VM with an in-kernel irqchip and PIT, detect kvm_pvm. */
-struct kvm *kvm_open(GError **errp);
+ * one), create the VM with an in-kernel irqchip and PIT, detect kvm_pvm.
+ * (opts) may be NULL for the defaults. */
+struct kvm *kvm_open(const struct kvm_options *opts, GError **errp);
 void kvm_close(struct kvm *k);
 
 /* True on kvm_pvm (the software hypervisor of our CI machines). */
@@ -36,7 +42,7 @@ bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void
 bool kvm_dirty_log_start(struct kvm *k, GError **errp);
 bool kvm_dirty_log_stop(struct kvm *k, GError **errp);
 bool kvm_dirty_log_sync(struct kvm *k, unsigned long *gfn_bitmap, GError **errp);
-/* "dirty-bitmap+clear" (manual protect) or "dirty-bitmap". */
+/* "dirty-ring", "dirty-bitmap+clear" (manual protect) or "dirty-bitmap". */
 const char *kvm_dirty_log_mode(const struct kvm *k);
 
 /* Create vCPU (index); index 0 is the boot processor, others wait for INIT/SIPI. */

@@ -19,6 +19,7 @@ struct machine_config {
     const char *serial;         /* -serial chardev spec */
     bool start_paused;          /* -S */
     const char *incoming;       /* -incoming URI or "defer"; NULL: boot normally */
+    uint32_t dirty_ring_size;   /* -accel kvm,dirty-ring-size=N; 0: dirty bitmap */
 };
 
 struct machine *machine_create(const struct machine_config *cfg, GError **errp);

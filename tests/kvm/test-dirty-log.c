@@ -26,14 +26,15 @@ static void sync_or_fail(struct kvm *kvm, unsigned long *map)
         fail_msg("sync: %s", err->message);
 }
 
-static void test_dirty_log_complete(void **state)
+/* One run per log mode, as dirty_log_test does: the bitmap and the ring. */
+static void dirty_log_complete(uint32_t ring_size)
 {
-    (void)state;
     char spec[300];
     struct serial_log log;
     serial_log_init(&log, spec, sizeof(spec));
     struct machine_config cfg = {
         .ram_size = RAM_SIZE, .smp = 1, .append = "ws=16 tick_ms=100", .serial = spec,
+        .dirty_ring_size = ring_size,
     };
     g_autoptr(GError) err = NULL;
     struct machine *m = machine_create(&cfg, &err);
@@ -94,11 +95,24 @@ static void test_dirty_log_complete(void **state)
     serial_log_cleanup(&log);
 }
 
+static void test_dirty_bitmap(void **state)
+{
+    (void)state;
+    dirty_log_complete(0);
+}
+
+static void test_dirty_ring(void **state)
+{
+    (void)state;
+    dirty_log_complete(1024);   /* small: the ring fills, and the vCPU harvests too */
+}
+
 int main(void)
 {
     kvm_test_require_kvm();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dirty_log_complete),
+        cmocka_unit_test(test_dirty_bitmap),
+        cmocka_unit_test(test_dirty_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
