@@ -29,6 +29,9 @@ struct machine {
     bool incoming;
     uint32_t dirty_ring_size;
     GBytes *kernel;             /* the PVH ELF, reloaded on reset */
+    void *boot_state;           /* vCPU/VM/device state right after loading, for reset */
+    size_t boot_state_len;
+    void *migration;            /* owned by migration.c */
 
     struct guest_ram *ram;
     struct kvm *kvm;
@@ -260,12 +263,18 @@ struct machine *machine_create(const struct machine_config *cfg, GError **errp)
     m->ram = guest_ram_create(cfg->ram_size, errp);
     if (!m->ram || !add_devices(m, cfg->serial, errp) || !build_vm(m, errp))
         goto fail;
+    if (!read_kernel(m, cfg->kernel, errp) || !load_kernel(m, errp))
+        goto fail;
+    /* Reset returns to exactly this: every register, LAPIC, PIC, PIT. */
+    m->boot_state = machine_save_state(m, &m->boot_state_len, errp);
+    if (!m->boot_state)
+        goto fail;
+    m->state = RUNSTATE_PRELAUNCH;
     if (m->incoming) {
+        /* RAM comes from the stream; start from never-touched memory so what
+         * the source never sent reads as zero, as it does there. */
+        guest_ram_discard(m->ram);
         m->state = RUNSTATE_INMIGRATE;
-    } else {
-        if (!read_kernel(m, cfg->kernel, errp) || !load_kernel(m, errp))
-            goto fail;
-        m->state = RUNSTATE_PRELAUNCH;
     }
     return m;
 
@@ -286,6 +295,7 @@ void machine_destroy(struct machine *m)
     guest_ram_destroy(m->ram);
     if (m->kernel)
         g_bytes_unref(m->kernel);
+    g_free(m->boot_state);
     g_main_loop_unref(m->loop);
     g_mutex_clear(&m->lock);
     g_free(m->append);
@@ -345,6 +355,11 @@ bool machine_cont(struct machine *m, GError **errp)
     case RUNSTATE_RUNNING:
         g_mutex_unlock(&m->lock);
         return true;
+    case RUNSTATE_FINISH_MIGRATE:
+        g_mutex_unlock(&m->lock);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "a migration is completing: wait for it to finish or fail");
+        return false;
     default:
         m->state = RUNSTATE_RUNNING;
         cpus_resume_all(m->cpus);
@@ -354,27 +369,36 @@ bool machine_cont(struct machine *m, GError **errp)
     }
 }
 
-/* Zero RAM (without touching it), rebuild the KVM VM, reload the kernel. */
+/* Zero RAM (without touching it), reload the kernel and the boot-time state.
+ * The KVM VM itself stays, so memory slots and a running dirty log survive
+ * (the discarded and reloaded pages are marked in Tern's own dirty bitmap). */
 static bool machine_reset(struct machine *m, bool guest, GError **errp)
 {
     g_mutex_lock(&m->lock);
     bool ok = false;
+    bool was_running = m->state == RUNSTATE_RUNNING;
 
-    if (!m->kernel) {
+    if (!m->boot_state) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "no kernel to reset into");
         goto out;
     }
+    if (m->state == RUNSTATE_FINISH_MIGRATE) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "cannot reset while a migration is pausing the guest");
+        goto out;
+    }
     cpus_pause_all(m->cpus);
-    destroy_vm(m);
     guest_ram_discard(m->ram);
     serial_reset(m->serial);
-    if (!build_vm(m, errp) || !load_kernel(m, errp)) {
+    if (!load_kernel(m, errp) ||
+        !machine_load_state(m, m->boot_state, m->boot_state_len, errp)) {
         m->state = RUNSTATE_INTERNAL_ERROR;
         goto out;
     }
-    if (m->state != RUNSTATE_PAUSED && m->state != RUNSTATE_PRELAUNCH)
-        m->state = RUNSTATE_RUNNING;
-    cpus_start(m->cpus, m->state != RUNSTATE_RUNNING);
+    if (m->state == RUNSTATE_SHUTDOWN || m->state == RUNSTATE_INTERNAL_ERROR)
+        m->state = RUNSTATE_PAUSED;
+    if (was_running)
+        cpus_resume_all(m->cpus);
     ok = true;
 out:
     g_mutex_unlock(&m->lock);
@@ -432,36 +456,85 @@ GMainLoop *machine_main_loop(struct machine *m)
 
 /* ---- state (machine-state.h) ---- */
 
-void *machine_save_state(struct machine *m, size_t *len, GError **errp)
+typedef bool save_fn(struct machine *m, unsigned index, void *fdt, int parent, GError **errp);
+
+/* Run (fn) into a fresh FDT, growing it while it says NOSPACE. */
+static void *save_blob(struct machine *m, unsigned index, save_fn *fn, size_t *len,
+                       GError **errp)
 {
-    /* Big enough for a few KiB per vCPU; grown on -FDT_ERR_NOSPACE. */
-    for (size_t size = 64 * KiB * (m->smp + 1); size <= 64 * MiB; size *= 2) {
+    for (size_t size = 64 * KiB; size <= 64 * MiB; size *= 2) {
         g_autoptr(GError) err = NULL;
         void *fdt = vmstate_fdt_new(size);
-        bool ok = true;
-
-        for (unsigned i = 0; ok && i < m->smp; i++)
-            ok = kvm_vcpu_save_state(cpus_vcpu(m->cpus, i), fdt, 0, &err);
-        ok = ok && kvm_vm_save_state(m->kvm, fdt, 0, &err);
-        int devs = ok ? fdt_add_subnode(fdt, 0, "devices") : -1;
-        for (unsigned i = 0; ok && i < m->nr_devices; i++)
-            ok = vmstate_save(m->devices[i].vmsd, m->devices[i].state, fdt, devs,
-                              m->devices[i].id, &err);
-        if (ok && devs >= 0) {
+        if (fn(m, index, fdt, 0, &err)) {
             fdt_pack(fdt);
             *len = fdt_totalsize(fdt);
             return fdt;
         }
         g_free(fdt);
-        if (devs < 0 && ok)
-            continue;
-        if (err && !g_error_matches(err, TERN_ERROR, TERN_ERROR_NOSPACE)) {
+        if (!g_error_matches(err, TERN_ERROR, TERN_ERROR_NOSPACE)) {
             g_propagate_error(errp, g_steal_pointer(&err));
             return NULL;
         }
     }
-    g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "machine state does not fit 64 MiB");
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "state does not fit 64 MiB");
     return NULL;
+}
+
+static bool save_vcpu(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
+{
+    return kvm_vcpu_save_state(cpus_vcpu(m->cpus, index), fdt, parent, errp);
+}
+
+static bool save_vm(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
+{
+    (void)index;
+    return kvm_vm_save_state(m->kvm, fdt, parent, errp);
+}
+
+static bool save_device(struct machine *m, unsigned index, void *fdt, int parent,
+                        GError **errp)
+{
+    const struct device *d = &m->devices[index];
+    return vmstate_save(d->vmsd, d->state, fdt, parent, d->id, errp);
+}
+
+static bool save_all(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
+{
+    (void)index;
+    for (unsigned i = 0; i < m->smp; i++)
+        if (!save_vcpu(m, i, fdt, parent, errp))
+            return false;
+    if (!save_vm(m, 0, fdt, parent, errp))
+        return false;
+    int devs = fdt_add_subnode(fdt, parent, "devices");
+    if (devs < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "no room for devices");
+        return false;
+    }
+    for (unsigned i = 0; i < m->nr_devices; i++)
+        if (!save_device(m, i, fdt, devs, errp))
+            return false;
+    return true;
+}
+
+void *machine_save_state(struct machine *m, size_t *len, GError **errp)
+{
+    return save_blob(m, 0, save_all, len, errp);
+}
+
+void *machine_save_vcpu(struct machine *m, unsigned index, size_t *len, GError **errp)
+{
+    return save_blob(m, index, save_vcpu, len, errp);
+}
+
+void *machine_save_vm(struct machine *m, size_t *len, GError **errp)
+{
+    return save_blob(m, 0, save_vm, len, errp);
+}
+
+void *machine_save_device(struct machine *m, unsigned index, size_t *len, GError **errp)
+{
+    return save_blob(m, index, save_device, len, errp);
 }
 
 static int require_node(const void *fdt, int parent, const char *name, GError **errp)
@@ -472,30 +545,88 @@ static int require_node(const void *fdt, int parent, const char *name, GError **
     return node;
 }
 
+static bool load_vcpu_node(struct machine *m, unsigned index, const void *fdt, int parent,
+                           GError **errp)
+{
+    char name[16];
+    snprintf(name, sizeof(name), "cpu@%u", index);
+    int node = require_node(fdt, parent, name, errp);
+    return node >= 0 && kvm_vcpu_load_state(cpus_vcpu(m->cpus, index), fdt, node, errp);
+}
+
+static bool load_vm_node(struct machine *m, const void *fdt, int parent, GError **errp)
+{
+    int node = require_node(fdt, parent, "vm", errp);
+    return node >= 0 && kvm_vm_load_state(m->kvm, fdt, node, errp);
+}
+
+static bool load_device_node(struct machine *m, const char *id, const void *fdt, int parent,
+                             GError **errp)
+{
+    for (unsigned i = 0; i < m->nr_devices; i++) {
+        const struct device *d = &m->devices[i];
+        if (strcmp(d->id, id) != 0)
+            continue;
+        int node = require_node(fdt, parent, id, errp);
+        if (node < 0 || !vmstate_load(d->vmsd, d->state, fdt, node, errp))
+            return false;
+        return true;
+    }
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "no device '%s' in this machine", id);
+    return false;
+}
+
 bool machine_load_state(struct machine *m, const void *fdt, size_t len, GError **errp)
 {
     if (!vmstate_fdt_check(fdt, len, errp))
         return false;
-    for (unsigned i = 0; i < m->smp; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "cpu@%u", i);
-        int node = require_node(fdt, 0, name, errp);
-        if (node < 0 || !kvm_vcpu_load_state(cpus_vcpu(m->cpus, i), fdt, node, errp))
+    for (unsigned i = 0; i < m->smp; i++)
+        if (!load_vcpu_node(m, i, fdt, 0, errp))
             return false;
-    }
-    int vm = require_node(fdt, 0, "vm", errp);
-    if (vm < 0 || !kvm_vm_load_state(m->kvm, fdt, vm, errp))
+    if (!load_vm_node(m, fdt, 0, errp))
         return false;
     int devs = require_node(fdt, 0, "devices", errp);
     if (devs < 0)
         return false;
-    for (unsigned i = 0; i < m->nr_devices; i++) {
-        int node = require_node(fdt, devs, m->devices[i].id, errp);
-        if (node < 0 || !vmstate_load(m->devices[i].vmsd, m->devices[i].state, fdt, node, errp))
+    for (unsigned i = 0; i < m->nr_devices; i++)
+        if (!load_device_node(m, m->devices[i].id, fdt, devs, errp))
             return false;
-    }
     serial_sync_irq(m->serial);
     return true;
+}
+
+bool machine_load_vcpu(struct machine *m, unsigned index, const void *fdt, size_t len,
+                       GError **errp)
+{
+    if (index >= m->smp) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "no vCPU %u", index);
+        return false;
+    }
+    return vmstate_fdt_check(fdt, len, errp) && load_vcpu_node(m, index, fdt, 0, errp);
+}
+
+bool machine_load_vm(struct machine *m, const void *fdt, size_t len, GError **errp)
+{
+    return vmstate_fdt_check(fdt, len, errp) && load_vm_node(m, fdt, 0, errp);
+}
+
+bool machine_load_device(struct machine *m, const char *id, const void *fdt, size_t len,
+                         GError **errp)
+{
+    if (!vmstate_fdt_check(fdt, len, errp) || !load_device_node(m, id, fdt, 0, errp))
+        return false;
+    serial_sync_irq(m->serial);
+    return true;
+}
+
+unsigned machine_device_count(struct machine *m)
+{
+    return m->nr_devices;
+}
+
+const struct device *machine_device(struct machine *m, unsigned index)
+{
+    return index < m->nr_devices ? &m->devices[index] : NULL;
 }
 
 struct kvm *machine_kvm(struct machine *m)
@@ -512,4 +643,72 @@ bool machine_rebuild_vm(struct machine *m, GError **errp)
         cpus_start(m->cpus, true);
     g_mutex_unlock(&m->lock);
     return ok;
+}
+
+/* ---- migration hooks (machine-state.h) ---- */
+
+void machine_migration_pause(struct machine *m, bool *was_running)
+{
+    g_mutex_lock(&m->lock);
+    *was_running = m->state == RUNSTATE_RUNNING;
+    cpus_pause_all(m->cpus);
+    m->state = RUNSTATE_FINISH_MIGRATE;
+    g_mutex_unlock(&m->lock);
+    if (*was_running)
+        event_emit("STOP", NULL);
+}
+
+void machine_migration_finish(struct machine *m, bool success, bool was_running)
+{
+    g_mutex_lock(&m->lock);
+    bool resume = !success && was_running && m->state == RUNSTATE_FINISH_MIGRATE;
+    if (m->state == RUNSTATE_FINISH_MIGRATE)
+        m->state = success ? RUNSTATE_POSTMIGRATE : was_running ? RUNSTATE_RUNNING
+                                                                : RUNSTATE_PAUSED;
+    if (resume)
+        cpus_resume_all(m->cpus);
+    g_mutex_unlock(&m->lock);
+    if (resume)
+        event_emit("RESUME", NULL);
+}
+
+bool machine_incoming_finish(struct machine *m)
+{
+    g_mutex_lock(&m->lock);
+    bool run = !m->start_paused;
+    m->state = run ? RUNSTATE_RUNNING : RUNSTATE_PAUSED;
+    if (run)
+        cpus_resume_all(m->cpus);
+    g_mutex_unlock(&m->lock);
+    if (run)
+        event_emit("RESUME", NULL);
+    return run;
+}
+
+static gboolean exit_failed(gpointer opaque)
+{
+    struct machine *m = opaque;
+    m->exit_status = 1;
+    g_idle_add_full(G_PRIORITY_LOW, quit_main_loop, m->loop, NULL);
+    return G_SOURCE_REMOVE;
+}
+
+void machine_incoming_failed(struct machine *m)
+{
+    g_main_context_invoke(NULL, exit_failed, m);
+}
+
+bool machine_start_paused(struct machine *m)
+{
+    return m->start_paused;
+}
+
+void *machine_migration(struct machine *m)
+{
+    return m->migration;
+}
+
+void machine_set_migration(struct machine *m, void *migration)
+{
+    m->migration = migration;
 }

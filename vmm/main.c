@@ -7,6 +7,8 @@
 
 #include "tern/hmp.h"
 #include "tern/machine.h"
+#include "tern/migration-cmds.h"
+#include "tern/migration.h"
 #include "tern/qmp.h"
 #include "tern/util.h"
 
@@ -93,6 +95,7 @@ static gboolean on_signal(gpointer opaque)
 
 static bool start_monitors(struct machine *m, GError **errp)
 {
+    migration_commands_register();
     for (gchar **q = opt_qmp; q && *q; q++)
         if (!qmp_server_start(m, *q, errp))
             return false;
@@ -152,8 +155,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
-    if (!start_monitors(m, &err) || !machine_start(m, &err)) {
+    bool listen = opt_incoming && strcmp(opt_incoming, "defer") != 0;
+    if (!start_monitors(m, &err) || !machine_start(m, &err) ||
+        (listen && !incoming_start(m, opt_incoming, &err))) {
         fprintf(stderr, "tern: %s\n", err->message);
+        migration_cleanup(m);
         machine_destroy(m);
         return 1;
     }
@@ -164,6 +170,7 @@ int main(int argc, char **argv)
     /* Deliver what is queued (the SHUTDOWN event), then remove the sockets. */
     qmp_server_stop_all();
     hmp_monitor_stop_all();
+    migration_cleanup(m);
     int status = machine_exit_status(m);
     machine_destroy(m);
     return status;

@@ -364,3 +364,31 @@ unsigned guest_ram_e820(const struct guest_ram *ram, struct e820_range *out, uns
     }
     return n;
 }
+
+bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **errp)
+{
+    if (!IS_ALIGNED(gpa | len, GUEST_PAGE_SIZE)) {
+        set_range_error(errp, "zero unaligned", gpa, len);
+        return false;
+    }
+    /* Check the whole range first: nothing changes unless all of it is RAM. */
+    for (uint64_t done = 0; done < len;) {
+        const struct ram_region *r = guest_ram_region_of(ram, gpa + done);
+        if (!r) {
+            set_range_error(errp, "zero", gpa, len);
+            return false;
+        }
+        done += MIN(len - done, r->gpa + r->size - (gpa + done));
+    }
+    for (uint64_t done = 0; done < len;) {
+        const struct ram_region *r = guest_ram_region_of(ram, gpa + done);
+        uint64_t off = gpa + done - r->gpa;
+        uint64_t n = MIN(len - done, r->size - off);
+        if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                      (off_t)n) != 0)
+            memset(r->hva + off, 0, n);
+        done += n;
+    }
+    mark_dirty(ram->vmm_dirty, gpa, len);
+    return true;
+}

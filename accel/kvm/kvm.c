@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -290,4 +291,33 @@ bool kvm_set_irq_line(struct kvm *k, unsigned irq, bool level)
 {
     struct kvm_irq_level line = { .irq = irq, .level = level };
     return ioctl(k->vm_fd, KVM_IRQ_LINE, &line) == 0;
+}
+
+static int cpuid_entry_cmp(const void *a, const void *b)
+{
+    const struct kvm_cpuid_entry2 *x = a, *y = b;
+    if (x->function != y->function)
+        return x->function < y->function ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* As docs/migration-stream.md says: vCPU 0's table sorted by (function,
+ * index), each entry as 7 little-endian u32 (x86 is little-endian). */
+void kvm_cpuid_fingerprint(const struct kvm *k, uint32_t *nr_entries, uint8_t sha256[32])
+{
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autofree struct kvm_cpuid_entry2 *e = g_memdup2(k->cpuid->entries,
+                                                      k->cpuid->nent * sizeof(*e));
+    gsize len = 32;
+
+    qsort(e, k->cpuid->nent, sizeof(*e), cpuid_entry_cmp);
+    for (uint32_t i = 0; i < k->cpuid->nent; i++) {
+        uint32_t ebx = e[i].function == 1 ? e[i].ebx & 0x00ffffff : e[i].ebx;
+        uint32_t edx = (e[i].function == 0xb || e[i].function == 0x1f) ? 0 : e[i].edx;
+        uint32_t words[7] = { e[i].function, e[i].index, e[i].flags, e[i].eax, ebx,
+                              e[i].ecx, edx };
+        g_checksum_update(sum, (const guchar *)words, sizeof(words));
+    }
+    *nr_entries = k->cpuid->nent;
+    g_checksum_get_digest(sum, sha256, &len);
 }

@@ -29,6 +29,10 @@ const char *kvm_flavour(const struct kvm *k);
 /* Host TSC frequency seen by guests, in kHz (0 if unknown). */
 uint32_t kvm_tsc_khz(const struct kvm *k);
 
+/* What the vCPUs' CPUID says, as the number of entries and a SHA-256 over
+ * them (APIC IDs excluded): two VMs with equal fingerprints expose the same CPU. */
+void kvm_cpuid_fingerprint(const struct kvm *k, uint32_t *nr_entries, uint8_t sha256[32]);
+
 /* Drive interrupt line (irq) of the in-kernel PIC/IOAPIC to (level). */
 bool kvm_set_irq_line(struct kvm *k, unsigned irq, bool level);
 

@@ -53,6 +53,10 @@ bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len
  * without being read or allocated). Two VMs with equal RAM have equal digests. */
 uint32_t guest_ram_crc32(struct guest_ram *ram);
 
+/* Make [gpa, gpa + len) read as zero, giving the pages back to the host (page
+ * aligned; refused unless it lies inside RAM). Marks the pages in vmm_dirty. */
+bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **errp);
+
 /* Return all of (ram) to never-touched zeros (system reset): the host memory
  * is released (hole punching) and the pages that held data are marked in
  * (vmm_dirty). Call with the vCPUs stopped. */

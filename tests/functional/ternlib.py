@@ -47,7 +47,7 @@ class QMPError(Exception):
 class QMP:
     """A QMP client on a unix socket: negotiates, runs commands, collects events."""
 
-    def __init__(self, path, timeout=30.0, negotiate=True):
+    def __init__(self, path, timeout=30.0, negotiate=True, alive=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         deadline = time.time() + timeout
         while True:
@@ -55,12 +55,14 @@ class QMP:
                 self.sock.connect(path)
                 break
             except (FileNotFoundError, ConnectionRefusedError):
-                if time.time() > deadline:
+                if time.time() > deadline or (alive is not None and not alive()):
+                    self.sock.close()
                     raise
                 time.sleep(0.02)
         self.sock.settimeout(timeout)
         self.buf = b""
-        self.events = []
+        self.events = []        # not yet consumed by wait_event()
+        self.history = []       # every event ever received, in order
         self.greeting = self._read_message()
         if negotiate:
             self.cmd("qmp_capabilities")
@@ -82,9 +84,13 @@ class QMP:
         while True:
             msg = self._read_message()
             if "event" in msg:
-                self.events.append(msg)
+                self._got_event(msg)
                 continue
             return msg
+
+    def _got_event(self, msg):
+        self.events.append(msg)
+        self.history.append(msg)
 
     def execute(self, name, **arguments):
         req = {"execute": name}
@@ -114,9 +120,22 @@ class QMP:
                 raise TimeoutError("no %s event within %.0f s" % (name, timeout))
             self.sock.settimeout(remaining)
             try:
-                self.events.append(self._read_message())
+                self._got_event(self._read_message())
             except socket.timeout:
                 pass
+
+    def poll_events(self, timeout=0.0):
+        """Read whatever events arrive within (timeout) s; returns how many."""
+        n = 0
+        deadline = time.time() + timeout
+        while True:
+            remaining = max(deadline - time.time(), 0.001)
+            self.sock.settimeout(remaining)
+            try:
+                self._got_event(self._read_message())
+                n += 1
+            except socket.timeout:
+                return n
 
     def close(self):
         self.sock.close()
@@ -207,7 +226,13 @@ class Tern:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
                                      stderr=self.stderr_file, env=env)
         self.serial = Serial(self.serial_path)
-        self.qmp = QMP(self.qmp_path) if qmp else None
+        try:
+            self.qmp = QMP(self.qmp_path, alive=self.alive) if qmp else None
+        except Exception as e:
+            self.qmp = None
+            self.close()
+            raise RuntimeError("tern did not start (%s; exit %s): %s"
+                               % (e, self.proc.returncode, self.stderr().strip()[-2000:]))
 
     def stderr(self):
         with open(self.stderr_path) as f:
@@ -304,3 +329,112 @@ def run_tests(tests):
             print("FAIL %-40s %s: %s" % (name, type(e).__name__, e), flush=True)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+# ---------------------------------------------------------------------------
+# Migration helpers: two (or more) tern processes on 127.0.0.1.
+
+MIG_TERMINAL = ("completed", "failed", "cancelled")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tcp_uri(port):
+    return "tcp:127.0.0.1:%d" % port
+
+
+def migration_statuses(qmp):
+    """The MIGRATION event statuses received so far, in order."""
+    return [ev["data"]["status"] for ev in qmp.history if ev["event"] == "MIGRATION"]
+
+
+def wait_migration_status(qmp, statuses, timeout=60.0):
+    """Wait for a MIGRATION event whose status is in (statuses); returns query-migrate."""
+    if isinstance(statuses, str):
+        statuses = (statuses,)
+    try:
+        qmp.wait_event("MIGRATION", timeout, match=lambda d: d.get("status") in statuses)
+    except TimeoutError:
+        raise TimeoutError("no MIGRATION event with status in %s within %.0f s; "
+                           "events %s; query-migrate %s"
+                           % (statuses, timeout, migration_statuses(qmp),
+                              qmp.cmd("query-migrate")))
+    return qmp.cmd("query-migrate")
+
+
+def wait_migration(qmp, timeout=60.0):
+    """Wait until the migration ends (completed, failed or cancelled); returns query-migrate."""
+    return wait_migration_status(qmp, MIG_TERMINAL, timeout)
+
+
+class Lab:
+    """A temporary directory and the tern processes started in it; closes them all at exit.
+
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=64")
+        dst = lab.target("-m", "1G")
+        src.qmp.cmd("migrate", uri=dst.uri)
+    """
+
+    def __init__(self, binary, keep_logs_on_error=True):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="tern-mig-")
+        self.vms = []
+        self.keep_logs_on_error = keep_logs_on_error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.keep_logs_on_error:
+            sys.stderr.write(self.logs())
+        self.close()
+        return False
+
+    def start(self, name, args, hmp=False):
+        vm = Tern(self.binary, list(args), name=name, workdir=self.dir, hmp=hmp)
+        self.vms.append(vm)
+        return vm
+
+    def source(self, *args, append="ws=0", name="src", hmp=False):
+        """A VM running the bundled guest with (append)."""
+        return self.start(name, list(args) + ["-append", append], hmp=hmp)
+
+    def target(self, *args, name="dst", hmp=False, defer=False, paused=False):
+        """A VM waiting for an incoming migration; vm.uri is where to send it."""
+        vm_args = list(args) + (["-S"] if paused else [])
+        port = free_port()
+        vm_args += ["-incoming", "defer" if defer else tcp_uri(port)]
+        vm = self.start(name, vm_args, hmp=hmp)
+        vm.port = port
+        vm.uri = tcp_uri(port)
+        if defer:
+            vm.qmp.cmd("migrate-incoming", uri=vm.uri)
+        return vm
+
+    def logs(self, tail=15):
+        out = []
+        for vm in self.vms:
+            out.append("---- %s: %s (exit %s)" % (vm.name, " ".join(vm.cmdline),
+                                                  vm.proc.poll()))
+            for label, path in (("stderr", vm.stderr_path), ("serial", vm.serial_path)):
+                try:
+                    with open(path, errors="replace") as f:
+                        lines = f.read().splitlines()[-tail:]
+                except OSError:
+                    lines = []
+                out += ["  %s| %s" % (label, l) for l in lines]
+        return "\n".join(out) + "\n"
+
+    def close(self):
+        for vm in self.vms:
+            try:
+                vm.close()
+            except Exception:  # close the others whatever happens to one
+                vm.kill()
+        cleanup_dir(self.dir)

@@ -56,12 +56,14 @@ struct cpu {
     uint64_t fill_first, fill_pages, fill_pos;
     uint64_t fill_due;          /* fill pages verified, scaled by tsc_hz */
     uint64_t tokens;            /* rate limit bucket: pages * tsc_hz */
-    uint64_t last_tsc;
+    volatile uint64_t last_tsc;         /* last loop iteration */
+    volatile uint64_t gap_cut;          /* the BSP reported our gap up to here */
 
     /* what interrupt delivery looked like (for the debug report) */
     volatile uint64_t irq_count;
     volatile uint8_t irq_vif0, irq_vif1, irq_frame_if, irq_on_rsp0;
     volatile uint8_t after_vif0;
+    volatile uint8_t probe_clear_if;    /* pvm_selftest: return with IF=0 once */
 };
 
 struct percpu_block {
@@ -181,6 +183,7 @@ void irq_enable(void);
 void irq_disable(void);
 void cpu_idle(void);
 void pvm_irq_exit(struct irq_frame *f);
+void pvm_selftest(void);
 
 /* apic.c */
 #define LAPIC_BASE 0xfee00000ull
@@ -213,7 +216,7 @@ void workload_setup(uint32_t ncpus);
 void workload_fill(struct cpu *c);
 void workload_wait_filled(void);
 void workload_run(struct cpu *c) __attribute__((noreturn));
-void workload_report(uint64_t tick, uint64_t t_ms);
+void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now);
 uint64_t workload_errors(void);
 
 /* main.c */

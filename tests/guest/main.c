@@ -56,7 +56,7 @@ void report_poll(struct cpu *c, uint64_t now)
     if (next_report_tsc <= now)
         next_report_tsc = now + report_period_tsc;  /* after a pause: one line, no burst */
     report_count++;
-    workload_report(report_count, tsc_to_us(now - boot_tsc) / 1000);
+    workload_report(report_count, tsc_to_us(now - boot_tsc) / 1000, now);
     if (params.debug && report_count == 1)
         debug_report();
     if (params.exit_after && report_count >= params.exit_after) {
@@ -106,6 +106,8 @@ static void bsp_main(void)
     __atomic_store_n(&smp_stage, 2, __ATOMIC_RELEASE);
     apic_timer_start((uint32_t)params.timer_hz);
     irq_enable();
+    if (params.debug >= 2)
+        pvm_selftest();
     workload_run(c);
 }
 

@@ -18,7 +18,7 @@ bool pvm_probe(struct cpu *c)
     c->gp_hit = 0;
     c->gp_skip = 1;
     barrier();
-    wrmsr(MSR_PVM_VIF, gpa);
+    wrmsr(MSR_PVM_VIF, gpa);      /* bit 10 optional: read back without it */
     back = c->gp_hit ? 0 : rdmsr(MSR_PVM_VIF);
     barrier();
     c->gp_skip = 0;
@@ -75,5 +75,59 @@ void cpu_idle(void)
 /* Called last in every interrupt handler, before iretq. */
 void pvm_irq_exit(struct irq_frame *f)
 {
-    (void)f;
+    struct cpu *c = this_cpu();
+
+    if (c->probe_clear_if) {
+        c->probe_clear_if = 0;
+        f->rflags &= ~0x200ull;
+    }
+}
+
+static uint64_t read_flags(void)
+{
+    uint64_t f;
+
+    __asm__ volatile("pushfq; popq %0" : "=r"(f) : : "memory");
+    return f;
+}
+
+/* debug=2: how does kvm_pvm deliver interrupts against the vIF byte? Needs the timer. */
+void pvm_selftest(void)
+{
+    struct cpu *c = this_cpu();
+    uint64_t n0, n1, n2, n3, n4, f_off, f_on, t0, t_hlt;
+    uint8_t pend, pend_after, vif_after_if0, vif_after_restore;
+
+    if (!c->vif || !params.timer_hz)
+        return;
+    irq_disable();
+    n0 = c->irq_count;
+    f_off = read_flags();
+    tsc_delay_us(3 * 1000000 / params.timer_hz);
+    pend = c->vif[VIF_PENDING];
+    n1 = c->irq_count;
+    c->vif[VIF_ENABLED] = 1;
+    barrier();
+    if (c->vif[VIF_PENDING])
+        __asm__ volatile("outb %%al, $0x80" : : "a"(0) : "memory");
+    n2 = c->irq_count;
+    pend_after = c->vif[VIF_PENDING];
+    f_on = read_flags();
+
+    c->probe_clear_if = 1;              /* next handler returns with RFLAGS.IF = 0 */
+    tsc_delay_us(3 * 1000000 / params.timer_hz);
+    vif_after_if0 = c->vif[VIF_ENABLED];
+    n3 = c->irq_count;
+    irq_enable();
+    vif_after_restore = c->vif[VIF_ENABLED];
+
+    t0 = rdtsc();
+    cpu_idle();
+    t_hlt = rdtsc() - t0;
+    n4 = c->irq_count;
+    serial_printf("pvm-probe: msr 0x%lx disabled: irqs %lu pending %u rflags 0x%lx | "
+                  "enabled+kick: irqs %lu pending %u rflags 0x%lx | iret IF=0: vif0 %u irqs %lu "
+                  "| re-enabled vif0 %u | hlt %lu us irqs %lu\n", rdmsr(MSR_PVM_VIF), n1 - n0,
+                  pend, f_off, n2 - n0, pend_after, f_on, vif_after_if0, n3 - n0,
+                  vif_after_restore, tsc_to_us(t_hlt), n4 - n0);
 }

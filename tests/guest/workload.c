@@ -100,7 +100,11 @@ void workload_setup(uint32_t n)
     rate_pps_cpu = params.rate_mib * 256 / n;
     if (params.rate_mib && !rate_pps_cpu)
         rate_pps_cpu = 1;
-    rate_burst = rate_pps_cpu * tsc_hz * 2 / wake_hz + tsc_hz;
+    /* enough for two wake-ups, and for 100 ms of host preemption */
+    rate_burst = rate_pps_cpu * tsc_hz * 2 / wake_hz;
+    if (rate_burst < rate_pps_cpu * tsc_hz / 10)
+        rate_burst = rate_pps_cpu * tsc_hz / 10;
+    rate_burst += tsc_hz;
 
     for (uint32_t i = 0; i < n; i++) {
         struct cpu *c = cpu_list[i];
@@ -145,7 +149,8 @@ static void fill_check(struct cpu *c, uint64_t dt)
     while (c->fill_due >= tsc_hz && n++ < FILL_BATCH_MAX) {
         uint64_t a = boot_page_addr(c->fill_first + c->fill_pos);
 
-        page_verify(c, (const uint64_t *)a, a / PAGE_SIZE, 0);
+        if (!page_verify(c, (const uint64_t *)a, a / PAGE_SIZE, 0))
+            page_write((uint64_t *)a, a / PAGE_SIZE, 0);        /* count it once */
         c->fill_due -= tsc_hz;
         if (++c->fill_pos == c->fill_pages)
             c->fill_pos = 0;
@@ -183,10 +188,13 @@ void workload_run(struct cpu *c)
     c->last_tsc = rdtsc();
     for (;;) {
         uint64_t now = rdtsc(), dt = now - c->last_tsc;
+        uint64_t from = __atomic_load_n(&c->gap_cut, __ATOMIC_RELAXED);
         bool wait = true;
 
-        c->last_tsc = now;
-        note_gap(c, dt);
+        if (from < c->last_tsc)
+            from = c->last_tsc;
+        note_gap(c, now > from ? now - from : 0);
+        __atomic_store_n(&c->last_tsc, now, __ATOMIC_RELAXED);
         if (dt > tsc_hz)
             dt = tsc_hz;        /* after a pause: no catching up */
         if (c->vif && c->irq_count > 3 && !c->after_vif0)
@@ -218,13 +226,20 @@ void workload_run(struct cpu *c)
     }
 }
 
-void workload_report(uint64_t tick, uint64_t t_ms)
+/* One report line. A gap still going on in another CPU (it has not run since
+ * a pause) is counted now, and only its remainder in the next report. */
+void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now)
 {
     uint64_t pages = 0, passes = ~0ull, gap = 0, errors = 0;
 
     for (uint32_t i = 0; i < ncpus; i++) {
         struct cpu *c = cpu_list[i];
-        uint64_t g = __atomic_exchange_n(&c->max_gap_tsc, 0, __ATOMIC_RELAXED);
+        uint64_t last = __atomic_load_n(&c->last_tsc, __ATOMIC_RELAXED), g;
+
+        __atomic_store_n(&c->gap_cut, now, __ATOMIC_RELAXED);
+        g = __atomic_exchange_n(&c->max_gap_tsc, 0, __ATOMIC_RELAXED);
+        if (now > last && now - last > g)
+            g = now - last;
 
         pages += c->pages_written;
         errors += c->errors;

@@ -1,0 +1,58 @@
+/* migration-params.h: the one table that describes every migration parameter
+ * (QMP name, type, place in struct mig_params, range, help), and the
+ * conversions to and from JSON and HMP text built on it. */
+#ifndef TERN_MIGRATION_PARAMS_H
+#define TERN_MIGRATION_PARAMS_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/migration.h"
+
+enum mig_param_type {
+    MIG_PARAM_INT,          /* unsigned integer field of 4 or 8 bytes */
+    MIG_PARAM_BOOL,         /* bool field */
+};
+
+struct mig_param_desc {
+    const char *name;       /* QMP name, e.g. "downtime-limit" */
+    enum mig_param_type type;
+    size_t offset;          /* in struct mig_params */
+    size_t size;            /* of the field: 4 or 8 (int), sizeof(bool) */
+    uint64_t min, max;      /* inclusive range (int) */
+    const char *unit;       /* printed after the value ("ms"); NULL: none */
+    bool hmp_mib;           /* HMP text is a size: a bare number means MiB (QEMU) */
+    const char *help;       /* one line */
+};
+
+/* The table, in QEMU's print order; (count) gets its length. */
+const struct mig_param_desc *mig_params_table(size_t *count);
+/* The entry for QMP name (name); NULL if there is none. */
+const struct mig_param_desc *mig_param_find(const char *name);
+
+/* Read or write (d)'s field of (p) as a uint64_t (a bool is 0 or 1). Set
+ * stores (value) unchecked: validate with mig_param_check() first. */
+uint64_t mig_param_get(const struct mig_params *p, const struct mig_param_desc *d);
+void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_t value);
+/* Whether (value) is within (d)'s range; the error names the parameter. */
+bool mig_param_check(const struct mig_param_desc *d, uint64_t value, GError **errp);
+
+/* Apply every member of (args) (a migrate-set-parameters request) to (p).
+ * All-or-nothing: on any unknown name, wrong type or out-of-range value,
+ * (p) is unchanged and (errp) names the first offending parameter. */
+bool mig_params_apply_json(struct mig_params *p, JsonObject *args, GError **errp);
+/* Every parameter of (p) as a query-migrate-parameters object. */
+JsonObject *mig_params_to_json(const struct mig_params *p);
+
+/* Convert HMP text (text) for parameter (d) into (out) (range-checked):
+ * on/off/true/false/yes/no for a bool; an integer, or a size with a K/M/G/T
+ * suffix where (d)->hmp_mib (a bare number is MiB there, as in QEMU). */
+bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint64_t *out,
+                          GError **errp);
+/* Append "name: value[ unit]\n" for (d) with (value) to (out); a bool prints on/off. */
+void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t value);
+
+#endif

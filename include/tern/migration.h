@@ -1,0 +1,95 @@
+/* migration.h: live migration of a machine: the outgoing side's state machine,
+ * parameters and statistics, and the incoming side. What the monitors call. */
+#ifndef TERN_MIGRATION_H
+#define TERN_MIGRATION_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct machine;
+
+/* QEMU's MigrationStatus names, the subset Tern uses. */
+enum mig_status {
+    MIG_STATUS_NONE,
+    MIG_STATUS_SETUP,           /* connecting, dirty logging on, VM_CONFIG */
+    MIG_STATUS_ACTIVE,          /* pre-copy passes, guest running */
+    MIG_STATUS_DEVICE,          /* guest paused: final pages, CPU and device state */
+    MIG_STATUS_COMPLETED,
+    MIG_STATUS_FAILED,
+    MIG_STATUS_CANCELLING,
+    MIG_STATUS_CANCELLED,
+    MIG_STATUS__MAX,
+};
+
+/* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled". */
+const char *mig_status_name(enum mig_status s);
+/* Whether (from) -> (to) is a legal transition (the table in state.c). */
+bool mig_status_transition_allowed(enum mig_status from, enum mig_status to);
+/* Compare-and-swap (*status) from (from) to (to) if legal; emits the MIGRATION
+ * event {"status": NAME} on success. False if (*status) was not (from). */
+bool mig_status_set(int *status, enum mig_status from, enum mig_status to);
+bool mig_status_is_terminal(enum mig_status s);
+
+/* Tunables (QEMU names in the comments). Defaults in migration_params_default(). */
+struct mig_params {
+    uint64_t downtime_limit_ms;     /* downtime-limit: target pause (default 300) */
+    uint64_t max_bandwidth;         /* max-bandwidth, bytes/s; 0 = unlimited (default) */
+    uint32_t compress_level;        /* compress-level: zlib level for pages, 0 = off */
+    uint32_t x_passes;              /* x-passes (test only): exactly N live passes, 0 = policy */
+    bool x_checksum;                /* x-checksum: CRC-32 on every record (default on) */
+};
+void migration_params_default(struct mig_params *p);
+
+/* Statistics, named after QEMU's query-migrate fields. Times in ms, rates as said. */
+struct mig_stats {
+    uint64_t total_time_ms;         /* total-time: start to completion (or now) */
+    uint64_t setup_time_ms;         /* setup-time */
+    uint64_t downtime_ms;           /* downtime: source pause to RESUMED (completed only) */
+    uint64_t expected_downtime_ms;  /* expected-downtime: the policy's estimate */
+    uint64_t transferred;           /* ram.transferred: bytes on the wire */
+    uint64_t remaining;             /* ram.remaining: dirty bytes still to send */
+    uint64_t total;                 /* ram.total: guest RAM bytes */
+    uint64_t duplicate;             /* ram.duplicate: zero pages (sent as ranges) */
+    uint64_t normal;                /* ram.normal: pages sent with data */
+    uint64_t normal_bytes;          /* ram.normal-bytes */
+    uint64_t compressed;            /* pages sent zlib-compressed */
+    uint64_t skipped;               /* never-touched pages, not read, not sent */
+    uint64_t dirty_pages_rate;      /* ram.dirty-pages-rate: pages/s, last pass */
+    uint64_t dirty_sync_count;      /* ram.dirty-sync-count: dirty-log syncs (passes) */
+    double mbps;                    /* ram.mbps: megabits/s while sending */
+    uint64_t pages_per_second;      /* ram.pages-per-second */
+    uint64_t precopy_bytes;         /* ram.precopy-bytes: bytes sent while the guest ran */
+    uint64_t downtime_bytes;        /* ram.downtime-bytes: bytes sent while paused */
+};
+
+struct mig_info {
+    enum mig_status status;
+    struct mig_stats stats;
+    char *error_desc;               /* failed/cancelled: why (g_free) */
+};
+
+/* Outgoing. Starts the migration thread and returns at once (status setup).
+ * Refused while one is running or the VM is not running/paused. */
+bool migration_start(struct machine *m, const char *uri, GError **errp);
+/* Cancel the running outgoing migration; the source keeps (or resumes) its guest.
+ * Refused once the target holds the complete state (END sent). */
+bool migration_cancel(struct machine *m, GError **errp);
+/* Snapshot of the status and statistics (outgoing, or incoming on a target). */
+void migration_info(struct machine *m, struct mig_info *out);
+void mig_info_clear(struct mig_info *info);
+/* Current parameters; set replaces them all (may be called during a migration:
+ * max-bandwidth and downtime-limit take effect at once). */
+void migration_get_params(struct machine *m, struct mig_params *out);
+bool migration_set_params(struct machine *m, const struct mig_params *p, GError **errp);
+
+/* Incoming: listen on (uri) (tcp:HOST:PORT, unix:PATH) and load the first
+ * connection's stream into the machine (in inmigrate state). On success the
+ * guest resumes unless the machine was started with -S; on failure the
+ * process exits with status 1 and a message naming the bad record. */
+bool incoming_start(struct machine *m, const char *uri, GError **errp);
+
+/* Free per-machine migration state (at machine destruction). */
+void migration_cleanup(struct machine *m);
+
+#endif

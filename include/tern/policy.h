@@ -1,0 +1,35 @@
+/* policy.h: when pre-copy stops iterating and switches over. A replaceable
+ * function over per-pass statistics (Xen's precopy_policy idea), so tests can
+ * force an exact number of passes and nothing depends on timing. */
+#ifndef TERN_POLICY_H
+#define TERN_POLICY_H
+
+#include <stdint.h>
+
+struct precopy_stats {
+    uint32_t pass;                  /* passes completed so far (1 after the first) */
+    uint64_t remaining_bytes;       /* dirty bytes to send if we stopped now */
+    double bandwidth;               /* bytes/s measured while the channel was busy; 0 unknown */
+    uint64_t fixed_cost_ns;         /* measured or estimated cost of the pause beyond
+                                     * sending pages: saving state, the target's load, RESUMED */
+    uint64_t downtime_limit_ns;     /* downtime-limit */
+    uint32_t forced_passes;         /* x-passes: 0 = decide by downtime */
+    double dirty_rate;              /* bytes/s dirtied during the last pass */
+};
+
+enum precopy_decision {
+    PRECOPY_CONTINUE,               /* another live pass */
+    PRECOPY_STOP_AND_COPY,          /* pause the guest and finish */
+};
+
+typedef enum precopy_decision precopy_policy_fn(const struct precopy_stats *s, void *opaque);
+
+/* remaining / bandwidth + fixed cost: what pausing now would cost, in ns.
+ * Unknown bandwidth (0) gives UINT64_MAX. */
+uint64_t precopy_expected_downtime_ns(const struct precopy_stats *s);
+
+/* Default: with forced_passes, stop after exactly that many passes; otherwise
+ * stop when the expected downtime fits downtime_limit_ns. */
+enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void *opaque);
+
+#endif

@@ -1,0 +1,241 @@
+/* incoming.c: the target side. Listen, accept one connection, validate and
+ * load the stream record by record into a paused machine, and only when END
+ * has arrived with everything in place say RESUMED and run. Any failure
+ * tells the source (ERROR), and the process exits without ever running a
+ * partially loaded guest. */
+#include <glib-unix.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migration-internal.h"
+#include "ram.h"
+#include "tern/channel.h"
+#include "tern/machine-state.h"
+#include "tern/machine.h"
+#include "tern/memory.h"
+#include "tern/stream.h"
+#include "tern/util.h"
+
+struct incoming {
+    struct migration *mig;
+    int listen_fd;
+    guint watch;
+    GThread *thread;
+    struct channel *ch;         /* source -> target */
+    struct channel *rp_ch;      /* target -> source */
+    struct stream_writer rp;
+    bool rp_started;
+};
+
+/* The return path begins with its own header, written with the first message. */
+static bool rp_send(struct incoming *inc, uint32_t type, const char *error, GError **errp)
+{
+    if (!inc->rp_started) {
+        stream_writer_init(&inc->rp, inc->rp_ch, MIG_HDR_F_CRC32);
+        if (!stream_write_header(&inc->rp, errp))
+            return false;
+        inc->rp_started = true;
+    }
+    bool ok = type == MIG_RP_ERROR ? stream_write_rp_error(&inc->rp, error, errp)
+                                   : stream_write_empty(&inc->rp, type, errp);
+    return ok && channel_flush(inc->rp_ch, errp);
+}
+
+static bool check_config(struct machine *m, const struct stream_record *rec, GError **errp)
+{
+    struct stream_vm_config theirs, ours;
+    if (!stream_parse_vm_config(rec, &theirs, errp))
+        return false;
+    migration_describe_machine(m, &ours);
+    return stream_vm_config_compare(&theirs, &ours, errp);
+}
+
+/* Apply one record; (*done) at END. */
+static bool load_record(struct incoming *inc, const struct stream_record *rec,
+                        unsigned *devices, bool *done, GError **errp)
+{
+    struct machine *m = inc->mig->m;
+    const void *fdt;
+    size_t len;
+    uint32_t index;
+    char id[MIG_NAME_LEN];
+    struct stream_iteration_end it;
+
+    switch (rec->type) {
+    case MIG_REC_VM_CONFIG:
+        return check_config(m, rec, errp);
+    case MIG_REC_STATIC_END:
+        mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
+        return rp_send(inc, MIG_RP_READY, NULL, errp);
+    case MIG_REC_PAGE_DATA:
+    case MIG_REC_ZERO_PAGES:
+        return ram_load_record(machine_ram(m), rec, errp);
+    case MIG_REC_ITERATION_END:
+        return stream_parse_iteration_end(rec, &it, errp);
+    case MIG_REC_VCPU_STATE:
+        /* The first CPU state: pages are done, the device phase begins. */
+        mig_status_set(&inc->mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE);
+        return stream_parse_vcpu_state(rec, &index, &fdt, &len, errp) &&
+               machine_load_vcpu(m, index, fdt, len, errp);
+    case MIG_REC_VM_STATE:
+        return stream_parse_vm_state(rec, &fdt, &len, errp) &&
+               machine_load_vm(m, fdt, len, errp);
+    case MIG_REC_DEVICE_STATE:
+        if (!stream_parse_device_state(rec, id, &index, &fdt, &len, errp) ||
+            !machine_load_device(m, id, fdt, len, errp))
+            return false;
+        (*devices)++;
+        return true;
+    case MIG_REC_END:
+        if (*devices != machine_device_count(m)) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "END after %u of %u devices' state", *devices,
+                        machine_device_count(m));
+            return false;
+        }
+        *done = true;
+        return true;
+    default:
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected record");
+        return false;
+    }
+}
+
+static bool load_stream(struct incoming *inc, GError **errp)
+{
+    struct stream_reader r;
+    struct stream_record rec;
+    struct stream_order order;
+    unsigned devices = 0;
+    bool done = false, ok = true;
+
+    stream_reader_init(&r, inc->ch, false);
+    stream_order_init(&order);
+    if (!stream_read_header(&r, errp)) {
+        stream_reader_cleanup(&r);
+        return false;
+    }
+    while (ok && !done) {
+        ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
+        if (!ok || rec.skip)
+            continue;
+        GError *err = NULL;
+        ok = load_record(inc, &rec, &devices, &done, &err);
+        if (!ok) {
+            /* Name the record the error came from. */
+            g_autofree char *where = stream_record_describe(&rec);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %s", where, err->message);
+            g_error_free(err);
+        }
+    }
+    if (ok && !stream_order_done(&order)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "stream ended early");
+        ok = false;
+    }
+    stream_reader_cleanup(&r);
+    return ok;
+}
+
+static gpointer incoming_thread(gpointer opaque)
+{
+    struct incoming *inc = opaque;
+    struct migration *mig = inc->mig;
+    g_autoptr(GError) err = NULL;
+    uint64_t t0 = clock_ns();
+
+    inc->rp_ch = channel_return_path(inc->ch, &err);
+    bool ok = inc->rp_ch && load_stream(inc, &err);
+    /* RESUMED goes out before the vCPUs run: if the source cannot hear it,
+     * it keeps its guest, and this one must not run. */
+    ok = ok && rp_send(inc, MIG_RP_RESUMED, NULL, &err);
+
+    g_mutex_lock(&mig->lock);
+    mig->stats.total_time_ms = (clock_ns() - t0) / 1000000;
+    mig->stats.transferred = channel_read_pos(inc->ch);
+    g_mutex_unlock(&mig->lock);
+
+    if (ok) {
+        machine_incoming_finish(mig->m);
+        mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
+        return NULL;
+    }
+    g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
+    migration_set_error(mig, msg);
+    if (inc->rp_ch)
+        rp_send(inc, MIG_RP_ERROR, msg, NULL);
+    fprintf(stderr, "tern: %s\n", msg);
+    mig_status_set(&mig->status, __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE),
+                   MIG_STATUS_FAILED);
+    machine_incoming_failed(mig->m);
+    return NULL;
+}
+
+static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
+{
+    struct incoming *inc = opaque;
+    g_autoptr(GError) err = NULL;
+    (void)cond;
+
+    int conn = channel_socket_accept(fd, &err);
+    if (conn < 0) {
+        fprintf(stderr, "tern: incoming migration: %s\n", err->message);
+        return G_SOURCE_CONTINUE;
+    }
+    /* One migration per process: stop listening. */
+    close(inc->listen_fd);
+    inc->listen_fd = -1;
+    inc->watch = 0;
+    inc->ch = channel_socket_new(conn, "incoming");
+    inc->thread = g_thread_new("mig-incoming", incoming_thread, inc);
+    return G_SOURCE_REMOVE;
+}
+
+bool incoming_start(struct machine *m, const char *uri, GError **errp)
+{
+    struct migration *mig = migration_of(m);
+
+    if (machine_runstate(m) != RUNSTATE_INMIGRATE) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "'-incoming' was not specified on the command line");
+        return false;
+    }
+    if (mig->incoming) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "The incoming migration has already been started");
+        return false;
+    }
+    int fd = channel_socket_listen(uri, errp);
+    if (fd < 0)
+        return false;
+    struct incoming *inc = g_new0(struct incoming, 1);
+    inc->mig = mig;
+    inc->listen_fd = fd;
+    inc->watch = g_unix_fd_add(fd, G_IO_IN, on_connection, inc);
+    mig->incoming = inc;
+    mig->start_ns = clock_ns();
+    mig->stats.total = machine_ram(m)->size;
+    mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP);
+    return true;
+}
+
+void incoming_cleanup(struct migration *mig)
+{
+    struct incoming *inc = mig->incoming;
+    if (!inc)
+        return;
+    if (inc->watch)
+        g_source_remove(inc->watch);
+    if (inc->listen_fd >= 0)
+        close(inc->listen_fd);
+    if (inc->thread) {
+        channel_shutdown(inc->ch, "shutting down");
+        g_thread_join(inc->thread);
+    }
+    if (inc->rp_ch)
+        channel_close(inc->rp_ch);
+    if (inc->ch)
+        channel_close(inc->ch);
+    g_free(inc);
+    mig->incoming = NULL;
+}

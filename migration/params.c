@@ -1,0 +1,307 @@
+/* params.c: migration parameter defaults and the one table that describes
+ * them; every conversion (QMP set and query, HMP text, printing) goes through
+ * that table, so adding a parameter means adding one entry. */
+#include "tern/migration-params.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern/util.h"
+
+/* Largest values a client may set. QEMU's cap for downtime-limit: 2000 s. */
+#define MIG_DOWNTIME_LIMIT_MAX_MS 2000000ULL
+#define MIG_COMPRESS_LEVEL_MAX 9ULL         /* zlib */
+#define MIG_X_PASSES_MAX 100000ULL
+
+#define MIG_FIELD(field) \
+    .offset = offsetof(struct mig_params, field), \
+    .size = sizeof(((struct mig_params *)0)->field)
+
+static const struct mig_param_desc mig_param_table[] = {
+    {
+        .name = "downtime-limit", .type = MIG_PARAM_INT, MIG_FIELD(downtime_limit_ms),
+        .min = 0, .max = MIG_DOWNTIME_LIMIT_MAX_MS, .unit = "ms",
+        .help = "longest pause of the guest the policy aims for, in milliseconds",
+    },
+    {
+        .name = "max-bandwidth", .type = MIG_PARAM_INT, MIG_FIELD(max_bandwidth),
+        .min = 0, .max = INT64_MAX, .unit = "bytes/second", .hmp_mib = true,
+        .help = "rate limit of the migration stream in bytes/s, 0 = unlimited",
+    },
+    {
+        .name = "compress-level", .type = MIG_PARAM_INT, MIG_FIELD(compress_level),
+        .min = 0, .max = MIG_COMPRESS_LEVEL_MAX,
+        .help = "zlib level for page data, 0 = no compression",
+    },
+    {
+        .name = "x-passes", .type = MIG_PARAM_INT, MIG_FIELD(x_passes),
+        .min = 0, .max = MIG_X_PASSES_MAX,
+        .help = "testing: exactly this many live passes, 0 = decide by downtime-limit",
+    },
+    {
+        .name = "x-checksum", .type = MIG_PARAM_BOOL, MIG_FIELD(x_checksum),
+        .help = "CRC-32 on every record of the stream",
+    },
+};
+
+void migration_params_default(struct mig_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->downtime_limit_ms = 300;
+    p->max_bandwidth = 0;
+    p->compress_level = 0;
+    p->x_passes = 0;
+    p->x_checksum = true;
+}
+
+const struct mig_param_desc *mig_params_table(size_t *count)
+{
+    *count = G_N_ELEMENTS(mig_param_table);
+    return mig_param_table;
+}
+
+const struct mig_param_desc *mig_param_find(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(mig_param_table); i++) {
+        if (!strcmp(mig_param_table[i].name, name)) {
+            return &mig_param_table[i];
+        }
+    }
+    return NULL;
+}
+
+uint64_t mig_param_get(const struct mig_params *p, const struct mig_param_desc *d)
+{
+    const char *field = (const char *)p + d->offset;
+
+    if (d->type == MIG_PARAM_BOOL) {
+        bool b;
+        memcpy(&b, field, sizeof(b));
+        return b;
+    }
+    if (d->size == sizeof(uint32_t)) {
+        uint32_t v;
+        memcpy(&v, field, sizeof(v));
+        return v;
+    }
+    uint64_t v;
+    memcpy(&v, field, sizeof(v));
+    return v;
+}
+
+void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_t value)
+{
+    char *field = (char *)p + d->offset;
+
+    if (d->type == MIG_PARAM_BOOL) {
+        bool b = value != 0;
+        memcpy(field, &b, sizeof(b));
+    } else if (d->size == sizeof(uint32_t)) {
+        uint32_t v = (uint32_t)value;
+        memcpy(field, &v, sizeof(v));
+    } else {
+        memcpy(field, &value, sizeof(value));
+    }
+}
+
+static void mig_param_range_error(const struct mig_param_desc *d, GError **errp)
+{
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                "Parameter '%s' expects an integer in the range of %" PRIu64 " to %" PRIu64
+                "%s%s", d->name, d->min, d->max, d->unit ? " " : "", d->unit ? d->unit : "");
+}
+
+bool mig_param_check(const struct mig_param_desc *d, uint64_t value, GError **errp)
+{
+    if (d->type == MIG_PARAM_BOOL) {
+        if (value > 1) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Parameter '%s' expects a boolean", d->name);
+            return false;
+        }
+        return true;
+    }
+    if (value < d->min || value > d->max) {
+        mig_param_range_error(d, errp);
+        return false;
+    }
+    return true;
+}
+
+/* The value of JSON member (v) for (d), type- and range-checked. */
+static bool mig_param_from_json(const struct mig_param_desc *d, JsonNode *v, uint64_t *out,
+                                GError **errp)
+{
+    GType vt = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : G_TYPE_INVALID;
+
+    if (d->type == MIG_PARAM_BOOL) {
+        if (vt != G_TYPE_BOOLEAN) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Invalid parameter type for '%s', expected: boolean", d->name);
+            return false;
+        }
+        *out = json_node_get_boolean(v);
+        return true;
+    }
+    if (vt != G_TYPE_INT64) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "Invalid parameter type for '%s', expected: integer", d->name);
+        return false;
+    }
+    gint64 i = json_node_get_int(v);
+    if (i < 0) {
+        mig_param_range_error(d, errp);
+        return false;
+    }
+    *out = (uint64_t)i;
+    return mig_param_check(d, *out, errp);
+}
+
+bool mig_params_apply_json(struct mig_params *p, JsonObject *args, GError **errp)
+{
+    struct mig_params next = *p;
+    bool ok = true;
+
+    /* get_members keeps the client's order, so the first bad one is named. */
+    GList *names = args ? json_object_get_members(args) : NULL;
+    for (GList *l = names; l && ok; l = l->next) {
+        const char *name = l->data;
+        const struct mig_param_desc *d = mig_param_find(name);
+        uint64_t value;
+        if (!d) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Parameter '%s' is unexpected", name);
+            ok = false;
+        } else if (!mig_param_from_json(d, json_object_get_member(args, name), &value,
+                                        errp)) {
+            ok = false;
+        } else {
+            mig_param_set(&next, d, value);
+        }
+    }
+    g_list_free(names);
+    if (ok) {
+        *p = next;
+    }
+    return ok;
+}
+
+JsonObject *mig_params_to_json(const struct mig_params *p)
+{
+    JsonObject *o = json_object_new();
+
+    for (size_t i = 0; i < G_N_ELEMENTS(mig_param_table); i++) {
+        const struct mig_param_desc *d = &mig_param_table[i];
+        uint64_t v = mig_param_get(p, d);
+        if (d->type == MIG_PARAM_BOOL) {
+            json_object_set_boolean_member(o, d->name, v != 0);
+        } else {
+            /* The table caps every integer at INT64_MAX or below. */
+            json_object_set_int_member(o, d->name, (gint64)MIN(v, (uint64_t)INT64_MAX));
+        }
+    }
+    return o;
+}
+
+static bool parse_bool_text(const char *text, bool *out)
+{
+    static const char *const yes[] = { "on", "true", "yes" };
+    static const char *const no[] = { "off", "false", "no" };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(yes); i++) {
+        if (!g_ascii_strcasecmp(text, yes[i])) {
+            *out = true;
+            return true;
+        }
+        if (!g_ascii_strcasecmp(text, no[i])) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Decimal digits only, into (out); false on anything else or overflow. */
+static bool parse_decimal(const char *text, uint64_t *out)
+{
+    if (!g_ascii_isdigit(text[0])) {
+        return false;
+    }
+    char *end;
+    errno = 0;
+    guint64 v = g_ascii_strtoull(text, &end, 10);
+    if (*end || errno) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A size for (d): bare digits are MiB (QEMU's HMP), or a number with a
+ * K/M/G/T/B suffix as parse_size() reads it; zero in any spelling is 0. */
+static bool parse_size_text(const char *text, uint64_t *out)
+{
+    uint64_t v;
+
+    if (parse_decimal(text, &v)) {
+        if (v > (UINT64_MAX >> 20)) {
+            return false;
+        }
+        *out = v << 20;
+        return true;
+    }
+    if (parse_size(text, &v) == 0) {
+        *out = v;
+        return true;
+    }
+    /* parse_size() refuses zero: accept "0K", "0B", "00M" by its digits. */
+    size_t digits = strspn(text, "0123456789");
+    if (digits && strspn(text, "0") == digits) {
+        g_autofree char *one = g_strconcat("1", text + digits, NULL);
+        if (parse_size(one, &v) == 0) {
+            *out = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint64_t *out,
+                          GError **errp)
+{
+    if (d->type == MIG_PARAM_BOOL) {
+        bool b;
+        if (!parse_bool_text(text, &b)) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Parameter '%s' expects on or off, not '%s'", d->name, text);
+            return false;
+        }
+        *out = b;
+        return true;
+    }
+    bool ok = d->hmp_mib ? parse_size_text(text, out) : parse_decimal(text, out);
+    if (!ok) {
+        if (d->hmp_mib) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Parameter '%s' expects a size (a number of MiB, or with a "
+                        "K/M/G/T/B suffix), not '%s'", d->name, text);
+        } else {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Parameter '%s' expects an integer, not '%s'", d->name, text);
+        }
+        return false;
+    }
+    return mig_param_check(d, *out, errp);
+}
+
+void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t value)
+{
+    if (d->type == MIG_PARAM_BOOL) {
+        g_string_append_printf(out, "%s: %s\n", d->name, value ? "on" : "off");
+        return;
+    }
+    g_string_append_printf(out, "%s: %" PRIu64 "%s%s\n", d->name, value,
+                           d->unit ? " " : "", d->unit ? d->unit : "");
+}

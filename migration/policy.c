@@ -1,0 +1,53 @@
+/* policy.c: the default pre-copy policy: stop iterating after exactly
+ * x-passes passes when that is set, otherwise as soon as pausing now would
+ * fit the downtime limit. The formula is documented in docs/migration.md. */
+#include "tern/policy.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#define NS_PER_SEC 1e9
+
+/* a + b, saturating at UINT64_MAX. */
+static uint64_t add_saturating(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+uint64_t precopy_expected_downtime_ns(const struct precopy_stats *s)
+{
+    /* Nothing left to send: the pause costs only the fixed part, whatever
+     * the bandwidth (which is unknown when nothing was sent at all). */
+    if (s->remaining_bytes == 0) {
+        return s->fixed_cost_ns;
+    }
+    /* Unknown (0), negative or NaN bandwidth: the cost is unknowable. */
+    if (!(s->bandwidth > 0) || !isfinite(s->bandwidth)) {
+        return UINT64_MAX;
+    }
+    double send_ns = (double)s->remaining_bytes * NS_PER_SEC / s->bandwidth;
+    /* 2^64 as a double; anything at or above it does not fit a uint64_t. */
+    if (send_ns >= 18446744073709551616.0) {
+        return UINT64_MAX;
+    }
+    uint64_t ns = (uint64_t)send_ns;
+    if ((double)ns < send_ns) {
+        ns++;               /* round up: never promise less than it costs */
+    }
+    return add_saturating(ns, s->fixed_cost_ns);
+}
+
+enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void *opaque)
+{
+    (void)opaque;
+
+    /* At least one full pass always runs: it sends every populated page. */
+    if (s->pass == 0) {
+        return PRECOPY_CONTINUE;
+    }
+    if (s->forced_passes) {
+        return s->pass >= s->forced_passes ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
+    }
+    return precopy_expected_downtime_ns(s) <= s->downtime_limit_ns
+        ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
+}

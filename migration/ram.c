@@ -1,0 +1,262 @@
+/* ram.c: guest RAM in the migration stream. The source sends populated pages
+ * (never-touched holes cost nothing), zero pages as ranges, then what the
+ * dirty log reports, pass after pass; the target validates and applies. */
+#include <string.h>
+
+#include "ram.h"
+#include "tern/bitmap.h"
+#include "tern/kvm.h"
+#include "tern/memory.h"
+#include "tern/util.h"
+
+/* 256 pages (1 MiB) a PAGE_DATA record: big enough to amortise the record,
+ * small enough to check for cancel and the rate limit often. */
+#define RAM_BATCH_PAGES 256
+#define RAM_ZERO_RANGES 256
+
+struct ram_save {
+    struct guest_ram *ram;
+    struct kvm *kvm;
+    struct stream_writer *w;
+    int compress_level;
+    struct ram_counters *counters;
+    const uint64_t *max_bandwidth;  /* max-bandwidth, changed by other threads */
+    unsigned long *to_send;     /* by gfn; only the migration thread touches it */
+    bool logging;
+
+    struct stream_page pages[RAM_BATCH_PAGES];
+    unsigned nr_pages;
+    uint8_t *zbuf;              /* compressed payloads of the current batch */
+    struct stream_gfn_range zero[RAM_ZERO_RANGES];
+    unsigned nr_zero;
+    bool live;
+};
+
+static void count(uint64_t *counter, uint64_t n)
+{
+    __atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+struct ram_save *ram_save_new(struct guest_ram *ram, struct kvm *kvm, struct stream_writer *w,
+                              int compress_level, struct ram_counters *counters,
+                              const uint64_t *max_bandwidth)
+{
+    struct ram_save *rs = g_new0(struct ram_save, 1);
+    rs->ram = ram;
+    rs->kvm = kvm;
+    rs->w = w;
+    rs->compress_level = compress_level;
+    rs->counters = counters;
+    rs->max_bandwidth = max_bandwidth;
+    rs->to_send = bitmap_new(ram->nr_gfns);
+    if (compress_level)
+        rs->zbuf = g_malloc(RAM_BATCH_PAGES * GUEST_PAGE_SIZE);
+    return rs;
+}
+
+void ram_save_free(struct ram_save *rs)
+{
+    if (!rs)
+        return;
+    if (rs->logging)
+        kvm_dirty_log_stop(rs->kvm, NULL);
+    g_free(rs->to_send);
+    g_free(rs->zbuf);
+    g_free(rs);
+}
+
+bool ram_save_setup(struct ram_save *rs, GError **errp)
+{
+    struct guest_ram *ram = rs->ram;
+    uint64_t start, end, populated = 0;
+
+    /* Logging first, then the scan: a page written after we looked at it is
+     * logged, so nothing falls between the two. */
+    if (!kvm_dirty_log_start(rs->kvm, errp))
+        return false;
+    rs->logging = true;
+    for (uint64_t gpa = 0; guest_ram_next_data(ram, gpa, &start, &end); gpa = end) {
+        bitmap_set_range(rs->to_send, start >> GUEST_PAGE_SHIFT,
+                         (end - start) >> GUEST_PAGE_SHIFT);
+        populated += end - start;
+    }
+    /* Pages Tern wrote before now are either populated (already marked) or
+     * were discarded back to holes (zero on the target too). */
+    bitmap_steal_into(rs->to_send, ram->vmm_dirty, ram->nr_gfns);
+    count(&rs->counters->skipped, (ram->size - populated) >> GUEST_PAGE_SHIFT);
+    return true;
+}
+
+/* Word at a time; most non-zero pages differ in the first words. */
+static bool page_is_zero(const void *page)
+{
+    const uint64_t *w = page;
+    for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i += 4)
+        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
+            return false;
+    return true;
+}
+
+static bool flush_pages(struct ram_save *rs, GError **errp)
+{
+    if (!rs->nr_pages)
+        return true;
+    bool ok = stream_write_page_data(rs->w, rs->pages, rs->nr_pages, rs->live, errp);
+    rs->nr_pages = 0;
+    return ok;
+}
+
+static bool flush_zero(struct ram_save *rs, GError **errp)
+{
+    if (!rs->nr_zero)
+        return true;
+    bool ok = stream_write_zero_pages(rs->w, rs->zero, rs->nr_zero, errp);
+    rs->nr_zero = 0;
+    return ok;
+}
+
+static bool add_zero(struct ram_save *rs, uint64_t gfn, GError **errp)
+{
+    struct stream_gfn_range *last = rs->nr_zero ? &rs->zero[rs->nr_zero - 1] : NULL;
+    count(&rs->counters->duplicate, 1);
+    if (last && last->first_gfn + last->npages == gfn) {
+        last->npages++;
+        return true;
+    }
+    if (rs->nr_zero == RAM_ZERO_RANGES && !flush_zero(rs, errp))
+        return false;
+    rs->zero[rs->nr_zero++] = (struct stream_gfn_range){ .first_gfn = gfn, .npages = 1 };
+    return true;
+}
+
+static bool add_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GError **errp)
+{
+    struct stream_page *p = &rs->pages[rs->nr_pages];
+    *p = (struct stream_page){ .gfn = gfn, .encoding = MIG_PAGE_ENC_RAW,
+                               .length = GUEST_PAGE_SIZE, .data = page };
+    if (rs->compress_level) {
+        uint8_t *out = rs->zbuf + rs->nr_pages * GUEST_PAGE_SIZE;
+        size_t n = stream_page_compress(page, GUEST_PAGE_SIZE, rs->compress_level, out,
+                                        GUEST_PAGE_SIZE);
+        if (n) {
+            p->encoding = MIG_PAGE_ENC_ZLIB;
+            p->length = n;
+            p->data = out;
+            count(&rs->counters->compressed, 1);
+        }
+    }
+    count(&rs->counters->normal, 1);
+    count(&rs->counters->normal_bytes, p->length);
+    if (++rs->nr_pages == RAM_BATCH_PAGES)
+        return flush_pages(rs, errp);
+    return true;
+}
+
+bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
+                   struct ram_pass_result *out, GError **errp)
+{
+    struct guest_ram *ram = rs->ram;
+    struct channel *ch = rs->w->ch;
+    uint64_t t0 = clock_ns(), slept = 0, pos0 = channel_write_pos(ch);
+
+    channel_set_rate_limit(ch, live ? __atomic_load_n(rs->max_bandwidth, __ATOMIC_RELAXED) : 0);
+    uint64_t handled = 0, zero0 = rs->counters->duplicate;
+
+    rs->live = live;
+    for (uint64_t gfn = bitmap_next_set(rs->to_send, ram->nr_gfns, 0); gfn < ram->nr_gfns;
+         gfn = bitmap_next_set(rs->to_send, ram->nr_gfns, gfn + 1)) {
+        bitmap_clear_bit(rs->to_send, gfn);
+        const uint8_t *page = guest_ram_ptr(ram, gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE);
+        if (!page)
+            continue;       /* cannot happen: only RAM pages are ever marked */
+        bool ok = page_is_zero(page) ? add_zero(rs, gfn, errp) : add_page(rs, gfn, page, errp);
+        if (!ok)
+            return false;
+        if (++handled % RAM_BATCH_PAGES)
+            continue;
+        /* Once a batch: a cancel or a target error shows as a channel error. */
+        if (!channel_check(ch, errp))
+            return false;
+        if (!live)
+            continue;       /* the guest is paused: the limit no longer applies */
+        uint64_t limit = __atomic_load_n(rs->max_bandwidth, __ATOMIC_RELAXED);
+        if (limit != channel_get_rate_limit(ch))
+            channel_set_rate_limit(ch, limit);
+        if (channel_rate_limit_exceeded(ch)) {
+            uint64_t s0 = clock_ns();
+            channel_rate_limit_wait(ch);
+            slept += clock_ns() - s0;
+        }
+    }
+    if (!flush_zero(rs, errp) || !flush_pages(rs, errp))
+        return false;
+
+    uint64_t duration = clock_ns() - t0;
+    struct stream_iteration_end it = {
+        .pass = pass, .flags = final ? MIG_ITER_F_FINAL : 0,
+        .pages_sent = handled - (rs->counters->duplicate - zero0),
+        .zero_pages = rs->counters->duplicate - zero0,
+        .bytes_sent = channel_write_pos(ch) - pos0, .duration_ns = duration,
+    };
+    if (!stream_write_iteration_end(rs->w, &it, errp) || !channel_flush(ch, errp))
+        return false;
+    *out = (struct ram_pass_result){
+        .pages = handled, .bytes = channel_write_pos(ch) - pos0,
+        .busy_ns = duration - MIN(slept, duration), .duration_ns = clock_ns() - t0,
+    };
+    return true;
+}
+
+bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp)
+{
+    if (!kvm_dirty_log_sync(rs->kvm, rs->to_send, errp))
+        return false;
+    bitmap_steal_into(rs->to_send, rs->ram->vmm_dirty, rs->ram->nr_gfns);
+    *pending = bitmap_count(rs->to_send, rs->ram->nr_gfns);
+    return true;
+}
+
+/* ---- target ---- */
+
+struct ram_load {
+    struct guest_ram *ram;
+    uint8_t scratch[GUEST_PAGE_SIZE];
+};
+
+static bool load_page(void *opaque, const struct stream_page *page, GError **errp)
+{
+    struct ram_load *rl = opaque;
+    uint64_t gpa = page->gfn << GUEST_PAGE_SHIFT;
+    uint8_t *dst = guest_ram_ptr(rl->ram, gpa, GUEST_PAGE_SIZE);
+
+    if (!dst) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "page 0x%" G_GINT64_MODIFIER "x is not guest RAM", page->gfn);
+        return false;
+    }
+    if (page->encoding == MIG_PAGE_ENC_RAW) {
+        memcpy(dst, page->data, GUEST_PAGE_SIZE);
+        return true;
+    }
+    /* Decode into scratch first: a bad page must not half-write guest RAM. */
+    if (!stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
+        return false;
+    memcpy(dst, rl->scratch, GUEST_PAGE_SIZE);
+    return true;
+}
+
+static bool load_zero(void *opaque, uint64_t first_gfn, uint64_t npages, GError **errp)
+{
+    struct ram_load *rl = opaque;
+    return guest_ram_zero(rl->ram, first_gfn << GUEST_PAGE_SHIFT, npages << GUEST_PAGE_SHIFT,
+                          errp);
+}
+
+bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp)
+{
+    g_autofree struct ram_load *rl = g_new0(struct ram_load, 1);
+    rl->ram = ram;
+    if (rec->type == MIG_REC_PAGE_DATA)
+        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl, errp);
+    return stream_parse_zero_pages(rec, ram->nr_gfns, load_zero, rl, errp);
+}

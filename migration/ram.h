@@ -1,0 +1,52 @@
+/* ram.h: guest RAM in the migration stream: pre-copy passes on the source,
+ * page loading on the target. Private to migration/. */
+#ifndef TERN_MIGRATION_RAM_H
+#define TERN_MIGRATION_RAM_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tern/stream.h"
+
+struct guest_ram;
+struct kvm;
+struct ram_save;
+
+/* Counters of one source; read by other threads with atomic loads. */
+struct ram_counters {
+    uint64_t normal;            /* pages sent with data */
+    uint64_t normal_bytes;      /* their payload bytes (after compression) */
+    uint64_t duplicate;         /* zero pages, sent as ranges */
+    uint64_t compressed;        /* pages sent zlib-compressed */
+    uint64_t skipped;           /* never-touched pages: not read, not sent */
+};
+
+struct ram_pass_result {
+    uint64_t pages;             /* pages handled (data + zero) */
+    uint64_t bytes;             /* bytes put on the channel */
+    uint64_t busy_ns;           /* time spent working, rate-limit sleeps excluded */
+    uint64_t duration_ns;
+};
+
+/* Source. Counters go to (counters). (compress_level) 0 = raw pages.
+ * (*max_bandwidth) (bytes/s, 0 = unlimited) is re-read every batch. */
+struct ram_save *ram_save_new(struct guest_ram *ram, struct kvm *kvm, struct stream_writer *w,
+                              int compress_level, struct ram_counters *counters,
+                              const uint64_t *max_bandwidth);
+/* Dirty logging on; every populated page becomes "to send" (holes never are). */
+bool ram_save_setup(struct ram_save *rs, GError **errp);
+/* Send every page marked to send, then ITERATION_END (pass number (pass),
+ * MIG_ITER_F_FINAL if (final)). (live): vCPUs may write meanwhile. */
+bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
+                   struct ram_pass_result *out, GError **errp);
+/* Harvest the dirty log and Tern's own writes into the to-send set; the
+ * number of pages to send is returned in (pending). */
+bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp);
+/* Dirty logging off; frees (rs). */
+void ram_save_free(struct ram_save *rs);
+
+/* Target: validate and apply one PAGE_DATA or ZERO_PAGES record. */
+bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp);
+
+#endif

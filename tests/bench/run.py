@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""make bench: live-migration benchmarks between two local Tern processes.
+
+Scenarios (1 GiB guest, TCP on 127.0.0.1, default parameters):
+  idle     ws=0: total time, downtime, bytes on the wire
+  ws64     the guest rewrites 64 MiB without pause: passes, downtime, and the
+           longest pause the guest itself measured around the switchover
+  fill768  768 MiB of random data written once: throughput
+
+Each runs --runs times (default 3); the table shows min - max. The results
+replace the migration section of docs/benchmarks.md (or are appended to it).
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
+from ternlib import Lab, wait_migration  # noqa: E402
+
+MiB = 1 << 20
+BEGIN = "<!-- bench/run.py: migration: begin -->"
+END = "<!-- bench/run.py: migration: end -->"
+
+SCENARIOS = [
+    # name, guest command line, what it shows
+    ("idle", "ws=0 tick_ms=200", "1 GiB idle guest"),
+    ("ws64", "ws=64 tick_ms=200", "1 GiB guest rewriting 64 MiB"),
+    ("fill768", "fill=768 tick_ms=200", "1 GiB guest with 768 MiB of random data"),
+]
+
+# (key, label, format) per scenario: what the table shows.
+METRICS = {
+    "idle": [("total_ms", "total time (ms)", "%.0f"), ("downtime_ms", "downtime (ms)", "%.0f"),
+             ("mib", "transferred (MiB)", "%.1f")],
+    "ws64": [("passes", "passes (dirty syncs)", "%.0f"), ("downtime_ms", "downtime (ms)", "%.0f"),
+             ("gap_ms", "guest max gap (ms)", "%.1f"),
+             ("gap_ratio", "guest gap / downtime", "%.2f"),
+             ("total_ms", "total time (ms)", "%.0f"), ("mib", "transferred (MiB)", "%.1f")],
+    "fill768": [("gbps", "throughput (GB/s)", "%.2f"), ("total_ms", "total time (ms)", "%.0f"),
+                ("downtime_ms", "downtime (ms)", "%.0f"), ("mib", "transferred (MiB)", "%.1f")],
+}
+
+
+def one_run(binary, append):
+    """One migration; returns the measurements of it."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append=append)
+        dst = lab.target("-m", "1G")
+        src.wait_running(timeout=60)
+        last = src.serial.wait_ticks(2, proc=src.proc)[-1]
+        src.qmp.cmd("migrate", uri=dst.uri)
+        info = wait_migration(src.qmp, timeout=300)
+        if info["status"] != "completed":
+            raise RuntimeError("migration %s: %s" % (info["status"], info.get("error-desc")))
+        ticks = dst.serial.wait_ticks(3, timeout=20, proc=dst.proc)
+        if any(t["errors"] for t in ticks) or ticks[0]["tick"] <= last["tick"]:
+            raise RuntimeError("guest unhealthy after migration: %s" % ticks)
+        ram = info["ram"]
+        gap_ms = max(t["max_gap_us"] for t in ticks[:2]) / 1000
+        secs = info["total-time"] / 1000
+        return {
+            "total_ms": info["total-time"],
+            "downtime_ms": info["downtime"],
+            "mib": ram["transferred"] / MiB,
+            "passes": ram["dirty-sync-count"],
+            "gap_ms": gap_ms,
+            "gap_ratio": gap_ms / info["downtime"] if info["downtime"] else float("nan"),
+            "gbps": ram["transferred"] / secs / 1e9 if secs else float("nan"),
+        }
+
+
+def span(values, fmt):
+    lo, hi = min(values), max(values)
+    return fmt % lo if fmt % lo == fmt % hi else "%s – %s" % (fmt % lo, fmt % hi)
+
+
+def table(results, runs):
+    lines = ["| scenario | metric | min – max (%d runs) |" % runs, "|---|---|---|"]
+    for name, _, title in SCENARIOS:
+        for key, label, fmt in METRICS[name]:
+            lines.append("| %s | %s | %s |" % (title, label,
+                                               span([r[key] for r in results[name]], fmt)))
+    return "\n".join(lines)
+
+
+def machine_notes():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    if os.path.exists("/sys/module/kvm_pvm"):
+        flavour = "kvm_pvm (software hypervisor, no VT-x/AMD-V)"
+    elif os.path.exists("/sys/module/kvm_intel"):
+        flavour = "kvm_intel (hardware VT-x)"
+    elif os.path.exists("/sys/module/kvm_amd"):
+        flavour = "kvm_amd (hardware AMD-V)"
+    else:
+        flavour = "unknown"
+    return "%d CPUs (nproc), %s; Linux %s; KVM: %s" % (os.cpu_count(), cpu, platform.release(),
+                                                       flavour)
+
+
+def write_doc(path, section):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    block = BEGIN + "\n" + section.rstrip() + "\n" + END
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tern", default=os.path.join(ROOT, "build", "tern"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
+    args = ap.parse_args()
+    if not os.path.exists("/dev/kvm"):
+        sys.exit("bench: /dev/kvm is absent: Tern needs KVM")
+    binary = os.path.abspath(args.tern)
+    results = {}
+    for name, append, title in SCENARIOS:
+        results[name] = []
+        for i in range(args.runs):
+            try:
+                r = one_run(binary, append)
+            except Exception as e:
+                sys.exit("bench: %s run %d failed: %s: %s" % (name, i + 1, type(e).__name__, e))
+            results[name].append(r)
+            print("bench: %-8s run %d: %s" % (name, i + 1, ", ".join(
+                "%s %s" % (k, fmt % r[k]) for k, _, fmt in METRICS[name])), flush=True)
+    md = table(results, args.runs)
+    ratios = [r["gap_ratio"] for r in results["ws64"] if r["gap_ratio"] == r["gap_ratio"]]
+    command = "make bench  (python3 tests/bench/run.py --runs %d)" % args.runs
+    section = "\n".join([
+        "## Live migration",
+        "",
+        "Produced by `%s` on %s." % (command, datetime.date.today().isoformat()),
+        "",
+        "Machine: %s." % machine_notes(),
+        "",
+        "Two Tern processes on one host, TCP over 127.0.0.1, default parameters "
+        "(downtime-limit 300 ms, no bandwidth limit, record CRCs on); source "
+        "`tern -m 1G -append \"...\"`, target `tern -m 1G -incoming tcp:127.0.0.1:PORT`. "
+        "Throughput is bytes on the wire divided by total time. The guest's max gap "
+        "is the longest pause the guest's own loop measured in the first two "
+        "ticks after the switchover (TSC-based).",
+        "",
+        md,
+        "",
+        "Guest-observed max gap / reported downtime (64 MiB writer): %s."
+        % (span(ratios, "%.2f") if ratios else "n/a (downtime reported as 0)"),
+    ])
+    print()
+    print(section)
+    if not args.no_doc:
+        write_doc(args.doc, section)
+        print("\nbench: wrote %s" % os.path.relpath(args.doc))
+
+
+if __name__ == "__main__":
+    main()

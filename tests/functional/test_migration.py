@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""Live migration between two tern processes on 127.0.0.1, driven as a user
+drives it: QMP and HMP on the source, -incoming on the target, the guest's own
+serial reports as the judge of whether it survived.
+
+Every test starts its own processes in a fresh temporary directory, on free
+ports, and closes them whatever happens (ternlib.Lab).
+"""
+import re
+import socket
+import struct
+import threading
+import time
+
+from ternlib import (Hmp, Lab, QMPError, RUNNING_RE, TICK_RE, migration_statuses, run_tests,
+                     tcp_uri, wait_migration, wait_migration_status)
+
+MiB = 1 << 20
+GiB = 1 << 30
+TICK = "tick_ms=200"
+# Order in which the outgoing side may pass through the states (QEMU's names).
+STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
+               "cancelling": 3, "cancelled": 4, "failed": 4}
+SLOW_BANDWIDTH = 20 * 1000 * 1000      # bytes/s: keeps a 256 MiB fill in flight for ~13 s
+
+
+def note(fmt, *args):
+    print("     " + (fmt % args if args else fmt), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# What a user would look at.
+
+def live_ticks(vm, n=3, timeout=20.0):
+    """(n) new tick lines from (vm)'s guest: consecutive, errors 0, LAPIC timer running."""
+    vm.serial.poll()                    # skip what was printed before
+    ticks = vm.serial.wait_ticks(n, timeout=timeout, proc=vm.proc)
+    assert all(t["errors"] == 0 for t in ticks), "guest found corrupted memory: %s" % ticks
+    numbers = [t["tick"] for t in ticks]
+    assert numbers == list(range(numbers[0], numbers[0] + n)), "ticks not consecutive: %s" % ticks
+    assert n < 2 or ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], \
+        "LAPIC timer stopped: %s" % ticks
+    return ticks
+
+
+def status(vm):
+    return vm.qmp.cmd("query-status")["status"]
+
+
+def assert_source_unharmed(src, last_tick):
+    """After a failed or cancelled migration the source still runs the same guest."""
+    assert src.alive(), "source exited"
+    assert status(src) == "running", src.qmp.cmd("query-status")
+    ticks = live_ticks(src, 3)
+    assert ticks[0]["tick"] > last_tick["tick"], (last_tick, ticks)
+    return ticks
+
+
+def assert_target_refused(dst, timeout=30.0):
+    """The target gave up: it exits non-zero and never ran the guest."""
+    code = dst.wait_exit(timeout)
+    assert code != 0, "target exited with status 0 after a failed migration"
+    dst.serial.poll()
+    ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
+    assert not ran, "target ran a partial guest: %s" % ran[:3]
+    return code
+
+
+def assert_events_ordered(qmp, last):
+    """MIGRATION events: start with setup, move forward only, end with (last)."""
+    seen = migration_statuses(qmp)
+    assert seen and seen[0] == "setup" and seen[-1] == last, "MIGRATION events %s" % seen
+    ranks = [STATUS_RANK[s] for s in seen]
+    assert ranks == sorted(ranks) and len(set(seen)) == len(seen), "MIGRATION events %s" % seen
+    return seen
+
+
+def start_migration(src, dst_uri):
+    """QMP migrate, with the event lists emptied so that only this migration's count."""
+    src.qmp.poll_events()
+    src.qmp.events.clear()
+    src.qmp.history.clear()
+    reply = src.qmp.cmd("migrate", uri=dst_uri)
+    assert reply == {}, "migrate returned %r" % (reply,)
+
+
+def migrate(src, dst_uri, timeout=90.0, **params):
+    """Set parameters, start the migration, wait for its end; returns query-migrate."""
+    if params:
+        src.qmp.cmd("migrate-set-parameters", **params)
+    start_migration(src, dst_uri)
+    return wait_migration(src.qmp, timeout)
+
+
+def assert_completed(info, src, dst):
+    """A successful migration as a user sees it, on both sides."""
+    assert info["status"] == "completed", info
+    assert_events_ordered(src.qmp, "completed")
+    wait_migration_status(dst.qmp, "completed", 10)
+    assert status(src) == "postmigrate", src.qmp.cmd("query-status")
+    for key in ("total-time", "downtime", "setup-time"):
+        assert key in info, "query-migrate lacks %s: %s" % (key, info)
+    assert 0 < info["downtime"] <= info["total-time"], info
+    ram = info["ram"]
+    assert ram["transferred"] > 0 and ram["remaining"] == 0, ram
+    assert ram["dirty-sync-count"] >= 1, ram
+
+
+def assert_guest_moved(src_last, dst, n=3):
+    """The target runs the source's guest (not a fresh boot) and it is healthy."""
+    ticks = live_ticks(dst, n)
+    assert ticks[0]["tick"] > src_last["tick"], "tick counter restarted: %s then %s" % (
+        src_last, ticks)
+    booted = [l for l in dst.serial.lines if RUNNING_RE.match(l)]
+    assert not booted, "the target booted a guest of its own: %s" % booted
+    assert status(dst) == "running"
+    return ticks
+
+
+def describe(info, ticks=None):
+    ram = info["ram"]
+    s = ("total %d ms, downtime %d ms, setup %d ms, %.1f MiB sent, passes %d, %.0f Mbit/s"
+         % (info["total-time"], info["downtime"], info.get("setup-time", 0),
+            ram["transferred"] / MiB, ram["dirty-sync-count"], ram.get("mbps", 0)))
+    if ticks:
+        s += ", guest max gap %.1f ms" % (max(t["max_gap_us"] for t in ticks) / 1000)
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Successful migrations.
+
+def test_idle_guest(binary):
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=0 " + TICK)
+        dst = lab.target("-m", "1G")
+        src.wait_running()
+        assert status(dst) == "inmigrate", dst.qmp.cmd("query-status")
+        last = live_ticks(src, 2)[-1]
+        info = migrate(src, dst.uri)
+        assert_completed(info, src, dst)
+        ram = info["ram"]
+        assert ram["total"] == GiB, ram
+        # An idle guest touched a few MiB: holes and zero pages are not sent as pages.
+        assert ram["transferred"] < 64 * MiB, "idle 1 GiB guest sent %d bytes" % ram["transferred"]
+        ticks = assert_guest_moved(last, dst)
+        note(describe(info, ticks))
+
+
+def test_rewriting_guest_forced_passes(binary):
+    """x-passes 3: the migration provably sends the working set more than once."""
+    ws = 64
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=%d %s" % (ws, TICK))
+        dst = lab.target("-m", "1G")
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        assert last["dirtied_mib"] > 0
+        src.qmp.cmd("migrate-set-parameters", x_passes=3)
+        assert src.qmp.cmd("query-migrate-parameters")["x-passes"] == 3
+        info = migrate(src, dst.uri)
+        assert_completed(info, src, dst)
+        passes = [ev["data"]["pass"] for ev in src.qmp.history if ev["event"] == "MIGRATION_PASS"]
+        assert passes == list(range(1, len(passes) + 1)), "MIGRATION_PASS %s" % passes
+        # Exactly 3 live passes, plus possibly the final sync of the paused guest.
+        assert 3 <= len(passes) <= 4, "x-passes 3 gave MIGRATION_PASS %s" % passes
+        assert 3 <= info["ram"]["dirty-sync-count"] <= 4, info["ram"]
+        # The guest rewrote its working set during passes 1 and 2, so pages went twice.
+        sent = info["ram"]["normal-bytes"]
+        assert sent > 1.5 * ws * MiB, "only %.1f MiB of page data for a %d MiB working set " \
+            "rewritten during 3 passes" % (sent / MiB, ws)
+        ticks = assert_guest_moved(last, dst)
+        assert ticks[-1]["dirtied_mib"] > last["dirtied_mib"], (last, ticks)
+        note("x-passes 3: events %s; %s", passes, describe(info, ticks))
+
+
+def test_rewriting_guest_default_policy(binary):
+    """The default policy converges by itself under downtime-limit 300 ms."""
+    limit = 300
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=64 " + TICK)
+        dst = lab.target("-m", "1G")
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        info = migrate(src, dst.uri, downtime_limit=limit)
+        assert_completed(info, src, dst)
+        assert src.qmp.cmd("query-migrate-parameters")["downtime-limit"] == limit
+        ticks = assert_guest_moved(last, dst)
+        # The limit is a target, not a guarantee; three times it means the policy is broken.
+        assert info["downtime"] <= 3 * limit, describe(info)
+        note("downtime-limit %d: %s", limit, describe(info, ticks))
+
+
+def test_smp2_deferred_incoming(binary):
+    """-smp 2, both vCPUs busy, target started with -incoming defer + migrate-incoming."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", "-smp", "2", append="ws=32 cpus=2 " + TICK)
+        dst = lab.target("-m", "1G", "-smp", "2", defer=True)
+        assert src.wait_running()["cpus"] == 2
+        assert status(dst) == "inmigrate"
+        last = live_ticks(src, 2)[-1]
+        info = migrate(src, dst.uri)
+        assert_completed(info, src, dst)
+        ticks = assert_guest_moved(last, dst)
+        cpus = dst.qmp.cmd("query-cpus-fast")
+        assert [c["cpu-index"] for c in cpus] == [0, 1], cpus
+        # Both vCPU threads of the target run guest code.
+        from test_boot import vcpu_cpu_seconds
+        tids = [c["thread-id"] for c in cpus]
+        before = [vcpu_cpu_seconds(dst.proc.pid, t) for t in tids]
+        live_ticks(dst, 3)
+        after = [vcpu_cpu_seconds(dst.proc.pid, t) for t in tids]
+        for i in range(2):
+            assert after[i] - before[i] > 0.2, "target vCPU %d idle: %s -> %s" % (i, before, after)
+        note(describe(info, ticks))
+
+
+def digest(vm):
+    d = vm.qmp.cmd("x-query-ram-digest")
+    assert d["algorithm"] == "crc32" and len(d["digest"]) > 0, d
+    return d
+
+
+def check_ram_digest(binary, **params):
+    with Lab(binary) as lab:
+        src = lab.source("-m", "512M", append="ws=32 " + TICK)
+        dst = lab.target("-m", "512M", paused=True)
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        info = migrate(src, dst.uri, **params)
+        assert_completed(info, src, dst)
+        assert status(dst) == "paused", dst.qmp.cmd("query-status")
+        d_src, d_dst = digest(src), digest(dst)
+        assert d_src["bytes"] == d_dst["bytes"] == 512 * MiB, (d_src, d_dst)
+        assert d_src["digest"] == d_dst["digest"], "RAM differs: source %s, target %s" % (
+            d_src, d_dst)
+        src.serial.poll()
+        src_lines = len(src.serial.lines)
+        dst.qmp.cmd("cont")
+        dst.qmp.wait_event("RESUME", 10)
+        ticks = assert_guest_moved(last, dst, n=4)
+        assert ticks[-1]["dirtied_mib"] > ticks[0]["dirtied_mib"], "workload stopped: %s" % ticks
+        # The source gave up its copy: it stays paused and silent.
+        assert status(src) == "postmigrate"
+        src.serial.poll()
+        assert len(src.serial.lines) == src_lines, "source guest ran after handing over: %s" % (
+            src.serial.lines[src_lines:])
+        note("digest %s over %d MiB; %s", d_src["digest"], d_src["bytes"] // MiB,
+             describe(info, ticks))
+
+
+def test_ram_digest(binary):
+    check_ram_digest(binary)
+
+
+def test_ram_digest_compressed_no_crc(binary):
+    check_ram_digest(binary, compress_level=6, x_checksum=False)
+
+
+# ---------------------------------------------------------------------------
+# Failures: the source keeps its guest, the target never runs a partial one.
+
+def slow_source(lab, mem="512M", fill=256):
+    """A source whose migration stays active for many seconds (random fill, 20 MB/s)."""
+    src = lab.source("-m", mem, append="ws=8 fill=%d %s" % (fill, TICK))
+    src.wait_running(timeout=60)
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=SLOW_BANDWIDTH)
+    return src
+
+
+def start_and_wait_active(src, uri):
+    start_migration(src, uri)
+    wait_migration_status(src.qmp, "active", 30)
+    # Live: the guest keeps printing while its RAM is being sent.
+    live_ticks(src, 2)
+    info = src.qmp.cmd("query-migrate")
+    assert info["status"] == "active", "migration did not stay active: %s" % info
+    assert info["ram"]["remaining"] > 0, info
+
+
+def test_cancel(binary):
+    with Lab(binary) as lab:
+        src = slow_source(lab)
+        dst = lab.target("-m", "512M")
+        start_and_wait_active(src, dst.uri)
+        last = src.serial.wait_ticks(1, proc=src.proc)[-1]
+        assert src.qmp.cmd("migrate_cancel") == {}
+        info = wait_migration(src.qmp, 30)
+        assert info["status"] == "cancelled", info
+        assert_events_ordered(src.qmp, "cancelled")
+        assert_source_unharmed(src, last)
+        assert_target_refused(dst)
+        # A second migration of the same guest, to a fresh target, at full speed.
+        dst2 = lab.target("-m", "512M", name="dst2")
+        last = src.serial.wait_ticks(1, proc=src.proc)[-1]
+        info = migrate(src, dst2.uri, max_bandwidth=0)
+        assert_completed(info, src, dst2)
+        ticks = assert_guest_moved(last, dst2)
+        note("after cancel: %s", describe(info, ticks))
+
+
+def test_target_killed(binary):
+    with Lab(binary) as lab:
+        src = slow_source(lab)
+        dst = lab.target("-m", "512M")
+        start_and_wait_active(src, dst.uri)
+        last = src.serial.wait_ticks(1, proc=src.proc)[-1]
+        dst.kill()
+        info = wait_migration(src.qmp, 30)
+        assert info["status"] == "failed", info
+        assert info.get("error-desc"), "failed without error-desc: %s" % info
+        assert_events_ordered(src.qmp, "failed")
+        assert_source_unharmed(src, last)
+        note("source says: %s", info["error-desc"])
+
+
+def test_mismatched_target(binary):
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=8 " + TICK)
+        dst = lab.target("-m", "512M")
+        src.wait_running()
+        last = live_ticks(src, 1)[-1]
+        info = migrate(src, dst.uri, timeout=30)
+        assert info["status"] == "failed", info
+        assert info.get("error-desc"), "failed without error-desc: %s" % info
+        code = assert_target_refused(dst)
+        assert code == 1, "target exit status %d, expected 1" % code
+        err = dst.stderr()
+        assert "RAM" in err, "target's message does not mention RAM: %r" % err
+        assert_source_unharmed(src, last)
+        note("target: %s; source: %s", err.strip().splitlines()[-1], info["error-desc"])
+
+
+class FlipProxy:
+    """Forwards one TCP connection on 127.0.0.1 to the target, flipping one byte
+    inside the body of the first PAGE_DATA record (source -> target only).
+
+    It follows the record framing of docs/migration-stream.md (32-octet image
+    header; records of 8 + align8(length) [+ 8 CRC trailer] octets) only until
+    it has found that record; the rest is forwarded untouched."""
+
+    PAGE_DATA = 3
+
+    def __init__(self, target_port, timeout=120.0):
+        self.target_port = target_port
+        self.timeout = timeout
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(timeout)
+        self.port = self.listener.getsockname()[1]
+        self.socks = []
+        self.lock = threading.Lock()
+        # Parser state: stream offset of the next header, bytes of it so far, its size.
+        self.offset = 0
+        self.next = 0
+        self.need = 32
+        self.head = bytearray()
+        self.crc = None
+        self.index = 0
+        self.flip_at = None
+        self.flipped_at = None
+        self.record = None          # (index, offset, length) of the record flipped
+        self.error = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            a, _ = self.listener.accept()
+            b = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError as e:
+            self.error = e
+            return
+        finally:
+            self.listener.close()
+        for s in (a, b):
+            s.settimeout(self.timeout)
+        with self.lock:
+            self.socks = [a, b]
+        threading.Thread(target=self._pump, args=(a, b, self._scan), daemon=True).start()
+        threading.Thread(target=self._pump, args=(b, a, None), daemon=True).start()
+
+    def _pump(self, src, dst, scan):
+        try:
+            while True:
+                data = src.recv(1 << 20)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(scan(data) if scan else data)
+        except (OSError, ValueError) as e:
+            if scan and self.error is None and not isinstance(e, OSError):
+                self.error = e
+            self.close()
+
+    def _scan(self, data):
+        data = bytearray(data)
+        base, self.offset = self.offset, self.offset + len(data)
+        while self.flip_at is None:
+            pos = self.next + len(self.head) - base
+            if pos >= len(data):
+                break
+            take = min(self.need - len(self.head), len(data) - pos)
+            self.head += data[pos:pos + take]
+            if len(self.head) < self.need:
+                break
+            self._header(bytes(self.head))
+            self.head = bytearray()
+        if self.flip_at is not None and self.flipped_at is None and \
+                base <= self.flip_at < self.offset:
+            data[self.flip_at - base] ^= 0xFF
+            self.flipped_at = self.flip_at
+        return data
+
+    def _header(self, head):
+        if self.need == 32:                         # the image header
+            if head[:8] != b"TERNMIG\0":
+                raise ValueError("not a Tern stream: %r" % head[:8])
+            self.crc = bool(struct.unpack_from("<I", head, 12)[0] & 1)
+            self.next, self.need = 32, 8
+            return
+        rtype, length = struct.unpack("<II", head)
+        if rtype == self.PAGE_DATA:
+            # Three quarters into the body: page payload, past the descriptors.
+            self.flip_at = self.next + 8 + length * 3 // 4
+            self.record = (self.index, self.next, length)
+            return
+        self.next += 8 + (length + 7) // 8 * 8 + (8 if self.crc else 0)
+        self.index += 1
+
+    def close(self):
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+
+def test_flipped_byte(binary):
+    with Lab(binary) as lab:
+        src = lab.source("-m", "256M", append="ws=8 " + TICK)
+        dst = lab.target("-m", "256M")
+        proxy = FlipProxy(dst.port)
+        try:
+            src.wait_running()
+            last = live_ticks(src, 1)[-1]
+            info = migrate(src, tcp_uri(proxy.port), timeout=30)
+            assert proxy.error is None, proxy.error
+            assert proxy.crc, "stream header does not announce record CRCs"
+            assert proxy.flipped_at is not None, "the proxy never saw PAGE_DATA: %s" % (
+                proxy.record,)
+            assert info["status"] == "failed", "corrupted stream: %s" % info
+            assert info.get("error-desc"), info
+            assert_target_refused(dst)
+            err = dst.stderr()
+            for word in ("record", "PAGE_DATA", "CRC"):
+                assert word.lower() in err.lower(), "target's message lacks %r: %r" % (word, err)
+            assert_source_unharmed(src, last)
+            note("flipped stream octet %d in record #%d at offset %d; target: %s",
+                 proxy.flipped_at, proxy.record[0], proxy.record[1],
+                 err.strip().splitlines()[-1])
+        finally:
+            proxy.close()
+
+
+# ---------------------------------------------------------------------------
+# HMP: the console a person types into.
+
+def hmp_wait_completed(h, timeout=60.0):
+    deadline = time.time() + timeout
+    while True:
+        out = h.run("info migrate")
+        if "Migration status: completed" in out:
+            return out
+        assert not re.search(r"Migration status: (failed|cancelled)", out), out
+        if time.time() > deadline:
+            raise TimeoutError("info migrate never said completed: %r" % out)
+        time.sleep(0.1)
+
+
+def test_hmp(binary):
+    """A -> B with `migrate -d` and `info migrate`; then B -> C with a blocking `migrate`."""
+    with Lab(binary) as lab:
+        a = lab.source("-m", "256M", append="ws=4 " + TICK, name="a", hmp=True)
+        b = lab.target("-m", "256M", name="b", hmp=True)
+        c = lab.target("-m", "256M", name="c")
+        a.wait_running()
+        last = live_ticks(a, 1)[-1]
+        ha, hb = Hmp(a.hmp_path), Hmp(b.hmp_path, timeout=90)
+        try:
+            ha.run("migrate -d " + b.uri)
+            out = hmp_wait_completed(ha)
+            assert status(a) == "postmigrate"
+            last = assert_guest_moved(last, b, n=2)[-1]
+            hb.run("migrate_set_parameter downtime-limit 50")
+            params = hb.run("info migrate_parameters")
+            assert any("downtime-limit" in l and "50" in l for l in params.splitlines()), params
+            assert b.qmp.cmd("query-migrate-parameters")["downtime-limit"] == 50
+            done = hb.run("migrate " + c.uri)      # blocks until the migration ends
+            assert "completed" in done.lower(), "blocking migrate said %r" % done
+            assert "Migration status: completed" in hb.run("info migrate")
+            assert status(b) == "postmigrate"
+            assert_guest_moved(last, c)
+            note("info migrate on A:\n       %s", "\n       ".join(out.splitlines()))
+        finally:
+            ha.close()
+            hb.close()
+
+
+# ---------------------------------------------------------------------------
+# Refusals that must not disturb anything.
+
+def test_migrate_refusals(binary):
+    """Bad URIs and a second migrate while one runs get errors; the guest runs on."""
+    with Lab(binary) as lab:
+        src = slow_source(lab, mem="256M", fill=128)
+        last = live_ticks(src, 1)[-1]
+        for uri in ("bogus:1", "tcp:127.0.0.1"):
+            try:
+                start_migration(src, uri)
+                info = wait_migration(src.qmp, 15)
+                assert info["status"] == "failed", (uri, info)
+            except QMPError:
+                pass
+        dst = lab.target("-m", "256M")
+        start_and_wait_active(src, dst.uri)
+        try:
+            src.qmp.cmd("migrate", uri=dst.uri)
+            raise AssertionError("a second migrate was accepted while one is active")
+        except QMPError:
+            pass
+        src.qmp.cmd("migrate_cancel")
+        assert wait_migration(src.qmp, 30)["status"] == "cancelled"
+        assert_source_unharmed(src, last)
+
+
+if __name__ == "__main__":
+    run_tests([
+        ("idle guest", test_idle_guest),
+        ("ws=64, x-passes 3", test_rewriting_guest_forced_passes),
+        ("ws=64, default policy", test_rewriting_guest_default_policy),
+        ("smp 2, -incoming defer", test_smp2_deferred_incoming),
+        ("RAM digest equal (-S target)", test_ram_digest),
+        ("RAM digest, zlib, no CRC", test_ram_digest_compressed_no_crc),
+        ("migrate_cancel", test_cancel),
+        ("target killed", test_target_killed),
+        ("mismatched target RAM", test_mismatched_target),
+        ("flipped byte in PAGE_DATA", test_flipped_byte),
+        ("HMP migrate -d / blocking", test_hmp),
+        ("refused migrate commands", test_migrate_refusals),
+    ])

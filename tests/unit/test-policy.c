@@ -1,0 +1,166 @@
+/* test-policy.c: the default pre-copy policy and the expected-downtime formula. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tern/policy.h"
+
+#define MS 1000000ULL       /* ns */
+
+static struct precopy_stats stats(uint32_t pass, uint64_t remaining, double bw)
+{
+    return (struct precopy_stats){
+        .pass = pass,
+        .remaining_bytes = remaining,
+        .bandwidth = bw,
+        .downtime_limit_ns = 300 * MS,
+    };
+}
+
+static void test_expected_downtime(void **state)
+{
+    (void)state;
+    /* 100 MB at 1 GB/s = 100 ms. */
+    struct precopy_stats s = stats(1, 100000000, 1e9);
+    assert_int_equal(precopy_expected_downtime_ns(&s), 100 * MS);
+    /* Plus the fixed cost of the pause. */
+    s.fixed_cost_ns = 7 * MS;
+    assert_int_equal(precopy_expected_downtime_ns(&s), 107 * MS);
+    /* Rounded up, never down: 1 byte at 3 B/s = 333333333.3 ns. */
+    s = stats(1, 1, 3.0);
+    assert_int_equal(precopy_expected_downtime_ns(&s), 333333334);
+    /* Unknown bandwidth: unknowable cost. */
+    s = stats(1, 4096, 0.0);
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+    s.bandwidth = -5.0;
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+    s.bandwidth = __builtin_nan("");
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+    s.bandwidth = __builtin_inf();
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+    /* Nothing left: only the fixed cost, bandwidth or not. */
+    s = stats(1, 0, 0.0);
+    s.fixed_cost_ns = 5 * MS;
+    assert_int_equal(precopy_expected_downtime_ns(&s), 5 * MS);
+    /* Saturation instead of wrapping. */
+    s = stats(1, UINT64_MAX, 1e-3);
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+    s = stats(1, 1000000000, 1.0);     /* 1e18 ns */
+    s.fixed_cost_ns = UINT64_MAX - 10;
+    assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
+}
+
+static void test_forced_passes(void **state)
+{
+    (void)state;
+    for (uint32_t n = 1; n <= 5; n++) {
+        unsigned passes = 0;
+        /* Even with a downtime that would fit at once, exactly (n) passes. */
+        for (uint32_t pass = 1; pass < 100; pass++) {
+            struct precopy_stats s = stats(pass, 0, 1e9);
+            s.forced_passes = n;
+            passes = pass;
+            if (precopy_default_policy(&s, NULL) == PRECOPY_STOP_AND_COPY) {
+                break;
+            }
+        }
+        assert_int_equal(passes, n);
+        /* ...and even when it would never fit. */
+        struct precopy_stats s = stats(n, 1ULL << 40, 0.0);
+        s.forced_passes = n;
+        assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+        s.pass = n - 1;
+        assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    }
+}
+
+static void test_downtime_boundary(void **state)
+{
+    (void)state;
+    /* 1 B/ns bandwidth: remaining bytes = ns. Limit 300 ms. */
+    struct precopy_stats s = stats(1, 300 * MS, 1e9);
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+    s.remaining_bytes = 300 * MS + 1;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    s.remaining_bytes = 300 * MS - 1;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+    /* A zero limit stops only when nothing is left and there is no fixed cost. */
+    s = stats(3, 1, 1e9);
+    s.downtime_limit_ns = 0;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    s.remaining_bytes = 0;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+}
+
+static void test_fixed_cost(void **state)
+{
+    (void)state;
+    /* 200 ms of pages fits 300 ms, until the fixed cost pushes it over. */
+    struct precopy_stats s = stats(2, 200 * MS, 1e9);
+    s.fixed_cost_ns = 100 * MS;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+    s.fixed_cost_ns = 100 * MS + 1;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    /* The fixed cost alone can exceed the limit. */
+    s = stats(2, 0, 1e9);
+    s.fixed_cost_ns = 301 * MS;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+}
+
+static void test_unknown_bandwidth(void **state)
+{
+    (void)state;
+    struct precopy_stats s = stats(4, 4096, 0.0);
+    s.downtime_limit_ns = UINT64_MAX - 1;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    /* The dirty rate does not enter the default rule. */
+    s = stats(4, 4096, 1e9);
+    s.dirty_rate = 1e12;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+}
+
+static void test_first_pass(void **state)
+{
+    (void)state;
+    /* Before any pass completed, always go on: the first pass sends all pages. */
+    struct precopy_stats s = stats(0, 0, 1e9);
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    s.forced_passes = 1;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+}
+
+/* The policy is a plain function pointer: a replacement can be swapped in. */
+static enum precopy_decision never_stop(const struct precopy_stats *s, void *opaque)
+{
+    (void)s;
+    (*(unsigned *)opaque)++;
+    return PRECOPY_CONTINUE;
+}
+
+static void test_replaceable(void **state)
+{
+    (void)state;
+    precopy_policy_fn *fn = never_stop;
+    unsigned calls = 0;
+    struct precopy_stats s = stats(9, 0, 1e9);
+    assert_int_equal(fn(&s, &calls), PRECOPY_CONTINUE);
+    assert_int_equal(calls, 1);
+    fn = precopy_default_policy;
+    assert_int_equal(fn(&s, NULL), PRECOPY_STOP_AND_COPY);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expected_downtime),
+        cmocka_unit_test(test_forced_passes),
+        cmocka_unit_test(test_downtime_boundary),
+        cmocka_unit_test(test_fixed_cost),
+        cmocka_unit_test(test_unknown_bandwidth),
+        cmocka_unit_test(test_first_pass),
+        cmocka_unit_test(test_replaceable),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
