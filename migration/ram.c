@@ -218,31 +218,53 @@ bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp)
 
 /* ---- target ---- */
 
+/* Runs of consecutive raw pages are stored with one write: they sit
+ * back to back in the record body. */
 struct ram_load {
     struct guest_ram *ram;
+    uint64_t run_gfn, run_pages;
+    const uint8_t *run_data;
     uint8_t scratch[GUEST_PAGE_SIZE];
 };
+
+static bool flush_run(struct ram_load *rl, GError **errp)
+{
+    if (!rl->run_pages)
+        return true;
+    bool ok = guest_ram_write(rl->ram, rl->run_gfn << GUEST_PAGE_SHIFT, rl->run_data,
+                              rl->run_pages << GUEST_PAGE_SHIFT, errp);
+    rl->run_pages = 0;
+    return ok;
+}
 
 static bool load_page(void *opaque, const struct stream_page *page, GError **errp)
 {
     struct ram_load *rl = opaque;
-    uint64_t gpa = page->gfn << GUEST_PAGE_SHIFT;
-    uint8_t *dst = guest_ram_ptr(rl->ram, gpa, GUEST_PAGE_SIZE);
 
-    if (!dst) {
+    if (!guest_ram_ptr(rl->ram, page->gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "page 0x%" G_GINT64_MODIFIER "x is not guest RAM", page->gfn);
         return false;
     }
     if (page->encoding == MIG_PAGE_ENC_RAW) {
-        memcpy(dst, page->data, GUEST_PAGE_SIZE);
+        bool extends = rl->run_pages && page->gfn == rl->run_gfn + rl->run_pages &&
+                       page->data == rl->run_data + (rl->run_pages << GUEST_PAGE_SHIFT);
+        if (extends) {
+            rl->run_pages++;
+            return true;
+        }
+        if (!flush_run(rl, errp))
+            return false;
+        rl->run_gfn = page->gfn;
+        rl->run_data = page->data;
+        rl->run_pages = 1;
         return true;
     }
     /* Decode into scratch first: a bad page must not half-write guest RAM. */
-    if (!stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
+    if (!flush_run(rl, errp) || !stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
         return false;
-    memcpy(dst, rl->scratch, GUEST_PAGE_SIZE);
-    return true;
+    return guest_ram_write(rl->ram, page->gfn << GUEST_PAGE_SHIFT, rl->scratch,
+                           GUEST_PAGE_SIZE, errp);
 }
 
 static bool load_zero(void *opaque, uint64_t first_gfn, uint64_t npages, GError **errp)
@@ -257,6 +279,7 @@ bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GEr
     g_autofree struct ram_load *rl = g_new0(struct ram_load, 1);
     rl->ram = ram;
     if (rec->type == MIG_REC_PAGE_DATA)
-        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl, errp);
+        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl,
+                                      errp) && flush_run(rl, errp);
     return stream_parse_zero_pages(rec, ram->nr_gfns, load_zero, rl, errp);
 }

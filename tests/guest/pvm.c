@@ -1,6 +1,22 @@
 /* pvm.c: kvm_pvm detection (the vIF MSR) and interrupt enable/disable/idle on kvm_pvm and hardware virt. */
 #include "guest.h"
 
+/*
+ * Measured on kvm_pvm (debug=2 runs pvm_selftest):
+ * - the guest may write the bare page address or address | 0x400; its rdmsr
+ *   returns the bare address, the VMM's KVM_GET_MSRS returns address | 0x400;
+ * - while byte 0 is 0 nothing is delivered and byte 1 becomes 1; the write of
+ *   1 to byte 0 does not trap, so the pending interrupt waits for
+ *   "out %al, $0x80" (or the next exit), which delivers it at once and clears
+ *   byte 1;
+ * - delivery works like hardware IF: the frame's RFLAGS.IF holds byte 0 (1),
+ *   byte 0 is 0 inside the handler, and iretq sets byte 0 from the popped
+ *   RFLAGS.IF (returning with IF = 0 leaves byte 0 at 0). So handlers need
+ *   nothing special. The frame lands on the current stack (no switch to RSP0);
+ * - pushfq inside the guest always shows IF = 1; KVM_GET_REGS shows RFLAGS.IF
+ *   equal to byte 0;
+ * - hlt with byte 0 = 1 sleeps until the next interrupt.
+ */
 #define VIF_ENABLED 0       /* byte 0: the guest's virtual interrupt flag */
 #define VIF_PENDING 1       /* byte 1: set by the hypervisor while an interrupt waits */
 
@@ -72,7 +88,8 @@ void cpu_idle(void)
     __asm__ volatile("hlt" ::: "memory");
 }
 
-/* Called last in every interrupt handler, before iretq. */
+/* Called last in every interrupt handler, before iretq: nothing to restore
+ * (iretq restores the vIF byte); only pvm_selftest's IF = 0 return. */
 void pvm_irq_exit(struct irq_frame *f)
 {
     struct cpu *c = this_cpu();

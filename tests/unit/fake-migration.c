@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "tern/util.h"
+
 static struct {
     enum mig_status status;
     struct mig_stats stats;
@@ -86,12 +88,13 @@ bool migration_start(struct machine *m, const char *uri, GError **errp)
     g_free(fake.last_uri);
     fake.last_uri = g_strdup(uri);
     if (fake.fail_start) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", fake.fail_start);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s", fake.fail_start);
         g_clear_pointer(&fake.fail_start, g_free);
         return false;
     }
     if (fake.status != MIG_STATUS_NONE && !mig_status_is_terminal(fake.status)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "There's a migration process in progress");
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "There's a migration process in progress");
         return false;
     }
     fake.status = MIG_STATUS_SETUP;
@@ -104,7 +107,7 @@ bool migration_cancel(struct machine *m, GError **errp)
     (void)m;
     fake.cancel_calls++;
     if (fake.fail_cancel) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", fake.fail_cancel);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s", fake.fail_cancel);
         return false;
     }
     fake.status = MIG_STATUS_CANCELLED;
