@@ -118,6 +118,8 @@ static bool load_stream(struct incoming *inc, GError **errp)
     }
     while (ok && !done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
+        __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch),
+                         __ATOMIC_RELAXED);
         if (!ok || rec.skip)
             continue;
         GError *err = NULL;

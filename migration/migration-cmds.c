@@ -400,6 +400,7 @@ struct mig_watch {
     struct hmp_session *hs;     /* a reference of ours */
     struct machine *m;
     size_t line_len;            /* width of the progress line on screen */
+    char *line;                 /* its text, not rewritten while unchanged */
 };
 
 static void mig_watch_erase_line(struct mig_watch *w)
@@ -408,6 +409,7 @@ static void mig_watch_erase_line(struct mig_watch *w)
         g_autofree char *blank = g_strnfill(w->line_len, ' ');
         hmp_session_printf(w->hs, "\r%s\r", blank);
         w->line_len = 0;
+        g_clear_pointer(&w->line, g_free);
     }
 }
 
@@ -421,10 +423,15 @@ static void mig_watch_progress(struct mig_watch *w, const struct mig_info *info)
         bytes_to_mib(st->remaining), isfinite(st->mbps) ? st->mbps : 0.0, st->expected_downtime_ms);
     size_t len = strlen(line);
 
+    if (w->line && !strcmp(w->line, line)) {
+        return;
+    }
     /* Pad over whatever was longer last time. */
     hmp_session_printf(w->hs, "\r%s%*s", line,
                        (int)(w->line_len > len ? w->line_len - len : 0), "");
     w->line_len = MAX(len, w->line_len);
+    g_free(w->line);
+    w->line = g_steal_pointer(&line);
 }
 
 static void mig_watch_finish(struct mig_watch *w, const struct mig_info *info)
@@ -477,6 +484,7 @@ static void mig_watch_free(gpointer opaque)
     struct mig_watch *w = opaque;
 
     hmp_session_unref(w->hs);
+    g_free(w->line);
     g_free(w);
 }
 
@@ -529,7 +537,7 @@ static const struct command migration_commands[] = {
     {
         .name = "migrate", .args = args_migrate, .handler = cmd_migrate,
         .hmp_name = "migrate", .hmp_args = "-d:detach uri:s", .hmp_usage = "[-d] uri",
-        .help = "migrate to uri (tcp:HOST:PORT, unix:PATH, file:PATH); -d: do not wait",
+        .help = "migrate to uri (tcp:HOST:PORT, unix:PATH); -d: do not wait",
         .hmp_handler = hmp_migrate,
     },
     {

@@ -525,6 +525,12 @@ void migration_info(struct machine *m, struct mig_info *out)
     out->stats.duplicate = __atomic_load_n(&mig->ram.duplicate, __ATOMIC_RELAXED);
     out->stats.compressed = __atomic_load_n(&mig->ram.compressed, __ATOMIC_RELAXED);
     out->stats.skipped = __atomic_load_n(&mig->ram.skipped, __ATOMIC_RELAXED);
+    if (out->status == MIG_STATUS_ACTIVE || out->status == MIG_STATUS_DEVICE) {
+        uint64_t sent = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
+        out->stats.transferred = MAX(out->stats.transferred, sent);
+        out->stats.remaining = __atomic_load_n(&mig->ram.remaining, __ATOMIC_RELAXED) *
+                               GUEST_PAGE_SIZE;
+    }
 }
 
 void migration_get_params(struct machine *m, struct mig_params *out)

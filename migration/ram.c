@@ -22,6 +22,7 @@ struct ram_save {
     struct ram_counters *counters;
     const uint64_t *max_bandwidth;  /* max-bandwidth, changed by other threads */
     unsigned long *to_send;     /* by gfn; only the migration thread touches it */
+    uint64_t pending;           /* bits set in (to_send) at the start of a pass */
     bool logging;
 
     struct stream_page pages[RAM_BATCH_PAGES];
@@ -84,6 +85,7 @@ bool ram_save_setup(struct ram_save *rs, GError **errp)
      * were discarded back to holes (zero on the target too). */
     bitmap_steal_into(rs->to_send, ram->vmm_dirty, ram->nr_gfns);
     count(&rs->counters->skipped, (ram->size - populated) >> GUEST_PAGE_SHIFT);
+    rs->pending = bitmap_count(rs->to_send, ram->nr_gfns);
     return true;
 }
 
@@ -174,6 +176,10 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
             return false;
         if (++handled % RAM_BATCH_PAGES)
             continue;
+        /* Progress for query-migrate while a long pass runs. */
+        __atomic_store_n(&rs->counters->transferred, channel_write_pos(ch), __ATOMIC_RELAXED);
+        __atomic_store_n(&rs->counters->remaining, rs->pending - MIN(handled, rs->pending),
+                         __ATOMIC_RELAXED);
         /* Once a batch: a cancel or a target error shows as a channel error. */
         if (!channel_check(ch, errp))
             return false;
@@ -212,7 +218,8 @@ bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp)
     if (!kvm_dirty_log_sync(rs->kvm, rs->to_send, errp))
         return false;
     bitmap_steal_into(rs->to_send, rs->ram->vmm_dirty, rs->ram->nr_gfns);
-    *pending = bitmap_count(rs->to_send, rs->ram->nr_gfns);
+    *pending = rs->pending = bitmap_count(rs->to_send, rs->ram->nr_gfns);
+    __atomic_store_n(&rs->counters->remaining, rs->pending, __ATOMIC_RELAXED);
     return true;
 }
 

@@ -20,6 +20,8 @@ struct ram_counters {
     uint64_t duplicate;         /* zero pages, sent as ranges */
     uint64_t compressed;        /* pages sent zlib-compressed */
     uint64_t skipped;           /* never-touched pages: not read, not sent */
+    uint64_t transferred;       /* bytes on the channel so far (updated every batch) */
+    uint64_t remaining;         /* pages still to send in this pass (every batch) */
 };
 
 struct ram_pass_result {

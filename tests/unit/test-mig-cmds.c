@@ -790,12 +790,18 @@ static void test_hmp_migrate_progress_tty(void **state)
         st.expected_downtime_ms = 1;
         fake_migration_set_stats(&st);
         run_until_pty(master, out, "\ractive: pass 5, 0 MiB sent, 0 MiB remaining, 5 mbps, "
-                      "expected downtime 1 ms       ");
+                      "expected downtime 1 ms    ");
+        /* An unchanged line is not rewritten. */
+        run_for(250);
+        pty_read_all(master, out);
+        assert_null(strstr(strstr(out->str, "pass 5"), "\ractive"));
+        g_string_truncate(out, 0);
         fake_migration_set_status(MIG_STATUS_COMPLETED);
         run_until_pty(master, out, "migration completed: total 1234 ms, downtime 45 ms, 0 MiB");
         /* The progress line was blanked out first. */
         const char *done = strstr(out->str, "migration completed");
-        assert_true(done - out->str > 2 && done[-1] == '\r' && done[-2] == ' ');
+        assert_true(g_str_has_prefix(out->str, "\r     "));
+        assert_true(done[-1] == '\r' && done[-2] == ' ');
         run_until_pty(master, out, HMP_PROMPT);
         hmp_monitor_stop_all();
     }
