@@ -167,8 +167,9 @@ static gpointer incoming_thread(gpointer opaque)
     if (inc->rp_ch)
         rp_send(inc, MIG_RP_ERROR, msg, NULL);
     fprintf(stderr, "tern: %s\n", msg);
-    mig_status_set(&mig->status, __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE),
-                   MIG_STATUS_FAILED);
+    int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
+    if (!mig_status_is_terminal(cur))
+        mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
     machine_incoming_failed(mig->m);
     return NULL;
 }

@@ -418,6 +418,8 @@ static gpointer sender_thread(gpointer opaque)
     if (s->ch)
         channel_close(s->ch);
 
+    /* The sender holds the status from here on; a cancel may have moved it
+     * to cancelling meanwhile, nothing else. */
     int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
     if (ok)
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
@@ -450,7 +452,9 @@ bool migration_start(struct machine *m, const char *uri, GError **errp)
     enum runstate rs = machine_runstate(m);
 
     join_finished(mig);
-    if (mig->in_progress || mig->incoming) {
+    /* A VM that arrived by migration may leave again once it has arrived. */
+    bool incoming_busy = mig->incoming && !mig_status_is_terminal(mig->status);
+    if (mig->in_progress || incoming_busy) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "There's a migration process in progress");
         return false;
     }

@@ -59,6 +59,7 @@ class QMP:
                     self.sock.close()
                     raise
                 time.sleep(0.02)
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.buf = b""
         self.events = []        # not yet consumed by wait_event()
@@ -123,6 +124,8 @@ class QMP:
                 self._got_event(self._read_message())
             except socket.timeout:
                 pass
+            finally:
+                self.sock.settimeout(self.timeout)
 
     def poll_events(self, timeout=0.0):
         """Read whatever events arrive within (timeout) s; returns how many."""
@@ -136,6 +139,8 @@ class QMP:
                 n += 1
             except socket.timeout:
                 return n
+            finally:
+                self.sock.settimeout(self.timeout)
 
     def close(self):
         self.sock.close()
