@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "functional"))
-from ternlib import Lab, migration_statuses, wait_migration  # noqa: E402
+from ternlib import Lab, migration_statuses, start_migration, wait_migration  # noqa: E402
 
 MiB = 1 << 20
 VM_ARGS = ["-m", "1G", "-smp", "2"]
@@ -40,9 +40,7 @@ def show_tick(who, t):
 
 
 def migrate(src, dst):
-    src.qmp.poll_events()
-    src.qmp.history.clear()
-    src.qmp.cmd("migrate", uri=dst.uri)
+    start_migration(src.qmp, dst.uri)
     info = wait_migration(src.qmp, timeout=120)
     check(info["status"] == "completed",
           "migration %s: %s" % (info["status"], info.get("error-desc", info)))

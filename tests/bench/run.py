@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
-from ternlib import Lab, wait_migration  # noqa: E402
+from ternlib import Lab, start_migration, wait_migration  # noqa: E402
 
 MiB = 1 << 20
 BEGIN = "<!-- bench/run.py: migration: begin -->"
@@ -53,7 +53,7 @@ def one_run(binary, append):
         dst = lab.target("-m", "1G")
         src.wait_running(timeout=60)
         last = src.serial.wait_ticks(2, proc=src.proc)[-1]
-        src.qmp.cmd("migrate", uri=dst.uri)
+        start_migration(src.qmp, dst.uri)
         info = wait_migration(src.qmp, timeout=300)
         if info["status"] != "completed":
             raise RuntimeError("migration %s: %s" % (info["status"], info.get("error-desc")))
@@ -80,7 +80,8 @@ def span(values, fmt):
 
 
 def table(results, runs):
-    lines = ["| scenario | metric | min – max (%d runs) |" % runs, "|---|---|---|"]
+    runs_s = "%d run%s" % (runs, "" if runs == 1 else "s")
+    lines = ["| scenario | metric | min – max, %s |" % runs_s, "|---|---|---|"]
     for name, _, title in SCENARIOS:
         for key, label, fmt in METRICS[name]:
             lines.append("| %s | %s | %s |" % (title, label,

@@ -228,8 +228,14 @@ class Tern:
         env = dict(os.environ)
         env.update(extra_env or {})
         self.stderr_file = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
-                                     stderr=self.stderr_file, env=env)
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
+                                         stderr=self.stderr_file, env=env)
+        except OSError:
+            self.stderr_file.close()
+            if workdir is None:
+                cleanup_dir(self.dir)
+            raise
         self.serial = Serial(self.serial_path)
         try:
             self.qmp = QMP(self.qmp_path, alive=self.alive) if qmp else None
@@ -358,6 +364,17 @@ def migration_statuses(qmp):
     return [ev["data"]["status"] for ev in qmp.history if ev["event"] == "MIGRATION"]
 
 
+def start_migration(qmp, uri):
+    """QMP migrate to (uri), after dropping earlier events (an incoming migration's, a
+    previous attempt's) so that waits and migration_statuses() see only this one."""
+    qmp.poll_events()
+    qmp.events.clear()
+    qmp.history.clear()
+    reply = qmp.cmd("migrate", uri=uri)
+    if reply != {}:
+        raise QMPError({"class": "Unexpected", "desc": "migrate returned %r" % (reply,)})
+
+
 def wait_migration_status(qmp, statuses, timeout=60.0):
     """Wait for a MIGRATION event whose status is in (statuses); returns query-migrate."""
     if isinstance(statuses, str):
@@ -398,7 +415,9 @@ class Lab:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and self.keep_logs_on_error:
             sys.stderr.write(self.logs())
-        self.close()
+        reports = self.close()
+        if reports and exc_type is None:
+            raise AssertionError("sanitizer reports from tern:\n" + "\n".join(reports))
         return False
 
     def start(self, name, args, hmp=False):
@@ -436,10 +455,22 @@ class Lab:
                 out += ["  %s| %s" % (label, l) for l in lines]
         return "\n".join(out) + "\n"
 
+    SANITIZER_RE = re.compile(r"runtime error:|ERROR: (Address|Leak|Undefined)Sanitizer")
+
     def close(self):
+        """Stop every process, remove the directory; returns sanitizer (ASan/UBSan) lines
+        found in the processes' stderr."""
+        reports = []
         for vm in self.vms:
             try:
                 vm.close()
             except Exception:  # close the others whatever happens to one
                 vm.kill()
+            try:
+                with open(vm.stderr_path, errors="replace") as f:
+                    reports += ["%s: %s" % (vm.name, l.rstrip()) for l in f
+                                if self.SANITIZER_RE.search(l)]
+            except OSError:
+                pass
         cleanup_dir(self.dir)
+        return reports

@@ -13,7 +13,7 @@ import threading
 import time
 
 from ternlib import (Hmp, Lab, QMPError, RUNNING_RE, TICK_RE, migration_statuses, run_tests,
-                     tcp_uri, wait_migration, wait_migration_status)
+                     start_migration, tcp_uri, wait_migration, wait_migration_status)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -21,6 +21,9 @@ TICK = "tick_ms=200"
 # Order in which the outgoing side may pass through the states (QEMU's names).
 STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
                "cancelling": 3, "cancelled": 4, "failed": 4}
+RAM_KEYS = ("transferred", "remaining", "total", "duplicate", "normal", "normal-bytes",
+            "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second", "precopy-bytes",
+            "downtime-bytes", "skipped")
 SLOW_BANDWIDTH = 20 * 1000 * 1000      # bytes/s: keeps a 256 MiB fill in flight for ~13 s
 
 
@@ -76,20 +79,11 @@ def assert_events_ordered(qmp, last):
     return seen
 
 
-def start_migration(src, dst_uri):
-    """QMP migrate, with the event lists emptied so that only this migration's count."""
-    src.qmp.poll_events()
-    src.qmp.events.clear()
-    src.qmp.history.clear()
-    reply = src.qmp.cmd("migrate", uri=dst_uri)
-    assert reply == {}, "migrate returned %r" % (reply,)
-
-
 def migrate(src, dst_uri, timeout=90.0, **params):
     """Set parameters, start the migration, wait for its end; returns query-migrate."""
     if params:
         src.qmp.cmd("migrate-set-parameters", **params)
-    start_migration(src, dst_uri)
+    start_migration(src.qmp, dst_uri)
     return wait_migration(src.qmp, timeout)
 
 
@@ -104,8 +98,11 @@ def assert_completed(info, src, dst):
     # Whole milliseconds: an idle guest's switchover can take less than one.
     assert 0 <= info["downtime"] <= info["total-time"], info
     ram = info["ram"]
+    missing = [k for k in RAM_KEYS if k not in ram]
+    assert not missing, "query-migrate ram lacks %s: %s" % (missing, ram)
     assert ram["transferred"] > 0 and ram["remaining"] == 0, ram
     assert ram["dirty-sync-count"] >= 1, ram
+    assert ram["precopy-bytes"] + ram["downtime-bytes"] <= ram["transferred"], ram
 
 
 def assert_guest_moved(src_last, dst, n=3):
@@ -147,6 +144,10 @@ def test_idle_guest(binary):
         # An idle guest touched a few MiB: holes and zero pages are not sent as pages.
         assert ram["transferred"] < 64 * MiB, "idle 1 GiB guest sent %d bytes" % ram["transferred"]
         ticks = assert_guest_moved(last, dst)
+        # A user may take the guest back on the source (QEMU's `cont` after postmigrate).
+        src.qmp.cmd("cont")
+        assert status(src) == "running"
+        live_ticks(src, 2)
         note(describe(info, ticks))
 
 
@@ -275,16 +276,16 @@ def test_ram_digest_compressed_no_crc(binary):
 # ---------------------------------------------------------------------------
 # Failures: the source keeps its guest, the target never runs a partial one.
 
-def slow_source(lab, mem="512M", fill=256):
+def slow_source(lab, mem="512M", fill=256, hmp=False):
     """A source whose migration stays active for many seconds (random fill, 20 MB/s)."""
-    src = lab.source("-m", mem, append="ws=8 fill=%d %s" % (fill, TICK))
+    src = lab.source("-m", mem, append="ws=8 fill=%d %s" % (fill, TICK), hmp=hmp)
     src.wait_running(timeout=60)
     src.qmp.cmd("migrate-set-parameters", max_bandwidth=SLOW_BANDWIDTH)
     return src
 
 
 def start_and_wait_active(src, uri):
-    start_migration(src, uri)
+    start_migration(src.qmp, uri)
     wait_migration_status(src.qmp, "active", 30)
     # Live: the guest keeps printing while its RAM is being sent.
     live_ticks(src, 2)
@@ -492,6 +493,7 @@ def test_progress_while_active(binary):
         src.serial.wait_ticks(3, proc=src.proc)         # 0.6 s at 20 MB/s: ~12 MB more
         then = src.qmp.cmd("query-migrate")
         assert then["status"] == "active", then
+        assert "expected-downtime" in then, then
         a, b = first["ram"], then["ram"]
         assert b["transferred"] > a["transferred"] + 4 * MiB, \
             "transferred does not grow during pass 1: %s then %s" % (a, b)
@@ -582,13 +584,14 @@ def test_chained(binary):
 # Refusals that must not disturb anything.
 
 def test_migrate_refusals(binary):
-    """Bad URIs and a second migrate while one runs get errors; the guest runs on."""
+    """Bad URIs and a second migrate while one runs get errors; HMP migrate_cancel;
+    the guest runs on."""
     with Lab(binary) as lab:
-        src = slow_source(lab, mem="256M", fill=128)
+        src = slow_source(lab, mem="256M", fill=128, hmp=True)
         last = live_ticks(src, 1)[-1]
         for uri in ("bogus:1", "tcp:127.0.0.1"):
             try:
-                start_migration(src, uri)
+                start_migration(src.qmp, uri)
                 info = wait_migration(src.qmp, 15)
                 assert info["status"] == "failed", (uri, info)
             except QMPError:
@@ -600,7 +603,11 @@ def test_migrate_refusals(binary):
             raise AssertionError("a second migrate was accepted while one is active")
         except QMPError:
             pass
-        src.qmp.cmd("migrate_cancel")
+        h = Hmp(src.hmp_path)
+        try:
+            h.run("migrate_cancel")
+        finally:
+            h.close()
         assert wait_migration(src.qmp, 30)["status"] == "cancelled"
         assert_source_unharmed(src, last)
 
