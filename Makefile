@@ -34,7 +34,8 @@ build: deps $(BUILD)/build.ninja
 # optimised build is compiled too so its warnings count.
 check: build $(SAN_BUILD)/build.ninja
 	ninja -C $(SAN_BUILD)
-	meson test -C $(SAN_BUILD) --print-errorlogs
+	meson test -C $(SAN_BUILD) --print-errorlogs; status=$$?; \
+	$(PYTHON) tests/summary.py $(SAN_BUILD)/meson-logs/testlog.json && exit $$status
 
 demo: build
 	$(PYTHON) tests/demo.py --tern $(BUILD)/tern

@@ -217,6 +217,8 @@ static JsonObject *mig_info_to_json(const struct mig_info *info, const struct mi
             json_object_set_object_member(o, "compression", c);
         }
     }
+    if (ram && st->cpu_throttle_percentage)
+        set_u64(o, "cpu-throttle-percentage", st->cpu_throttle_percentage);
     if ((info->status == MIG_STATUS_FAILED || info->status == MIG_STATUS_CANCELLED) &&
         info->error_desc) {
         json_object_set_string_member(o, "error-desc", info->error_desc);
@@ -301,6 +303,9 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
                                    get_u64(ram, "downtime-bytes") >> 10);
         }
     }
+    if (json_object_has_member(o, "cpu-throttle-percentage"))
+        g_string_append_printf(out, "cpu throttle percentage: %" PRIu64 "\n",
+                               get_u64(o, "cpu-throttle-percentage"));
     JsonObject *comp = json_object_has_member(o, "compression") ?
         json_object_get_object_member(o, "compression") : NULL;
     if (comp) {
@@ -385,6 +390,64 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
     }
     migration_get_params(m, &p);
     mig_param_set(&p, d, value);
+    migration_set_params(m, &p, errp);
+    return NULL;
+}
+
+/* ---- capabilities ---- */
+
+static JsonNode *cmd_migrate_set_capabilities(struct machine *m, JsonObject *args,
+                                              GError **errp)
+{
+    struct mig_params p;
+
+    migration_get_params(m, &p);
+    if (!mig_caps_apply_json(&p, json_object_get_array_member(args, "capabilities"), errp))
+        return NULL;
+    migration_set_params(m, &p, errp);
+    return NULL;
+}
+
+static JsonNode *cmd_query_migrate_capabilities(struct machine *m, JsonObject *args,
+                                                GError **errp)
+{
+    (void)args;
+    (void)errp;
+    struct mig_params p;
+
+    migration_get_params(m, &p);
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+    json_node_take_array(n, mig_caps_to_json(&p));
+    return n;
+}
+
+static void fmt_migrate_capabilities(GString *out, JsonNode *result)
+{
+    JsonArray *a = JSON_NODE_HOLDS_ARRAY(result) ? json_node_get_array(result) : NULL;
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        JsonObject *c = json_array_get_object_element(a, i);
+        g_string_append_printf(out, "%s: %s\n",
+                               json_object_get_string_member_with_default(c, "capability", "?"),
+                               json_object_get_boolean_member_with_default(c, "state", FALSE)
+                                   ? "on" : "off");
+    }
+}
+
+/* HMP "migrate_set_capability NAME on|off". */
+static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *args,
+                                                GError **errp)
+{
+    const char *name = arg_string(args, "capability");
+    const struct mig_param_desc *d = name ? mig_cap_find(name) : NULL;
+    struct mig_params p;
+
+    if (!d) {
+        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
+                    "Capability '%s' is not supported", name ? name : "");
+        return NULL;
+    }
+    migration_get_params(m, &p);
+    mig_param_set(&p, d, json_object_get_boolean_member(args, "state"));
     migration_set_params(m, &p, errp);
     return NULL;
 }
@@ -529,6 +592,11 @@ static const struct cmd_arg args_migrate_incoming[] = {
     CMD_ARGS_END,
 };
 
+static const struct cmd_arg args_migrate_set_capabilities[] = {
+    { "capabilities", CMD_ARG_ARRAY, false },
+    CMD_ARGS_END,
+};
+
 /* Filled from the parameter table at registration: no name written twice. */
 #define MIG_SET_PARAMS_ARGS_MAX 32
 static struct cmd_arg args_migrate_set_parameters[MIG_SET_PARAMS_ARGS_MAX + 1];
@@ -563,6 +631,20 @@ static const struct command migration_commands[] = {
         .name = "query-migrate-parameters", .handler = cmd_query_migrate_parameters,
         .hmp_info = "migrate_parameters", .help = "show current migration parameters",
         .hmp_format = fmt_migrate_parameters,
+    },
+    {
+        .name = "migrate-set-capabilities", .args = args_migrate_set_capabilities,
+        .handler = cmd_migrate_set_capabilities,
+    },
+    {
+        .name = "query-migrate-capabilities", .handler = cmd_query_migrate_capabilities,
+        .hmp_info = "migrate_capabilities", .help = "show current migration capabilities",
+        .hmp_format = fmt_migrate_capabilities,
+    },
+    {
+        .hmp_name = "migrate_set_capability", .hmp_args = "capability:s state:b",
+        .hmp_usage = "capability on|off", .help = "enable or disable a migration capability",
+        .handler = cmd_hmp_migrate_set_capability,
     },
     {
         .hmp_name = "migrate_set_parameter", .hmp_args = "parameter:s value:s",

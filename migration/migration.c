@@ -188,6 +188,7 @@ struct sender {
     bool was_running;
     uint64_t pause_ns;
     uint64_t fixed_cost_ns;
+    struct throttle_state throttle;
 };
 
 static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, void *),
@@ -237,6 +238,7 @@ struct pass_stats {
     double bandwidth, dirty_rate;
     uint64_t expected_ns;
     uint64_t transferred;
+    unsigned throttle;
 };
 
 static void apply_pass_stats(struct mig_stats *st, void *arg)
@@ -250,6 +252,7 @@ static void apply_pass_stats(struct mig_stats *st, void *arg)
     st->mbps = p->bandwidth * 8 / 1e6;
     st->pages_per_second = p->res.busy_ns ? p->res.pages * 1000000000ULL / p->res.busy_ns : 0;
     st->expected_downtime_ms = p->expected_ns == UINT64_MAX ? 0 : p->expected_ns / 1000000;
+    st->cpu_throttle_percentage = p->throttle;
 }
 
 static void emit_pass(uint32_t pass)
@@ -282,8 +285,19 @@ static bool live_passes(struct sender *s, GError **errp)
             .dirty_rate = p.res.duration_ns ? p.pending * GUEST_PAGE_SIZE * 1e9 /
                                               p.res.duration_ns : 0,
         };
+        struct mig_params params = mig->params;
         g_mutex_unlock(&mig->lock);
 
+        if (params.auto_converge) {
+            unsigned before = s->throttle.percent;
+            unsigned pct = precopy_throttle_step(&s->throttle, ps.remaining_bytes, p.res.bytes,
+                                                 params.cpu_throttle_initial,
+                                                 params.cpu_throttle_increment,
+                                                 params.max_cpu_throttle);
+            if (pct != before)
+                machine_set_throttle(mig->m, pct);
+        }
+        p.throttle = s->throttle.percent;
         p.bandwidth = ps.bandwidth;
         p.dirty_rate = ps.dirty_rate;
         p.expected_ns = precopy_expected_downtime_ns(&ps);
@@ -408,6 +422,8 @@ static gpointer sender_thread(gpointer opaque)
     }
     rp_stop(s->rp);
     ram_save_free(s->rs);
+    if (s->throttle.percent)
+        machine_set_throttle(mig->m, 0);
     if (s->paused)
         machine_migration_finish(mig->m, ok, s->was_running);
 

@@ -36,6 +36,21 @@ static const struct mig_param_desc mig_param_table[] = {
         .help = "zlib level for page data, 0 = no compression",
     },
     {
+        .name = "cpu-throttle-initial", .type = MIG_PARAM_INT, MIG_FIELD(cpu_throttle_initial),
+        .min = 1, .max = 99, .unit = "%",
+        .help = "auto-converge: share of vCPU time taken away at the first step",
+    },
+    {
+        .name = "cpu-throttle-increment", .type = MIG_PARAM_INT,
+        MIG_FIELD(cpu_throttle_increment), .min = 1, .max = 99, .unit = "%",
+        .help = "auto-converge: added at each further step",
+    },
+    {
+        .name = "max-cpu-throttle", .type = MIG_PARAM_INT, MIG_FIELD(max_cpu_throttle),
+        .min = 1, .max = 99, .unit = "%",
+        .help = "auto-converge: the most vCPU time ever taken away",
+    },
+    {
         .name = "x-passes", .type = MIG_PARAM_INT, MIG_FIELD(x_passes),
         .min = 0, .max = MIG_X_PASSES_MAX,
         .help = "testing: exactly this many live passes, 0 = decide by downtime-limit",
@@ -54,6 +69,71 @@ void migration_params_default(struct mig_params *p)
     p->compress_level = 0;
     p->x_passes = 0;
     p->x_checksum = true;
+    p->cpu_throttle_initial = 20;
+    p->cpu_throttle_increment = 10;
+    p->max_cpu_throttle = 99;
+    p->auto_converge = false;
+}
+
+/* Capabilities: on/off switches set with migrate-set-capabilities (QEMU's split). */
+static const struct mig_param_desc mig_cap_table[] = {
+    {
+        .name = "auto-converge", .type = MIG_PARAM_BOOL, MIG_FIELD(auto_converge),
+        .help = "throttle vCPUs while they dirty memory faster than it is sent",
+    },
+};
+
+const struct mig_param_desc *mig_caps_table(size_t *count)
+{
+    *count = G_N_ELEMENTS(mig_cap_table);
+    return mig_cap_table;
+}
+
+const struct mig_param_desc *mig_cap_find(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(mig_cap_table); i++)
+        if (!strcmp(mig_cap_table[i].name, name))
+            return &mig_cap_table[i];
+    return NULL;
+}
+
+bool mig_caps_apply_json(struct mig_params *p, JsonArray *caps, GError **errp)
+{
+    struct mig_params next = *p;
+
+    for (guint i = 0; caps && i < json_array_get_length(caps); i++) {
+        JsonNode *n = json_array_get_element(caps, i);
+        JsonObject *o = JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+        JsonNode *name = o ? json_object_get_member(o, "capability") : NULL;
+        JsonNode *state = o ? json_object_get_member(o, "state") : NULL;
+        if (!name || !state || json_node_get_value_type(name) != G_TYPE_STRING ||
+            json_node_get_value_type(state) != G_TYPE_BOOLEAN) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "capabilities[%u] must be {\"capability\": string, \"state\": bool}", i);
+            return false;
+        }
+        const struct mig_param_desc *d = mig_cap_find(json_node_get_string(name));
+        if (!d) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Capability '%s' is not supported", json_node_get_string(name));
+            return false;
+        }
+        mig_param_set(&next, d, json_node_get_boolean(state));
+    }
+    *p = next;
+    return true;
+}
+
+JsonArray *mig_caps_to_json(const struct mig_params *p)
+{
+    JsonArray *a = json_array_new();
+    for (size_t i = 0; i < G_N_ELEMENTS(mig_cap_table); i++) {
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "capability", mig_cap_table[i].name);
+        json_object_set_boolean_member(o, "state", mig_param_get(p, &mig_cap_table[i]) != 0);
+        json_array_add_object_element(a, o);
+    }
+    return a;
 }
 
 const struct mig_param_desc *mig_params_table(size_t *count)

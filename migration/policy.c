@@ -51,3 +51,15 @@ enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void
     return precopy_expected_downtime_ns(s) <= s->downtime_limit_ns
         ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
 }
+
+unsigned precopy_throttle_step(struct throttle_state *t, uint64_t dirtied, uint64_t sent,
+                               unsigned initial, unsigned increment, unsigned max)
+{
+    t->hot_passes = dirtied > sent / 2 ? t->hot_passes + 1 : 0;
+    if (t->hot_passes >= 2) {
+        t->hot_passes = 0;
+        unsigned next = t->percent ? t->percent + increment : initial;
+        t->percent = next < max ? next : max;
+    }
+    return t->percent;
+}

@@ -13,6 +13,7 @@ struct vcpu_thread {
     int tid;
     bool parked;            /* out of KVM_RUN and waiting (under cpus->lock) */
     bool stopped;           /* stopped itself on an event; waits for resume */
+    gint64 throttle_until;  /* monotonic µs: sleep until then (auto-converge) */
 };
 
 struct cpus {
@@ -26,7 +27,13 @@ struct cpus {
     unsigned nr_parked;
     unsigned n;
     struct vcpu_thread *threads;
+    unsigned throttle_pct;  /* share of time vCPUs are kept out of the guest */
+    GThread *throttler;
 };
+
+/* Throttling works in slices: a vCPU runs one slice, then sleeps long enough
+ * that sleeping is (throttle_pct)% of the period, as QEMU's cpu-throttle does. */
+#define THROTTLE_SLICE_US 10000
 
 /* Park until neither a pause nor a self-stop holds this vCPU. False on quit. */
 static bool wait_until_runnable(struct vcpu_thread *t)
@@ -35,13 +42,20 @@ static bool wait_until_runnable(struct vcpu_thread *t)
     bool run;
 
     g_mutex_lock(&c->lock);
-    while (!c->quit && (c->pause_requested || t->stopped)) {
-        if (!t->parked) {
-            t->parked = true;
-            c->nr_parked++;
-            g_cond_broadcast(&c->cond);
+    while (!c->quit) {
+        if (c->pause_requested || t->stopped) {
+            if (!t->parked) {
+                t->parked = true;
+                c->nr_parked++;
+                g_cond_broadcast(&c->cond);
+            }
+            g_cond_wait(&c->cond, &c->lock);
+        } else if (t->throttle_until > g_get_monotonic_time()) {
+            /* Throttled: a pause or quit still wakes us (broadcast). */
+            g_cond_wait_until(&c->cond, &c->lock, t->throttle_until);
+        } else {
+            break;
         }
-        g_cond_wait(&c->cond, &c->lock);
     }
     if (t->parked) {
         t->parked = false;
@@ -106,6 +120,7 @@ void cpus_destroy(struct cpus *c)
 {
     if (!c)
         return;
+    cpus_set_throttle(c, 0);
     g_mutex_lock(&c->lock);
     c->quit = true;
     g_cond_broadcast(&c->cond);
@@ -137,6 +152,7 @@ void cpus_pause_all(struct cpus *c)
 {
     g_mutex_lock(&c->lock);
     c->pause_requested = true;
+    g_cond_broadcast(&c->cond);     /* throttled sleepers park at once */
     g_mutex_unlock(&c->lock);
     for (unsigned i = 0; i < c->n; i++)
         kvm_vcpu_kick(c->threads[i].vcpu);
@@ -177,4 +193,55 @@ struct kvm_vcpu *cpus_vcpu(struct cpus *c, unsigned index)
 int cpus_thread_id(struct cpus *c, unsigned index)
 {
     return index < c->n ? __atomic_load_n(&c->threads[index].tid, __ATOMIC_ACQUIRE) : 0;
+}
+
+static gpointer throttler_main(gpointer opaque)
+{
+    struct cpus *c = opaque;
+
+    g_mutex_lock(&c->lock);
+    while (!c->quit && c->throttle_pct) {
+        gint64 now = g_get_monotonic_time();
+        gint64 sleep = (gint64)THROTTLE_SLICE_US * c->throttle_pct / (100 - c->throttle_pct);
+        for (unsigned i = 0; i < c->n; i++)
+            c->threads[i].throttle_until = now + sleep;
+        g_mutex_unlock(&c->lock);
+        for (unsigned i = 0; i < c->n; i++)
+            kvm_vcpu_kick(c->threads[i].vcpu);
+        g_mutex_lock(&c->lock);
+        gint64 next = now + sleep + THROTTLE_SLICE_US;
+        while (!c->quit && c->throttle_pct && g_get_monotonic_time() < next)
+            g_cond_wait_until(&c->cond, &c->lock, next);
+    }
+    g_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void cpus_set_throttle(struct cpus *c, unsigned percent)
+{
+    GThread *stop = NULL;
+
+    percent = MIN(percent, 99);
+    g_mutex_lock(&c->lock);
+    c->throttle_pct = percent;
+    if (!percent) {
+        for (unsigned i = 0; i < c->n; i++)
+            c->threads[i].throttle_until = 0;
+        stop = c->throttler;
+        c->throttler = NULL;
+    } else if (!c->throttler) {
+        c->throttler = g_thread_new("throttle", throttler_main, c);
+    }
+    g_cond_broadcast(&c->cond);
+    g_mutex_unlock(&c->lock);
+    if (stop)
+        g_thread_join(stop);
+}
+
+unsigned cpus_throttle(struct cpus *c)
+{
+    g_mutex_lock(&c->lock);
+    unsigned pct = c->throttle_pct;
+    g_mutex_unlock(&c->lock);
+    return pct;
 }

@@ -712,3 +712,8 @@ void machine_set_migration(struct machine *m, void *migration)
 {
     m->migration = migration;
 }
+
+void machine_set_throttle(struct machine *m, unsigned percent)
+{
+    cpus_set_throttle(m->cpus, percent);
+}

@@ -29,6 +29,11 @@ void cpus_pause_all(struct cpus *cpus);
 void cpus_resume_all(struct cpus *cpus);
 bool cpus_paused(struct cpus *cpus);
 
+/* Keep every vCPU out of the guest (percent)% of the time (0: off, at most
+ * 99), to slow a guest that dirties memory faster than migration sends it. */
+void cpus_set_throttle(struct cpus *cpus, unsigned percent);
+unsigned cpus_throttle(struct cpus *cpus);
+
 unsigned cpus_count(const struct cpus *cpus);
 struct kvm_vcpu *cpus_vcpu(struct cpus *cpus, unsigned index);
 /* Host thread id of vCPU (index) (0 before it started). */

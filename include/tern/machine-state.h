@@ -54,6 +54,9 @@ void machine_incoming_failed(struct machine *m);
 /* Whether the machine was started with -S (the target then waits for cont). */
 bool machine_start_paused(struct machine *m);
 
+/* Auto-converge: keep vCPUs out of the guest (percent)% of the time (0: off). */
+void machine_set_throttle(struct machine *m, unsigned percent);
+
 /* The migration state object of this machine (owned by migration.c). */
 void *machine_migration(struct machine *m);
 void machine_set_migration(struct machine *m, void *migration);

@@ -55,4 +55,13 @@ bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint
 /* Append "name: value[ unit]\n" for (d) with (value) to (out); a bool prints on/off. */
 void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t value);
 
+/* Capabilities (migrate-set-capabilities): boolean fields of struct mig_params
+ * described like parameters, kept apart as QEMU keeps them apart. */
+const struct mig_param_desc *mig_caps_table(size_t *count);
+const struct mig_param_desc *mig_cap_find(const char *name);
+/* Apply a migrate-set-capabilities list; all-or-nothing like the parameters. */
+bool mig_caps_apply_json(struct mig_params *p, JsonArray *caps, GError **errp);
+/* [{"capability": NAME, "state": BOOL}, ...] for query-migrate-capabilities. */
+JsonArray *mig_caps_to_json(const struct mig_params *p);
+
 #endif

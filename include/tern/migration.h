@@ -38,6 +38,11 @@ struct mig_params {
     uint32_t compress_level;        /* compress-level: zlib level for pages, 0 = off */
     uint32_t x_passes;              /* x-passes (test only): exactly N live passes, 0 = policy */
     bool x_checksum;                /* x-checksum: CRC-32 on every record (default on) */
+    uint32_t cpu_throttle_initial;  /* cpu-throttle-initial: first throttle step, % (20) */
+    uint32_t cpu_throttle_increment;/* cpu-throttle-increment: each further step, % (10) */
+    uint32_t max_cpu_throttle;      /* max-cpu-throttle: the ceiling, % (99) */
+    bool auto_converge;             /* capability auto-converge: throttle vCPUs that
+                                     * dirty memory faster than it can be sent (off) */
 };
 void migration_params_default(struct mig_params *p);
 
@@ -59,6 +64,7 @@ struct mig_stats {
     uint64_t dirty_sync_count;      /* ram.dirty-sync-count: dirty-log syncs (passes) */
     double mbps;                    /* ram.mbps: megabits/s while sending */
     uint64_t pages_per_second;      /* ram.pages-per-second */
+    uint64_t cpu_throttle_percentage;   /* cpu-throttle-percentage: auto-converge's level */
     uint64_t precopy_bytes;         /* ram.precopy-bytes: bytes sent while the guest ran */
     uint64_t downtime_bytes;        /* ram.downtime-bytes: bytes sent while paused */
 };

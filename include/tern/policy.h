@@ -32,4 +32,17 @@ uint64_t precopy_expected_downtime_ns(const struct precopy_stats *s);
  * stop when the expected downtime fits downtime_limit_ns. */
 enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void *opaque);
 
+/* Auto-converge (QEMU's rule): when the guest dirtied more than half of what
+ * a pass sent, two passes in a row, take (initial)% of its vCPU time, then
+ * (increment)% more each time it happens again, up to (max)%. */
+struct throttle_state {
+    unsigned percent;           /* current throttle, 0 = none */
+    unsigned hot_passes;        /* consecutive passes over the threshold */
+};
+
+/* Account one pass ((dirtied) bytes dirtied while (sent) bytes went out);
+ * returns the throttle for the next pass. */
+unsigned precopy_throttle_step(struct throttle_state *t, uint64_t dirtied, uint64_t sent,
+                               unsigned initial, unsigned increment, unsigned max);
+
 #endif
