@@ -249,8 +249,11 @@ static void apply_pass_stats(struct mig_stats *st, void *arg)
     st->transferred = p->transferred;
     st->precopy_bytes = p->transferred;
     st->dirty_pages_rate = (uint64_t)(p->dirty_rate / GUEST_PAGE_SIZE);
-    st->mbps = p->bandwidth * 8 / 1e6;
-    st->pages_per_second = p->res.busy_ns ? p->res.pages * 1000000000ULL / p->res.busy_ns : 0;
+    /* What the user sees is the throughput achieved, rate limit included; the
+     * policy uses the busy bandwidth (the pause is not rate limited). */
+    st->mbps = p->res.duration_ns ? p->res.bytes * 8e3 / p->res.duration_ns : 0;
+    st->pages_per_second = p->res.duration_ns ? p->res.pages * 1000000000ULL /
+                                                p->res.duration_ns : 0;
     st->expected_downtime_ms = p->expected_ns == UINT64_MAX ? 0 : p->expected_ns / 1000000;
     st->cpu_throttle_percentage = p->throttle;
 }

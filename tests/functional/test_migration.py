@@ -206,6 +206,31 @@ def test_rewriting_guest_default_policy(binary):
         note("downtime-limit %d: %s", limit, describe(info, ticks))
 
 
+def test_auto_converge(binary):
+    """A guest rewriting 256 MiB at >1 GB/s against a 20 ms downtime limit:
+    auto-converge throttles its vCPUs until the rest fits, and it completes.
+    (The throttling rule itself is unit-tested in test-policy.)"""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "512M", append="ws=256 " + TICK)
+        dst = lab.target("-m", "512M")
+        src.wait_running()
+        last = warm_up(src, 256)
+        src.qmp.cmd("migrate-set-capabilities",
+                    capabilities=[{"capability": "auto-converge", "state": True}])
+        caps = src.qmp.cmd("query-migrate-capabilities")
+        assert {"capability": "auto-converge", "state": True} in caps, caps
+        info = migrate(src, dst.uri, timeout=120, max_bandwidth=256 * MiB, downtime_limit=20,
+                       cpu_throttle_initial=50, cpu_throttle_increment=25)
+        assert_completed(info, src, dst)
+        assert info.get("cpu-throttle-percentage", 0) >= 50, describe(info)
+        assert info["downtime"] <= 3 * 20, describe(info)
+        ticks = assert_guest_moved(last, dst)
+        # The target is not throttled: the guest runs at full speed there.
+        assert ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"] > 100, ticks
+        note("auto-converge: throttle %d%%, %s", info["cpu-throttle-percentage"],
+             describe(info, ticks))
+
+
 def test_smp2_deferred_incoming(binary):
     """-smp 2, both vCPUs busy, target started with -incoming defer + migrate-incoming."""
     with Lab(binary) as lab:
@@ -617,6 +642,7 @@ if __name__ == "__main__":
         ("idle guest", test_idle_guest),
         ("ws=64, x-passes 3", test_rewriting_guest_forced_passes),
         ("ws=64, default policy", test_rewriting_guest_default_policy),
+        ("auto-converge", test_auto_converge),
         ("smp 2, -incoming defer", test_smp2_deferred_incoming),
         ("RAM digest equal (-S target)", test_ram_digest),
         ("RAM digest, zlib, no CRC", test_ram_digest_compressed_no_crc),

@@ -139,6 +139,30 @@ static enum precopy_decision never_stop(const struct precopy_stats *s, void *opa
     return PRECOPY_CONTINUE;
 }
 
+/* Auto-converge: two hot passes in a row step the throttle, a cool pass resets
+ * the count, and the ceiling holds. */
+static void test_throttle_steps(void **state)
+{
+    (void)state;
+    struct throttle_state t = { 0 };
+    const uint64_t sent = 100 << 20;
+
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);   /* hot 1 */
+    assert_int_equal(precopy_throttle_step(&t, sent / 4, sent, 20, 10, 45), 0); /* cool */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);   /* hot 1 */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 20);  /* hot 2 */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 20);
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 30);
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 30);
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 40);
+    precopy_throttle_step(&t, sent, sent, 20, 10, 45);
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 45);  /* ceiling */
+    /* Exactly half is not over the threshold. */
+    struct throttle_state u = { 0 };
+    precopy_throttle_step(&u, sent / 2, sent, 20, 10, 99);
+    assert_int_equal(precopy_throttle_step(&u, sent / 2, sent, 20, 10, 99), 0);
+}
+
 static void test_replaceable(void **state)
 {
     (void)state;
@@ -161,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_unknown_bandwidth),
         cmocka_unit_test(test_first_pass),
         cmocka_unit_test(test_replaceable),
+        cmocka_unit_test(test_throttle_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
