@@ -1,6 +1,7 @@
 /* stream.c: migration stream v1: header and record writer, bounded validating reader, body codecs. */
 #include "tern/stream.h"
 #include "tern/util.h"
+#include "tern/bitmap.h"
 
 #include <inttypes.h>
 #include <libfdt.h>
@@ -213,6 +214,38 @@ void stream_reader_cleanup(struct stream_reader *r)
     r->buf_size = 0;
 }
 
+uint64_t stream_reader_pos(const struct stream_reader *r)
+{
+    return r->pos_base + channel_read_pos(r->ch);
+}
+
+void stream_reader_set_channel(struct stream_reader *r, struct channel *ch, uint64_t offset)
+{
+    r->ch = ch;
+    r->pos_base = offset - channel_read_pos(ch);    /* modular: any start works */
+}
+
+bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **errp)
+{
+    uint64_t pos = stream_reader_pos(r);
+    GError *err = NULL;
+
+    if (offset < pos)
+        return stream_fail(errp, "cannot go back from offset %" PRIu64 " to %" PRIu64, pos,
+                           offset);
+    while (pos < offset) {
+        size_t n = (size_t)MIN(offset - pos, (uint64_t)1 << 30);
+
+        if (channel_skip(r->ch, n) != n) {
+            channel_check(r->ch, &err);
+            g_propagate_prefixed_error(errp, err, "skipping to offset %" PRIu64 ": ", offset);
+            return false;
+        }
+        pos += n;
+    }
+    return true;
+}
+
 bool stream_read_header(struct stream_reader *r, GError **errp)
 {
     uint8_t h[sizeof(struct mig_image_header)];
@@ -262,7 +295,7 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
 
     memset(rec, 0, sizeof(*rec));
     rec->index = r->records;
-    rec->offset = channel_read_pos(r->ch);
+    rec->offset = stream_reader_pos(r);
     if (!channel_read_exact(r->ch, h, sizeof(h), &err)) {
         g_propagate_prefixed_error(errp, err, "record %" PRIu64 " at offset %" PRIu64
                                    ": truncated header: ", rec->index, rec->offset);
@@ -327,7 +360,9 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
 enum {
     ORDER_CONFIG,           /* expect VM_CONFIG */
     ORDER_STATIC_END,       /* expect STATIC_END */
-    ORDER_PASSES,           /* PAGE_DATA, ZERO_PAGES, ITERATION_END */
+    ORDER_MAPPED_RAM,       /* mapped: expect MAPPED_RAM (the head's last record) */
+    ORDER_RAM_INDEX,        /* mapped: expect RAM_INDEX (the tail's first) */
+    ORDER_PASSES,           /* PAGE_DATA, ZERO_PAGES, ITERATION_END (mapped: ITERATION_END) */
     ORDER_VCPUS,            /* VCPU_STATE x nr_vcpus, then VM_STATE */
     ORDER_DEVICES,          /* DEVICE_STATE*, END */
     ORDER_DONE,
@@ -339,6 +374,12 @@ void stream_order_init(struct stream_order *o)
     o->state = ORDER_CONFIG;
 }
 
+void stream_order_init_flags(struct stream_order *o, uint32_t stream_flags)
+{
+    stream_order_init(o);
+    o->mapped = stream_flags & MIG_HDR_F_MAPPED_RAM;
+}
+
 bool stream_order_done(const struct stream_order *o)
 {
     return o->state == ORDER_DONE;
@@ -348,6 +389,12 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
 {
     if (rec->skip && o->state != ORDER_DONE)
         return true;
+    if (o->mapped && (rec->type == MIG_REC_PAGE_DATA || rec->type == MIG_REC_ZERO_PAGES))
+        return rec_fail(rec, errp, "out of order: no %s records in a mapped-RAM file "
+                        "(pages live in the RAM area)", mig_rec_type_name(rec->type));
+    if (!o->mapped && (rec->type == MIG_REC_MAPPED_RAM || rec->type == MIG_REC_RAM_INDEX))
+        return rec_fail(rec, errp, "out of order: %s only appears in a mapped-RAM file",
+                        mig_rec_type_name(rec->type));
     switch (o->state) {
     case ORDER_CONFIG:
         if (rec->type != MIG_REC_VM_CONFIG)
@@ -359,6 +406,16 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
     case ORDER_STATIC_END:
         if (rec->type != MIG_REC_STATIC_END)
             return rec_fail(rec, errp, "out of order: expected STATIC_END after VM_CONFIG");
+        o->state = o->mapped ? ORDER_MAPPED_RAM : ORDER_PASSES;
+        return true;
+    case ORDER_MAPPED_RAM:
+        if (rec->type != MIG_REC_MAPPED_RAM)
+            return rec_fail(rec, errp, "out of order: expected MAPPED_RAM after STATIC_END");
+        o->state = ORDER_RAM_INDEX;
+        return true;
+    case ORDER_RAM_INDEX:
+        if (rec->type != MIG_REC_RAM_INDEX)
+            return rec_fail(rec, errp, "out of order: expected RAM_INDEX at the tail offset");
         o->state = ORDER_PASSES;
         return true;
     case ORDER_PASSES:
@@ -379,7 +436,8 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
                 o->state = ORDER_VCPUS;
             return true;
         }
-        return rec_fail(rec, errp, "out of order: expected page records or ITERATION_END%s",
+        return rec_fail(rec, errp, "out of order: expected %s%s",
+                        o->mapped ? "ITERATION_END" : "page records or ITERATION_END",
                         o->passes ? " (the last pass must be flagged final)" : "");
     case ORDER_VCPUS:
         if (rec->type == MIG_REC_VCPU_STATE && o->next_vcpu < o->nr_vcpus) {
@@ -1037,6 +1095,287 @@ bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME
     *instance = mig_load_le32(rec->body + offsetof(struct mig_rec_device_state, instance));
     *fdt = rec->body + hdr;
     *fdt_len = rec->length - hdr;
+    return true;
+}
+
+/* ---- Mapped-RAM files: MAPPED_RAM and RAM_INDEX ---- */
+
+/* Offsets stay below 2^63 so that off_t holds them. */
+#define MAPPED_OFFSET_MAX   ((uint64_t)INT64_MAX)
+
+uint64_t stream_record_wire_size(uint32_t stream_flags, uint32_t length)
+{
+    return sizeof(struct mig_rec_header) + (uint64_t)length + mig_rec_padding(length) +
+           ((stream_flags & MIG_HDR_F_CRC32) ? sizeof(struct mig_rec_trailer) : 0);
+}
+
+/* tail_offset for (ram_offset, nr_gfns), or false on overflow. */
+static bool mapped_tail(uint64_t ram_offset, uint64_t nr_gfns, uint64_t *tail)
+{
+    const uint64_t limit = MAPPED_OFFSET_MAX - MIG_MAPPED_ALIGN;
+
+    if (ram_offset > limit || nr_gfns > ((limit - ram_offset) >> MIG_STREAM_PAGE_SHIFT))
+        return false;
+    *tail = ALIGN_UP(ram_offset + (nr_gfns << MIG_STREAM_PAGE_SHIFT), (uint64_t)MIG_MAPPED_ALIGN);
+    return true;
+}
+
+/* The checks shared by the writer and the reader; (head_end) is the offset
+ * just past the MAPPED_RAM record. Returns an error message or NULL. */
+static char *mapped_ram_problem(const struct stream_mapped_ram *m, uint64_t head_end,
+                                uint64_t nr_gfns)
+{
+    uint64_t tail;
+
+    if (m->nr_gfns != nr_gfns)
+        return g_strdup_printf("nr_gfns 0x%" PRIx64 " differs from VM_CONFIG's 0x%" PRIx64,
+                               m->nr_gfns, nr_gfns);
+    if (m->ram_offset % MIG_MAPPED_ALIGN || m->tail_offset % MIG_MAPPED_ALIGN)
+        return g_strdup_printf("ram_offset %" PRIu64 " or tail_offset %" PRIu64
+                               " is not a multiple of %u", m->ram_offset, m->tail_offset,
+                               MIG_MAPPED_ALIGN);
+    if (m->ram_offset < head_end)
+        return g_strdup_printf("ram_offset %" PRIu64 " lies inside the head (which ends at %"
+                               PRIu64 ")", m->ram_offset, head_end);
+    if (!mapped_tail(m->ram_offset, m->nr_gfns, &tail))
+        return g_strdup_printf("ram_offset %" PRIu64 " + 0x%" PRIx64 " pages overflows",
+                               m->ram_offset, m->nr_gfns);
+    if (m->tail_offset != tail)
+        return g_strdup_printf("tail_offset %" PRIu64 ", expected %" PRIu64
+                               " (the RAM area's end rounded up to %u)", m->tail_offset, tail,
+                               MIG_MAPPED_ALIGN);
+    return NULL;
+}
+
+bool stream_mapped_ram_plan(const struct stream_writer *w, uint64_t nr_gfns,
+                            struct stream_mapped_ram *out, GError **errp)
+{
+    uint64_t head_end = channel_write_pos(w->ch) +
+                        stream_record_wire_size(w->flags, sizeof(struct mig_rec_mapped_ram));
+
+    if (head_end > MAPPED_OFFSET_MAX - MIG_MAPPED_ALIGN)
+        return stream_fail(errp, "MAPPED_RAM: head too large");
+    out->ram_offset = ALIGN_UP(head_end, (uint64_t)MIG_MAPPED_ALIGN);
+    out->nr_gfns = nr_gfns;
+    if (!mapped_tail(out->ram_offset, nr_gfns, &out->tail_offset))
+        return stream_fail(errp, "MAPPED_RAM: 0x%" PRIx64 " pages do not fit in a file",
+                           nr_gfns);
+    return true;
+}
+
+bool stream_write_mapped_ram(struct stream_writer *w, const struct stream_mapped_ram *m,
+                             GError **errp)
+{
+    uint8_t b[sizeof(struct mig_rec_mapped_ram)];
+    struct stream_part part = { b, sizeof(b), STREAM_PART_COPY };
+    uint64_t head_end = channel_write_pos(w->ch) + stream_record_wire_size(w->flags, sizeof(b));
+    g_autofree char *problem = NULL;
+
+    if (!(w->flags & MIG_HDR_F_MAPPED_RAM))
+        return stream_fail(errp, "MAPPED_RAM in a stream without the mapped-RAM flag");
+    problem = mapped_ram_problem(m, head_end, m->nr_gfns);
+    if (problem)
+        return stream_fail(errp, "MAPPED_RAM: %s", problem);
+    mig_store_le64(b + offsetof(struct mig_rec_mapped_ram, ram_offset), m->ram_offset);
+    mig_store_le64(b + offsetof(struct mig_rec_mapped_ram, nr_gfns), m->nr_gfns);
+    mig_store_le64(b + offsetof(struct mig_rec_mapped_ram, tail_offset), m->tail_offset);
+    return stream_write_record(w, MIG_REC_MAPPED_RAM, &part, 1, errp);
+}
+
+bool stream_parse_mapped_ram(const struct stream_record *rec, uint32_t stream_flags,
+                             uint64_t nr_gfns, struct stream_mapped_ram *out, GError **errp)
+{
+    const uint8_t *b = rec->body;
+    g_autofree char *problem = NULL;
+
+    if (!rec_expect_type(rec, MIG_REC_MAPPED_RAM, errp))
+        return false;
+    if (!(stream_flags & MIG_HDR_F_MAPPED_RAM))
+        return rec_fail(rec, errp, "the stream header lacks the mapped-RAM flag");
+    if (rec->length != sizeof(struct mig_rec_mapped_ram))
+        return rec_fail(rec, errp, "length %u, expected %zu", rec->length,
+                        sizeof(struct mig_rec_mapped_ram));
+    out->ram_offset = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, ram_offset));
+    out->nr_gfns = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, nr_gfns));
+    out->tail_offset = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, tail_offset));
+    problem = mapped_ram_problem(out, rec->offset +
+                                 stream_record_wire_size(stream_flags, rec->length), nr_gfns);
+    if (problem)
+        return rec_fail(rec, errp, "%s", problem);
+    return true;
+}
+
+/* Bytes of a RAM_INDEX bitmap for (nr_gfns) frames: whole u64 words. */
+static uint64_t ram_index_bitmap_bytes(uint64_t nr_gfns)
+{
+    return DIV_ROUND_UP(nr_gfns, 64) * 8;
+}
+
+bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns,
+                            const unsigned long *bitmap, const uint32_t *crcs, GError **errp)
+{
+    const bool with_crc = w->flags & MIG_HDR_F_CRC32;
+    uint8_t hdr[sizeof(struct mig_rec_ram_index)];
+    uint64_t words = DIV_ROUND_UP(nr_gfns, 64), present = 0, len;
+    uint8_t chunk[4096];
+    size_t fill = 0;
+
+    if (!(w->flags & MIG_HDR_F_MAPPED_RAM))
+        return stream_fail(errp, "RAM_INDEX in a stream without the mapped-RAM flag");
+    if (with_crc && !crcs)
+        return stream_fail(errp, "RAM_INDEX: the stream has CRCs but no page CRCs were given");
+    if (nr_gfns > (uint64_t)MIG_REC_LENGTH_MAX * 8)
+        return stream_fail(errp, "RAM_INDEX: 0x%" PRIx64 " frames make the index larger "
+                           "than %u bytes", nr_gfns, MIG_REC_LENGTH_MAX);
+    for (uint64_t gfn = 0; gfn < nr_gfns; gfn++)
+        present += bitmap_test(bitmap, gfn);
+    len = sizeof(hdr) + ram_index_bitmap_bytes(nr_gfns) + (with_crc ? 4 * present : 0);
+    if (len > MIG_REC_LENGTH_MAX)
+        return stream_fail(errp, "RAM_INDEX of %" PRIu64 " bytes (%" PRIu64 " present pages) "
+                           "exceeds the maximum record of %u bytes: the file format holds "
+                           "about 60 GiB of present pages with CRCs", len, present,
+                           MIG_REC_LENGTH_MAX);
+    mig_store_le64(hdr + offsetof(struct mig_rec_ram_index, nr_gfns), nr_gfns);
+    mig_store_le64(hdr + offsetof(struct mig_rec_ram_index, nr_present), present);
+    if (!stream_record_begin(w, MIG_REC_RAM_INDEX, (uint32_t)len, errp))
+        return false;
+    stream_record_put(w, hdr, sizeof(hdr), STREAM_PART_COPY);
+    /* The bitmap as little-endian u64 words, bits beyond nr_gfns clear. */
+    for (uint64_t i = 0; i < words; i++) {
+        uint64_t v = 0;
+
+        for (unsigned bit = 0; bit < 64 && i * 64 + bit < nr_gfns; bit++)
+            if (bitmap_test(bitmap, i * 64 + bit))
+                v |= 1ULL << bit;
+        mig_store_le64(chunk + fill, v);
+        fill += 8;
+        if (fill == sizeof(chunk)) {
+            stream_record_put(w, chunk, fill, STREAM_PART_COPY);
+            fill = 0;
+        }
+    }
+    if (with_crc) {
+        for (uint64_t gfn = 0; gfn < nr_gfns; gfn++) {
+            if (!bitmap_test(bitmap, gfn))
+                continue;
+            mig_store_le32(chunk + fill, crcs[gfn]);
+            fill += 4;
+            if (fill == sizeof(chunk)) {
+                stream_record_put(w, chunk, fill, STREAM_PART_COPY);
+                fill = 0;
+            }
+        }
+    }
+    stream_record_put(w, chunk, fill, STREAM_PART_COPY);
+    return stream_record_end(w, errp);
+}
+
+bool stream_parse_ram_index(const struct stream_record *rec, uint32_t stream_flags,
+                            uint64_t nr_gfns, struct stream_ram_index *out, GError **errp)
+{
+    const uint8_t *b = rec->body;
+    const bool with_crc = stream_flags & MIG_HDR_F_CRC32;
+    uint64_t bitmap_bytes, want, count = 0, words;
+
+    if (!rec_expect_type(rec, MIG_REC_RAM_INDEX, errp))
+        return false;
+    memset(out, 0, sizeof(*out));
+    if (!(stream_flags & MIG_HDR_F_MAPPED_RAM))
+        return rec_fail(rec, errp, "the stream header lacks the mapped-RAM flag");
+    if (rec->length < sizeof(struct mig_rec_ram_index))
+        return rec_fail(rec, errp, "body of %u bytes is too short", rec->length);
+    out->nr_gfns = mig_load_le64(b + offsetof(struct mig_rec_ram_index, nr_gfns));
+    out->nr_present = mig_load_le64(b + offsetof(struct mig_rec_ram_index, nr_present));
+    if (out->nr_gfns != nr_gfns)
+        return rec_fail(rec, errp, "nr_gfns 0x%" PRIx64 " differs from VM_CONFIG's 0x%" PRIx64,
+                        out->nr_gfns, nr_gfns);
+    /* Bounded before any arithmetic: the body is at most MIG_REC_LENGTH_MAX. */
+    if (out->nr_gfns > (uint64_t)MIG_REC_LENGTH_MAX * 8 || out->nr_present > out->nr_gfns)
+        return rec_fail(rec, errp, "0x%" PRIx64 " present of 0x%" PRIx64
+                        " frames cannot fit in one record", out->nr_present, out->nr_gfns);
+    bitmap_bytes = ram_index_bitmap_bytes(out->nr_gfns);
+    want = sizeof(struct mig_rec_ram_index) + bitmap_bytes + (with_crc ? 4 * out->nr_present : 0);
+    if (rec->length != want)
+        return rec_fail(rec, errp, "length %u, but 0x%" PRIx64 " frames with 0x%" PRIx64
+                        " present need %" PRIu64, rec->length, out->nr_gfns, out->nr_present,
+                        want);
+    out->bitmap = b + sizeof(struct mig_rec_ram_index);
+    words = bitmap_bytes / 8;
+    for (uint64_t i = 0; i < words; i++) {
+        uint64_t v = mig_load_le64(out->bitmap + i * 8);
+
+        if (i == words - 1 && out->nr_gfns % 64 && (v >> (out->nr_gfns % 64)))
+            return rec_fail(rec, errp, "bitmap has pages at or beyond nr_gfns 0x%" PRIx64,
+                            out->nr_gfns);
+        count += (uint64_t)__builtin_popcountll(v);
+    }
+    if (count != out->nr_present)
+        return rec_fail(rec, errp, "bitmap has %" PRIu64 " pages, nr_present says %" PRIu64,
+                        count, out->nr_present);
+    out->crcs = with_crc ? out->bitmap + bitmap_bytes : NULL;
+    return true;
+}
+
+bool stream_ram_index_test(const struct stream_ram_index *idx, uint64_t gfn)
+{
+    return gfn < idx->nr_gfns && ((idx->bitmap[gfn / 8] >> (gfn % 8)) & 1);
+}
+
+uint32_t stream_ram_index_crc(const struct stream_ram_index *idx, uint64_t crc_index)
+{
+    if (!idx->crcs || crc_index >= idx->nr_present)
+        return 0;
+    return mig_load_le32(idx->crcs + 4 * crc_index);
+}
+
+bool stream_ram_index_for_each_run(const struct stream_ram_index *idx, uint64_t max_run,
+                                   stream_run_fn fn, void *opaque, GError **errp)
+{
+    uint64_t words = DIV_ROUND_UP(idx->nr_gfns, 64), crc_index = 0;
+    uint64_t run_start = 0, run_len = 0;
+
+    for (uint64_t i = 0; i < words; i++) {
+        uint64_t v = mig_load_le64(idx->bitmap + i * 8);
+
+        if (!v && !run_len)
+            continue;           /* a hole of 64 pages: skip it fast */
+        for (unsigned bit = 0; bit < 64; bit++) {
+            uint64_t gfn = i * 64 + bit;
+            bool set = (v >> bit) & 1;
+
+            if (set && run_len && (!max_run || run_len < max_run)) {
+                run_len++;
+                continue;
+            }
+            if (run_len) {
+                if (!fn(opaque, run_start, run_len, crc_index, errp))
+                    return false;
+                crc_index += run_len;
+                run_len = 0;
+            }
+            if (set) {
+                run_start = gfn;
+                run_len = 1;
+            }
+        }
+    }
+    if (run_len && !fn(opaque, run_start, run_len, crc_index, errp))
+        return false;
+    return true;
+}
+
+bool stream_ram_index_check_page(const struct stream_ram_index *idx, uint64_t crc_index,
+                                 uint64_t gfn, const void *page, GError **errp)
+{
+    uint32_t want, got;
+
+    if (!idx->crcs)
+        return true;
+    want = stream_ram_index_crc(idx, crc_index);
+    got = (uint32_t)crc32(0, page, 1u << MIG_STREAM_PAGE_SHIFT);
+    if (want != got)
+        return stream_fail(errp, "gfn 0x%" PRIx64 ": page CRC mismatch (index says 0x%08x, "
+                           "computed 0x%08x)", gfn, want, got);
     return true;
 }
 

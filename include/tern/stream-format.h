@@ -21,7 +21,8 @@
 #define MIG_STREAM_PAGE_SHIFT   12              /* the only page size v1 accepts */
 
 #define MIG_HDR_F_CRC32         (1u << 0)       /* every record has a CRC-32 trailer */
-#define MIG_HDR_F_KNOWN         (MIG_HDR_F_CRC32)
+#define MIG_HDR_F_MAPPED_RAM    (1u << 1)       /* a file: RAM at fixed offsets (below) */
+#define MIG_HDR_F_KNOWN         (MIG_HDR_F_CRC32 | MIG_HDR_F_MAPPED_RAM)
 
 struct mig_image_header {
     uint8_t magic[8];           /* "TERNMIG\0" */
@@ -70,7 +71,9 @@ static inline uint32_t mig_rec_padding(uint32_t length)
 #define MIG_REC_VM_STATE        0x00000007u
 #define MIG_REC_DEVICE_STATE    0x00000008u
 #define MIG_REC_END             0x00000009u
-#define MIG_REC_STREAM_MAX_     0x0000000Au     /* one past the last stream type */
+#define MIG_REC_MAPPED_RAM      0x0000000Au     /* mapped-RAM files: where RAM lives */
+#define MIG_REC_RAM_INDEX       0x0000000Bu     /* mapped-RAM files: which pages hold data */
+#define MIG_REC_STREAM_MAX_     0x0000000Cu     /* one past the last stream type */
 
 /* Target to source (the return path, same framing). */
 #define MIG_RP_READY            0x00000100u
@@ -92,6 +95,8 @@ static inline const char *mig_rec_type_name(uint32_t type)
         [MIG_REC_VM_STATE] = "VM_STATE",
         [MIG_REC_DEVICE_STATE] = "DEVICE_STATE",
         [MIG_REC_END] = "END",
+        [MIG_REC_MAPPED_RAM] = "MAPPED_RAM",
+        [MIG_REC_RAM_INDEX] = "RAM_INDEX",
     };
     static const char *const rp_names[MIG_RP_MAX_ - MIG_RP_BASE_] = {
         [MIG_RP_READY - MIG_RP_BASE_] = "READY",
@@ -193,6 +198,32 @@ struct mig_rec_device_state {
     uint32_t reserved;          /* zero */
 };
 
+/* ---- Mapped-RAM files (checkpoints) --------------------------------------- */
+
+/* A stream with MIG_HDR_F_MAPPED_RAM keeps each page at a fixed file offset,
+ * so a page sent in several passes is stored once and never-touched memory is
+ * a hole in a sparse file. Layout:
+ *   [0, ram_offset)            head: image header, VM_CONFIG, STATIC_END, MAPPED_RAM
+ *   [ram_offset, +nr_gfns*ps)  the RAM area: page gfn at ram_offset + gfn * page size
+ *   [tail_offset, EOF)         tail: RAM_INDEX, ITERATION_END..., VCPU_STATE...,
+ *                              VM_STATE, DEVICE_STATE..., END
+ * Offsets are multiples of MIG_MAPPED_ALIGN (O_DIRECT friendly). */
+#define MIG_MAPPED_ALIGN            (1u << 20)
+
+struct mig_rec_mapped_ram {
+    uint64_t ram_offset;        /* file offset of gfn 0; multiple of MIG_MAPPED_ALIGN */
+    uint64_t nr_gfns;           /* = VM_CONFIG nr_gfns */
+    uint64_t tail_offset;       /* ALIGN_UP(ram_offset + nr_gfns * page size, MIG_MAPPED_ALIGN) */
+};
+
+/* RAM_INDEX: this header, a bitmap of pages present in the RAM area (bit gfn
+ * of little-endian u64 word gfn / 64; pages not present are zero), then, if
+ * the header has MIG_HDR_F_CRC32, one u32 CRC-32 per present page in gfn order. */
+struct mig_rec_ram_index {
+    uint64_t nr_gfns;           /* bits in the bitmap */
+    uint64_t nr_present;        /* set bits = CRC entries */
+};
+
 /* Smallest FDT blob (its header) and the alignment every FDT starts at. */
 #define MIG_FDT_MIN_SIZE            40u
 
@@ -223,6 +254,8 @@ static_assert(sizeof(struct mig_rec_iteration_end) == 48, "iteration end");
 static_assert(sizeof(struct mig_rec_vcpu_state) == 8, "vcpu state");
 static_assert(sizeof(struct mig_rec_device_state) == 40, "device state");
 static_assert(MIG_REC_LENGTH_MAX % MIG_REC_ALIGN == 0, "max length aligned");
+static_assert(sizeof(struct mig_rec_mapped_ram) == 24, "MAPPED_RAM body");
+static_assert(sizeof(struct mig_rec_ram_index) == 16, "RAM_INDEX header");
 static_assert(8 + MIG_PAGE_DATA_MAX_PAGES * (16 + (1u << MIG_STREAM_PAGE_SHIFT))
               <= MIG_REC_LENGTH_MAX, "a full page batch fits in one record");
 

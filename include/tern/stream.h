@@ -77,6 +77,7 @@ struct stream_reader {
     uint64_t records;           /* records read */
     uint8_t *buf;               /* body buffer, grown as needed up to the maximum */
     size_t buf_size;
+    uint64_t pos_base;          /* stream offset = pos_base + channel_read_pos(ch) */
 };
 
 struct stream_record {
@@ -101,18 +102,36 @@ bool stream_read_header(struct stream_reader *r, GError **errp);
 bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GError **errp);
 /* "record 4 (PAGE_DATA) at offset 4136", for messages; g_free it. */
 char *stream_record_describe(const struct stream_record *rec);
+/* Stream (file) offset of the next byte (r) reads. */
+uint64_t stream_reader_pos(const struct stream_reader *r);
+/* Mapped-RAM files: go on reading from (ch), whose next byte is at stream
+ * offset (offset) (e.g. a new channel on the same file after lseek, or a file
+ * channel repositioned by its own seek). Record offsets stay file offsets. The
+ * old channel is not closed; (ch) may be r->ch itself once repositioned. */
+void stream_reader_set_channel(struct stream_reader *r, struct channel *ch, uint64_t offset);
+/* Mapped-RAM files over a channel that cannot seek (a pipe, a mem channel):
+ * read and discard up to stream offset (offset), which must not be behind. */
+bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **errp);
 
 /* Record order (the spec's grammar), checked on the target: VM_CONFIG,
  * STATIC_END, passes of PAGE_DATA/ZERO_PAGES each closed by ITERATION_END
  * (numbered 1, 2, ...; the last one flagged final), VCPU_STATE for each vCPU
- * in index order, VM_STATE, DEVICE_STATE*, END. */
+ * in index order, VM_STATE, DEVICE_STATE*, END.
+ * A mapped-RAM file (MIG_HDR_F_MAPPED_RAM): VM_CONFIG, STATIC_END, MAPPED_RAM,
+ * then the tail: RAM_INDEX, ITERATION_END+ (no page records), VCPU_STATE...,
+ * VM_STATE, DEVICE_STATE*, END. Each mode refuses the other's RAM records. */
 struct stream_order {
     int state;
+    bool mapped;                /* MIG_HDR_F_MAPPED_RAM grammar */
     uint32_t nr_vcpus;
     uint32_t next_vcpu;
     uint32_t passes;
 };
+/* A normal (socket) stream. */
 void stream_order_init(struct stream_order *o);
+/* The grammar for a stream with header flags (stream_flags) (r->flags after
+ * stream_read_header()): mapped-RAM if MIG_HDR_F_MAPPED_RAM is set. */
+void stream_order_init_flags(struct stream_order *o, uint32_t stream_flags);
 /* Accept (rec) (already read) or fail naming it. Skipped records are always fine. */
 bool stream_order_check(struct stream_order *o, const struct stream_record *rec, GError **errp);
 /* True once END was accepted. */
@@ -233,6 +252,80 @@ bool stream_parse_vm_state(const struct stream_record *rec, const void **fdt, si
 bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME_LEN],
                                uint32_t *instance, const void **fdt, size_t *fdt_len,
                                GError **errp);
+
+/* ---- Mapped-RAM files: MAPPED_RAM and RAM_INDEX ---- */
+
+struct stream_mapped_ram {
+    uint64_t ram_offset;        /* file offset of gfn 0's page */
+    uint64_t nr_gfns;           /* = VM_CONFIG nr_gfns */
+    uint64_t tail_offset;       /* file offset of RAM_INDEX */
+};
+
+/* Bytes a record with a (length)-byte body takes in a stream with header
+ * flags (stream_flags): header, body, padding, CRC trailer. */
+uint64_t stream_record_wire_size(uint32_t stream_flags, uint32_t length);
+/* File offset of gfn (gfn)'s page. */
+static inline uint64_t stream_mapped_page_offset(const struct stream_mapped_ram *m, uint64_t gfn)
+{
+    return m->ram_offset + (gfn << MIG_STREAM_PAGE_SHIFT);
+}
+/* The layout for (nr_gfns) frames when the next record (w) writes is
+ * MAPPED_RAM: ram_offset = the first MIG_MAPPED_ALIGN boundary at or after the
+ * end of that record, tail_offset = ALIGN_UP(ram_offset + nr_gfns * page size,
+ * MIG_MAPPED_ALIGN). Fails on overflow. Pass the result to stream_write_mapped_ram(). */
+bool stream_mapped_ram_plan(const struct stream_writer *w, uint64_t nr_gfns,
+                            struct stream_mapped_ram *out, GError **errp);
+/* Write MAPPED_RAM (m): (w) must have MIG_HDR_F_MAPPED_RAM; (m) is validated
+ * like the reader does (alignment, formula, ram_offset past this record). */
+bool stream_write_mapped_ram(struct stream_writer *w, const struct stream_mapped_ram *m,
+                             GError **errp);
+/* Decode and validate MAPPED_RAM (rec), read from a stream with header flags
+ * (stream_flags) (must include MIG_HDR_F_MAPPED_RAM), for a VM of (nr_gfns)
+ * frames (VM_CONFIG's): offsets aligned to MIG_MAPPED_ALIGN, ram_offset at or
+ * after the end of this record, nr_gfns equal, tail_offset by the formula,
+ * nothing overflowing 63 bits. */
+bool stream_parse_mapped_ram(const struct stream_record *rec, uint32_t stream_flags,
+                             uint64_t nr_gfns, struct stream_mapped_ram *out, GError **errp);
+
+/* A decoded RAM_INDEX; pointers into the record's body (valid until the next read). */
+struct stream_ram_index {
+    uint64_t nr_gfns;
+    uint64_t nr_present;
+    const uint8_t *bitmap;      /* DIV_ROUND_UP(nr_gfns, 64) little-endian u64 words */
+    const uint8_t *crcs;        /* nr_present little-endian u32, gfn order; NULL without CRCs */
+};
+
+/* Write RAM_INDEX for (nr_gfns) frames: (bitmap) (bitmap.h layout, bit gfn =
+ * page present in the RAM area) and, when (w) has MIG_HDR_F_CRC32, (crcs):
+ * an array of (nr_gfns) CRC-32s indexed by gfn, of which those of present
+ * pages are written (entries of absent pages are ignored); NULL otherwise.
+ * Fails if the index would exceed MIG_REC_LENGTH_MAX (about 60 GiB present
+ * with CRCs). */
+bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns,
+                            const unsigned long *bitmap, const uint32_t *crcs, GError **errp);
+/* Decode and validate RAM_INDEX (rec) from a stream with (stream_flags) for
+ * (nr_gfns) frames: nr_gfns equal, length exactly 16 + bitmap + (CRC flag ?
+ * 4 * nr_present : 0), popcount = nr_present, no bit at or beyond nr_gfns. */
+bool stream_parse_ram_index(const struct stream_record *rec, uint32_t stream_flags,
+                            uint64_t nr_gfns, struct stream_ram_index *out, GError **errp);
+/* Is gfn (gfn) present in (idx)? (gfn < idx->nr_gfns) */
+bool stream_ram_index_test(const struct stream_ram_index *idx, uint64_t gfn);
+/* The CRC of the (crc_index)th present page (0 without CRCs). */
+uint32_t stream_ram_index_crc(const struct stream_ram_index *idx, uint64_t crc_index);
+
+/* Called per run of present pages [first_gfn, first_gfn + npages), in gfn
+ * order; the run's CRCs are entries first_crc .. first_crc + npages - 1. */
+typedef bool (*stream_run_fn)(void *opaque, uint64_t first_gfn, uint64_t npages,
+                              uint64_t first_crc, GError **errp);
+/* Walk the present runs of (idx) (validated by stream_parse_ram_index()), at
+ * most (max_run) pages each (0: unlimited). (fn) failing stops the walk. */
+bool stream_ram_index_for_each_run(const struct stream_ram_index *idx, uint64_t max_run,
+                                   stream_run_fn fn, void *opaque, GError **errp);
+/* Check a page read from the RAM area against the index: (page) (one page)
+ * is gfn (gfn), the (crc_index)th present page. True without CRCs. Fails with
+ * "gfn 0x...: page CRC mismatch (index says 0x..., computed 0x...)". */
+bool stream_ram_index_check_page(const struct stream_ram_index *idx, uint64_t crc_index,
+                                 uint64_t gfn, const void *page, GError **errp);
 
 /* ---- Return path ---- */
 

@@ -360,10 +360,41 @@ static void test_info_migrate(void **state)
     assert_hmp(m, "info migrate", "Migration status: cancelled\r\n");
 }
 
+/* ---- capabilities ---- */
+
+static void test_capabilities(void **state)
+{
+    struct machine *m = *state;
+    struct mig_params p;
+
+    assert_qmp(m, "query-migrate-capabilities", NULL,
+               "[{\"capability\":\"auto-converge\",\"state\":false}]");
+    assert_qmp(m, "migrate-set-capabilities",
+               "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}",
+               "{}");
+    migration_get_params(m, &p);
+    assert_true(p.auto_converge);
+    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\n");
+    /* All or nothing: a bad entry after a good one changes nothing. */
+    assert_qmp_error(m, "migrate-set-capabilities",
+                     "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": false},"
+                     " {\"capability\": \"postcopy-ram\", \"state\": true}]}",
+                     "Capability 'postcopy-ram' is not supported");
+    assert_qmp_error(m, "migrate-set-capabilities", "{\"capabilities\": [{\"state\": true}]}",
+                     "capabilities[0] must be {\"capability\": string, \"state\": bool}");
+    migration_get_params(m, &p);
+    assert_true(p.auto_converge);
+    assert_hmp(m, "migrate_set_capability auto-converge off", "");
+    migration_get_params(m, &p);
+    assert_false(p.auto_converge);
+    assert_hmp(m, "migrate_set_capability bogus on",
+               "Error: Capability 'bogus' is not supported\r\n");
+}
+
 /* ---- parameters ---- */
 
 #define DEFAULT_PARAMS_JSON \
-    "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"x-passes\":0," \
+    "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
     "\"x-checksum\":true}"
 
 static void test_query_parameters(void **state)
@@ -375,6 +406,9 @@ static void test_query_parameters(void **state)
                "downtime-limit: 300 ms\r\n"
                "max-bandwidth: 0 bytes/second\r\n"
                "compress-level: 0\r\n"
+               "cpu-throttle-initial: 20 %\r\n"
+               "cpu-throttle-increment: 10 %\r\n"
+               "max-cpu-throttle: 99 %\r\n"
                "x-passes: 0\r\n"
                "x-checksum: on\r\n");
 
@@ -396,12 +430,12 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 100, \"max-bandwidth\": 125000000}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":0,\"x-checksum\":true}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":3,\"x-checksum\":false}");
     unsigned calls = fake_migration_set_params_calls();
 
@@ -434,7 +468,7 @@ static void test_set_parameters(void **state)
     }
     assert_int_equal(fake_migration_set_params_calls(), calls);
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":3,\"x-checksum\":false}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
@@ -442,7 +476,7 @@ static void test_set_parameters(void **state)
                "\"max-bandwidth\": 9223372036854775807}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
-               "\"compress-level\":0,\"x-passes\":3,\"x-checksum\":false}");
+               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false}");
 }
 
 /* The table-level API the commands are built on. */
@@ -453,7 +487,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 5);
+    assert_int_equal(count, 8);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -519,6 +553,9 @@ static void test_hmp_set_parameter(void **state)
                "downtime-limit: 500 ms\r\n"
                "max-bandwidth: 0 bytes/second\r\n"
                "compress-level: 4\r\n"
+               "cpu-throttle-initial: 20 %\r\n"
+               "cpu-throttle-increment: 10 %\r\n"
+               "max-cpu-throttle: 99 %\r\n"
                "x-passes: 2\r\n"
                "x-checksum: on\r\n");
 
@@ -827,6 +864,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_migrate_shapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_migrate_nan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_info_migrate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_param_table, setup, teardown),
