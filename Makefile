@@ -3,12 +3,13 @@
 BUILD     ?= build
 SAN_BUILD ?= build-san
 PYTHON    ?= python3
+SOAK_SECONDS ?= 300
 
 DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-glib-dev \
                libfdt-dev zlib1g-dev libaio-dev libcmocka-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build check demo bench clean
+.PHONY: all deps build check demo bench soak clean
 
 all: build
 
@@ -42,6 +43,11 @@ demo: build
 
 bench: build
 	$(PYTHON) tests/bench/run.py --tern $(BUILD)/tern
+
+# Randomised fault-injection trials (tests/functional/soak.py) for SOAK_SECONDS;
+# SOAK_ARGS=--seed=N repeats a run.
+soak: build
+	$(PYTHON) tests/functional/soak.py --tern $(BUILD)/tern --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

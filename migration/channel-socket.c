@@ -189,7 +189,14 @@ bool channel_uri_parse(const char *uri, struct channel_uri *out, GError **errp)
         out->path = g_strdup(path);
         return true;
     }
-    return uri_error(errp, uri, "expected tcp:HOST:PORT or unix:PATH");
+    if (g_str_has_prefix(uri, "file:")) {
+        if (!uri[5])
+            return uri_error(errp, uri, "expected file:PATH");
+        out->kind = CHANNEL_URI_FILE;
+        out->path = g_strdup(uri + 5);
+        return true;
+    }
+    return uri_error(errp, uri, "expected tcp:HOST:PORT, unix:PATH or file:PATH");
 }
 
 void channel_uri_clear(struct channel_uri *uri)
@@ -314,10 +321,15 @@ static int socket_open(const char *uri, bool listening, GError **errp)
 
     if (!channel_uri_parse(uri, &u, errp))
         return -1;
-    if (u.kind == CHANNEL_URI_TCP)
+    if (u.kind == CHANNEL_URI_FILE) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "'%s' is a file, not a socket: use the file channel", uri);
+        fd = -1;
+    } else if (u.kind == CHANNEL_URI_TCP) {
         fd = tcp_open(&u, uri, listening, errp);
-    else
+    } else {
         fd = unix_open(&u, uri, listening, errp);
+    }
     channel_uri_clear(&u);
     return fd;
 }

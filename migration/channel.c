@@ -548,6 +548,13 @@ bool channel_at_eof(struct channel *ch)
     return !channel_has_error(ch) && ch->rpos == ch->rlen && ch->eof;
 }
 
+void channel_discard_read_ahead(struct channel *ch)
+{
+    ch->rpos = 0;
+    ch->rlen = 0;
+    ch->eof = false;
+}
+
 uint64_t channel_read_pos(struct channel *ch)
 {
     return ch->read_pos;

@@ -11,6 +11,7 @@
 #include "migration-internal.h"
 #include "ram.h"
 #include "tern/channel.h"
+#include "tern/channel-file.h"
 #include "tern/machine-state.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
@@ -23,14 +24,19 @@ struct incoming {
     guint watch;
     GThread *thread;
     struct channel *ch;         /* source -> target */
-    struct channel *rp_ch;      /* target -> source */
+    struct channel *rp_ch;      /* target -> source; NULL when restoring a file */
     struct stream_writer rp;
     bool rp_started;
+    bool from_file;             /* a checkpoint: mapped RAM, no return path */
+    uint32_t stream_flags;      /* from the image header */
+    struct stream_mapped_ram layout;
 };
 
 /* The return path begins with its own header, written with the first message. */
 static bool rp_send(struct incoming *inc, uint32_t type, const char *error, GError **errp)
 {
+    if (!inc->rp_ch)
+        return true;            /* a file has nobody to tell */
     if (!inc->rp_started) {
         stream_writer_init(&inc->rp, inc->rp_ch, MIG_HDR_F_CRC32);
         if (!stream_write_header(&inc->rp, errp))
@@ -71,6 +77,17 @@ static bool load_record(struct incoming *inc, const struct stream_record *rec,
     case MIG_REC_PAGE_DATA:
     case MIG_REC_ZERO_PAGES:
         return ram_load_record(machine_ram(m), rec, errp);
+    case MIG_REC_MAPPED_RAM:
+        /* The RAM area comes later; the tail with its index is next. */
+        return stream_parse_mapped_ram(rec, inc->stream_flags, machine_ram(m)->nr_gfns,
+                                       &inc->layout, errp) &&
+               channel_file_seek(inc->ch, inc->layout.tail_offset, errp);
+    case MIG_REC_RAM_INDEX: {
+        struct stream_ram_index idx;
+        return stream_parse_ram_index(rec, inc->stream_flags, machine_ram(m)->nr_gfns, &idx,
+                                      errp) &&
+               ram_load_mapped(machine_ram(m), inc->ch, &inc->layout, &idx, errp);
+    }
     case MIG_REC_ITERATION_END:
         return stream_parse_iteration_end(rec, &it, errp);
     case MIG_REC_VCPU_STATE:
@@ -111,11 +128,19 @@ static bool load_stream(struct incoming *inc, GError **errp)
     bool done = false, ok = true;
 
     stream_reader_init(&r, inc->ch, false);
-    stream_order_init(&order);
     if (!stream_read_header(&r, errp)) {
         stream_reader_cleanup(&r);
         return false;
     }
+    inc->stream_flags = r.flags;
+    if (!!(r.flags & MIG_HDR_F_MAPPED_RAM) != inc->from_file) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, inc->from_file
+                    ? "not a checkpoint file (a live migration stream: use tern-dump on it)"
+                    : "a checkpoint file's stream cannot come over a socket");
+        stream_reader_cleanup(&r);
+        return false;
+    }
+    stream_order_init_flags(&order, r.flags);
     while (ok && !done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch),
@@ -146,8 +171,12 @@ static gpointer incoming_thread(gpointer opaque)
     g_autoptr(GError) err = NULL;
     uint64_t t0 = clock_ns();
 
-    inc->rp_ch = channel_return_path(inc->ch, &err);
-    bool ok = inc->rp_ch && load_stream(inc, &err);
+    bool ok = true;
+    if (!inc->from_file) {
+        inc->rp_ch = channel_return_path(inc->ch, &err);
+        ok = inc->rp_ch != NULL;
+    }
+    ok = ok && load_stream(inc, &err);
     /* RESUMED goes out before the vCPUs run: if the source cannot hear it,
      * it keeps its guest, and this one must not run. */
     ok = ok && rp_send(inc, MIG_RP_RESUMED, NULL, &err);
@@ -208,17 +237,37 @@ bool incoming_start(struct machine *m, const char *uri, GError **errp)
                     "The incoming migration has already been started");
         return false;
     }
-    int fd = channel_socket_listen(uri, errp);
-    if (fd < 0)
+    struct channel_uri parsed;
+    if (!channel_uri_parse(uri, &parsed, errp))
         return false;
+    bool from_file = parsed.kind == CHANNEL_URI_FILE;
+    channel_uri_clear(&parsed);
+
     struct incoming *inc = g_new0(struct incoming, 1);
     inc->mig = mig;
-    inc->listen_fd = fd;
-    inc->watch = g_unix_fd_add(fd, G_IO_IN, on_connection, inc);
+    inc->listen_fd = -1;
+    inc->from_file = from_file;
+    if (from_file) {
+        /* A restore: nothing to wait for, load at once. */
+        inc->ch = channel_file_open(uri + strlen("file:"), errp);
+        if (!inc->ch) {
+            g_free(inc);
+            return false;
+        }
+    } else {
+        inc->listen_fd = channel_socket_listen(uri, errp);
+        if (inc->listen_fd < 0) {
+            g_free(inc);
+            return false;
+        }
+        inc->watch = g_unix_fd_add(inc->listen_fd, G_IO_IN, on_connection, inc);
+    }
     mig->incoming = inc;
     mig->start_ns = clock_ns();
     mig->stats.total = machine_ram(m)->size;
     mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP);
+    if (from_file)
+        inc->thread = g_thread_new("mig-restore", incoming_thread, inc);
     return true;
 }
 

@@ -8,6 +8,7 @@
 
 #include "migration-internal.h"
 #include "tern/channel.h"
+#include "tern/channel-file.h"
 #include "tern/events.h"
 #include "tern/kvm.h"
 #include "tern/machine-state.h"
@@ -180,6 +181,8 @@ static void rp_stop(struct return_path *rp)
 struct sender {
     struct migration *mig;
     char *uri;
+    bool to_file;               /* file:PATH: a mapped-RAM checkpoint, no return path */
+    struct stream_mapped_ram layout;
     struct channel *ch;
     struct stream_writer w;
     struct return_path *rp;
@@ -188,6 +191,7 @@ struct sender {
     bool was_running;
     uint64_t pause_ns;
     uint64_t fixed_cost_ns;
+    uint64_t final_written;     /* channel bytes after the final pass (state and END follow) */
     struct throttle_state throttle;
 };
 
@@ -199,15 +203,36 @@ static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, v
     g_mutex_unlock(&mig->lock);
 }
 
+/* The sequential head of the stream: header, VM_CONFIG, STATIC_END (and for a
+ * file MAPPED_RAM, the layout of the RAM area). */
+static bool write_head(struct sender *s, bool crc, GError **errp)
+{
+    struct stream_vm_config cfg;
+    uint32_t flags = (crc ? MIG_HDR_F_CRC32 : 0) | (s->to_file ? MIG_HDR_F_MAPPED_RAM : 0);
+
+    migration_describe_machine(s->mig->m, &cfg);
+    stream_writer_init(&s->w, s->ch, flags);
+    if (!stream_write_header(&s->w, errp) || !stream_write_vm_config(&s->w, &cfg, errp) ||
+        !stream_write_empty(&s->w, MIG_REC_STATIC_END, errp))
+        return false;
+    if (s->to_file && (!stream_mapped_ram_plan(&s->w, cfg.nr_gfns, &s->layout, errp) ||
+                       !stream_write_mapped_ram(&s->w, &s->layout, errp)))
+        return false;
+    return channel_flush(s->ch, errp);
+}
+
 static bool connect_and_configure(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
-    struct stream_vm_config cfg;
 
-    int fd = channel_socket_connect(s->uri, errp);
-    if (fd < 0)
+    if (s->to_file) {
+        s->ch = channel_file_create(s->uri + strlen("file:"), errp);
+    } else {
+        int fd = channel_socket_connect(s->uri, errp);
+        s->ch = fd < 0 ? NULL : channel_socket_new(fd, s->uri);
+    }
+    if (!s->ch)
         return false;
-    s->ch = channel_socket_new(fd, s->uri);
     g_mutex_lock(&mig->lock);
     mig->ch = s->ch;
     bool crc = mig->params.x_checksum;
@@ -216,14 +241,16 @@ static bool connect_and_configure(struct sender *s, GError **errp)
     if (mig->status == MIG_STATUS_CANCELLING)
         channel_shutdown(s->ch, "migration cancelled");
 
+    if (s->to_file) {
+        /* No target to answer: the pause costs the tail and an fsync. */
+        s->fixed_cost_ns = 10 * FIXED_COST_BASE_NS;
+        return write_head(s, crc, errp);
+    }
     s->rp = rp_start(s->ch, errp);
     if (!s->rp)
         return false;
-    migration_describe_machine(mig->m, &cfg);
-    stream_writer_init(&s->w, s->ch, crc ? MIG_HDR_F_CRC32 : 0);
     uint64_t t0 = clock_ns();
-    if (!stream_write_header(&s->w, errp) || !stream_write_vm_config(&s->w, &cfg, errp) ||
-        !stream_write_empty(&s->w, MIG_REC_STATIC_END, errp) || !channel_flush(s->ch, errp))
+    if (!write_head(s, crc, errp))
         return false;
     /* The target checks the configuration before any page is sent. */
     if (!rp_wait(s->rp, &s->rp->ready, RESUMED_TIMEOUT_S, errp))
@@ -304,7 +331,7 @@ static bool live_passes(struct sender *s, GError **errp)
         p.bandwidth = ps.bandwidth;
         p.dirty_rate = ps.dirty_rate;
         p.expected_ns = precopy_expected_downtime_ns(&ps);
-        p.transferred = channel_bytes_written(s->ch);
+        p.transferred = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
         stats_update(mig, apply_pass_stats, &p);
         if (!channel_check(s->ch, errp))
             return false;
@@ -351,11 +378,25 @@ static void apply_final_stats(struct mig_stats *st, void *arg)
 {
     struct sender *s = arg;
     uint64_t now = clock_ns();
-    st->transferred = channel_bytes_written(s->ch);
-    st->downtime_bytes = st->transferred - st->precopy_bytes;
+    /* The guest is back in business when the target resumed it, or, for a
+     * checkpoint, when the file is safely on disk. */
+    uint64_t resumed = s->rp ? s->rp->resumed_ns : now;
+    st->transferred = __atomic_load_n(&s->mig->ram.transferred, __ATOMIC_RELAXED) +
+                      (channel_bytes_written(s->ch) - s->final_written);
+    st->downtime_bytes = st->transferred - MIN(st->precopy_bytes, st->transferred);
     st->remaining = 0;
-    st->downtime_ms = (s->rp->resumed_ns - s->pause_ns) / 1000000;
+    st->downtime_ms = (resumed - s->pause_ns) / 1000000;
     st->total_time_ms = (now - s->mig->start_ns) / 1000000;
+}
+
+/* The tail of a checkpoint: the RAM index, pass records, state, END; then
+ * the file is made durable and takes its name. */
+static bool finish_file(struct sender *s, GError **errp)
+{
+    return channel_file_seek(s->ch, s->layout.tail_offset, errp) &&
+           ram_save_write_index(s->rs, errp) && send_state(s, errp) &&
+           commit_end(s->mig, errp) && stream_write_empty(&s->w, MIG_REC_END, errp) &&
+           channel_flush(s->ch, errp) && channel_file_commit(s->ch, errp);
 }
 
 static bool stop_and_copy(struct sender *s, GError **errp)
@@ -377,12 +418,17 @@ static bool stop_and_copy(struct sender *s, GError **errp)
     uint32_t pass = ++mig->stats.dirty_sync_count;
     g_mutex_unlock(&mig->lock);
     emit_pass(pass);
-    if (!ram_save_pass(s->rs, pass, false, true, &res, errp) || !send_state(s, errp) ||
-        !commit_end(mig, errp) || !stream_write_empty(&s->w, MIG_REC_END, errp) ||
-        !channel_flush(s->ch, errp))
+    if (!ram_save_pass(s->rs, pass, false, true, &res, errp))
         return false;
-    if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp))
+    s->final_written = channel_bytes_written(s->ch);
+    if (s->to_file) {
+        if (!finish_file(s, errp))
+            return false;
+    } else if (!send_state(s, errp) || !commit_end(mig, errp) ||
+               !stream_write_empty(&s->w, MIG_REC_END, errp) || !channel_flush(s->ch, errp) ||
+               !rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp)) {
         return false;
+    }
     stats_update(mig, apply_final_stats, s);
     return true;
 }
@@ -398,6 +444,8 @@ static bool run(struct sender *s, GError **errp)
     g_mutex_unlock(&mig->lock);
     s->rs = ram_save_new(machine_ram(mig->m), machine_kvm(mig->m), &s->w, level, &mig->ram,
                          &mig->params.max_bandwidth);
+    if (s->to_file)
+        ram_save_set_mapped(s->rs, &s->layout);
     if (!ram_save_setup(s->rs, errp))
         return false;
     g_mutex_lock(&mig->lock);
@@ -485,6 +533,7 @@ bool migration_start(struct machine *m, const char *uri, GError **errp)
     struct channel_uri parsed;
     if (!channel_uri_parse(uri, &parsed, errp))
         return false;
+    enum channel_uri_kind parsed_kind = parsed.kind;
     channel_uri_clear(&parsed);
     if (!mig_status_set(&mig->status, mig->status, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
@@ -503,6 +552,7 @@ bool migration_start(struct machine *m, const char *uri, GError **errp)
     struct sender *s = g_new0(struct sender, 1);
     s->mig = mig;
     s->uri = g_strdup(uri);
+    s->to_file = parsed_kind == CHANNEL_URI_FILE;
     mig->in_progress = true;
     mig->thread = g_thread_new("migration", sender_thread, s);
     return true;

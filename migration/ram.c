@@ -1,9 +1,12 @@
 /* ram.c: guest RAM in the migration stream. The source sends populated pages
  * (never-touched holes cost nothing), zero pages as ranges, then what the
  * dirty log reports, pass after pass; the target validates and applies. */
+#include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "ram.h"
+#include "tern/channel-file.h"
 #include "tern/bitmap.h"
 #include "tern/kvm.h"
 #include "tern/memory.h"
@@ -31,7 +34,22 @@ struct ram_save {
     struct stream_gfn_range zero[RAM_ZERO_RANGES];
     unsigned nr_zero;
     bool live;
+
+    /* Mapped-RAM files: each page has its place in the file; the index of
+     * pages holding data, their CRCs and the pass records go in the tail. */
+    bool mapped;
+    struct stream_mapped_ram layout;
+    unsigned long *present;
+    uint32_t *page_crc;
+    GArray *passes;             /* struct stream_iteration_end */
+    uint64_t mapped_bytes;      /* page bytes written beside the channel's stream */
 };
+
+/* Bytes put out so far: the stream, plus pages written to their place in a file. */
+static uint64_t bytes_out(struct ram_save *rs)
+{
+    return channel_write_pos(rs->w->ch) + rs->mapped_bytes;
+}
 
 static void count(uint64_t *counter, uint64_t n)
 {
@@ -63,7 +81,49 @@ void ram_save_free(struct ram_save *rs)
         kvm_dirty_log_stop(rs->kvm, NULL);
     g_free(rs->to_send);
     g_free(rs->zbuf);
+    g_free(rs->present);
+    g_free(rs->page_crc);
+    if (rs->passes)
+        g_array_unref(rs->passes);
     g_free(rs);
+}
+
+void ram_save_set_mapped(struct ram_save *rs, const struct stream_mapped_ram *layout)
+{
+    rs->mapped = true;
+    rs->layout = *layout;
+    rs->present = bitmap_new(rs->ram->nr_gfns);
+    if (rs->w->flags & MIG_HDR_F_CRC32)
+        rs->page_crc = g_new0(uint32_t, rs->ram->nr_gfns);
+    rs->passes = g_array_new(FALSE, TRUE, sizeof(struct stream_iteration_end));
+}
+
+bool ram_save_write_index(struct ram_save *rs, GError **errp)
+{
+    if (!stream_write_ram_index(rs->w, rs->ram->nr_gfns, rs->present, rs->page_crc, errp))
+        return false;
+    for (guint i = 0; i < rs->passes->len; i++)
+        if (!stream_write_iteration_end(rs->w, &g_array_index(rs->passes,
+                                                              struct stream_iteration_end, i),
+                                        errp))
+            return false;
+    return true;
+}
+
+/* A mapped-RAM page: to its place in the file, straight from guest RAM. A
+ * page a vCPU changes after its CRC was taken is dirty, so a later pass
+ * writes it again with a fresh CRC; the final pass runs paused. */
+static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page,
+                            GError **errp)
+{
+    if (rs->page_crc)
+        rs->page_crc[gfn] = crc32(0, page, GUEST_PAGE_SIZE);
+    bitmap_set_atomic(rs->present, gfn);
+    count(&rs->counters->normal, 1);
+    count(&rs->counters->normal_bytes, GUEST_PAGE_SIZE);
+    rs->mapped_bytes += GUEST_PAGE_SIZE;
+    return channel_file_write_page(rs->w->ch, stream_mapped_page_offset(&rs->layout, gfn), page,
+                                   GUEST_PAGE_SIZE, errp);
 }
 
 bool ram_save_setup(struct ram_save *rs, GError **errp)
@@ -159,7 +219,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
 {
     struct guest_ram *ram = rs->ram;
     struct channel *ch = rs->w->ch;
-    uint64_t t0 = clock_ns(), slept = 0, pos0 = channel_write_pos(ch);
+    uint64_t t0 = clock_ns(), slept = 0, pos0 = bytes_out(rs);
 
     channel_set_rate_limit(ch, live ? __atomic_load_n(rs->max_bandwidth, __ATOMIC_RELAXED) : 0);
     uint64_t handled = 0, zero0 = rs->counters->duplicate;
@@ -171,13 +231,23 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         const uint8_t *page = guest_ram_ptr(ram, gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE);
         if (!page)
             continue;       /* cannot happen: only RAM pages are ever marked */
-        bool ok = page_is_zero(page) ? add_zero(rs, gfn, errp) : add_page(rs, gfn, page, errp);
+        bool ok;
+        if (rs->mapped && page_is_zero(page)) {
+            /* Absent from the index reads as zero on restore. */
+            bitmap_clear_bit(rs->present, gfn);
+            count(&rs->counters->duplicate, 1);
+            ok = true;
+        } else if (rs->mapped) {
+            ok = put_mapped_page(rs, gfn, page, errp);
+        } else {
+            ok = page_is_zero(page) ? add_zero(rs, gfn, errp) : add_page(rs, gfn, page, errp);
+        }
         if (!ok)
             return false;
         if (++handled % RAM_BATCH_PAGES)
             continue;
         /* Progress for query-migrate while a long pass runs. */
-        __atomic_store_n(&rs->counters->transferred, channel_write_pos(ch), __ATOMIC_RELAXED);
+        __atomic_store_n(&rs->counters->transferred, bytes_out(rs), __ATOMIC_RELAXED);
         __atomic_store_n(&rs->counters->remaining, rs->pending - MIN(handled, rs->pending),
                          __ATOMIC_RELAXED);
         /* Once a batch: a cancel or a target error shows as a channel error. */
@@ -196,18 +266,24 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
     }
     if (!flush_zero(rs, errp) || !flush_pages(rs, errp))
         return false;
+    /* Never two writes of one page in flight: the pass ends when all landed. */
+    if (rs->mapped && !channel_file_drain(ch, errp))
+        return false;
 
     uint64_t duration = clock_ns() - t0;
     struct stream_iteration_end it = {
         .pass = pass, .flags = final ? MIG_ITER_F_FINAL : 0,
         .pages_sent = handled - (rs->counters->duplicate - zero0),
         .zero_pages = rs->counters->duplicate - zero0,
-        .bytes_sent = channel_write_pos(ch) - pos0, .duration_ns = duration,
+        .bytes_sent = bytes_out(rs) - pos0, .duration_ns = duration,
     };
-    if (!stream_write_iteration_end(rs->w, &it, errp) || !channel_flush(ch, errp))
+    __atomic_store_n(&rs->counters->transferred, bytes_out(rs), __ATOMIC_RELAXED);
+    if (rs->mapped)
+        g_array_append_val(rs->passes, it);     /* written in the tail */
+    else if (!stream_write_iteration_end(rs->w, &it, errp) || !channel_flush(ch, errp))
         return false;
     *out = (struct ram_pass_result){
-        .pages = handled, .bytes = channel_write_pos(ch) - pos0,
+        .pages = handled, .bytes = bytes_out(rs) - pos0,
         .busy_ns = duration - MIN(slept, duration), .duration_ns = clock_ns() - t0,
     };
     return true;
@@ -289,4 +365,64 @@ bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GEr
         return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl,
                                       errp) && flush_run(rl, errp);
     return stream_parse_zero_pages(rec, ram->nr_gfns, load_zero, rl, errp);
+}
+
+/* ---- target, mapped-RAM file ---- */
+
+/* 1 MiB reads: large enough for the disk, small enough to stay in cache. */
+#define RAM_LOAD_RUN_PAGES 256
+
+struct mapped_load {
+    struct guest_ram *ram;
+    struct channel *ch;
+    const struct stream_mapped_ram *layout;
+    const struct stream_ram_index *idx;
+    uint8_t *buf;               /* aligned for O_DIRECT */
+};
+
+static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages,
+                            uint64_t first_crc, GError **errp)
+{
+    struct mapped_load *ml = opaque;
+    uint64_t off = stream_mapped_page_offset(ml->layout, first_gfn);
+    uint64_t len = npages << GUEST_PAGE_SHIFT;
+
+    if (!guest_ram_ptr(ml->ram, first_gfn << GUEST_PAGE_SHIFT, len)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "RAM_INDEX lists pages 0x%" G_GINT64_MODIFIER "x+%" G_GUINT64_FORMAT
+                    " outside guest RAM", first_gfn, npages);
+        return false;
+    }
+    if (!channel_file_read_at(ml->ch, off, ml->buf, len, errp))
+        return false;
+    for (uint64_t i = 0; i < npages; i++) {
+        GError *err = NULL;
+        if (!stream_ram_index_check_page(ml->idx, first_crc + i, first_gfn + i,
+                                         ml->buf + (i << GUEST_PAGE_SHIFT), &err)) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "RAM area at offset %" G_GUINT64_FORMAT
+                        ": %s", off + (i << GUEST_PAGE_SHIFT), err->message);
+            g_error_free(err);
+            return false;
+        }
+    }
+    /* Checked first, stored after: a bad page never reaches guest RAM. */
+    return guest_ram_write(ml->ram, first_gfn << GUEST_PAGE_SHIFT, ml->buf, len, errp);
+}
+
+bool ram_load_mapped(struct guest_ram *ram, struct channel *ch,
+                     const struct stream_mapped_ram *layout,
+                     const struct stream_ram_index *idx, GError **errp)
+{
+    struct mapped_load ml = { .ram = ram, .ch = ch, .layout = layout, .idx = idx };
+    void *buf;
+
+    if (posix_memalign(&buf, GUEST_PAGE_SIZE, RAM_LOAD_RUN_PAGES * GUEST_PAGE_SIZE)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "out of memory");
+        return false;
+    }
+    ml.buf = buf;
+    bool ok = stream_ram_index_for_each_run(idx, RAM_LOAD_RUN_PAGES, load_mapped_run, &ml,
+                                            errp);
+    free(buf);
+    return ok;
 }

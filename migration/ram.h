@@ -45,10 +45,22 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
 /* Harvest the dirty log and Tern's own writes into the to-send set; the
  * number of pages to send is returned in (pending). */
 bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp);
+/* Mapped-RAM file: pages go to their place in (layout) instead of PAGE_DATA
+ * records; ITERATION_END records wait for the tail. Call before the first pass. */
+void ram_save_set_mapped(struct ram_save *rs, const struct stream_mapped_ram *layout);
+/* Mapped-RAM file, at the tail: RAM_INDEX (pages holding data, their CRCs),
+ * then every pass's ITERATION_END. */
+bool ram_save_write_index(struct ram_save *rs, GError **errp);
 /* Dirty logging off; frees (rs). */
 void ram_save_free(struct ram_save *rs);
 
 /* Target: validate and apply one PAGE_DATA or ZERO_PAGES record. */
 bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp);
+/* Restore from a mapped-RAM file: read every page (idx) lists from the RAM
+ * area of (ch) at (layout), check its CRC, store it. Errors name the gfn and
+ * its file offset. */
+bool ram_load_mapped(struct guest_ram *ram, struct channel *ch,
+                     const struct stream_mapped_ram *layout,
+                     const struct stream_ram_index *idx, GError **errp);
 
 #endif

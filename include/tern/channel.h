@@ -121,6 +121,9 @@ size_t channel_skip(struct channel *ch, size_t len);
 /* True if the stream ended cleanly here: nothing buffered and the backend
  * reports end of stream (reads ahead if needed). */
 bool channel_at_eof(struct channel *ch);
+/* Forget bytes read ahead but not yet consumed, and an end-of-stream mark: for
+ * a backend that seeks (the file channel). channel_read_pos() is unchanged. */
+void channel_discard_read_ahead(struct channel *ch);
 /* Bytes consumed by gets/skips so far (stream read offset). */
 uint64_t channel_read_pos(struct channel *ch);
 
@@ -140,16 +143,17 @@ void channel_mem_set_max_io(struct channel *ch, size_t max);
 
 /* ---- Socket / fd backend (migration/channel-socket.c) ---- */
 
-enum channel_uri_kind { CHANNEL_URI_TCP, CHANNEL_URI_UNIX };
+enum channel_uri_kind { CHANNEL_URI_TCP, CHANNEL_URI_UNIX, CHANNEL_URI_FILE };
 
 struct channel_uri {
     enum channel_uri_kind kind;
     char *host;                 /* TCP: name or address ("[::1]" brackets removed) */
     char *port;                 /* TCP: decimal 0..65535 */
-    char *path;                 /* UNIX: socket path */
+    char *path;                 /* UNIX: socket path; FILE: the file (channel-file.h) */
 };
 
-/* Parse (uri) "tcp:HOST:PORT" or "unix:PATH" into (out) (free with channel_uri_clear()). */
+/* Parse (uri) "tcp:HOST:PORT", "unix:PATH" or "file:PATH" into (out) (free with
+ * channel_uri_clear()). The socket functions below refuse a file: URI. */
 bool channel_uri_parse(const char *uri, struct channel_uri *out, GError **errp);
 void channel_uri_clear(struct channel_uri *uri);
 /* Connect to (uri); returns a connected, blocking fd or -1 with (errp). */

@@ -537,9 +537,10 @@ static void test_uri_parse(void **state)
         { "tcp:[::1:4444", NULL, NULL, NULL, "missing ']'" },
         { "tcp:[::1]4444", NULL, NULL, NULL, "expected ':PORT'" },
         { "unix:", NULL, NULL, NULL, "expected unix:PATH" },
-        { "file:/tmp/x", NULL, NULL, NULL,
-          "invalid migration URI 'file:/tmp/x': expected tcp:HOST:PORT or unix:PATH" },
-        { "", NULL, NULL, NULL, "expected tcp:HOST:PORT or unix:PATH" },
+        { "ftp:/tmp/x", NULL, NULL, NULL,
+          "invalid migration URI 'ftp:/tmp/x': expected tcp:HOST:PORT, unix:PATH or file:PATH" },
+        { "file:", NULL, NULL, NULL, "expected file:PATH" },
+        { "", NULL, NULL, NULL, "expected tcp:HOST:PORT, unix:PATH or file:PATH" },
     };
     char long_path[200];
 

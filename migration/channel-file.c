@@ -1,0 +1,847 @@
+/* channel-file.c: the file channel backend: checkpoints through libaio + O_DIRECT (buffered fallback), positional page I/O, atomic commit. */
+#include "tern/channel-file.h"
+#include "tern/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libaio.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define ALIGN           CHANNEL_FILE_ALIGN
+#define QDEPTH          CHANNEL_FILE_QUEUE_DEPTH
+#define SEQ_BUF_SIZE    (1u << 20)                      /* sequential bounce buffer */
+#define SLOT_IOV_MAX    (CHANNEL_FILE_RUN_MAX / ALIGN)  /* pieces of one merged run */
+#define READ_CHUNK      (256u << 10)                    /* one positional read request */
+
+/* One request: a run of positional writes (or one chunk of a positional read). */
+struct file_slot {
+    struct iocb iocb;
+    uint64_t offset;
+    size_t len;
+    int iovcnt;
+    struct iovec iov[SLOT_IOV_MAX];
+};
+
+struct file_backend {
+    struct channel *ch;
+    char *path;                 /* the checkpoint's final name */
+    char *tmp_path;             /* writing: the temporary file, until commit or removal */
+    bool writing;
+    bool committed;
+    bool direct;                /* dfd is O_DIRECT */
+    bool merge;                 /* merge adjacent positional writes */
+    int dfd;                    /* O_DIRECT descriptor, or -1 */
+    int bfd;                    /* buffered descriptor of the same file */
+
+    /* Sequential writes: sbuf[seq_start, seq_end) belongs at file offset
+     * seq_base + seq_start; seq_base is block aligned, and so is sbuf. */
+    uint8_t *sbuf;
+    uint64_t seq_base;
+    size_t seq_start;
+    size_t seq_end;
+    /* Sequential reads: the next offset. */
+    uint64_t rpos;
+
+    /* Asynchronous requests (only with O_DIRECT). */
+    io_context_t ctx;
+    bool have_ctx;
+    struct file_slot *slots;
+    struct file_slot *free_slots[QDEPTH];
+    int nfree;
+    int inflight;
+    struct file_slot *open_run; /* positional writes being merged, not yet submitted */
+    uint64_t requests;
+    uint64_t blocks;
+};
+
+static const struct channel_ops file_ops;
+
+/* ---- Helpers ---- */
+
+static void remove_tmp(struct file_backend *fb)
+{
+    if (fb->tmp_path) {
+        unlink(fb->tmp_path);
+        g_clear_pointer(&fb->tmp_path, g_free);
+    }
+}
+
+/* Fail the channel with "(path): (message)", remove an uncommitted temporary
+ * file, and return false with the channel's (first) error in (errp). */
+static bool fb_fail(struct file_backend *fb, GError **errp, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static bool fb_fail(struct file_backend *fb, GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    channel_set_errorf(fb->ch, TERN_ERROR_FAILED, "%s: %s", fb->path, msg);
+    g_free(msg);
+    if (fb->writing && !fb->committed)
+        remove_tmp(fb);
+    return channel_check(fb->ch, errp);
+}
+
+/* The backend of file channel (ch), or NULL with (errp) if (ch) is another kind. */
+static struct file_backend *file_of(struct channel *ch, const char *what, GError **errp)
+{
+    if (channel_get_ops(ch) != &file_ops) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %s channel %s is not a file",
+                    what, channel_get_ops(ch)->kind, channel_name(ch));
+        return NULL;
+    }
+    return channel_opaque(ch);
+}
+
+/* The descriptor for block-aligned data. */
+static int aligned_fd(struct file_backend *fb)
+{
+    return fb->direct ? fb->dfd : fb->bfd;
+}
+
+/* Write (iov, iovcnt) (total (len) bytes) at (off) on (fd), looping over
+ * partial writes and EINTR. Returns 0 or an errno; *done gets the bytes
+ * written. A write that makes no progress is EIO. (iov) is consumed. */
+static int pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t off, size_t len,
+                       size_t *done)
+{
+    *done = 0;
+    while (*done < len) {
+        ssize_t n = pwritev(fd, iov, MIN(iovcnt, IOV_MAX), (off_t)(off + *done));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        *done += (size_t)n;
+        while (n > 0 && iovcnt) {
+            if ((size_t)n >= iov->iov_len) {
+                n -= (ssize_t)iov->iov_len;
+                iov++;
+                iovcnt--;
+            } else {
+                iov->iov_base = (uint8_t *)iov->iov_base + n;
+                iov->iov_len -= (size_t)n;
+                n = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off, size_t *done)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+    return pwritev_all(fd, &iov, 1, off, len, done);
+}
+
+/* Write (len) bytes of (buf) at (off). With O_DIRECT, (buf) has the same
+ * misalignment as (off): the whole blocks go direct, the partial first and
+ * last blocks through the page cache (which the kernel keeps coherent). */
+static bool write_range(struct file_backend *fb, uint64_t off, const uint8_t *buf, size_t len,
+                        GError **errp)
+{
+    while (len) {
+        size_t n = len, done;
+        int fd = fb->bfd, err;
+
+        if (fb->direct && off % ALIGN) {
+            n = MIN(len, ALIGN - off % ALIGN);
+        } else if (fb->direct && len >= ALIGN) {
+            n = ALIGN_DOWN(len, (size_t)ALIGN);
+            fd = fb->dfd;
+        }
+        err = pwrite_all(fd, buf, n, off, &done);
+        if (err)
+            return fb_fail(fb, errp, "write of %zu bytes at offset %" PRIu64 " failed: %s",
+                           n - done, off + done, g_strerror(err));
+        off += n;
+        buf += n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Write the sequential buffer out and continue right after it. */
+static bool seq_flush(struct file_backend *fb, GError **errp)
+{
+    uint64_t next = fb->seq_base + fb->seq_end;
+
+    if (fb->seq_end > fb->seq_start &&
+        !write_range(fb, fb->seq_base + fb->seq_start, fb->sbuf + fb->seq_start,
+                     fb->seq_end - fb->seq_start, errp))
+        return false;
+    fb->seq_base = ALIGN_DOWN(next, (uint64_t)ALIGN);
+    fb->seq_start = fb->seq_end = (size_t)(next - fb->seq_base);
+    return true;
+}
+
+/* ---- Asynchronous requests ---- */
+
+static void put_slot(struct file_backend *fb, struct file_slot *s)
+{
+    fb->free_slots[fb->nfree++] = s;
+}
+
+/* Finish a write request that completed short after (done) bytes: write the
+ * rest synchronously, which either completes it or tells why it stopped. */
+static int finish_short_write(struct file_backend *fb, struct file_slot *s, size_t done)
+{
+    struct iovec iov[SLOT_IOV_MAX];
+    size_t skip = done, more;
+    int cnt = 0;
+
+    for (int i = 0; i < s->iovcnt; i++) {
+        if (skip >= s->iov[i].iov_len) {
+            skip -= s->iov[i].iov_len;
+            continue;
+        }
+        iov[cnt].iov_base = (uint8_t *)s->iov[i].iov_base + skip;
+        iov[cnt].iov_len = s->iov[i].iov_len - skip;
+        skip = 0;
+        cnt++;
+    }
+    return pwritev_all(done % ALIGN ? fb->bfd : aligned_fd(fb), iov, cnt, s->offset + done,
+                       s->len - done, &more);
+}
+
+/* Reap at least (min_nr) completed requests. Every completion is accounted
+ * for even after an error; returns false if one failed (channel error set). */
+static bool reap(struct file_backend *fb, int min_nr, GError **errp)
+{
+    struct io_event events[QDEPTH];
+    bool ok = true;
+    int n;
+
+    do {
+        n = io_getevents(fb->ctx, min_nr, QDEPTH, events, NULL);
+    } while (n == -EINTR);
+    if (n < 0)
+        return fb_fail(fb, errp, "waiting for I/O failed: %s", g_strerror(-n));
+    for (int i = 0; i < n; i++) {
+        struct file_slot *s = events[i].data;
+        long res = (long)events[i].res;
+        bool write = s->iocb.aio_lio_opcode == IO_CMD_PWRITE ||
+                     s->iocb.aio_lio_opcode == IO_CMD_PWRITEV;
+        int err = 0;
+
+        fb->inflight--;
+        if (res >= 0 && (size_t)res == s->len) {
+            put_slot(fb, s);
+            continue;
+        }
+        if (res < 0)
+            err = (int)-res;
+        else if (write)
+            err = finish_short_write(fb, s, (size_t)res);
+        if (err) {
+            ok = fb_fail(fb, errp, "%s of %zu bytes at offset %" PRIu64 " failed: %s",
+                         write ? "write" : "read", s->len, s->offset, g_strerror(err));
+        } else if (!write) {
+            ok = fb_fail(fb, errp, "short read at offset %" PRIu64 ": the file ends there "
+                         "(reading %zu bytes at offset %" PRIu64 ", file size %" PRIu64 ")",
+                         s->offset + (uint64_t)res, s->len, s->offset,
+                         channel_file_size(fb->ch));
+        }
+        put_slot(fb, s);
+    }
+    return ok;
+}
+
+/* A free request slot, reaping completions while the queue is full. */
+static struct file_slot *get_slot(struct file_backend *fb, GError **errp)
+{
+    if (!fb->nfree && !reap(fb, 1, errp))
+        return NULL;
+    return fb->free_slots[--fb->nfree];
+}
+
+/* Submit prepared slot (s). Returns false with the channel error set. */
+static bool submit(struct file_backend *fb, struct file_slot *s, GError **errp)
+{
+    struct iocb *p = &s->iocb;
+
+    s->iocb.data = s;
+    for (;;) {
+        int rc = io_submit(fb->ctx, 1, &p);
+
+        if (rc == 1)
+            break;
+        if (rc == -EINTR)
+            continue;
+        if (rc == -EAGAIN && fb->inflight) {
+            if (!reap(fb, 1, errp)) {
+                put_slot(fb, s);
+                return false;
+            }
+            continue;
+        }
+        put_slot(fb, s);
+        return fb_fail(fb, errp, "submitting I/O of %zu bytes at offset %" PRIu64 " failed: %s",
+                       s->len, s->offset, g_strerror(rc < 0 ? -rc : EIO));
+    }
+    fb->inflight++;
+    return true;
+}
+
+/* Send the run being merged: asynchronously with libaio, else synchronously. */
+static bool submit_run(struct file_backend *fb, GError **errp)
+{
+    struct file_slot *s = fb->open_run;
+
+    if (!s)
+        return true;
+    fb->open_run = NULL;
+    fb->requests++;
+    fb->blocks += s->len / ALIGN;
+    if (!fb->have_ctx) {
+        size_t done;
+        int err = pwritev_all(aligned_fd(fb), s->iov, s->iovcnt, s->offset, s->len, &done);
+
+        put_slot(fb, s);
+        if (err)
+            return fb_fail(fb, errp, "write of %zu bytes at offset %" PRIu64 " failed: %s",
+                           s->len, s->offset, g_strerror(err));
+        return true;
+    }
+    if (s->iovcnt == 1)
+        io_prep_pwrite(&s->iocb, fb->dfd, s->iov[0].iov_base, s->len, (long long)s->offset);
+    else
+        io_prep_pwritev(&s->iocb, fb->dfd, s->iov, s->iovcnt, (long long)s->offset);
+    return submit(fb, s, errp);
+}
+
+/* Wait for every request in flight. */
+static bool wait_all(struct file_backend *fb, GError **errp)
+{
+    bool ok = true;
+
+    while (fb->inflight)
+        if (!reap(fb, fb->inflight, errp))
+            ok = false;
+    return ok;
+}
+
+/* ---- Channel ops ---- */
+
+static ssize_t file_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+    struct file_backend *fb = opaque;
+    size_t total = 0;
+
+    if (!fb->writing || fb->committed)
+        return -EBADF;
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *src = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+
+        while (len) {
+            size_t n = MIN(len, SEQ_BUF_SIZE - fb->seq_end);
+
+            memcpy(fb->sbuf + fb->seq_end, src, n);
+            fb->seq_end += n;
+            src += n;
+            len -= n;
+            total += n;
+            if (fb->seq_end == SEQ_BUF_SIZE && !seq_flush(fb, NULL))
+                return -EIO;    /* the channel error, naming the cause, is set */
+        }
+    }
+    return (ssize_t)total;
+}
+
+static ssize_t file_read(void *opaque, void *buf, size_t len)
+{
+    struct file_backend *fb = opaque;
+    ssize_t n;
+
+    if (fb->writing)
+        return -EBADF;
+    do {
+        n = pread(fb->bfd, buf, len, (off_t)fb->rpos);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int err = errno;
+
+        fb_fail(fb, NULL, "read at offset %" PRIu64 " failed: %s", fb->rpos, g_strerror(err));
+        return -err;
+    }
+    fb->rpos += (uint64_t)n;
+    return n;
+}
+
+static void file_close(void *opaque)
+{
+    struct file_backend *fb = opaque;
+
+    if (fb->open_run) {
+        put_slot(fb, fb->open_run);     /* never submitted: nothing to wait for */
+        fb->open_run = NULL;
+    }
+    /* Requests in flight read from or write to caller memory: wait for them. */
+    if (fb->have_ctx) {
+        while (fb->inflight) {
+            struct io_event events[QDEPTH];
+            int n = io_getevents(fb->ctx, 1, QDEPTH, events, NULL);
+
+            if (n < 0 && n != -EINTR)
+                break;
+            if (n > 0)
+                fb->inflight -= n;
+        }
+        io_destroy(fb->ctx);
+    }
+    if (fb->writing && !fb->committed)
+        remove_tmp(fb);
+    if (fb->dfd >= 0)
+        close(fb->dfd);
+    if (fb->bfd >= 0)
+        close(fb->bfd);
+    free(fb->sbuf);
+    free(fb->slots);
+    g_free(fb->tmp_path);
+    g_free(fb->path);
+    g_free(fb);
+}
+
+static const struct channel_ops file_ops = {
+    .kind = "file",
+    .writev = file_writev,
+    .read = file_read,
+    .close = file_close,
+};
+
+/* ---- Setup ---- */
+
+static bool direct_disabled(void)
+{
+    const char *v = g_getenv("TERN_FILE_NO_DIRECT");
+
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static void note_buffered(const char *path)
+{
+    g_printerr("tern: %s: O_DIRECT not supported here, using buffered I/O\n", path);
+}
+
+/* Allocate the request slots and the libaio context (O_DIRECT only). Without
+ * a context (e.g. aio-max-nr reached), positional I/O is synchronous. */
+static bool setup_aio(struct file_backend *fb, GError **errp)
+{
+    int rc;
+
+    if (posix_memalign((void **)&fb->slots, 64, QDEPTH * sizeof(*fb->slots))) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: out of memory", fb->path);
+        return false;
+    }
+    memset(fb->slots, 0, QDEPTH * sizeof(*fb->slots));
+    for (int i = QDEPTH - 1; i >= 0; i--)
+        put_slot(fb, &fb->slots[i]);
+    if (!fb->direct)
+        return true;
+    rc = io_setup(QDEPTH, &fb->ctx);
+    if (rc < 0) {
+        g_printerr("tern: %s: libaio unavailable (%s), using synchronous I/O\n", fb->path,
+                   g_strerror(-rc));
+        return true;
+    }
+    fb->have_ctx = true;
+    return true;
+}
+
+static struct file_backend *backend_new(const char *path, bool writing)
+{
+    struct file_backend *fb = g_new0(struct file_backend, 1);
+
+    fb->path = g_strdup(path);
+    fb->writing = writing;
+    fb->merge = true;
+    fb->dfd = -1;
+    fb->bfd = -1;
+    return fb;
+}
+
+/* Probe O_DIRECT on (fd) with one aligned block at offset 0 (some
+ * filesystems accept the open flag and refuse the I/O). */
+static bool direct_works(int fd, bool writing)
+{
+    void *blk;
+    ssize_t n;
+
+    if (posix_memalign(&blk, ALIGN, ALIGN))
+        return false;
+    memset(blk, 0, ALIGN);
+    n = writing ? pwrite(fd, blk, ALIGN, 0) : pread(fd, blk, ALIGN, 0);
+    free(blk);
+    return n >= 0;
+}
+
+struct channel *channel_file_create(const char *path, GError **errp)
+{
+    struct file_backend *fb;
+    struct channel *ch;
+
+    if (!*path) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "checkpoint: empty file name");
+        return NULL;
+    }
+    fb = backend_new(path, true);
+    fb->tmp_path = g_strdup_printf("%s.tmp-XXXXXX", path);
+    fb->bfd = mkostemp(fb->tmp_path, O_CLOEXEC);       /* mode 0600 */
+    if (fb->bfd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot create a file: %s", path,
+                    g_strerror(errno));
+        g_clear_pointer(&fb->tmp_path, g_free);
+        file_close(fb);
+        return NULL;
+    }
+    if (!direct_disabled()) {
+        fb->dfd = open(fb->tmp_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+        if (fb->dfd >= 0 && direct_works(fb->dfd, true)) {
+            fb->direct = true;
+        } else {
+            note_buffered(path);
+            if (fb->dfd >= 0)
+                close(fb->dfd);
+            fb->dfd = -1;
+        }
+        if (ftruncate(fb->bfd, 0) < 0) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: truncate: %s", path,
+                        g_strerror(errno));
+            file_close(fb);
+            return NULL;
+        }
+    }
+    if (posix_memalign((void **)&fb->sbuf, ALIGN, SEQ_BUF_SIZE)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: out of memory", path);
+        file_close(fb);
+        return NULL;
+    }
+    if (!setup_aio(fb, errp)) {
+        file_close(fb);
+        return NULL;
+    }
+    ch = channel_new(&file_ops, fb, path);
+    fb->ch = ch;
+    return ch;
+}
+
+struct channel *channel_file_open(const char *path, GError **errp)
+{
+    struct file_backend *fb = backend_new(path, false);
+    struct channel *ch;
+    struct stat st;
+
+    fb->bfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fb->bfd < 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot open: %s", path,
+                    g_strerror(errno));
+        file_close(fb);
+        return NULL;
+    }
+    if (fstat(fb->bfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: not a regular file", path);
+        file_close(fb);
+        return NULL;
+    }
+    if (!direct_disabled()) {
+        fb->dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        if (fb->dfd >= 0 && direct_works(fb->dfd, false)) {
+            fb->direct = true;
+        } else {
+            note_buffered(path);
+            if (fb->dfd >= 0)
+                close(fb->dfd);
+            fb->dfd = -1;
+        }
+    }
+    if (!setup_aio(fb, errp)) {
+        file_close(fb);
+        return NULL;
+    }
+    ch = channel_new(&file_ops, fb, path);
+    fb->ch = ch;
+    return ch;
+}
+
+/* ---- Positional writes ---- */
+
+bool channel_file_write_page(struct channel *ch, uint64_t offset, const void *page, size_t len,
+                             GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "positional write", errp);
+    struct file_slot *s;
+
+    if (!fb)
+        return false;
+    if (!channel_check(ch, errp))
+        return false;
+    if (!fb->writing || fb->committed)
+        return fb_fail(fb, errp, "positional write on a channel that is not writing");
+    if (!len || len % ALIGN || offset % ALIGN)
+        return fb_fail(fb, errp, "positional write of %zu bytes at offset %" PRIu64
+                       " is not %u-byte aligned", len, offset, ALIGN);
+    if (fb->direct && (uintptr_t)page % ALIGN) {
+        /* Not usable by O_DIRECT: through the page cache, at once. */
+        size_t done;
+        int err;
+
+        if (!submit_run(fb, errp))
+            return false;
+        err = pwrite_all(fb->bfd, page, len, offset, &done);
+        if (err)
+            return fb_fail(fb, errp, "write of %zu bytes at offset %" PRIu64 " failed: %s",
+                           len - done, offset + done, g_strerror(err));
+        return true;
+    }
+    s = fb->open_run;
+    if (s && fb->merge && offset == s->offset + s->len && s->len + len <= CHANNEL_FILE_RUN_MAX) {
+        struct iovec *last = &s->iov[s->iovcnt - 1];
+
+        if ((const uint8_t *)last->iov_base + last->iov_len == (const uint8_t *)page) {
+            last->iov_len += len;
+            s->len += len;
+            return true;
+        }
+        if (s->iovcnt < (int)SLOT_IOV_MAX) {
+            s->iov[s->iovcnt].iov_base = (void *)page;
+            s->iov[s->iovcnt].iov_len = len;
+            s->iovcnt++;
+            s->len += len;
+            return true;
+        }
+    }
+    if (!submit_run(fb, errp))
+        return false;
+    s = get_slot(fb, errp);
+    if (!s)
+        return false;
+    s->offset = offset;
+    s->len = len;
+    s->iov[0].iov_base = (void *)page;
+    s->iov[0].iov_len = len;
+    s->iovcnt = 1;
+    fb->open_run = s;
+    if (!fb->merge)
+        return submit_run(fb, errp);
+    return true;
+}
+
+bool channel_file_drain(struct channel *ch, GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "drain", errp);
+    bool ok;
+
+    if (!fb)
+        return false;
+    ok = channel_has_error(ch) ? true : submit_run(fb, errp);
+    if (fb->open_run) {
+        put_slot(fb, fb->open_run);
+        fb->open_run = NULL;
+    }
+    if (fb->have_ctx && !wait_all(fb, errp))
+        ok = false;
+    return ok && channel_check(ch, errp);
+}
+
+/* ---- Positional reads ---- */
+
+/* Read (len) bytes at (offset) through the page cache. */
+static bool read_buffered(struct file_backend *fb, uint64_t offset, uint8_t *buf, size_t len,
+                          GError **errp)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = pread(fb->bfd, buf + done, len - done, (off_t)(offset + done));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return fb_fail(fb, errp, "read of %zu bytes at offset %" PRIu64 " failed: %s",
+                           len - done, offset + done, g_strerror(errno));
+        if (n == 0)
+            return fb_fail(fb, errp, "short read at offset %" PRIu64 ": the file ends there "
+                           "(reading %zu bytes at offset %" PRIu64 ", file size %" PRIu64 ")",
+                           offset + done, len, offset, channel_file_size(fb->ch));
+        done += (size_t)n;
+    }
+    return true;
+}
+
+bool channel_file_read_at(struct channel *ch, uint64_t offset, void *buf, size_t len,
+                          GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "positional read", errp);
+    uint8_t *dst = buf;
+    size_t done = 0;
+    bool ok = true;
+
+    if (!fb)
+        return false;
+    if (!channel_check(ch, errp))
+        return false;
+    if (!fb->have_ctx || offset % ALIGN || len % ALIGN || (uintptr_t)buf % ALIGN)
+        return read_buffered(fb, offset, dst, len, errp);
+    /* O_DIRECT: chunks with several in flight. */
+    while (ok && done < len) {
+        struct file_slot *s = get_slot(fb, errp);
+
+        if (!s) {
+            ok = false;
+            break;
+        }
+        s->offset = offset + done;
+        s->len = MIN(len - done, (size_t)READ_CHUNK);
+        s->iovcnt = 1;
+        io_prep_pread(&s->iocb, fb->dfd, dst + done, s->len, (long long)s->offset);
+        ok = submit(fb, s, errp);
+        done += s->len;
+    }
+    if (!wait_all(fb, errp))
+        ok = false;
+    return ok && channel_check(ch, errp);
+}
+
+/* ---- Both directions ---- */
+
+bool channel_file_seek(struct channel *ch, uint64_t offset, GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "seek", errp);
+
+    if (!fb)
+        return false;
+    if (!fb->writing) {
+        if (!channel_check(ch, errp))
+            return false;
+        channel_discard_read_ahead(ch);
+        fb->rpos = offset;
+        return true;
+    }
+    if (fb->committed)
+        return fb_fail(fb, errp, "seek after commit");
+    if (!channel_flush(ch, errp) || !seq_flush(fb, errp))
+        return false;
+    fb->seq_base = ALIGN_DOWN(offset, (uint64_t)ALIGN);
+    fb->seq_start = fb->seq_end = (size_t)(offset - fb->seq_base);
+    return true;
+}
+
+bool channel_file_commit(struct channel *ch, GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "commit", errp);
+    g_autofree char *dir = NULL;
+    int dir_fd;
+
+    if (!fb)
+        return false;
+    if (!fb->writing || fb->committed)
+        return fb_fail(fb, errp, "commit of a channel that is not writing a checkpoint");
+    if (!channel_flush(ch, errp) || !channel_file_drain(ch, errp) || !seq_flush(fb, errp)) {
+        remove_tmp(fb);
+        return false;
+    }
+    if (fsync(fb->bfd) < 0)
+        return fb_fail(fb, errp, "fsync failed: %s", g_strerror(errno));
+    /* The last moment to give up: a cancel that came meanwhile wins. */
+    if (!channel_check(ch, errp)) {
+        remove_tmp(fb);
+        return false;
+    }
+    if (rename(fb->tmp_path, fb->path) < 0)
+        return fb_fail(fb, errp, "cannot rename %s into place: %s", fb->tmp_path,
+                       g_strerror(errno));
+    fb->committed = true;
+    g_clear_pointer(&fb->tmp_path, g_free);
+    dir = g_path_get_dirname(fb->path);
+    dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0 || fsync(dir_fd) < 0) {
+        int err = errno;
+
+        if (dir_fd >= 0)
+            close(dir_fd);
+        return fb_fail(fb, errp, "fsync of directory %s failed: %s", dir, g_strerror(err));
+    }
+    close(dir_fd);
+    return true;
+}
+
+uint64_t channel_file_size(struct channel *ch)
+{
+    struct file_backend *fb = file_of(ch, "size", NULL);
+    struct stat st;
+
+    if (!fb || fstat(fb->bfd, &st) < 0)
+        return 0;
+    return (uint64_t)st.st_size;
+}
+
+bool channel_file_next_data(struct channel *ch, uint64_t from, uint64_t *start, uint64_t *end)
+{
+    struct file_backend *fb = file_of(ch, "next data", NULL);
+    off_t data, hole;
+
+    if (!fb)
+        return false;
+    data = lseek(fb->bfd, (off_t)from, SEEK_DATA);
+    if (data < 0)
+        return false;           /* ENXIO: only a hole (or nothing) after (from) */
+    hole = lseek(fb->bfd, data, SEEK_HOLE);
+    if (hole < 0)
+        hole = (off_t)channel_file_size(ch);
+    if (hole <= data)
+        return false;
+    *start = (uint64_t)data;
+    *end = (uint64_t)hole;
+    return true;
+}
+
+bool channel_is_file(struct channel *ch)
+{
+    return channel_get_ops(ch) == &file_ops;
+}
+
+bool channel_file_is_direct(struct channel *ch)
+{
+    struct file_backend *fb = file_of(ch, "is direct", NULL);
+
+    return fb && fb->direct;
+}
+
+const char *channel_file_tmp_path(struct channel *ch)
+{
+    struct file_backend *fb = file_of(ch, "temporary path", NULL);
+
+    return fb ? fb->tmp_path : NULL;
+}
+
+void channel_file_set_merge(struct channel *ch, bool merge)
+{
+    struct file_backend *fb = file_of(ch, "merge", NULL);
+
+    if (fb)
+        fb->merge = merge;
+}
+
+void channel_file_get_stats(struct channel *ch, uint64_t *requests, uint64_t *blocks)
+{
+    struct file_backend *fb = file_of(ch, "stats", NULL);
+
+    *requests = fb ? fb->requests : 0;
+    *blocks = fb ? fb->blocks : 0;
+}
