@@ -6,6 +6,8 @@ Scenarios (1 GiB guest, TCP on 127.0.0.1, default parameters):
   ws64     the guest rewrites 64 MiB without pause: passes, downtime, and the
            longest pause the guest itself measured around the switchover
   fill768  768 MiB of random data written once: throughput
+  ck-idle, ck-fill768   the same guests checkpointed to a file (migrate file:PATH):
+           checkpoint time, downtime, file size (apparent and allocated), restore time
 
 Each runs --runs times (default 3); the table shows min - max. The results
 replace the migration section of docs/benchmarks.md (or are appended to it).
@@ -16,6 +18,7 @@ import os
 import platform
 import re
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -31,7 +34,14 @@ SCENARIOS = [
     ("idle", "ws=0 tick_ms=200", "1 GiB idle guest"),
     ("ws64", "ws=64 tick_ms=200", "1 GiB guest rewriting 64 MiB"),
     ("fill768", "fill=768 tick_ms=200", "1 GiB guest with 768 MiB of random data"),
+    ("ck-idle", "ws=0 tick_ms=200", "checkpoint: 1 GiB idle guest"),
+    ("ck-fill768", "fill=768 tick_ms=200", "checkpoint: 1 GiB guest, 768 MiB of random data"),
 ]
+
+CK_METRICS = [("total_ms", "checkpoint time (ms)", "%.0f"), ("downtime_ms", "downtime (ms)", "%.0f"),
+              ("size_mib", "file size (MiB)", "%.1f"), ("alloc_mib", "allocated on disk (MiB)", "%.1f"),
+              ("restore_ms", "restore, load to running (ms)", "%.0f"),
+              ("restore_gbps", "restore throughput (GB/s)", "%.2f")]
 
 # (key, label, format) per scenario: what the table shows.
 METRICS = {
@@ -43,6 +53,8 @@ METRICS = {
              ("total_ms", "total time (ms)", "%.0f"), ("mib", "transferred (MiB)", "%.1f")],
     "fill768": [("gbps", "throughput (GB/s)", "%.2f"), ("total_ms", "total time (ms)", "%.0f"),
                 ("downtime_ms", "downtime (ms)", "%.0f"), ("mib", "transferred (MiB)", "%.1f")],
+    "ck-idle": CK_METRICS,
+    "ck-fill768": CK_METRICS,
 }
 
 
@@ -71,6 +83,46 @@ def one_run(binary, append):
             "gap_ms": gap_ms,
             "gap_ratio": gap_ms / info["downtime"] if info["downtime"] else float("nan"),
             "gbps": ram["transferred"] / secs / 1e9 if secs else float("nan"),
+        }
+
+
+def one_checkpoint(binary, append):
+    """Checkpoint a guest to a file in /var/tmp, then restore it; returns the measurements."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append=append)
+        src.wait_running(timeout=60)
+        last = src.serial.wait_ticks(2, proc=src.proc)[-1]
+        path = os.path.join("/var/tmp", "tern-bench-%d.tern" % os.getpid())
+        try:
+            start_migration(src.qmp, "file:" + path)
+            info = wait_migration(src.qmp, timeout=300)
+            if info["status"] != "completed":
+                raise RuntimeError("checkpoint %s: %s" % (info["status"], info.get("error-desc")))
+            st = os.stat(path)
+            dst = lab.start("restore", ["-m", "1G", "-incoming", "file:" + path])
+            # A restore may finish before QMP is up (no event to wait for): poll.
+            deadline = time.time() + 300
+            while dst.qmp.cmd("query-migrate").get("status") not in ("completed", "failed"):
+                if time.time() > deadline or not dst.alive():
+                    break
+                time.sleep(0.05)
+            rinfo = dst.qmp.cmd("query-migrate")
+            if rinfo["status"] != "completed":
+                raise RuntimeError("restore %s: %s" % (rinfo["status"], rinfo.get("error-desc")))
+            ticks = dst.serial.wait_ticks(2, timeout=20, proc=dst.proc)
+            if any(t["errors"] for t in ticks) or ticks[0]["tick"] <= last["tick"]:
+                raise RuntimeError("guest unhealthy after restore: %s" % ticks)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        restore_s = rinfo["total-time"] / 1000
+        return {
+            "total_ms": info["total-time"],
+            "downtime_ms": info["downtime"],
+            "size_mib": st.st_size / MiB,
+            "alloc_mib": st.st_blocks * 512 / MiB,
+            "restore_ms": rinfo["total-time"],
+            "restore_gbps": st.st_blocks * 512 / restore_s / 1e9 if restore_s else float("nan"),
         }
 
 
@@ -139,7 +191,7 @@ def main():
         results[name] = []
         for i in range(args.runs):
             try:
-                r = one_run(binary, append)
+                r = (one_checkpoint if name.startswith("ck-") else one_run)(binary, append)
             except Exception as e:
                 sys.exit("bench: %s run %d failed: %s: %s" % (name, i + 1, type(e).__name__, e))
             results[name].append(r)

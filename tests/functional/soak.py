@@ -54,7 +54,8 @@ def draw(rng):
         elif action == "duplicate":
             kw["length"] = rng.choice((rng.randint(1, 64), rng.randint(64, 65536), None))
         if rng.random() < 0.3:
-            kw["offset"] = rng.randrange(0, STREAM_OCTETS)
+            # A third in the image header and the first records (setup).
+            kw["offset"] = rng.randrange(0, 512 if rng.random() < 0.33 else STREAM_OCTETS)
             if kw.get("length", 0) is None:
                 kw["length"] = 4096
             return "proxy", None, action, kw

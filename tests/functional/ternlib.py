@@ -210,7 +210,7 @@ class Tern:
     """One tern process with a QMP socket, a serial log and (optionally) an HMP socket."""
 
     def __init__(self, binary, args=(), name="vm", workdir=None, hmp=False, qmp=True,
-                 extra_env=None):
+                 extra_env=None, preexec_fn=None):
         self.binary = binary
         self.dir = workdir or tempfile.mkdtemp(prefix="tern-test-")
         self.name = name
@@ -230,7 +230,8 @@ class Tern:
         self.stderr_file = open(self.stderr_path, "w")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr_file,
-                                         stderr=self.stderr_file, env=env)
+                                         stderr=self.stderr_file, env=env,
+                                         preexec_fn=preexec_fn)
         except OSError:
             self.stderr_file.close()
             if workdir is None:
@@ -420,14 +421,17 @@ class Lab:
             raise AssertionError("sanitizer reports from tern:\n" + "\n".join(reports))
         return False
 
-    def start(self, name, args, hmp=False):
-        vm = Tern(self.binary, list(args), name=name, workdir=self.dir, hmp=hmp)
+    def start(self, name, args, hmp=False, preexec_fn=None):
+        """(preexec_fn): run in the child before exec, e.g. to set a resource limit."""
+        vm = Tern(self.binary, list(args), name=name, workdir=self.dir, hmp=hmp,
+                  preexec_fn=preexec_fn)
         self.vms.append(vm)
         return vm
 
-    def source(self, *args, append="ws=0", name="src", hmp=False):
+    def source(self, *args, append="ws=0", name="src", hmp=False, preexec_fn=None):
         """A VM running the bundled guest with (append)."""
-        return self.start(name, list(args) + ["-append", append], hmp=hmp)
+        return self.start(name, list(args) + ["-append", append], hmp=hmp,
+                          preexec_fn=preexec_fn)
 
     def target(self, *args, name="dst", hmp=False, defer=False, paused=False):
         """A VM waiting for an incoming migration; vm.uri is where to send it."""

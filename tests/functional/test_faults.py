@@ -5,12 +5,14 @@ exactly one copy of the guest running, healthy and continuing where it was.
 Every trial runs a source and a target on 127.0.0.1 with a FaultProxy between
 them (faultproxy.py) and does one thing at one phase of the migration:
 
-  phases   setup  inside VM_CONFIG (the target has not said READY yet)
+  phases   header inside the 32-octet image header
+           setup  inside VM_CONFIG (the target has not said READY yet)
            pass1  inside the first PAGE_DATA (first live pass)
            pass3  right after the 2nd ITERATION_END (a later live pass)
            final  right after the last live ITERATION_END (guest paused, final
                   pages; END not sent yet)
            pause  inside VCPU_STATE (guest paused, state on the wire)
+           end    at the start of END (committed by the source, not delivered)
            after  on the return path, at RESUMED (END delivered)
   actions  the proxy's delay, cut, truncate, corrupt, duplicate;
            kill the target or the source (SIGKILL); migrate_cancel
@@ -37,7 +39,7 @@ import sys
 import time
 
 from faultproxy import Fault, FaultProxy, Trigger
-from ternlib import (Lab, QMPError, TICK_RE, migration_statuses, run_tests, start_migration,
+from ternlib import (Lab, QMPError, TICK_RE, run_tests, start_migration,
                      tcp_uri, wait_migration)
 
 MEM = "256M"
@@ -45,8 +47,10 @@ TICK_MS = 100
 X_PASSES = 3
 HOLD_MS = 2500          # how long the proxy holds the stream while a test acts
 # The record's type is named when its header was read whole ("record 16 at
-# offset 9680424: truncated header: ..." cannot name it).
-TARGET_RE = re.compile(r"tern: incoming migration failed: record \d+( \(\w+\))? at offset \d+: ")
+# offset 9680424: truncated header: ..." cannot name it); a bad image header is
+# "stream header: ...".
+TARGET_RE = re.compile(r"tern: incoming migration failed: (record \d+( \(\w+\))? at offset \d+"
+                       r"|stream header): ")
 
 
 def note(fmt, *args):
@@ -57,6 +61,7 @@ def note(fmt, *args):
 # Phases: where in the stream, and the guest/parameters that make it exist.
 
 PHASES = {
+    "header": dict(trigger=lambda: Trigger.offset(20), status="setup"),
     "setup": dict(trigger=lambda: Trigger.record("VM_CONFIG", where="inside"),
                   status="setup"),
     "pass1": dict(trigger=lambda: Trigger.record("PAGE_DATA", where="inside"),
@@ -72,6 +77,8 @@ PHASES = {
                   status="device", ws=64, x_passes=1, max_bandwidth=40 * 1000 * 1000),
     "pause": dict(trigger=lambda: Trigger.record("VCPU_STATE", where="inside"),
                   status="device"),
+    # The source has committed END (cancel is refused) but it never arrives.
+    "end": dict(trigger=lambda: Trigger.record("END"), status="device"),
     "after": dict(trigger=lambda: Trigger.record("RESUMED"), direction="ret",
                   status="device"),
 }
@@ -92,6 +99,7 @@ class Result:
         self.detail = ""
         self.logs = ""
         self.status_before_cancel = None
+        self.again = False
 
     def check(self, cond, msg):
         if not cond:
@@ -253,14 +261,16 @@ def settle(src, dst, proxy, last_tick, res, src_killed=False, dst_killed=False,
 # One trial.
 
 def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.5,
-          offset=None, act_after=None, verbose=False):
+          offset=None, act_after=None, again=True, verbose=False):
     """One migration with one fault; returns a Result (never raises for a Tern failure).
 
     kind 'proxy': the proxy does (action) = delay|cut|truncate|corrupt|duplicate at the
     phase's trigger, or at stream octet (offset) when given (phase is then ignored).
     kind 'kill-target' | 'kill-source' | 'cancel': the proxy holds the stream at the
     phase's trigger for (ms) and the test acts while it is held; or, with (act_after)
-    seconds, the test acts that long after `migrate` with nothing held."""
+    seconds, the test acts that long after `migrate` with nothing held.
+    (again): when the source kept its guest, migrate it once more, straight to a
+    fresh target, and check that this one completes."""
     if offset is not None or act_after is not None:
         ph = dict(status=None, max_bandwidth=40 * 1000 * 1000 if act_after is not None else 0)
     else:
@@ -331,6 +341,11 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
             if fault is not None and offset is None:
                 res.check(fault.fired.is_set(), "the fault never fired (%s); records %s"
                           % (fault, [r[1] for r in proxy.records()][-4:]))
+            if res.src_info and res.outcome == "source kept":
+                accepted = res.cancel_reply is not None and "error" not in res.cancel_reply
+                want = "cancelled" if accepted else "failed"
+                res.check(res.src_info["status"] == want, "source kept its guest with "
+                          "status %s, expected %s" % (res.src_info["status"], want))
             res.end_delivered = proxy.delivered("END")
             res.proxy_records = proxy.records()
             if kind == "proxy" and action == "delay" and phase == "pause" and \
@@ -338,11 +353,30 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
                 res.check(res.src_info["downtime"] >= ms,
                           "held %d ms inside the pause, downtime %d ms" % (
                               ms, res.src_info["downtime"]))
+            if again and res.ok and res.outcome == "source kept":
+                migrate_again(lab, src, res)
         if not res.ok:
             res.logs = lab.logs()
             if verbose:
                 sys.stderr.write(res.logs)
     return res
+
+
+def migrate_again(lab, src, res):
+    """The source that kept its guest can migrate again (no proxy, fresh target)."""
+    dst2 = lab.target("-m", MEM, name="dst2")
+    last = _last_tick(src)
+    src.qmp.cmd("migrate-set-parameters", x_passes=0, max_bandwidth=0)
+    start_migration(src.qmp, dst2.uri)
+    info = wait_migration(src.qmp, 60)
+    if not res.check(info["status"] == "completed", "migrating again after the failed "
+                     "attempt: %s" % info):
+        return
+    ticks, why = ticks_after(dst2, 0)
+    if res.check(ticks is not None, "after migrating again: %s" % why):
+        res.check(ticks[0]["tick"] > last["tick"] and all(t["errors"] == 0 for t in ticks),
+                  "after migrating again: %s then %s" % (last, ticks))
+    res.again = True
 
 
 def _last_tick(vm):
@@ -411,9 +445,10 @@ def run_trial(binary, kind, phase, action=None, **kw):
     res.check(res.outcome in want, "outcome %r, expected %s" % (res.outcome, " or ".join(
         sorted(want))))
     info = res.src_info or {}
-    note("%-28s %-17s src %-9s dst exit %-4s errors %d%s", res.name, res.outcome,
+    note("%-28s %-17s src %-9s dst exit %-4s errors %d%s%s", res.name, res.outcome,
          info.get("status", "killed"), res.dst_exit if res.dst_exit is not None else "-",
-         res.errors, ("  target: " + res.detail[:110]) if res.detail else "")
+         res.errors, ", migrated again" if res.again else "",
+         ("  target: " + res.detail[:110]) if res.detail else "")
     if not res.ok:
         raise AssertionError("; ".join(res.problems))
     return res
@@ -447,10 +482,14 @@ def test_resumed_cut(binary):
 
 
 TESTS = []
+for _action in ("cut", "corrupt"):
+    TESTS.append(("proxy %s @header" % _action, make("proxy", "header", _action)))
 for _phase in ("setup", "pass1", "pass3", "pause"):
     for _action in ("delay", "cut", "truncate", "corrupt", "duplicate"):
         _kw = {"ms": 1000} if _action in ("delay", "truncate") else {}
         TESTS.append(("proxy %s @%s" % (_action, _phase), make("proxy", _phase, _action, **_kw)))
+for _action in ("cut", "corrupt"):
+    TESTS.append(("proxy %s @END" % _action, make("proxy", "end", _action)))
 TESTS.append(("proxy duplicate whole PAGE_DATA", None))       # filled in below
 TESTS.append(("proxy delay RESUMED", make("proxy", "after", "delay", ms=1500)))
 TESTS.append(("proxy cut RESUMED (ambiguous)", test_resumed_cut))

@@ -296,22 +296,22 @@ static void test_sequential_seeks(void **state)
         g_autofree char *dir = make_dir(g_get_tmp_dir());
         g_autofree char *path = g_build_filename(dir, "seq", NULL);
         size_t big = (3u << 20) + 123;
-        uint8_t *a = g_malloc(big), *b = g_malloc(big);
+        uint8_t *a = g_malloc(big + 16), *b = g_malloc(big + 16);
         struct channel *ch;
         GError *err = NULL;
         struct {
             uint64_t off;
             size_t len;
         } pieces[] = { { 0, 10 }, { 5000, 3 }, { 4093, 5 }, { 8192, 4096 }, { 12289, 9000 },
-                       { 100000, 0 }, { 1u << 20, 0 } };
+                       { 100000, 0 } };
 
         (void)state;
         set_direct(direct);
-        fill(a, big, 7);
+        fill(a, big + 16, 7);
         pieces[5].len = big;
         ch = channel_file_create(path, &err);
         g_assert_no_error(err);
-        for (size_t i = 0; i < ARRAY_SIZE(pieces) - 1; i++) {
+        for (size_t i = 0; i < ARRAY_SIZE(pieces); i++) {
             assert_true(channel_file_seek(ch, pieces[i].off, &err));
             channel_put_bytes(ch, a + i, pieces[i].len);
         }
@@ -324,7 +324,7 @@ static void test_sequential_seeks(void **state)
         ch = channel_file_open(path, &err);
         g_assert_no_error(err);
         assert_int_equal(channel_file_size(ch), (1u << 20 << 3) + PAGE);
-        for (size_t i = 0; i < ARRAY_SIZE(pieces) - 1; i++) {
+        for (size_t i = 0; i < ARRAY_SIZE(pieces); i++) {
             assert_true(channel_file_read_at(ch, pieces[i].off, b, pieces[i].len, &err));
             assert_memory_equal(b, a + i, pieces[i].len);
         }

@@ -1689,7 +1689,8 @@ static void test_ram_index_validation(void **state)
 
 static void test_ram_index_round_trip(void **state)
 {
-    for (uint32_t flags = MIG_HDR_F_MAPPED_RAM; flags <= M_FLAGS; flags |= MIG_HDR_F_CRC32) {
+    for (int crc = 0; crc < 2; crc++) {
+        const uint32_t flags = crc ? M_FLAGS : MIG_HDR_F_MAPPED_RAM;
         const uint64_t nr = 200;
         struct channel *ch = channel_mem_new(NULL, 0);
         struct stream_writer w;
@@ -1835,7 +1836,8 @@ static void test_mapped_order(void **state)
 static void test_mapped_round_trip(void **state)
 {
     (void)state;
-    for (uint32_t flags = MIG_HDR_F_MAPPED_RAM; flags <= M_FLAGS; flags |= MIG_HDR_F_CRC32) {
+    for (int crc = 0; crc < 2; crc++) {
+        const uint32_t flags = crc ? M_FLAGS : MIG_HDR_F_MAPPED_RAM;
         struct stream_mapped_ram m;
         GByteArray *s = build_mapped(flags, &m);
         GError *err = NULL;
