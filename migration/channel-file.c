@@ -56,6 +56,7 @@ struct file_backend {
     struct file_slot *free_slots[QDEPTH];
     int nfree;
     int inflight;
+    bool aio_broken;            /* io_getevents() failed: stop waiting */
     struct file_slot *open_run; /* positional writes being merged, not yet submitted */
     uint64_t requests;
     uint64_t blocks;
@@ -230,8 +231,10 @@ static bool reap(struct file_backend *fb, int min_nr, GError **errp)
     do {
         n = io_getevents(fb->ctx, min_nr, QDEPTH, events, NULL);
     } while (n == -EINTR);
-    if (n < 0)
+    if (n < 0) {
+        fb->aio_broken = true;
         return fb_fail(fb, errp, "waiting for I/O failed: %s", g_strerror(-n));
+    }
     for (int i = 0; i < n; i++) {
         struct file_slot *s = events[i].data;
         long res = (long)events[i].res;
@@ -330,7 +333,7 @@ static bool wait_all(struct file_backend *fb, GError **errp)
 {
     bool ok = true;
 
-    while (fb->inflight)
+    while (fb->inflight && !fb->aio_broken)
         if (!reap(fb, fb->inflight, errp))
             ok = false;
     return ok;
@@ -477,18 +480,44 @@ static struct file_backend *backend_new(const char *path, bool writing)
 }
 
 /* Probe O_DIRECT on (fd) with one aligned block at offset 0 (some
- * filesystems accept the open flag and refuse the I/O). */
-static bool direct_works(int fd, bool writing)
+ * filesystems accept the open flag and refuse the I/O). Returns 0 or the errno. */
+static int direct_probe(int fd, bool writing)
 {
     void *blk;
     ssize_t n;
 
     if (posix_memalign(&blk, ALIGN, ALIGN))
-        return false;
+        return ENOMEM;
     memset(blk, 0, ALIGN);
     n = writing ? pwrite(fd, blk, ALIGN, 0) : pread(fd, blk, ALIGN, 0);
     free(blk);
-    return n >= 0;
+    return n < 0 ? errno : 0;
+}
+
+/* Open (path) again with O_DIRECT (and (flags)) as fb->dfd if the filesystem
+ * takes it; else note the fallback. False with (errp) on another error. */
+static bool open_direct(struct file_backend *fb, const char *path, int flags, GError **errp)
+{
+    int err;
+
+    if (direct_disabled())
+        return true;
+    fb->dfd = open(path, flags | O_DIRECT | O_CLOEXEC);
+    err = fb->dfd < 0 ? errno : direct_probe(fb->dfd, flags != O_RDONLY);
+    if (!err) {
+        fb->direct = true;
+        return true;
+    }
+    if (fb->dfd >= 0)
+        close(fb->dfd);
+    fb->dfd = -1;
+    if (err != EINVAL && err != EOPNOTSUPP) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot %s: %s", fb->path,
+                    flags == O_RDONLY ? "read" : "write", g_strerror(err));
+        return false;
+    }
+    note_buffered(fb->path);
+    return true;
 }
 
 struct channel *channel_file_create(const char *path, GError **errp)
@@ -510,22 +539,15 @@ struct channel *channel_file_create(const char *path, GError **errp)
         file_close(fb);
         return NULL;
     }
-    if (!direct_disabled()) {
-        fb->dfd = open(fb->tmp_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-        if (fb->dfd >= 0 && direct_works(fb->dfd, true)) {
-            fb->direct = true;
-        } else {
-            note_buffered(path);
-            if (fb->dfd >= 0)
-                close(fb->dfd);
-            fb->dfd = -1;
-        }
-        if (ftruncate(fb->bfd, 0) < 0) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: truncate: %s", path,
-                        g_strerror(errno));
-            file_close(fb);
-            return NULL;
-        }
+    if (!open_direct(fb, fb->tmp_path, O_WRONLY, errp)) {
+        file_close(fb);
+        return NULL;
+    }
+    if (fb->direct && ftruncate(fb->bfd, 0) < 0) {      /* drop the probe's block */
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: truncate: %s", path,
+                    g_strerror(errno));
+        file_close(fb);
+        return NULL;
     }
     if (posix_memalign((void **)&fb->sbuf, ALIGN, SEQ_BUF_SIZE)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: out of memory", path);
@@ -559,18 +581,7 @@ struct channel *channel_file_open(const char *path, GError **errp)
         file_close(fb);
         return NULL;
     }
-    if (!direct_disabled()) {
-        fb->dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-        if (fb->dfd >= 0 && direct_works(fb->dfd, false)) {
-            fb->direct = true;
-        } else {
-            note_buffered(path);
-            if (fb->dfd >= 0)
-                close(fb->dfd);
-            fb->dfd = -1;
-        }
-    }
-    if (!setup_aio(fb, errp)) {
+    if (!open_direct(fb, path, O_RDONLY, errp) || !setup_aio(fb, errp)) {
         file_close(fb);
         return NULL;
     }
@@ -730,6 +741,7 @@ bool channel_file_seek(struct channel *ch, uint64_t offset, GError **errp)
         if (!channel_check(ch, errp))
             return false;
         channel_discard_read_ahead(ch);
+        channel_set_pos(ch, offset);
         fb->rpos = offset;
         return true;
     }
@@ -739,6 +751,7 @@ bool channel_file_seek(struct channel *ch, uint64_t offset, GError **errp)
         return false;
     fb->seq_base = ALIGN_DOWN(offset, (uint64_t)ALIGN);
     fb->seq_start = fb->seq_end = (size_t)(offset - fb->seq_base);
+    channel_set_pos(ch, offset);
     return true;
 }
 

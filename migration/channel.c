@@ -555,6 +555,17 @@ void channel_discard_read_ahead(struct channel *ch)
     ch->eof = false;
 }
 
+void channel_set_pos(struct channel *ch, uint64_t pos)
+{
+    ch->read_pos = pos;
+    ch->write_pos = pos;
+}
+
+void channel_account_external(struct channel *ch, uint64_t len)
+{
+    ch->window_used += len;
+}
+
 uint64_t channel_read_pos(struct channel *ch)
 {
     return ch->read_pos;

@@ -48,7 +48,7 @@ struct ram_save {
 /* Bytes put out so far: the stream, plus pages written to their place in a file. */
 static uint64_t bytes_out(struct ram_save *rs)
 {
-    return channel_write_pos(rs->w->ch) + rs->mapped_bytes;
+    return channel_bytes_written(rs->w->ch) + rs->mapped_bytes;
 }
 
 static void count(uint64_t *counter, uint64_t n)
@@ -122,6 +122,7 @@ static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *pa
     count(&rs->counters->normal, 1);
     count(&rs->counters->normal_bytes, GUEST_PAGE_SIZE);
     rs->mapped_bytes += GUEST_PAGE_SIZE;
+    channel_account_external(rs->w->ch, GUEST_PAGE_SIZE);
     return channel_file_write_page(rs->w->ch, stream_mapped_page_offset(&rs->layout, gfn), page,
                                    GUEST_PAGE_SIZE, errp);
 }

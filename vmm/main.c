@@ -113,6 +113,8 @@ int main(int argc, char **argv)
 
     /* A reader of stdout or a log that goes away must not kill the VM. */
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit must fail the write (EFBIG), not kill the VM. */
+    signal(SIGXFSZ, SIG_IGN);
     g_option_context_add_main_entries(ctx, options, NULL);
     if (!g_option_context_parse(ctx, &nargs, &args, &err)) {
         fprintf(stderr, "tern: %s\n", err->message);

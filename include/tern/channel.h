@@ -124,6 +124,12 @@ bool channel_at_eof(struct channel *ch);
 /* Forget bytes read ahead but not yet consumed, and an end-of-stream mark: for
  * a backend that seeks (the file channel). channel_read_pos() is unchanged. */
 void channel_discard_read_ahead(struct channel *ch);
+/* For seekable backends: the stream now continues at (pos) — read_pos and
+ * write_pos report file offsets, so records are named by where they are. */
+void channel_set_pos(struct channel *ch, uint64_t pos);
+/* Count (len) bytes the backend wrote beside the stream (a file's positional
+ * page writes) against the rate limit. */
+void channel_account_external(struct channel *ch, uint64_t len);
 /* Bytes consumed by gets/skips so far (stream read offset). */
 uint64_t channel_read_pos(struct channel *ch);
 

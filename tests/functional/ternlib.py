@@ -38,6 +38,16 @@ def tern_binary():
     return os.path.abspath(path)
 
 
+def tern_dump_binary():
+    """tern-dump: $TERN_DUMP, argv[2], or next to the tern binary."""
+    path = os.environ.get("TERN_DUMP") or (sys.argv[2] if len(sys.argv) > 2 else None)
+    if not path:
+        path = os.path.join(os.path.dirname(tern_binary()), "tern-dump")
+    if not os.path.exists(path):
+        raise SystemExit("usage: test.py PATH/TO/tern PATH/TO/tern-dump (or TERN_DUMP=...)")
+    return os.path.abspath(path)
+
+
 class QMPError(Exception):
     def __init__(self, error):
         super().__init__("%s: %s" % (error.get("class"), error.get("desc")))

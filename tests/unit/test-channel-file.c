@@ -447,6 +447,7 @@ static void test_abort_and_replace(void **state)
     g_clear_error(&err);
     assert_false(exists(tmp));
     channel_close(ch);
+    g_clear_pointer(&contents, g_free);
     assert_true(g_file_get_contents(path, &contents, &len, NULL) && len == 4);
     assert_int_equal(count_entries(dir), 1);
     remove_dir(dir);
