@@ -76,6 +76,7 @@ struct return_path {
     GMutex lock;
     GCond cond;
     bool ready, resumed, closed;
+    bool target_error;          /* the target said ERROR: it will not run */
     uint64_t ready_ns, resumed_ns;
     char *error;
 };
@@ -116,6 +117,9 @@ static gpointer rp_thread(gpointer opaque)
         g_mutex_unlock(&rp->lock);
         if (rec.type == MIG_RP_ERROR) {
             char *msg = NULL;
+            g_mutex_lock(&rp->lock);
+            rp->target_error = true;
+            g_mutex_unlock(&rp->lock);
             g_autofree char *why = stream_parse_rp_error(&rec, &msg, NULL)
                 ? g_strdup_printf("target: %s", msg) : g_strdup("target sent a bad ERROR");
             g_free(msg);
@@ -192,6 +196,7 @@ struct sender {
     uint64_t pause_ns;
     uint64_t fixed_cost_ns;
     uint64_t final_written;     /* channel bytes after the final pass (state and END follow) */
+    bool in_doubt;              /* END went out, then silence: the target may be running */
     struct throttle_state throttle;
 };
 
@@ -399,6 +404,28 @@ static bool finish_file(struct sender *s, GError **errp)
            channel_flush(s->ch, errp) && channel_file_commit(s->ch, errp);
 }
 
+/* END has gone out but neither RESUMED nor ERROR came back. The target may
+ * have died before it read END, or it may be running with its RESUMED lost on
+ * the way: nothing here can tell the two apart. Resuming could leave the guest
+ * running twice, the one outcome that cannot be undone, so this copy stays
+ * paused and says why; `cont` resumes it once the target is known not to run. */
+static bool lost_after_end(struct sender *s, GError **errp)
+{
+    g_mutex_lock(&s->rp->lock);
+    bool refused = s->rp->target_error;
+    g_mutex_unlock(&s->rp->lock);
+    if (refused)
+        return false;       /* the target said ERROR: it will not run; resume here */
+    s->in_doubt = true;
+    g_autofree char *why = g_strdup((*errp)->message);
+    g_clear_error(errp);
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                "lost contact with the target after it was sent the complete state (%s): "
+                "it may be running the guest, so this copy stays paused; 'cont' resumes it "
+                "if the target is not running", why);
+    return false;
+}
+
 static bool stop_and_copy(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
@@ -425,9 +452,10 @@ static bool stop_and_copy(struct sender *s, GError **errp)
         if (!finish_file(s, errp))
             return false;
     } else if (!send_state(s, errp) || !commit_end(mig, errp) ||
-               !stream_write_empty(&s->w, MIG_REC_END, errp) || !channel_flush(s->ch, errp) ||
-               !rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp)) {
-        return false;
+               !stream_write_empty(&s->w, MIG_REC_END, errp) || !channel_flush(s->ch, errp)) {
+        return false;       /* the target has no complete stream: it cannot run */
+    } else if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp)) {
+        return lost_after_end(s, errp);
     }
     stats_update(mig, apply_final_stats, s);
     return true;
@@ -476,7 +504,7 @@ static gpointer sender_thread(gpointer opaque)
     if (s->throttle.percent)
         machine_set_throttle(mig->m, 0);
     if (s->paused)
-        machine_migration_finish(mig->m, ok, s->was_running);
+        machine_migration_finish(mig->m, ok, s->was_running && !s->in_doubt);
 
     g_mutex_lock(&mig->lock);
     mig->ch = NULL;
