@@ -93,8 +93,10 @@ bool channel_file_next_data(struct channel *ch, uint64_t from, uint64_t *start, 
 /* Move the sequential position of (ch) to (offset). Writing: pending puts are
  * flushed to the file first, and later puts land at (offset) (used to jump
  * from the head to the tail). Reading: read-ahead is dropped, and the next get
- * reads at (offset). The channel's read/write counters are not reset. False
- * with (errp) if the channel has failed. */
+ * reads at (offset). Either way channel_read_pos()/channel_write_pos() then
+ * report (offset) (channel_set_pos()), so stream offsets are file offsets;
+ * channel_bytes_written() keeps counting. False with (errp) if the channel
+ * has failed. */
 bool channel_file_seek(struct channel *ch, uint64_t offset, GError **errp);
 
 /* Finish the checkpoint (ch): flush pending puts, drain positional writes,

@@ -207,28 +207,44 @@ def test_rewriting_guest_default_policy(binary):
 
 
 def test_auto_converge(binary):
-    """A guest rewriting 256 MiB at >1 GB/s against a 20 ms downtime limit:
-    auto-converge throttles its vCPUs until the rest fits, and it completes.
+    """Auto-converge: a guest rewriting 32 MiB against a 10 ms downtime limit at
+    16 MiB/s cannot converge; its vCPUs get throttled step by step; once the
+    link is opened up it completes, and the throttle ends with the migration.
     (The throttling rule itself is unit-tested in test-policy.)"""
     with Lab(binary) as lab:
-        src = lab.source("-m", "512M", append="ws=256 " + TICK)
+        src = lab.source("-m", "512M", append="ws=32 " + TICK)
         dst = lab.target("-m", "512M")
         src.wait_running()
-        last = warm_up(src, 256)
+        warm_up(src, 32)
         src.qmp.cmd("migrate-set-capabilities",
                     capabilities=[{"capability": "auto-converge", "state": True}])
         caps = src.qmp.cmd("query-migrate-capabilities")
         assert {"capability": "auto-converge", "state": True} in caps, caps
-        info = migrate(src, dst.uri, timeout=120, max_bandwidth=256 * MiB, downtime_limit=20,
-                       cpu_throttle_initial=50, cpu_throttle_increment=25)
+        # 32 MiB dirty needs ~25 ms in the pause: more than the 10 ms limit.
+        src.qmp.cmd("migrate-set-parameters", max_bandwidth=16 * MiB, downtime_limit=10,
+                    cpu_throttle_initial=50, cpu_throttle_increment=25)
+        start_migration(src.qmp, dst.uri)
+        deadline = time.time() + 60
+        while True:
+            info = src.qmp.cmd("query-migrate")
+            assert info["status"] in ("setup", "active"), "ended before throttling: %s" % info
+            if info.get("cpu-throttle-percentage", 0) >= 50:
+                break
+            assert time.time() < deadline, "no throttle within 60 s: %s" % describe(info)
+            time.sleep(0.1)
+        note("throttled to %d%% after %d passes", info["cpu-throttle-percentage"],
+             info["ram"]["dirty-sync-count"])
+        last = src.serial.poll() and src.serial.lines[-1]
+        src.qmp.cmd("migrate-set-parameters", max_bandwidth=0)
+        info = wait_migration(src.qmp, 120)
         assert_completed(info, src, dst)
         assert info.get("cpu-throttle-percentage", 0) >= 50, describe(info)
-        assert info["downtime"] <= 3 * 20, describe(info)
-        ticks = assert_guest_moved(last, dst)
+        ticks = live_ticks(dst, 3)
+        assert all(t["errors"] == 0 for t in ticks), ticks
         # The target is not throttled: the guest runs at full speed there.
-        assert ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"] > 100, ticks
-        note("auto-converge: throttle %d%%, %s", info["cpu-throttle-percentage"],
-             describe(info, ticks))
+        assert ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"] > 50, ticks
+        note("auto-converge: throttle %d%%, %s (last source line: %s)",
+             info["cpu-throttle-percentage"], describe(info, ticks), last)
 
 
 def test_smp2_deferred_incoming(binary):
@@ -248,10 +264,12 @@ def test_smp2_deferred_incoming(binary):
         from test_boot import vcpu_cpu_seconds
         tids = [c["thread-id"] for c in cpus]
         before = [vcpu_cpu_seconds(dst.proc.pid, t) for t in tids]
-        live_ticks(dst, 3)
+        live_ticks(dst, 5)
         after = [vcpu_cpu_seconds(dst.proc.pid, t) for t in tids]
+        # An idle vCPU halts and burns ~nothing; a busy one gets its share of
+        # the second even on a loaded 2-core host.
         for i in range(2):
-            assert after[i] - before[i] > 0.2, "target vCPU %d idle: %s -> %s" % (i, before, after)
+            assert after[i] - before[i] > 0.1, "target vCPU %d idle: %s -> %s" % (i, before, after)
         note(describe(info, ticks))
 
 
