@@ -21,18 +21,6 @@
 
 /* ---- small JSON helpers ---- */
 
-static JsonNode *node_take_object(JsonObject *obj)
-{
-    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
-    json_node_take_object(node, obj);
-    return node;
-}
-
-static JsonObject *result_object(JsonNode *result)
-{
-    return result && JSON_NODE_HOLDS_OBJECT(result) ? json_node_get_object(result) : NULL;
-}
-
 static void set_u64(JsonObject *o, const char *name, uint64_t v)
 {
     json_object_set_int_member(o, name, (gint64)MIN(v, (uint64_t)INT64_MAX));
@@ -237,7 +225,7 @@ static JsonNode *cmd_query_migrate(struct machine *m, JsonObject *args, GError *
     migration_get_params(m, &p);
     JsonObject *o = mig_info_to_json(&info, &p);
     mig_info_clear(&info);
-    return node_take_object(o);
+    return command_result_object(o);
 }
 
 static uint64_t get_u64(JsonObject *o, const char *name)
@@ -256,7 +244,7 @@ static void fmt_ms(GString *out, JsonObject *o, const char *member, const char *
 /* "info migrate": QEMU's text for the members present. */
 static void fmt_info_migrate(GString *out, JsonNode *result)
 {
-    JsonObject *o = result_object(result);
+    JsonObject *o = command_result_as_object(result);
 
     if (!o || !json_object_has_member(o, "status")) {
         return;
@@ -341,12 +329,12 @@ static JsonNode *cmd_query_migrate_parameters(struct machine *m, JsonObject *arg
     struct mig_params p;
 
     migration_get_params(m, &p);
-    return node_take_object(mig_params_to_json(&p));
+    return command_result_object(mig_params_to_json(&p));
 }
 
 static void fmt_migrate_parameters(GString *out, JsonNode *result)
 {
-    JsonObject *o = result_object(result);
+    JsonObject *o = command_result_as_object(result);
     size_t count;
     const struct mig_param_desc *table = mig_params_table(&count);
 
@@ -416,9 +404,7 @@ static JsonNode *cmd_query_migrate_capabilities(struct machine *m, JsonObject *a
     struct mig_params p;
 
     migration_get_params(m, &p);
-    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
-    json_node_take_array(n, mig_caps_to_json(&p));
-    return n;
+    return command_result_array(mig_caps_to_json(&p));
 }
 
 static void fmt_migrate_capabilities(GString *out, JsonNode *result)

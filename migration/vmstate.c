@@ -33,92 +33,35 @@ static size_t field_bytes(const struct vmstate_field *f)
     return f->size * f->count;
 }
 
-/* Encode (f) of the object at (obj) into (out), big-endian per element. */
-static void field_encode(const struct vmstate_field *f, const uint8_t *obj, uint8_t *out)
+/* Copy field (f)'s elements from (src) to (dst), swapping between host order
+ * and the FDT's big-endian cells. The swap is its own inverse, so one
+ * function encodes (object to property) and decodes (property to object). */
+static void field_copy(const struct vmstate_field *f, const uint8_t *src, uint8_t *dst)
 {
-    const uint8_t *src = obj + f->offset;
-
-    if (f->type == VMS_BYTES) {
-        memcpy(out, src, field_bytes(f));
+    if (f->type == VMS_BYTES || f->size == 1) {
+        memcpy(dst, src, field_bytes(f));
         return;
     }
-    for (unsigned i = 0; i < f->count; i++, src += f->size, out += f->size) {
-        switch (f->type) {
-        case VMS_U8:
-            *out = *src;
-            break;
-        case VMS_U16: {
-            uint16_t v;
-
-            memcpy(&v, src, 2);
-            v = cpu_to_fdt16(v);
-            memcpy(out, &v, 2);
-            break;
-        }
-        case VMS_U32: {
-            uint32_t v;
-
-            memcpy(&v, src, 4);
-            v = cpu_to_fdt32(v);
-            memcpy(out, &v, 4);
-            break;
-        }
-        case VMS_U64: {
-            uint64_t v;
-
-            memcpy(&v, src, 8);
-            v = cpu_to_fdt64(v);
-            memcpy(out, &v, 8);
-            break;
-        }
-        default:
-            break;
-        }
+    for (unsigned i = 0; i < f->count; i++, src += f->size, dst += f->size) {
+        for (size_t b = 0; b < f->size; b++)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            dst[b] = src[f->size - 1 - b];
+#else
+            dst[b] = src[b];
+#endif
     }
+}
+
+/* Encode (f) of the object at (obj) into (out). */
+static void field_encode(const struct vmstate_field *f, const uint8_t *obj, uint8_t *out)
+{
+    field_copy(f, obj + f->offset, out);
 }
 
 /* Decode the property bytes (in) of field (f) into the object at (obj). */
 static void field_decode(const struct vmstate_field *f, uint8_t *obj, const uint8_t *in)
 {
-    uint8_t *dst = obj + f->offset;
-
-    if (f->type == VMS_BYTES) {
-        memcpy(dst, in, field_bytes(f));
-        return;
-    }
-    for (unsigned i = 0; i < f->count; i++, dst += f->size, in += f->size) {
-        switch (f->type) {
-        case VMS_U8:
-            *dst = *in;
-            break;
-        case VMS_U16: {
-            uint16_t v;
-
-            memcpy(&v, in, 2);
-            v = fdt16_to_cpu(v);
-            memcpy(dst, &v, 2);
-            break;
-        }
-        case VMS_U32: {
-            uint32_t v;
-
-            memcpy(&v, in, 4);
-            v = fdt32_to_cpu(v);
-            memcpy(dst, &v, 4);
-            break;
-        }
-        case VMS_U64: {
-            uint64_t v;
-
-            memcpy(&v, in, 8);
-            v = fdt64_to_cpu(v);
-            memcpy(dst, &v, 8);
-            break;
-        }
-        default:
-            break;
-        }
-    }
+    field_copy(f, in, obj + f->offset);
 }
 
 /* The child of (node) named exactly (name) (fdt_subnode_offset() would let

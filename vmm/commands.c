@@ -28,21 +28,21 @@ const char *command_error_class(const GError *error)
 
 /* ---- small JSON helpers ---- */
 
-static JsonNode *node_take_object(JsonObject *obj)
+JsonNode *command_result_object(JsonObject *obj)
 {
     JsonNode *node = json_node_new(JSON_NODE_OBJECT);
     json_node_take_object(node, obj);
     return node;
 }
 
-static JsonNode *node_take_array(JsonArray *arr)
+JsonNode *command_result_array(JsonArray *arr)
 {
     JsonNode *node = json_node_new(JSON_NODE_ARRAY);
     json_node_take_array(node, arr);
     return node;
 }
 
-static JsonObject *result_object(JsonNode *result)
+JsonObject *command_result_as_object(JsonNode *result)
 {
     return result && JSON_NODE_HOLDS_OBJECT(result) ? json_node_get_object(result) : NULL;
 }
@@ -253,7 +253,7 @@ JsonNode *commands_dispatch(const struct command *cmd, struct machine *m, JsonOb
         g_propagate_error(errp, err);
         return NULL;
     }
-    return ret ? ret : node_take_object(json_object_new());
+    return ret ? ret : command_result_object(json_object_new());
 }
 
 /* ---- built-in commands ---- */
@@ -290,12 +290,12 @@ static JsonNode *cmd_query_status(struct machine *m, JsonObject *args, GError **
     json_object_set_string_member(o, "status", runstate_name(s));
     json_object_set_boolean_member(o, "singlestep", false);
     json_object_set_boolean_member(o, "running", runstate_is_running(s));
-    return node_take_object(o);
+    return command_result_object(o);
 }
 
 static void fmt_status(GString *out, JsonNode *result)
 {
-    JsonObject *o = result_object(result);
+    JsonObject *o = command_result_as_object(result);
     if (!o) {
         return;
     }
@@ -364,7 +364,7 @@ static JsonNode *cmd_query_cpus_fast(struct machine *m, JsonObject *args, GError
         json_object_set_string_member(cpu, "target", "x86_64");
         json_array_add_object_element(arr, cpu);
     }
-    return node_take_array(arr);
+    return command_result_array(arr);
 }
 
 static void fmt_cpus(GString *out, JsonNode *result)
@@ -408,12 +408,12 @@ static JsonNode *cmd_query_version(struct machine *m, JsonObject *args, GError *
     JsonObject *o = json_object_new();
     json_object_set_object_member(o, "qemu", q);
     json_object_set_string_member(o, "package", TERN_PACKAGE);
-    return node_take_object(o);
+    return command_result_object(o);
 }
 
 static void fmt_version(GString *out, JsonNode *result)
 {
-    JsonObject *o = result_object(result);
+    JsonObject *o = command_result_as_object(result);
     JsonObject *q = o ? json_object_get_object_member(o, "qemu") : NULL;
     if (!q) {
         return;
@@ -441,7 +441,7 @@ static JsonNode *cmd_query_commands(struct machine *m, JsonObject *args, GError 
     (void)errp;
     JsonArray *arr = json_array_new();
     commands_foreach(add_command_name, arr);
-    return node_take_array(arr);
+    return command_result_array(arr);
 }
 
 static JsonNode *cmd_ram_digest(struct machine *m, JsonObject *args, GError **errp)
@@ -459,12 +459,12 @@ static JsonNode *cmd_ram_digest(struct machine *m, JsonObject *args, GError **er
     json_object_set_string_member(o, "algorithm", "crc32");
     json_object_set_string_member(o, "digest", digest);
     json_object_set_int_member(o, "bytes", (gint64)ram->size);
-    return node_take_object(o);
+    return command_result_object(o);
 }
 
 static void fmt_ram_digest(GString *out, JsonNode *result)
 {
-    JsonObject *o = result_object(result);
+    JsonObject *o = command_result_as_object(result);
     if (o) {
         g_string_append_printf(out, "%s %s (%" G_GINT64_FORMAT " bytes)\n",
                                json_object_get_string_member_with_default(o, "algorithm", ""),

@@ -89,6 +89,12 @@ enum command_error {
 /* The QMP "class" string for (error). */
 const char *command_error_class(const GError *error);
 
+/* Handler helpers: wrap (obj) / (arr) as a result node (ownership taken), and
+ * the object inside a handler's (result), or NULL if it is not an object. */
+JsonNode *command_result_object(JsonObject *obj);
+JsonNode *command_result_array(JsonArray *arr);
+JsonObject *command_result_as_object(JsonNode *result);
+
 /* Add (count) entries of (table) (static storage; not copied). Call on the main
  * thread, before or after the servers start. A name already registered is a
  * programming error: it is reported with g_critical() and skipped. */

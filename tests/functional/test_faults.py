@@ -20,16 +20,31 @@ them (faultproxy.py) and does one thing at one phase of the migration:
 Windows are made deterministic by holding the stream in the proxy (a delay)
 at the phase's trigger and acting while it is held, and by x-passes 3.
 
-The judge (settle()) checks, for every trial:
-  - exactly one of {source running, target running} at the end; when the
-    test killed the source, the target runs if and only if the proxy had
-    delivered END to it, and otherwise exits 1 without running a tick;
+The rule is "never run the guest twice" (docs/migration.md, "What happens on
+failure"). The judge (settle()) checks, for every trial:
+  - never both running: at the end exactly one of {source running, target
+    running}, or, in the in-doubt case below, the target does not run and
+    the source holds the guest paused;
+  - in doubt: once the source has sent END and then hears neither RESUMED
+    nor ERROR, it stays paused (query-status "paused", not "postmigrate") and
+    reports failed with "lost contact with the target after it was sent the
+    complete state (...)". If the target runs (its RESUMED was lost) the
+    source must stay paused; if the target does not run, `cont` on the source
+    must bring the guest back where it was, ticking with errors 0;
+  - END decides: when the proxy read END from the source, the source may
+    resume its guest only if the target's ERROR reached it; otherwise it
+    completes or is in doubt. A source in doubt must have reached `device`
+    and must not have been sent the target's ERROR;
+  - when the test killed the source, the target runs if and only if the
+    proxy had delivered END to it, and otherwise exits 1 without a tick;
   - the guest that runs keeps ticking with errors 0, and on the target it
     continues the source's tick numbers;
   - a failed target exits with status 1 and prints
     "tern: incoming migration failed: ..." naming the record;
   - a source that keeps its guest reports failed/cancelled with error-desc
     and is running; one that handed over reports completed, postmigrate.
+  - a source that kept its guest, or was continued with `cont` after being in
+    doubt, then migrates again to a fresh target, successfully.
 
 This module is also the engine of soak.py (randomised trials).
 """
@@ -52,6 +67,14 @@ HOLD_MS = 2500          # how long the proxy holds the stream while a test acts
 # "stream header: ...".
 TARGET_RE = re.compile(r"tern: incoming migration failed: (record \d+( \(\w+\))? at offset \d+"
                        r"|stream header): ")
+# The source's error-desc when END went out and neither RESUMED nor ERROR came back.
+IN_DOUBT_RE = re.compile(r"^lost contact with the target after it was sent the complete state "
+                         r"\((?P<why>.+)\): it may be running the guest, so this copy stays "
+                         r"paused; 'cont' resumes it if the target is not running$")
+# Outcomes of a trial.
+KEPT, TOOK_OVER = "source kept", "target took over"
+DOUBT_TARGET_RUNS = "in doubt, target runs"     # source paused in doubt; the target runs
+DOUBT_CONT = "in doubt, cont"                   # source paused in doubt, target not; cont
 
 
 def note(fmt, *args):
@@ -90,7 +113,7 @@ class Result:
 
     def __init__(self, name):
         self.name = name
-        self.outcome = "?"          # source kept | target took over | refused | both | lost
+        self.outcome = "?"          # KEPT | TOOK_OVER | DOUBT_* | BOTH RUNNING | ... lost
         self.problems = []          # invariant or semantic violations
         self.errors = 0             # guest errors seen on the survivor
         self.lost = False           # no copy of the guest runs
@@ -101,6 +124,9 @@ class Result:
         self.logs = ""
         self.status_before_cancel = None
         self.again = False
+        self.in_doubt = False       # the source reported the in-doubt error, paused
+        self.end_seen = False       # the proxy read END from the source
+        self.error_delivered = False    # the proxy handed the target's ERROR to the source
 
     def check(self, cond, msg):
         if not cond:
