@@ -444,7 +444,6 @@ bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
         return false;
     *out = (struct vcpu_info){
         .index = index, .thread_id = cpus_thread_id(m->cpus, index), .rip = sum.rip,
-        .halted = sum.halted,
     };
     return true;
 }

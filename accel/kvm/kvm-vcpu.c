@@ -236,6 +236,5 @@ bool kvm_vcpu_summary(struct kvm_vcpu *vcpu, struct vcpu_summary *out, GError **
     out->rip = vcpu->run->s.regs.regs.rip;
     out->rsp = vcpu->run->s.regs.regs.rsp;
     out->cr3 = vcpu->run->s.regs.sregs.cr3;
-    out->halted = false;
     return true;
 }

@@ -90,7 +90,7 @@ bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp);
 bool kvm_vm_load_state(struct kvm *k, const void *fdt, int node, GError **errp);
 
 /* Register values for monitors (info cpus, query-cpus-fast). */
-struct vcpu_summary { uint64_t rip, rsp, cr3; bool halted; };
+struct vcpu_summary { uint64_t rip, rsp, cr3; };
 bool kvm_vcpu_summary(struct kvm_vcpu *vcpu, struct vcpu_summary *out, GError **errp);
 
 #endif

@@ -50,8 +50,7 @@ unsigned machine_vcpu_count(struct machine *m);
 struct vcpu_info {
     unsigned index;
     int thread_id;          /* host TID of the vCPU thread */
-    uint64_t rip;
-    bool halted;
+    uint64_t rip;               /* at the vCPU's last exit */
 };
 bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
                        GError **errp);

@@ -150,7 +150,6 @@ bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
     out->index = index;
     out->thread_id = 1000 + (int)index;
     out->rip = 0x100000;
-    out->halted = false;
     return true;
 }
 
