@@ -24,6 +24,7 @@ void cmdline_parse(const char *s, struct params *p)
         { "cpus", offsetof(struct params, cpus) },
         { "exit_after", offsetof(struct params, exit_after) },
         { "debug", offsetof(struct params, debug) },
+        { "exitbench", offsetof(struct params, exitbench) },
     };
 
     p->ws_mib = 0;
@@ -34,6 +35,7 @@ void cmdline_parse(const char *s, struct params *p)
     p->cpus = 0;
     p->exit_after = 0;
     p->debug = 0;
+    p->exitbench = 0;
     while (*s) {
         const char *w = s, *eq = NULL;
         uint64_t v = 0;

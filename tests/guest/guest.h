@@ -167,7 +167,7 @@ uint64_t boot_page_addr(uint64_t idx);
 
 /* cmdline.c */
 struct params {
-    uint64_t ws_mib, rate_mib, fill_mib, tick_ms, timer_hz, cpus, exit_after, debug;
+    uint64_t ws_mib, rate_mib, fill_mib, tick_ms, timer_hz, cpus, exit_after, debug, exitbench;
 };
 void cmdline_parse(const char *s, struct params *p);
 

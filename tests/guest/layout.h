@@ -11,6 +11,9 @@
 #define SEL_DATA 0x18
 #define SEL_TSS0 0x20               /* one 16-byte TSS descriptor per CPU from here */
 
+#define DEBUG_EXIT_PORT 0xf4        /* isa-debug-exit (QEMU's convention) */
+#define EXIT_BENCH_PORT 0xf5        /* unclaimed: an OUT there is a bare VM exit */
+
 #define TRAMPOLINE_PA 0x8000        /* AP real-mode entry (SIPI vector 0x08) */
 
 #define PTE_P 0x1
