@@ -177,6 +177,10 @@ static void channel_flush_pending(struct channel *ch)
 
         if (n == -EINTR)
             continue;
+        /* Bytes that went out count even if a shutdown came meanwhile: what
+         * the peer may have received is a fact the caller needs. */
+        if (n > 0)
+            ch->written += (uint64_t)n;
         if (channel_has_error(ch))
             break;              /* shut down meanwhile: keep that reason */
         if (n < 0) {
@@ -189,7 +193,6 @@ static void channel_flush_pending(struct channel *ch)
                                ch->name);
             break;
         }
-        ch->written += (uint64_t)n;
         /* Partial write: skip whole iovecs, then trim the first remaining one. */
         while (n > 0 && idx < ch->iovcnt) {
             if ((size_t)n >= ch->iov[idx].iov_len) {

@@ -1,8 +1,10 @@
 /* migration.c: the outgoing side. A sender thread connects, sends VM_CONFIG,
  * runs pre-copy passes until the policy says the rest fits the downtime
  * limit, pauses the guest, sends the rest and the CPU and device state, and
- * gives up its copy only when the target says RESUMED. Anything else before
- * that — an error, a cancel, a broken connection — resumes the source guest. */
+ * gives up its copy only when the target says RESUMED. An error, a cancel or
+ * a broken connection before END is out resumes the source guest, and so does
+ * the target's ERROR; silence after END leaves it paused (in doubt), because
+ * the target may be running it. */
 #include <stdio.h>
 #include <string.h>
 
@@ -426,6 +428,22 @@ static bool lost_after_end(struct sender *s, GError **errp)
     return false;
 }
 
+/* Write END. If a failure comes with END not wholly out, the target cannot
+ * have a complete stream and will not run: plain failure. If all of END went
+ * out and only then an error arrived, the target may run: in doubt. */
+static bool send_end(struct sender *s, GError **errp)
+{
+    uint64_t before = channel_write_pos(s->ch);
+    bool put = stream_write_empty(&s->w, MIG_REC_END, errp);
+    uint64_t end = channel_write_pos(s->ch);
+
+    if (put && channel_flush(s->ch, errp))
+        return true;
+    if (end > before && channel_bytes_written(s->ch) >= end)
+        return lost_after_end(s, errp);
+    return false;
+}
+
 static bool stop_and_copy(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
@@ -451,9 +469,10 @@ static bool stop_and_copy(struct sender *s, GError **errp)
     if (s->to_file) {
         if (!finish_file(s, errp))
             return false;
-    } else if (!send_state(s, errp) || !commit_end(mig, errp) ||
-               !stream_write_empty(&s->w, MIG_REC_END, errp) || !channel_flush(s->ch, errp)) {
-        return false;       /* the target has no complete stream: it cannot run */
+    } else if (!send_state(s, errp) || !commit_end(mig, errp)) {
+        return false;
+    } else if (!send_end(s, errp)) {
+        return false;
     } else if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp)) {
         return lost_after_end(s, errp);
     }

@@ -478,6 +478,12 @@ class FaultProxy:
         pipe = self.fwd if direction == "fwd" else self.ret
         return bool(pipe) and pipe.record_seen[name].is_set()
 
+    def received(self, name, direction="fwd"):
+        """True when the proxy has read every octet of the first (name) record
+        (CRC trailer included) from its sender: the sender wrote it whole."""
+        pipe = self.fwd if direction == "fwd" else self.ret
+        return bool(pipe) and name in pipe.ends and pipe.read_pos >= pipe.ends[name]
+
     def delivered(self, name, direction="fwd"):
         """True when the first (name) record was handed whole to the receiver."""
         pipe = self.fwd if direction == "fwd" else self.ret

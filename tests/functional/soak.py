@@ -13,10 +13,13 @@ Each trial draws one of:
   - SIGKILL of the target or of the source, or migrate_cancel, while the
     proxy holds the stream at a phase, or at a random time after `migrate`.
 
-and judges it with test_faults.settle(): exactly one copy of the guest runs
-(the exceptions: a source killed before END was delivered takes the VM with
-it, and a return path cut after RESUMED leaves two -- reported as
-"both (ambiguous)"), the survivor ticks on with errors 0, and a failed target
+and judges it with test_faults.settle(), by the rule "never run the guest
+twice": never both running; exactly one copy runs, or -- when END went out and
+neither RESUMED nor ERROR came back -- the source holds the guest paused "in
+doubt" (and stays paused if the target runs; otherwise `cont` on it must bring
+the guest back healthy, and it must migrate again). The VM is lost only when
+the test killed the source before END was delivered (or killed the target
+after it took over). The survivor ticks on with errors 0, and a failed target
 exits 1 naming the record. The same seed gives the same sequence of trials.
 """
 import argparse
@@ -68,35 +71,49 @@ def draw(rng):
     return kind, rng.choice(HOLD_PHASES[kind]), None, {"ms": rng.randint(1500, 3000)}
 
 
+KEPT, TOOK_OVER = test_faults.KEPT, test_faults.TOOK_OVER
+DOUBT_CONT, DOUBT_TARGET_RUNS = test_faults.DOUBT_CONT, test_faults.DOUBT_TARGET_RUNS
+
+
 def judge(res, kind, phase, action, kw):
-    """The outcomes allowed for this draw (a set), beyond settle()'s invariant."""
+    """The outcomes allowed for this draw (a set), beyond settle()'s invariant.
+
+    Where a random time or offset decides whether END had left the source when
+    the fault struck, both "source kept" and "in doubt" are allowed here, and
+    settle() holds the trial to what the proxy saw: END read from the source
+    and no ERROR back means in doubt; the target's ERROR delivered means the
+    source resumes; in doubt needs the source to have reached `device`. (END
+    can also sit in the loopback socket buffers, unseen by the proxy, when the
+    connection breaks: then either answer is one the source could give.)"""
+    completed = res.src_info is not None and res.src_info.get("status") == "completed"
     if kw.get("offset") is not None:
         f = res.fault
         if not f.fired.is_set() or action == "delay":
-            return {"target took over"}
+            return {TOOK_OVER}
         if action == "duplicate":
             # A chunk that happens to be whole records is legal.
-            return {"source kept", "target took over"}
-        return {"source kept"}
+            return {KEPT, DOUBT_CONT, TOOK_OVER}
+        return {KEPT, DOUBT_CONT}
     if kw.get("act_after") is not None:
         if kind == "kill-source":
-            return {"target took over", "lost with source"}     # settle() checks END
+            return {TOOK_OVER, "lost with source"}              # settle() checks END
         if kind == "kill-target":
             # Killed after the source heard RESUMED: the target was the runner.
-            return {"source kept", "lost with target"} if res.src_info and \
-                res.src_info.get("status") == "completed" else {"source kept"}
+            return {"lost with target"} if completed else {KEPT, DOUBT_CONT}
         reply = res.cancel_reply or {}
         if "error" in reply:
-            return {"target took over"}                          # too late: refused
+            return {TOOK_OVER}                                   # too late: refused
         if res.status_before_cancel in ("setup", "active"):
-            return {"source kept"}                               # accepted: must cancel
-        return {"source kept", "target took over"}               # device, or after the end
+            return {KEPT}                                        # accepted: must cancel
+        return {KEPT, TOOK_OVER}                                 # device, or after the end
     if kind == "kill-source" and phase == "final":
-        return {"lost with source", "target took over"}
-    if kind == "proxy" and phase == "after" and action == "cut":
-        return {"BOTH RUNNING"}
+        return {"lost with source", TOOK_OVER}
     if kind == "proxy" and action == "duplicate" and kw.get("length") is None:
-        return {"target took over"}
+        return {TOOK_OVER}
+    if kind == "proxy" and action == "truncate" and phase in ("pass1", "pass3", "final"):
+        # Whether the source gets END out before the connection is cut
+        # (after a random 100-2000 ms) is a matter of timing.
+        return {KEPT, DOUBT_CONT}
     return test_faults.expected(kind, phase or "", action, kw.get("length", 4096))
 
 
@@ -150,8 +167,6 @@ def main():
             res.check(res.outcome in allowed, "outcome %r, allowed %s" % (
                 res.outcome, " or ".join(sorted(allowed))))
             outcome, ok, errors, lost = res.outcome, res.ok, res.errors, res.lost
-            if outcome == "BOTH RUNNING" and ok:
-                outcome = "both (ambiguous)"
             if kind == "cancel" and res.cancel_reply and "error" in res.cancel_reply:
                 outcome = "refused, " + outcome
             problems = res.problems
