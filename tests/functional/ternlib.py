@@ -331,6 +331,23 @@ class Hmp:
         self.sock.close()
 
 
+def live_ticks(vm, n=3, timeout=20.0, skip_old=True):
+    """(n) new tick lines from (vm)'s guest: consecutive, errors 0, LAPIC timer running."""
+    if skip_old:
+        vm.serial.poll()                # skip what was printed before
+    ticks = vm.serial.wait_ticks(n, timeout=timeout, proc=vm.proc)
+    assert all(t["errors"] == 0 for t in ticks), "guest found corrupted memory: %s" % ticks
+    numbers = [t["tick"] for t in ticks]
+    assert numbers == list(range(numbers[0], numbers[0] + n)), "ticks not consecutive: %s" % ticks
+    assert n < 2 or ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], \
+        "LAPIC timer stopped: %s" % ticks
+    return ticks
+
+
+def status(vm):
+    return vm.qmp.cmd("query-status")["status"]
+
+
 def cleanup_dir(path):
     shutil.rmtree(path, ignore_errors=True)
 

@@ -24,8 +24,9 @@ import subprocess
 import tempfile
 import time
 
-from ternlib import (Lab, QMPError, RUNNING_RE, TICK_RE, cleanup_dir, migration_statuses,
-                     run_tests, start_migration, wait_migration, wait_migration_status)
+from ternlib import (cleanup_dir, Lab, live_ticks, migration_statuses, QMPError, run_tests,
+                     RUNNING_RE, start_migration, status, TICK_RE, wait_migration,
+                     wait_migration_status)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -144,21 +145,6 @@ def leftovers(directory, name):
 # ---------------------------------------------------------------------------
 # What a user would look at.
 
-def live_ticks(vm, n=3, timeout=20.0, skip_old=True):
-    """(n) new tick lines from (vm)'s guest: consecutive, errors 0, LAPIC timer running."""
-    if skip_old:
-        vm.serial.poll()
-    ticks = vm.serial.wait_ticks(n, timeout=timeout, proc=vm.proc)
-    assert all(t["errors"] == 0 for t in ticks), "guest found corrupted memory: %s" % ticks
-    numbers = [t["tick"] for t in ticks]
-    assert numbers == list(range(numbers[0], numbers[0] + n)), "ticks not consecutive: %s" % ticks
-    assert n < 2 or ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], \
-        "LAPIC timer stopped: %s" % ticks
-    return ticks
-
-
-def status(vm):
-    return vm.qmp.cmd("query-status")["status"]
 
 
 def digest(vm):

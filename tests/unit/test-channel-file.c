@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test-helpers.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,20 +28,6 @@
 #define PAGE            4096u
 #define RAM_OFF         (1u << 20)          /* where the test's "RAM area" starts */
 #define SKIP_EXIT       77                  /* a forked check that cannot run here */
-
-static void assert_error(GError *err, const char *substr)
-{
-    if (!err)
-        fail_msg("expected an error containing '%s', got success", substr);
-    if (!strstr(err->message, substr))
-        fail_msg("expected an error containing '%s', got '%s'", substr, err->message);
-}
-
-static void fill(uint8_t *p, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        p[i] = (uint8_t)(seed + i * 13 + (i >> 8));
-}
 
 static void *aligned_buf(size_t len)
 {

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test-helpers.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,20 +16,6 @@
 #include "tern/channel.h"
 #include "tern/stream-format.h"
 #include "tern/util.h"
-
-static void assert_error(GError *err, const char *substr)
-{
-    if (!err)
-        fail_msg("expected an error containing '%s', got success", substr);
-    if (!strstr(err->message, substr))
-        fail_msg("expected an error containing '%s', got '%s'", substr, err->message);
-}
-
-static void fill(uint8_t *p, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        p[i] = (uint8_t)(seed + i * 13 + (i >> 8));
-}
 
 /* ---- mem backend ---- */
 

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test-helpers.h"
+
 #include <libfdt.h>
 #include <string.h>
 #include <zlib.h>
@@ -21,14 +23,6 @@
 #define NR_GFNS 0x100000ULL         /* 4 GiB worth of frames */
 
 /* ---- helpers ---- */
-
-static void assert_error(GError *err, const char *substr)
-{
-    if (!err)
-        fail_msg("expected an error containing '%s', got success", substr);
-    if (!strstr(err->message, substr))
-        fail_msg("expected an error containing '%s', got '%s'", substr, err->message);
-}
 
 /* Take the bytes written to a mem channel (after a flush). */
 static GByteArray *take_bytes(struct channel *ch)
