@@ -234,6 +234,11 @@ void serial_sync_irq(struct serial *s)
     g_mutex_unlock(s->lock);
 }
 
+const struct vmstate_desc *serial_vmstate(void)
+{
+    return &uart_desc;
+}
+
 struct device serial_device(struct serial *s)
 {
     return (struct device){ .id = "serial0", .vmsd = &uart_desc, .state = &s->regs };

@@ -166,6 +166,16 @@ static const struct vmstate_desc vm_desc = {
     .name = "vm", .version = 1, .min_version = 1, .fields = vm_fields,
 };
 
+const struct vmstate_desc *kvm_vcpu_vmstate(void)
+{
+    return &vcpu_desc;
+}
+
+const struct vmstate_desc *kvm_vm_vmstate(void)
+{
+    return &vm_desc;
+}
+
 /* ---- ioctl helpers ---- */
 
 static bool vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg, const char *name,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct io_bus;
+struct vmstate_desc;
 struct kvm;        /* /dev/kvm, the VM fd, capabilities */
 struct kvm_vcpu;   /* one vCPU fd and its shared kvm_run page */
 
@@ -88,6 +89,10 @@ bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **
 bool kvm_vcpu_load_state(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp);
 bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp);
 bool kvm_vm_load_state(struct kvm *k, const void *fdt, int node, GError **errp);
+
+/* The vmstate tables of a vCPU's and of the VM's state (for table checks). */
+const struct vmstate_desc *kvm_vcpu_vmstate(void);
+const struct vmstate_desc *kvm_vm_vmstate(void);
 
 /* Register values for monitors (info cpus, query-cpus-fast). */
 struct vcpu_summary { uint64_t rip, rsp, cr3; };

@@ -27,5 +27,7 @@ void serial_reset(struct serial *s);
 /* After loading state: drive the interrupt line to what the registers say. */
 void serial_sync_irq(struct serial *s);
 struct device serial_device(struct serial *s);
+/* The UART's vmstate table (for table checks). */
+const struct vmstate_desc *serial_vmstate(void);
 
 #endif
