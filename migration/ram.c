@@ -396,16 +396,9 @@ static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages,
     }
     if (!channel_file_read_at(ml->ch, off, ml->buf, len, errp))
         return false;
-    for (uint64_t i = 0; i < npages; i++) {
-        GError *err = NULL;
-        if (!stream_ram_index_check_page(ml->idx, first_crc + i, first_gfn + i,
-                                         ml->buf + (i << GUEST_PAGE_SHIFT), &err)) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "RAM area at offset %" G_GUINT64_FORMAT
-                        ": %s", off + (i << GUEST_PAGE_SHIFT), err->message);
-            g_error_free(err);
-            return false;
-        }
-    }
+    if (!stream_ram_index_check_run(ml->idx, ml->layout, first_gfn, npages, first_crc, ml->buf,
+                                    errp))
+        return false;
     /* Checked first, stored after: a bad page never reaches guest RAM. */
     return guest_ram_write(ml->ram, first_gfn << GUEST_PAGE_SHIFT, ml->buf, len, errp);
 }

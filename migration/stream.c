@@ -1379,6 +1379,29 @@ bool stream_ram_index_check_page(const struct stream_ram_index *idx, uint64_t cr
     return true;
 }
 
+bool stream_ram_index_check_run(const struct stream_ram_index *idx,
+                                const struct stream_mapped_ram *m, uint64_t first_gfn,
+                                uint64_t npages, uint64_t first_crc, const uint8_t *pages,
+                                GError **errp)
+{
+    for (uint64_t i = 0; i < npages; i++) {
+        uint64_t gfn = first_gfn + i;
+        GError *err = NULL;
+
+        if (stream_ram_index_check_page(idx, first_crc + i, gfn,
+                                        pages + (i << MIG_STREAM_PAGE_SHIFT), &err))
+            continue;
+        /* "gfn 0x12: page CRC mismatch (...)" gains where the page is. */
+        const char *why = strstr(err->message, ": ");
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "gfn 0x%" PRIx64 " at file offset %" PRIu64 "%s", gfn,
+                    stream_mapped_page_offset(m, gfn), why ? why : ": page CRC mismatch");
+        g_error_free(err);
+        return false;
+    }
+    return true;
+}
+
 /* ---- Return path ---- */
 
 bool stream_write_rp_error(struct stream_writer *w, const char *message, GError **errp)

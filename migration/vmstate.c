@@ -94,6 +94,12 @@ static bool save_node(const struct vmstate_desc *desc, const void *opaque, void 
                       int parent, const char *node_name, const char *path, unsigned depth,
                       GError **errp);
 
+/* The node of element (i) of struct field (f): "name", or "name@i" in an array. */
+static char *child_name(const struct vmstate_field *f, unsigned i)
+{
+    return f->count == 1 ? g_strdup(f->name) : g_strdup_printf("%s@%u", f->name, i);
+}
+
 static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, void *fdt,
                         int node, const char *path, unsigned depth, GError **errp)
 {
@@ -106,8 +112,7 @@ static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, voi
     for (const struct vmstate_field *f = desc->fields; f && f->name; f++) {
         if (f->type == VMS_STRUCT) {
             for (unsigned i = 0; i < f->count; i++) {
-                g_autofree char *child = f->count == 1 ? g_strdup(f->name)
-                                                       : g_strdup_printf("%s@%u", f->name, i);
+                g_autofree char *child = child_name(f, i);
                 g_autofree char *child_path = g_strdup_printf("%s/%s", path, child);
 
                 if (!save_node(f->sub, obj + f->offset + (size_t)i * f->size, fdt, node,
@@ -249,8 +254,7 @@ static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void 
     for (const struct vmstate_field *f = desc->fields; f && f->name; f++) {
         if (f->type == VMS_STRUCT) {
             for (unsigned i = 0; i < f->count; i++) {
-                g_autofree char *child = f->count == 1 ? g_strdup(f->name)
-                                                       : g_strdup_printf("%s@%u", f->name, i);
+                g_autofree char *child = child_name(f, i);
                 g_autofree char *child_path = g_strdup_printf("%s/%s", path, child);
                 int sub = child_exact(fdt, node, child);
 

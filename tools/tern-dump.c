@@ -223,25 +223,8 @@ static bool check_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_
             return false;
         }
     }
-    if (!channel_file_read_at(d->ch, off, d->io, len, errp))
-        return false;
-    for (uint64_t i = 0; i < npages; i++) {
-        GError *err = NULL;
-
-        if (!stream_ram_index_check_page(c->idx, first_crc + i, first_gfn + i,
-                                         d->io + i * PAGE_SIZE_V1, &err)) {
-            const char *why = strstr(err->message, ": ");
-
-            /* "gfn 0x12 at file offset 1122304: page CRC mismatch (...)" */
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "gfn 0x%" PRIx64
-                        " at file offset %" PRIu64 "%s", first_gfn + i,
-                        stream_mapped_page_offset(&d->m, first_gfn + i),
-                        why ? why : ": page CRC mismatch");
-            g_error_free(err);
-            return false;
-        }
-    }
-    return true;
+    return channel_file_read_at(d->ch, off, d->io, len, errp) &&
+           stream_ram_index_check_run(c->idx, &d->m, first_gfn, npages, first_crc, d->io, errp);
 }
 
 /* After MAPPED_RAM: the head's padding is zero, the file reaches the tail;

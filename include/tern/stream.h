@@ -326,6 +326,13 @@ bool stream_ram_index_for_each_run(const struct stream_ram_index *idx, uint64_t 
  * "gfn 0x...: page CRC mismatch (index says 0x..., computed 0x...)". */
 bool stream_ram_index_check_page(const struct stream_ram_index *idx, uint64_t crc_index,
                                  uint64_t gfn, const void *page, GError **errp);
+/* Check (npages) pages read from the RAM area (pages, back to back), gfns
+ * (first_gfn).. with CRC entries (first_crc).., against the index. Fails with
+ * "gfn 0x... at file offset N: page CRC mismatch (...)" (offsets per (m)). */
+bool stream_ram_index_check_run(const struct stream_ram_index *idx,
+                                const struct stream_mapped_ram *m, uint64_t first_gfn,
+                                uint64_t npages, uint64_t first_crc, const uint8_t *pages,
+                                GError **errp);
 
 /* ---- Return path ---- */
 
