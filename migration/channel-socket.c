@@ -84,6 +84,31 @@ static void sock_shutdown(void *opaque)
         shutdown(s->fd, SHUT_RDWR);
 }
 
+static void sock_linger(void *opaque, unsigned timeout_ms)
+{
+    struct sock_backend *s = opaque;
+    uint64_t deadline = clock_ns() + (uint64_t)timeout_ms * 1000000;
+    char sink[64 * 1024];
+
+    if (!s->is_socket || shutdown(s->fd, SHUT_WR) < 0)
+        return;
+    for (;;) {
+        uint64_t now = clock_ns();
+        struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
+
+        if (now >= deadline)
+            return;
+        int n = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        ssize_t got = recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+            return;
+    }
+}
+
 static struct channel *sock_return_path(void *opaque, GError **errp)
 {
     struct sock_backend *s = opaque;
@@ -113,6 +138,7 @@ static const struct channel_ops sock_ops = {
     .writev = sock_writev,
     .read = sock_read,
     .shutdown = sock_shutdown,
+    .linger = sock_linger,
     .return_path = sock_return_path,
     .close = sock_close,
 };

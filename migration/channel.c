@@ -574,6 +574,12 @@ uint64_t channel_read_pos(struct channel *ch)
     return ch->read_pos;
 }
 
+void channel_linger(struct channel *ch, unsigned timeout_ms)
+{
+    if (ch->ops->linger)
+        ch->ops->linger(ch->opaque, timeout_ms);
+}
+
 struct channel *channel_return_path(struct channel *ch, GError **errp)
 {
     if (!ch->ops->return_path) {

@@ -18,6 +18,11 @@
 #include "tern/stream.h"
 #include "tern/util.h"
 
+/* How long a failed target keeps draining the source's stream after its
+ * ERROR, so that the source reads ERROR rather than a reset: the source stops
+ * sending as soon as ERROR arrives, so this is rarely waited out. */
+#define INCOMING_LINGER_MS  2000
+
 struct incoming {
     struct migration *mig;
     int listen_fd;
@@ -193,9 +198,11 @@ static gpointer incoming_thread(gpointer opaque)
     }
     g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
     migration_set_error(mig, msg);
-    if (inc->rp_ch)
-        rp_send(inc, MIG_RP_ERROR, msg, NULL);
     fprintf(stderr, "tern: %s\n", msg);
+    if (inc->rp_ch) {
+        rp_send(inc, MIG_RP_ERROR, msg, NULL);
+        channel_linger(inc->ch, INCOMING_LINGER_MS);
+    }
     int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
     if (!mig_status_is_terminal(cur))
         mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);

@@ -38,6 +38,9 @@ struct channel_ops {
     void (*shutdown)(void *opaque);
     /* A new channel for the other direction of the same connection. Optional. */
     struct channel *(*return_path)(void *opaque, GError **errp);
+    /* Close the sending direction, then read and drop what the peer still
+     * sends until it closes or (timeout_ms) pass. Optional. */
+    void (*linger)(void *opaque, unsigned timeout_ms);
     /* Release (opaque) (close the fd). Optional. */
     void (*close)(void *opaque);
 };
@@ -65,6 +68,13 @@ bool channel_check(struct channel *ch, GError **errp);
 /* Set a "cancelled" error, then shut the backend down so a blocked thread
  * returns. Any thread; (reason) becomes the error message if none is set. */
 void channel_shutdown(struct channel *ch, const char *reason);
+
+/* A lingering close, before channel_close() of a failed receiver: send the
+ * peer end of stream after what was written (the return path's ERROR), then
+ * drain its data for at most (timeout_ms). Closing a socket with unread data
+ * would reset the connection instead, and a reset can overtake the ERROR the
+ * peer needs to hear. No-op for backends without it. */
+void channel_linger(struct channel *ch, unsigned timeout_ms);
 
 /* ---- Writing ---- */
 

@@ -31,7 +31,9 @@ Actions, each fired once at its trigger point:
 Every thread is a daemon, every wait is bounded, and the proxy cuts itself
 off after `lifetime` seconds whatever happens. Data the proxy has already
 read from one side is still delivered to the other after that side closes
-(as TCP delivers what was sent before a FIN), unless a fault cut it.
+(as TCP delivers what was sent before a FIN or a reset), unless a fault cut
+it; a target that resets the connection is cut off a second later, after
+its last words have crossed.
 """
 import socket
 import struct
@@ -276,7 +278,17 @@ class _Pipe:
     def _send(self, data):
         if self.dropping or not data:
             return
-        self.dst.sendall(data)
+        try:
+            self.dst.sendall(data)
+        except OSError as e:
+            if self.name != "fwd":
+                raise
+            # The target reset the connection. What it wrote before (an
+            # ERROR) is still on its way back, and TCP would deliver it ahead
+            # of the reset: let the return direction finish, then cut.
+            self.dropping = True
+            self.proxy._later(1000, "fwd: %s" % e)
+            return
         self.sent_pos += len(data)
         for name, end in self.ends.items():
             if self.sent_pos >= end:
