@@ -505,6 +505,71 @@ static void test_tcp_and_unix(void **state)
     rmdir(dir);
 }
 
+/* A pair of connected TCP channels on loopback: (*src) connected to (*dst). */
+static void tcp_pair(struct channel **src, struct channel **dst)
+{
+    GError *err = NULL;
+    int lfd = channel_socket_listen("tcp:127.0.0.1:0", &err);
+    g_autofree char *uri = channel_socket_local_uri(lfd, &err);
+    int cfd = channel_socket_connect(uri, &err);
+    int afd = channel_socket_accept(lfd, &err);
+
+    g_assert_no_error(err);
+    close(lfd);
+    *src = channel_socket_new(cfd, "src");
+    *dst = channel_socket_new(afd, "dst");
+}
+
+static gpointer linger_thread(gpointer opaque)
+{
+    channel_linger(opaque, 5000);
+    return NULL;
+}
+
+/* A receiver that fails with the sender's data unread says ERROR and lingers:
+ * the sender reads ERROR and then a clean end of stream, not a reset, and the
+ * linger ends as soon as the sender closes. */
+static void test_linger(void **state)
+{
+    struct channel *src, *dst, *rp;
+    uint8_t *data = g_malloc(256 * 1024);
+    GError *err = NULL;
+
+    (void)state;
+    tcp_pair(&src, &dst);
+    fill(data, 256 * 1024, 5);
+    channel_put_bytes(src, data, 256 * 1024);      /* never read by dst */
+    assert_true(channel_flush(src, NULL));
+    rp = channel_return_path(dst, NULL);
+    channel_put_le32(rp, 0xe44042);
+    assert_true(channel_flush(rp, NULL));
+
+    uint64_t t0 = clock_ns();
+    GThread *t = g_thread_new("linger", linger_thread, dst);
+    struct channel *src_rp = channel_return_path(src, NULL);
+    assert_int_equal(channel_get_le32(src_rp), 0xe44042);
+    assert_true(channel_at_eof(src_rp));
+    assert_true(channel_check(src_rp, &err));
+    channel_put_bytes(src, data, 1024);             /* still drained, no reset */
+    assert_true(channel_flush(src, NULL));
+    channel_close(src_rp);
+    channel_close(src);
+    g_thread_join(t);
+    assert_true(clock_ns() - t0 < 4000ull * 1000000);
+    channel_close(rp);
+    channel_close(dst);
+
+    /* A peer that neither sends nor closes: the linger gives up at its deadline. */
+    tcp_pair(&src, &dst);
+    t0 = clock_ns();
+    channel_linger(dst, 100);
+    uint64_t waited_ms = (clock_ns() - t0) / 1000000;
+    assert_true(waited_ms >= 90 && waited_ms < 3000);
+    channel_close(src);
+    channel_close(dst);
+    g_free(data);
+}
+
 static void test_uri_parse(void **state)
 {
     static const struct {
@@ -636,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_socketpair),
         cmocka_unit_test(test_shutdown_unblocks),
         cmocka_unit_test(test_tcp_and_unix),
+        cmocka_unit_test(test_linger),
         cmocka_unit_test(test_uri_parse),
         cmocka_unit_test(test_rate_limit),
     };
