@@ -405,6 +405,7 @@ class FlipProxy:
         self.flipped_at = None
         self.record = None          # (index, offset, length) of the record flipped
         self.error = None
+        self.returned = threading.Event()   # the target -> source direction ended
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -434,7 +435,14 @@ class FlipProxy:
         except (OSError, ValueError) as e:
             if scan and self.error is None and not isinstance(e, OSError):
                 self.error = e
+            if scan and isinstance(e, OSError):
+                # The target reset the connection: what it wrote before (its
+                # ERROR) crosses first, as TCP would deliver it.
+                self.returned.wait(1.0)
             self.close()
+        finally:
+            if not scan:
+                self.returned.set()
 
     def _scan(self, data):
         data = bytearray(data)
