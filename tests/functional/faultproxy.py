@@ -19,7 +19,9 @@ Actions, each fired once at its trigger point:
                `queue_limit` bytes, then the sender is held back by TCP)
     cut        close both connections (source side and target side)
     truncate   stop forwarding this direction (what follows is read and
-               dropped), keep the sockets open, and cut after `ms`
+               dropped), keep the sockets open, and cut after `ms`, or
+               300 ms after the sender's END was read whole if that is sooner
+               (the sender then waits for an answer that cannot come)
     corrupt    flip one octet (XOR 0xFF)
     duplicate  send the next `length` octets twice
 
@@ -200,6 +202,7 @@ class _Pipe:
             self.record_seen[n] = threading.Event()
             self.delivered[n] = threading.Event()
         self.eof = False            # the src side ended
+        self.end_cut = False        # a cut after a truncated END is scheduled
         self.threads = [threading.Thread(target=self._reader, daemon=True, name=name + "-rd"),
                         threading.Thread(target=self._writer, daemon=True, name=name + "-wr")]
 
@@ -224,6 +227,15 @@ class _Pipe:
                     f.offset = off
                     f.record = (len(self.framing.records) - 1, name, start, length)
 
+    def _cut_after_end(self):
+        """After a truncate: once the sender's END is read whole, cut soon."""
+        with self.cond:
+            if not self.dropping or self.end_cut or "END" not in self.ends \
+                    or self.read_pos < self.ends["END"]:
+                return
+            self.end_cut = True
+        self.proxy._later(300, "%s: END read after truncate" % self.name)
+
     def _put(self, item, size=0):
         with self.cond:
             while self.queued > self.queue_limit and not self.proxy.closing:
@@ -243,6 +255,7 @@ class _Pipe:
                 base = self.read_pos
                 self.read_pos += len(data)
                 self.framing.feed(data, base, self._on_record)
+                self._cut_after_end()
                 buf = pending + data
                 start = held_from if pending else base
                 cut_at = self.framing.pending_from()
@@ -358,6 +371,7 @@ class _Pipe:
                         self._fire(f)
                         self.dropping = True
                         self.proxy._later(f.ms, "%s: truncate time is up" % self.name)
+                        self._cut_after_end()
                     elif f.action == "corrupt":
                         data[0] ^= 0xFF
                         self._fire(f)

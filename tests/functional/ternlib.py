@@ -157,36 +157,48 @@ class QMP:
 
 
 class Serial:
-    """Reads the guest's serial log (a file) line by line."""
+    """Reads the guest's serial log (a file) line by line.
+
+    (lines) holds every line read so far. poll() reads what is new, returns
+    it and counts it as seen; wait_for() reads and looks at unseen lines one
+    at a time, so lines that arrive together (two ticks in one read) are each
+    found in turn."""
 
     def __init__(self, path):
         self.path = path
         self.offset = 0
         self.partial = ""
         self.lines = []
+        self.seen = 0               # lines[:seen] were returned or scanned
 
-    def poll(self):
+    def _read(self):
         try:
             with open(self.path, "r", errors="replace") as f:
                 f.seek(self.offset)
                 data = f.read()
                 self.offset = f.tell()
         except FileNotFoundError:
-            return []
+            return
         data = self.partial + data
         parts = data.split("\n")
         self.partial = parts.pop()
-        new = [p.rstrip("\r") for p in parts]
-        self.lines.extend(new)
+        self.lines.extend(p.rstrip("\r") for p in parts)
+
+    def poll(self):
+        """The lines not seen yet; from now on they are."""
+        self._read()
+        new, self.seen = self.lines[self.seen:], len(self.lines)
         return new
 
     def wait_for(self, regex, timeout=20.0, proc=None):
-        """Wait for a new line matching (regex); returns the match."""
+        """Wait for an unseen line matching (regex); returns the match."""
         pattern = re.compile(regex) if isinstance(regex, str) else regex
         deadline = time.time() + timeout
         while time.time() < deadline:
-            for line in self.poll():
-                m = pattern.search(line)
+            self._read()
+            while self.seen < len(self.lines):
+                self.seen += 1
+                m = pattern.search(self.lines[self.seen - 1])
                 if m:
                     return m
             if proc is not None and proc.poll() is not None:
@@ -202,6 +214,20 @@ class Serial:
             m = self.wait_for(TICK_RE, timeout, proc)
             ticks.append({k: int(v) for k, v in m.groupdict().items()})
         return ticks
+
+    def ticks_since(self, start, n=3, timeout=10.0, alive=lambda: True):
+        """(n) tick lines from line index (start) on, or None and why not."""
+        deadline = time.time() + timeout
+        while True:
+            self.poll()
+            ticks = [{k: int(v) for k, v in m.groupdict().items()}
+                     for m in (TICK_RE.match(l) for l in self.lines[start:]) if m]
+            if len(ticks) >= n:
+                return ticks[:n], None
+            if time.time() > deadline or not alive():
+                return None, "%d of %d ticks within %.0f s (alive %s); last lines %s" % (
+                    len(ticks), n, timeout, alive(), self.lines[-3:])
+            time.sleep(0.05)
 
 
 def parse_running(line_match):

@@ -142,22 +142,6 @@ class Result:
         return not self.problems
 
 
-def ticks_after(vm, start, n=3, timeout=10.0):
-    """(n) tick lines of vm's serial from line index (start) on, or an explanation.
-    (Reads vm.serial.lines itself: Serial.wait_for drops lines polled in a batch.)"""
-    deadline = time.time() + timeout
-    while True:
-        vm.serial.poll()
-        ticks = [{k: int(v) for k, v in m.groupdict().items()}
-                 for m in (TICK_RE.match(l) for l in vm.serial.lines[start:]) if m]
-        if len(ticks) >= n:
-            return ticks[:n], None
-        if time.time() > deadline or not vm.alive():
-            return None, "%d of %d ticks within %.0f s (alive %s); last lines %s" % (
-                len(ticks), n, timeout, vm.alive(), vm.serial.lines[-3:])
-        time.sleep(0.05)
-
-
 def running_status(vm):
     try:
         return vm.qmp.cmd("query-status")["status"]
@@ -183,7 +167,7 @@ def wait_target_settled(dst, timeout=20.0):
 def check_ticks(vm, start, last_tick, res, label, follows=None):
     """(vm) prints 3 healthy ticks from serial line (start) on, after (last_tick);
     with (follows), the first of them is exactly the tick after that one."""
-    ticks, why = ticks_after(vm, start)
+    ticks, why = vm.serial.ticks_since(start, alive=vm.alive)
     if not res.check(ticks is not None, "%s runs but does not tick: %s" % (label, why)):
         return False
     res.errors = max(res.errors, max(t["errors"] for t in ticks))
@@ -461,7 +445,7 @@ def migrate_again(lab, src, res):
     if not res.check(info["status"] == "completed", "migrating again after the failed "
                      "attempt: %s" % info):
         return
-    ticks, why = ticks_after(dst2, 0)
+    ticks, why = dst2.serial.ticks_since(0, alive=dst2.alive)
     if res.check(ticks is not None, "after migrating again: %s" % why):
         res.check(ticks[0]["tick"] > last["tick"] and all(t["errors"] == 0 for t in ticks),
                   "after migrating again: %s then %s" % (last, ticks))
@@ -515,8 +499,8 @@ def expected(kind, phase, action=None, length=4096):
             # and cannot say ERROR over the cut connection: the source is in doubt.
             return {DOUBT_CONT}
         if action == "truncate" and phase in ("pass1", "pass3"):
-            # The proxy drops what follows but keeps the connection for 2 s
-            # (ms): the source sends the rest, END included, into the void and
+            # The proxy drops what follows but keeps the connection (up to
+            # ms): the source sends the rest, END included, into the void and
             # then loses the connection: in doubt, like a target that died.
             return {DOUBT_CONT}
         # Before END (the source's writes fail, or the target's ERROR stops
@@ -598,8 +582,11 @@ for _action in ("cut", "corrupt"):
     TESTS.append(("proxy %s @header" % _action, make("proxy", "header", _action)))
 for _phase in ("setup", "pass1", "pass3", "pause"):
     for _action in ("delay", "cut", "truncate", "corrupt", "duplicate"):
-        _kw = {"ms": 1000} if _action == "delay" else {"ms": 2000} if _action == "truncate" \
-            else {}
+        _kw = {"ms": 1000} if _action == "delay" else {}
+        if _action == "truncate":
+            # Live passes: long enough for the source to send the rest, END
+            # included (the proxy cuts 300 ms after it has read END).
+            _kw["ms"] = 8000 if _phase in ("pass1", "pass3") else 2000
         TESTS.append(("proxy %s @%s" % (_action, _phase), make("proxy", _phase, _action, **_kw)))
 for _action in ("cut", "corrupt"):
     TESTS.append(("proxy %s @END" % _action, make("proxy", "end", _action)))
