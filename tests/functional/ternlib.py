@@ -370,6 +370,32 @@ def live_ticks(vm, n=3, timeout=20.0, skip_old=True):
     return ticks
 
 
+def vcpu_cpu_seconds(pid, tid):
+    """CPU time (user + system) thread (tid) of process (pid) has used."""
+    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_vcpus_busy(vm, min_s, min_ticks=4, max_ticks=20):
+    """Every vCPU thread of (vm) burns at least (min_s) of CPU while the guest
+    prints (min_ticks) ticks, watched for up to (max_ticks): a busy host may
+    lend each thread little at a time. Returns the ticks seen."""
+    tids = [c["thread-id"] for c in vm.qmp.cmd("query-cpus-fast")]
+    before = [vcpu_cpu_seconds(vm.proc.pid, t) for t in tids]
+    ticks = []
+    while len(ticks) < max_ticks:
+        ticks += vm.serial.wait_ticks(1, proc=vm.proc)
+        after = [vcpu_cpu_seconds(vm.proc.pid, t) for t in tids]
+        if len(ticks) >= min_ticks and all(a - b > min_s for a, b in zip(after, before)):
+            break
+    for i, (b, a) in enumerate(zip(before, after)):
+        assert a - b > min_s, "vCPU %d idle over %d ticks: %s -> %s" % (i, len(ticks), before,
+                                                                         after)
+    assert all(t["errors"] == 0 for t in ticks), ticks
+    return ticks
+
+
 def status(vm):
     return vm.qmp.cmd("query-status")["status"]
 

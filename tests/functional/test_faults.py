@@ -62,6 +62,11 @@ MEM = "256M"
 TICK_MS = 100
 X_PASSES = 3
 HOLD_MS = 2500          # how long the proxy holds the stream while a test acts
+# While the stream is held, what the source can still write is its socket send
+# buffer plus the proxy's receive buffer and queue. Small proxy buffers keep
+# that well under a pass, so a held source stays in the phase however late
+# the test acts (the receive buffer would otherwise autotune up to 32 MiB).
+HOLD_BUF = 256 << 10
 # The record's type is named when its header was read whole ("record 16 at
 # offset 9680424: truncated header: ..." cannot name it); a bad image header is
 # "stream header: ...".
@@ -95,9 +100,10 @@ PHASES = {
     # proxy holds the stream -- and then it is rightly in doubt.
     "pass1": dict(trigger=lambda: Trigger.record("PAGE_DATA", where="inside"),
                   status="active", max_bandwidth=40 * 1000 * 1000),
-    # max-bandwidth makes pass 3 last too.
+    # max-bandwidth makes pass 3 last too, and a 16 MiB working set makes it
+    # larger than what the source can buffer while it is held (see HOLD_BUF).
     "pass3": dict(trigger=lambda: Trigger.record("ITERATION_END", 2, "after"),
-                  status="active", max_bandwidth=40 * 1000 * 1000),
+                  status="active", ws=16, max_bandwidth=40 * 1000 * 1000),
     # The final pass must not fit in the socket buffers and the proxy's queue,
     # so that the source is still sending pages (END not committed) while it is
     # held: a 64 MiB working set rewritten during a bandwidth-limited pass 1.
@@ -371,7 +377,10 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
     with Lab(binary, keep_logs_on_error=True) as lab:
         src = lab.source("-m", MEM, append="ws=%d tick_ms=%d" % (ws, TICK_MS))
         dst = lab.target("-m", MEM)
-        with FaultProxy(dst.port, fault, lifetime=90, verbose=verbose) as proxy:
+        held = kind != "proxy" and act_after is None
+        with FaultProxy(dst.port, fault, lifetime=90, verbose=verbose,
+                        rcvbuf=HOLD_BUF if held else None,
+                        queue_limit=HOLD_BUF if held else 1 << 20) as proxy:
             src.wait_running(timeout=30)
             last = src.serial.wait_ticks(2, proc=src.proc)[-1]
             params = dict(x_passes=x_passes, max_bandwidth=ph.get("max_bandwidth", 0))
