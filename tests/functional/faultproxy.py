@@ -23,7 +23,8 @@ Actions, each fired once at its trigger point:
                300 ms after the sender's END was read whole if that is sooner
                (the sender then waits for an answer that cannot come)
     corrupt    flip one octet (XOR 0xFF)
-    duplicate  send the next `length` octets twice
+    duplicate  send the next `length` octets twice (fewer if END ends first:
+               the copy then follows END, where the receiver no longer reads)
 
     proxy = FaultProxy(target_port, Fault("cut", Trigger.record("PAGE_DATA", where="inside")))
     ... migrate to tcp_uri(proxy.port) ...
@@ -120,6 +121,7 @@ class Fault:
         self.fired = threading.Event()  # set when the action took place
         self.fired_at = None            # time.time() then
         self.record = None              # (index, type name, offset, length) it fell in
+        self.short = False              # duplicate: END came before (length) octets
 
     def __str__(self):
         extra = ""
@@ -342,11 +344,16 @@ class _Pipe:
                 pos = base
                 while data:
                     if dup is not None:
-                        take = min(dup[1], len(data))
+                        # The copy goes out when (length) octets have passed,
+                        # or at the end of END: nothing follows it to wait for.
+                        end = self.ends.get("END")
+                        room = dup[1] if end is None or pos >= end else min(dup[1], end - pos)
+                        take = min(room, len(data))
                         dup[2] += data[:take]
                         self._send(bytes(data[:take]))
                         data, pos, dup[1] = data[take:], pos + take, dup[1] - take
-                        if dup[1] == 0:
+                        if dup[1] == 0 or pos == end:
+                            dup[0].short = dup[1] > 0
                             self._send(bytes(dup[2]))
                             self._fire(dup[0])
                             dup = None

@@ -108,7 +108,9 @@ def judge(res, kind, phase, action, kw):
         return {KEPT, TOOK_OVER}                                 # device, or after the end
     if kind == "kill-source" and phase == "final":
         return {"lost with source", TOOK_OVER}
-    if kind == "proxy" and action == "duplicate" and kw.get("length") is None:
+    if kind == "proxy" and action == "duplicate" and (kw.get("length") is None
+                                                      or res.fault.short):
+        # A whole record twice is legal; a copy that follows END is never read.
         return {TOOK_OVER}
     if kind == "proxy" and action == "truncate" and phase in ("pass1", "pass3", "final"):
         # Whether the source gets END out before the connection is cut
