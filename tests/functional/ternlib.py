@@ -54,21 +54,27 @@ class QMPError(Exception):
         self.error = error
 
 
+def connect_unix(path, timeout, alive=None):
+    """A socket connected to unix socket (path), retried until the server
+    listens, for (timeout) seconds or while alive() holds."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.time() > deadline or (alive is not None and not alive()):
+                sock.close()
+                raise
+            time.sleep(0.02)
+
+
 class QMP:
     """A QMP client on a unix socket: negotiates, runs commands, collects events."""
 
     def __init__(self, path, timeout=30.0, negotiate=True, alive=None):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.time() > deadline or (alive is not None and not alive()):
-                    self.sock.close()
-                    raise
-                time.sleep(0.02)
+        self.sock = connect_unix(path, timeout, alive)
         self.timeout = timeout
         self.sock.settimeout(timeout)
         self.buf = b""
@@ -249,6 +255,7 @@ class Tern:
                  extra_env=None, preexec_fn=None):
         self.binary = binary
         self.dir = workdir or tempfile.mkdtemp(prefix="tern-test-")
+        self.owns_dir = workdir is None
         self.name = name
         self.serial_path = os.path.join(self.dir, name + ".serial")
         self.qmp_path = os.path.join(self.dir, name + ".qmp")
@@ -303,6 +310,16 @@ class Tern:
             self.proc.send_signal(sig)
             self.proc.wait(10)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Stop the process; remove its directory if it made it."""
+        self.close()
+        if self.owns_dir:
+            cleanup_dir(self.dir)
+        return False
+
     def close(self):
         if self.qmp:
             try:
@@ -323,16 +340,7 @@ class Hmp:
     """A client of the HMP console on a unix socket."""
 
     def __init__(self, path, timeout=20.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.02)
+        self.sock = connect_unix(path, timeout)
         self.sock.settimeout(timeout)
         self.buf = b""
         self.read_until_prompt()

@@ -4,7 +4,7 @@ pause/resume, reset, power off, QMP and HMP robustness."""
 import socket
 import time
 
-from ternlib import QMPError, Tern, Hmp, assert_vcpus_busy, run_tests, TICK_RE, cleanup_dir
+from ternlib import QMPError, Tern, Hmp, assert_vcpus_busy, run_tests, TICK_RE
 
 
 def boot(binary, *args, **kw):
@@ -12,8 +12,7 @@ def boot(binary, *args, **kw):
 
 
 def test_boots_natively(binary):
-    vm = boot(binary, "-m", "512M", "-append", "ws=16 tick_ms=200")
-    try:
+    with boot(binary, "-m", "512M", "-append", "ws=16 tick_ms=200") as vm:
         t0 = time.time()
         info = vm.wait_running(timeout=10)
         boot_s = time.time() - t0
@@ -25,14 +24,10 @@ def test_boots_natively(binary):
         assert ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], "LAPIC timer not ticking"
         assert ticks[-1]["dirtied_mib"] > ticks[0]["dirtied_mib"], "workload not running"
         assert vm.qmp.cmd("query-status")["status"] == "running"
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_smp2_runs_on_both_vcpus(binary):
-    vm = boot(binary, "-m", "512M", "-smp", "2", "-append", "ws=16 cpus=2 tick_ms=200")
-    try:
+    with boot(binary, "-m", "512M", "-smp", "2", "-append", "ws=16 cpus=2 tick_ms=200") as vm:
         info = vm.wait_running()
         assert info["cpus"] == 2, info
         cpus = vm.qmp.cmd("query-cpus-fast")
@@ -40,14 +35,10 @@ def test_smp2_runs_on_both_vcpus(binary):
         assert len(set(c["thread-id"] for c in cpus)) == 2
         # Both vCPU threads burn CPU: the workload runs on both.
         assert_vcpus_busy(vm, 0.2)
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_pause_resume(binary):
-    vm = boot(binary, "-m", "512M", "-append", "ws=8 tick_ms=100")
-    try:
+    with boot(binary, "-m", "512M", "-append", "ws=8 tick_ms=100") as vm:
         vm.wait_running()
         vm.serial.wait_ticks(2, proc=vm.proc)
         vm.qmp.cmd("stop")
@@ -65,28 +56,20 @@ def test_pause_resume(binary):
         # The guest itself felt the pause.
         assert max(t["max_gap_us"] for t in ticks) > 900000, ticks
         assert ticks[-1]["errors"] == 0
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_start_paused(binary):
-    vm = boot(binary, "-m", "256M", "-S", "-append", "tick_ms=100")
-    try:
+    with boot(binary, "-m", "256M", "-S", "-append", "tick_ms=100") as vm:
         st = vm.qmp.cmd("query-status")
         assert st["status"] == "prelaunch" and not st["running"], st
         time.sleep(0.5)
         assert not vm.serial.poll(), "guest ran under -S"
         vm.qmp.cmd("cont")
         vm.wait_running()
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_system_reset(binary):
-    vm = boot(binary, "-m", "256M", "-append", "ws=4 tick_ms=100")
-    try:
+    with boot(binary, "-m", "256M", "-append", "ws=4 tick_ms=100") as vm:
         vm.wait_running()
         vm.serial.wait_ticks(1, proc=vm.proc)
         vm.qmp.cmd("system_reset")
@@ -95,40 +78,28 @@ def test_system_reset(binary):
         vm.wait_running()
         tick = vm.serial.wait_ticks(1, proc=vm.proc)[0]
         assert tick["tick"] <= 2 and tick["errors"] == 0, tick
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_guest_power_off(binary):
-    vm = boot(binary, "-m", "256M", "-append", "tick_ms=100 exit_after=2")
-    try:
+    with boot(binary, "-m", "256M", "-append", "tick_ms=100 exit_after=2") as vm:
         status = vm.wait_exit(timeout=20)
         assert status % 2 == 1, "exit status %d is not a debug-exit status" % status
         vm.serial.poll()
         ticks = [l for l in vm.serial.lines if TICK_RE.match(l)]
         assert len(ticks) == 2, "exit_after=2 printed %d ticks: %s" % (len(ticks), ticks)
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_quit(binary):
-    vm = boot(binary, "-m", "256M")
-    try:
+    with boot(binary, "-m", "256M") as vm:
         vm.wait_running()
         vm.qmp.cmd("quit")
         ev = vm.qmp.wait_event("SHUTDOWN")
         assert ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, ev
         assert vm.wait_exit() == 0
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_qmp_bad_input(binary):
-    vm = boot(binary, "-m", "256M")
-    try:
+    with boot(binary, "-m", "256M") as vm:
         q = vm.qmp
         bad = [
             b'{"execute": "query-status"',          # completed by the next line
@@ -165,14 +136,10 @@ def test_qmp_bad_input(binary):
         s.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-st')
         s.close()
         assert q.cmd("query-status")["running"] is True
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_hmp(binary):
-    vm = boot(binary, "-m", "256M", "-smp", "2", hmp=True)
-    try:
+    with boot(binary, "-m", "256M", "-smp", "2", hmp=True) as vm:
         vm.wait_running()
         h = Hmp(vm.hmp_path)
         assert "VM status: running" in h.run("info status")
@@ -188,9 +155,6 @@ def test_hmp(binary):
         out = vm.qmp.hmp("info status")
         assert "VM status: running" in out, out
         h.close()
-    finally:
-        vm.close()
-        cleanup_dir(vm.dir)
 
 
 def test_bad_command_lines(binary):
