@@ -4,10 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "test-helpers.h"
 
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "fake-machine.h"
@@ -304,17 +303,6 @@ static void test_session_lines(void **state)
 
 /* ---- chardevs and the socket console ---- */
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    return fd;
-}
-
 /* Run the main loop until (fd) has sent something ending in (suffix). */
 static char *read_until(int fd, const char *suffix)
 {
@@ -323,15 +311,8 @@ static char *read_until(int fd, const char *suffix)
 
     while (!g_str_has_suffix(s->str, suffix)) {
         assert_true(g_get_monotonic_time() < deadline);
-        g_main_context_iteration(NULL, FALSE);
-        char buf[4096];
-        ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (r > 0) {
-            g_string_append_len(s, buf, r);
-        } else if (r == 0) {
+        if (!pump_and_recv(fd, s)) {
             break;
-        } else {
-            g_usleep(1000);
         }
     }
     return g_string_free(s, FALSE);

@@ -4,11 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "test-helpers.h"
 
 #include <errno.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "fake-machine.h"
@@ -89,7 +88,7 @@ static JsonNode *last(struct fixture *f)
     return msg(f, f->cap.msgs->len - 1);
 }
 
-static void assert_error(JsonNode *n, const char *klass, const char *desc)
+static void assert_qmp_error(JsonNode *n, const char *klass, const char *desc)
 {
     JsonObject *o = json_node_get_object(n);
     assert_true(json_object_has_member(o, "error"));
@@ -103,7 +102,7 @@ static void assert_error(JsonNode *n, const char *klass, const char *desc)
 static void assert_last_error(struct fixture *f, const char *klass, const char *desc)
 {
     g_autoptr(JsonNode) n = last(f);
-    assert_error(n, klass, desc);
+    assert_qmp_error(n, klass, desc);
 }
 
 static JsonNode *last_return(struct fixture *f)
@@ -176,7 +175,7 @@ static void test_malformed(void **state)
     negotiate(f);
     feed(f, "{\"execute\": }");
     g_autoptr(JsonNode) n = last(f);
-    assert_error(n, "GenericError", NULL);
+    assert_qmp_error(n, "GenericError", NULL);
     const char *desc = json_object_get_string_member(
         json_object_get_object_member(json_node_get_object(n), "error"), "desc");
     assert_true(g_str_has_prefix(desc, "JSON parse error, "));
@@ -289,7 +288,7 @@ static void test_id_echo(void **state)
 
     feed(f, "{\"execute\": \"nope\", \"id\": \"err-1\"}");
     g_autoptr(JsonNode) c = last(f);
-    assert_error(c, "CommandNotFound", NULL);
+    assert_qmp_error(c, "CommandNotFound", NULL);
     assert_string_equal(json_object_get_string_member(json_node_get_object(c), "id"), "err-1");
 
     feed(f, "{\"execute\": \"query-status\"}");
@@ -356,7 +355,7 @@ static void test_oversized(void **state)
     feed(f, "\"}}");
     assert_int_equal(f->cap.msgs->len, before + 1);
     g_autoptr(JsonNode) n = last(f);
-    assert_error(n, "GenericError", NULL);
+    assert_qmp_error(n, "GenericError", NULL);
     const char *desc = json_object_get_string_member(
         json_object_get_object_member(json_node_get_object(n), "error"), "desc");
     assert_true(g_str_has_prefix(desc, "JSON parse error, "));
@@ -599,17 +598,6 @@ static void test_registered_table(void **state)
 
 /* ---- a real socket ---- */
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    return fd;
-}
-
 /* Run the main context until (n) "\r\n"-terminated lines arrived on (fd). */
 static char *read_lines(int fd, unsigned n)
 {
@@ -625,15 +613,8 @@ static char *read_lines(int fd, unsigned n)
             break;
         }
         assert_true(g_get_monotonic_time() < deadline);
-        g_main_context_iteration(NULL, FALSE);
-        char buf[4096];
-        ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (r > 0) {
-            g_string_append_len(s, buf, r);
-        } else if (r == 0) {
+        if (!pump_and_recv(fd, s)) {
             break;
-        } else {
-            g_usleep(1000);
         }
     }
     return g_string_free(s, FALSE);

@@ -47,6 +47,24 @@ static void *make_fdt(uint32_t value)
     return fdt;
 }
 
+/* The records that end every test stream: two vCPUs, the VM, one device
+ * (serial, (instance)), then END. The blobs are make_fdt(100, 101, 200, 300). */
+static void write_state_and_end(struct stream_writer *w, uint32_t instance)
+{
+    void *fdt0 = make_fdt(100), *fdt1 = make_fdt(101), *fdtvm = make_fdt(200);
+    void *fdtdev = make_fdt(300);
+
+    assert_true(stream_write_vcpu_state(w, 0, fdt0, NULL));
+    assert_true(stream_write_vcpu_state(w, 1, fdt1, NULL));
+    assert_true(stream_write_vm_state(w, fdtvm, NULL));
+    assert_true(stream_write_device_state(w, "serial", instance, fdtdev, NULL));
+    assert_true(stream_write_empty(w, MIG_REC_END, NULL));
+    g_free(fdt0);
+    g_free(fdt1);
+    g_free(fdtvm);
+    g_free(fdtdev);
+}
+
 static void fill_page(uint8_t *p, unsigned seed)
 {
     for (unsigned i = 0; i < PAGE; i++)
@@ -89,8 +107,6 @@ static GByteArray *build_stream(uint32_t flags)
                                         .bytes_sent = 9000, .dirty_pages = 0x86,
                                         .duration_ns = 123456 };
     struct stream_iteration_end it2 = { .pass = 2, .flags = MIG_ITER_F_FINAL, .pages_sent = 1 };
-    void *fdt0 = make_fdt(100), *fdt1 = make_fdt(101), *fdtvm = make_fdt(200);
-    void *fdtdev = make_fdt(300);
     GByteArray *out;
 
     fill_page(pages[0], 1);
@@ -116,17 +132,9 @@ static GByteArray *build_stream(uint32_t flags)
     assert_true(stream_write_iteration_end(&w, &it1, NULL));
     assert_true(stream_write_page_data(&w, &last, 1, false, NULL));
     assert_true(stream_write_iteration_end(&w, &it2, NULL));
-    assert_true(stream_write_vcpu_state(&w, 0, fdt0, NULL));
-    assert_true(stream_write_vcpu_state(&w, 1, fdt1, NULL));
-    assert_true(stream_write_vm_state(&w, fdtvm, NULL));
-    assert_true(stream_write_device_state(&w, "serial", 1, fdtdev, NULL));
-    assert_true(stream_write_empty(&w, MIG_REC_END, NULL));
+    write_state_and_end(&w, 1);
     out = take_bytes(ch);
     channel_close(ch);
-    g_free(fdt0);
-    g_free(fdt1);
-    g_free(fdtvm);
-    g_free(fdtdev);
     return out;
 }
 
@@ -1265,8 +1273,6 @@ static GByteArray *build_mapped(uint32_t flags, struct stream_mapped_ram *layout
     static uint8_t page[PAGE];
     struct stream_iteration_end it1 = { .pass = 1, .pages_sent = 5, .duration_ns = 1000 };
     struct stream_iteration_end it2 = { .pass = 2, .flags = MIG_ITER_F_FINAL, .pages_sent = 1 };
-    void *fdt0 = make_fdt(100), *fdt1 = make_fdt(101), *fdtvm = make_fdt(200);
-    void *fdtdev = make_fdt(300);
     GByteArray *out;
 
     make_small_config(&cfg);
@@ -1298,18 +1304,10 @@ static GByteArray *build_mapped(uint32_t flags, struct stream_mapped_ram *layout
                                        (flags & MIG_HDR_F_CRC32) ? crcs : NULL, NULL));
     assert_true(stream_write_iteration_end(&w, &it1, NULL));
     assert_true(stream_write_iteration_end(&w, &it2, NULL));
-    assert_true(stream_write_vcpu_state(&w, 0, fdt0, NULL));
-    assert_true(stream_write_vcpu_state(&w, 1, fdt1, NULL));
-    assert_true(stream_write_vm_state(&w, fdtvm, NULL));
-    assert_true(stream_write_device_state(&w, "serial", 0, fdtdev, NULL));
-    assert_true(stream_write_empty(&w, MIG_REC_END, NULL));
+    write_state_and_end(&w, 0);
     out = take_bytes(ch);
     channel_close(ch);
     free(bitmap);
-    g_free(fdt0);
-    g_free(fdt1);
-    g_free(fdtvm);
-    g_free(fdtdev);
     if (layout)
         *layout = m;
     return out;
