@@ -9,7 +9,7 @@ DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-g
                libfdt-dev zlib1g-dev libaio-dev libcmocka-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build check demo bench soak clean
+.PHONY: all deps build check demo bench soak fuzz-cpu clean
 
 all: build
 
@@ -35,7 +35,7 @@ build: deps $(BUILD)/build.ninja
 # optimised build is compiled too so its warnings count.
 check: build $(SAN_BUILD)/build.ninja
 	ninja -C $(SAN_BUILD)
-	meson test -C $(SAN_BUILD) --print-errorlogs; status=$$?; \
+	meson test -C $(SAN_BUILD) --no-suite fuzz-cpu --print-errorlogs; status=$$?; \
 	$(PYTHON) tests/summary.py $(SAN_BUILD)/meson-logs/testlog.json && exit $$status
 
 demo: build
@@ -48,6 +48,11 @@ bench: build
 # SOAK_ARGS=--seed=N repeats a run.
 soak: build
 	$(PYTHON) tests/functional/soak.py --tern $(BUILD)/tern --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+# The software CPU's differential tester against the host CPU, long run
+# (make check runs it for a short fixed budget). On the optimised build.
+fuzz-cpu: build
+	meson test -C $(BUILD) --suite fuzz-cpu --print-errorlogs
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

@@ -12,7 +12,7 @@
 #include "tern/channel.h"
 #include "tern/channel-file.h"
 #include "tern/events.h"
-#include "tern/kvm.h"
+#include "tern/accel.h"
 #include "tern/machine-state.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
@@ -62,7 +62,7 @@ void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg)
         cfg->regions[i].gpa = ram->regions[i].gpa;
         cfg->regions[i].size = ram->regions[i].size;
     }
-    kvm_cpuid_fingerprint(machine_kvm(m), &cfg->cpuid_nr_entries, cfg->cpuid_sha256);
+    accel_cpuid_fingerprint(machine_accel(m), &cfg->cpuid_nr_entries, cfg->cpuid_sha256);
     g_strlcpy(cfg->machine, "tern-pvh-1", sizeof(cfg->machine));
     cfg->nr_devices = machine_device_count(m);
     for (unsigned i = 0; i < cfg->nr_devices; i++)
@@ -489,7 +489,7 @@ static bool run(struct sender *s, GError **errp)
     g_mutex_lock(&mig->lock);
     int level = mig->params.compress_level;
     g_mutex_unlock(&mig->lock);
-    s->rs = ram_save_new(machine_ram(mig->m), machine_kvm(mig->m), &s->w, level, &mig->ram,
+    s->rs = ram_save_new(machine_ram(mig->m), machine_accel(mig->m), &s->w, level, &mig->ram,
                          &mig->params.max_bandwidth);
     if (s->to_file)
         ram_save_set_mapped(s->rs, &s->layout);

@@ -8,7 +8,7 @@
 #include "ram.h"
 #include "tern/channel-file.h"
 #include "tern/bitmap.h"
-#include "tern/kvm.h"
+#include "tern/accel.h"
 #include "tern/memory.h"
 #include "tern/util.h"
 
@@ -19,7 +19,7 @@
 
 struct ram_save {
     struct guest_ram *ram;
-    struct kvm *kvm;
+    struct accel *accel;
     struct stream_writer *w;
     int compress_level;
     struct ram_counters *counters;
@@ -56,13 +56,13 @@ static void count(uint64_t *counter, uint64_t n)
     __atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
 }
 
-struct ram_save *ram_save_new(struct guest_ram *ram, struct kvm *kvm, struct stream_writer *w,
+struct ram_save *ram_save_new(struct guest_ram *ram, struct accel *accel, struct stream_writer *w,
                               int compress_level, struct ram_counters *counters,
                               const uint64_t *max_bandwidth)
 {
     struct ram_save *rs = g_new0(struct ram_save, 1);
     rs->ram = ram;
-    rs->kvm = kvm;
+    rs->accel = accel;
     rs->w = w;
     rs->compress_level = compress_level;
     rs->counters = counters;
@@ -78,7 +78,7 @@ void ram_save_free(struct ram_save *rs)
     if (!rs)
         return;
     if (rs->logging)
-        kvm_dirty_log_stop(rs->kvm, NULL);
+        accel_dirty_log_stop(rs->accel, NULL);
     g_free(rs->to_send);
     g_free(rs->zbuf);
     g_free(rs->present);
@@ -134,7 +134,7 @@ bool ram_save_setup(struct ram_save *rs, GError **errp)
 
     /* Logging first, then the scan: a page written after we looked at it is
      * logged, so nothing falls between the two. */
-    if (!kvm_dirty_log_start(rs->kvm, errp))
+    if (!accel_dirty_log_start(rs->accel, errp))
         return false;
     rs->logging = true;
     for (uint64_t gpa = 0; guest_ram_next_data(ram, gpa, &start, &end); gpa = end) {
@@ -292,7 +292,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
 
 bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp)
 {
-    if (!kvm_dirty_log_sync(rs->kvm, rs->to_send, errp))
+    if (!accel_dirty_log_sync(rs->accel, rs->to_send, errp))
         return false;
     bitmap_steal_into(rs->to_send, rs->ram->vmm_dirty, rs->ram->nr_gfns);
     *pending = rs->pending = bitmap_count(rs->to_send, rs->ram->nr_gfns);

@@ -10,7 +10,7 @@
 #include "tern/stream.h"
 
 struct guest_ram;
-struct kvm;
+struct accel;
 struct ram_save;
 
 /* Counters of one source; read by other threads with atomic loads. */
@@ -33,7 +33,7 @@ struct ram_pass_result {
 
 /* Source. Counters go to (counters). (compress_level) 0 = raw pages.
  * (*max_bandwidth) (bytes/s, 0 = unlimited) is re-read every batch. */
-struct ram_save *ram_save_new(struct guest_ram *ram, struct kvm *kvm, struct stream_writer *w,
+struct ram_save *ram_save_new(struct guest_ram *ram, struct accel *accel, struct stream_writer *w,
                               int compress_level, struct ram_counters *counters,
                               const uint64_t *max_bandwidth);
 /* Dirty logging on; every populated page becomes "to send" (holes never are). */

@@ -309,6 +309,34 @@ static void fmt_status(GString *out, JsonNode *result)
     }
 }
 
+/* QEMU's query-kvm: "enabled" when KVM runs the guest, "present" when the
+ * host has it; Tern adds which accelerator runs instead. */
+static JsonNode *cmd_query_kvm(struct machine *m, JsonObject *args, GError **errp)
+{
+    (void)args;
+    (void)errp;
+    JsonObject *o = json_object_new();
+    json_object_set_boolean_member(o, "enabled", machine_accel_is_kvm(m));
+    json_object_set_boolean_member(o, "present", machine_kvm_present(m));
+    json_object_set_string_member(o, "x-accelerator", machine_accel_name(m));
+    return command_result_object(o);
+}
+
+static void fmt_kvm(GString *out, JsonNode *result)
+{
+    JsonObject *o = command_result_as_object(result);
+    if (!o)
+        return;
+    bool enabled = json_object_get_boolean_member_with_default(o, "enabled", false);
+    bool present = json_object_get_boolean_member_with_default(o, "present", false);
+    const char *accel = json_object_get_string_member_with_default(o, "x-accelerator", "?");
+    if (enabled)
+        g_string_append_printf(out, "kvm support: enabled (%s)\n", accel);
+    else
+        g_string_append_printf(out, "kvm support: disabled (%s; running on the software CPU)\n",
+                               present ? "/dev/kvm present" : "no /dev/kvm on this host");
+}
+
 static JsonNode *cmd_stop(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)args;
@@ -493,6 +521,10 @@ static const struct command builtin_commands[] = {
         .name = "query-status", .handler = cmd_query_status,
         .hmp_info = "status", .help = "show the current VM status (running|paused)",
         .hmp_format = fmt_status,
+    },
+    {
+        .name = "query-kvm", .handler = cmd_query_kvm,
+        .hmp_info = "kvm", .help = "show KVM information", .hmp_format = fmt_kvm,
     },
     {
         .name = "stop", .handler = cmd_stop,

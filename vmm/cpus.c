@@ -1,5 +1,5 @@
 /* cpus.c: vCPU threads. Pausing sets a flag and kicks; a vCPU parks only after
- * KVM_RUN returned from a kick, so any pending PIO/MMIO has completed. */
+ * the guest returned from a kick, so any pending PIO/MMIO has completed. */
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -8,10 +8,10 @@
 
 struct vcpu_thread {
     struct cpus *cpus;
-    struct kvm_vcpu *vcpu;
+    struct accel_vcpu *vcpu;
     GThread *thread;
     int tid;
-    bool parked;            /* out of KVM_RUN and waiting (under cpus->lock) */
+    bool parked;            /* out of the guest and waiting (under cpus->lock) */
     bool stopped;           /* stopped itself on an event; waits for resume */
     gint64 throttle_until;  /* monotonic µs: sleep until then (auto-converge) */
 };
@@ -64,7 +64,7 @@ static bool wait_until_runnable(struct vcpu_thread *t)
     run = !c->quit;
     /* Cleared under the lock: a pause request made after this point kicks again. */
     if (run)
-        kvm_vcpu_clear_kick(t->vcpu);
+        accel_vcpu_clear_kick(t->vcpu);
     g_mutex_unlock(&c->lock);
     return run;
 }
@@ -75,26 +75,26 @@ static gpointer vcpu_thread_main(gpointer opaque)
     struct cpus *c = t->cpus;
     enum vcpu_run_result r = VCPU_RUN_KICKED;
 
-    kvm_vcpu_bind_thread(t->vcpu);
+    accel_vcpu_bind_thread(t->vcpu);
     __atomic_store_n(&t->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 
     for (;;) {
         if (r == VCPU_RUN_KICKED && !wait_until_runnable(t))
             break;
         g_autoptr(GError) err = NULL;
-        r = kvm_vcpu_run(t->vcpu, c->bus, &err);
+        r = accel_vcpu_run(t->vcpu, c->bus, &err);
         if (r == VCPU_RUN_OK || r == VCPU_RUN_KICKED)
             continue;
         g_mutex_lock(&c->lock);
         t->stopped = true;
         g_mutex_unlock(&c->lock);
-        c->on_event(c->opaque, kvm_vcpu_index(t->vcpu), r, err);
+        c->on_event(c->opaque, accel_vcpu_index(t->vcpu), r, err);
         r = VCPU_RUN_KICKED;
     }
     return NULL;
 }
 
-struct cpus *cpus_create(struct kvm *kvm, unsigned n, struct io_bus *bus,
+struct cpus *cpus_create(struct accel *accel, unsigned n, struct io_bus *bus,
                          cpus_event_fn *on_event, void *opaque, GError **errp)
 {
     struct cpus *c = g_new0(struct cpus, 1);
@@ -106,7 +106,7 @@ struct cpus *cpus_create(struct kvm *kvm, unsigned n, struct io_bus *bus,
     c->threads = g_new0(struct vcpu_thread, n);
     for (unsigned i = 0; i < n; i++) {
         c->threads[i].cpus = c;
-        c->threads[i].vcpu = kvm_vcpu_create(kvm, i, errp);
+        c->threads[i].vcpu = accel_vcpu_create(accel, i, errp);
         if (!c->threads[i].vcpu) {
             cpus_destroy(c);
             return NULL;
@@ -127,11 +127,11 @@ void cpus_destroy(struct cpus *c)
     g_mutex_unlock(&c->lock);
     for (unsigned i = 0; i < c->n; i++)
         if (c->threads[i].thread)
-            kvm_vcpu_kick(c->threads[i].vcpu);
+            accel_vcpu_kick(c->threads[i].vcpu);
     for (unsigned i = 0; i < c->n; i++) {
         if (c->threads[i].thread)
             g_thread_join(c->threads[i].thread);
-        kvm_vcpu_destroy(c->threads[i].vcpu);
+        accel_vcpu_destroy(c->threads[i].vcpu);
     }
     g_mutex_clear(&c->lock);
     g_cond_clear(&c->cond);
@@ -155,7 +155,7 @@ void cpus_pause_all(struct cpus *c)
     g_cond_broadcast(&c->cond);     /* throttled sleepers park at once */
     g_mutex_unlock(&c->lock);
     for (unsigned i = 0; i < c->n; i++)
-        kvm_vcpu_kick(c->threads[i].vcpu);
+        accel_vcpu_kick(c->threads[i].vcpu);
     g_mutex_lock(&c->lock);
     while (c->nr_parked < c->n && c->threads[0].thread)
         g_cond_wait(&c->cond, &c->lock);
@@ -185,7 +185,7 @@ unsigned cpus_count(const struct cpus *c)
     return c->n;
 }
 
-struct kvm_vcpu *cpus_vcpu(struct cpus *c, unsigned index)
+struct accel_vcpu *cpus_vcpu(struct cpus *c, unsigned index)
 {
     return index < c->n ? c->threads[index].vcpu : NULL;
 }
@@ -207,7 +207,7 @@ static gpointer throttler_main(gpointer opaque)
             c->threads[i].throttle_until = now + sleep;
         g_mutex_unlock(&c->lock);
         for (unsigned i = 0; i < c->n; i++)
-            kvm_vcpu_kick(c->threads[i].vcpu);
+            accel_vcpu_kick(c->threads[i].vcpu);
         g_mutex_lock(&c->lock);
         gint64 next = now + sleep + THROTTLE_SLICE_US;
         while (!c->quit && c->throttle_pct && g_get_monotonic_time() < next)

@@ -1,4 +1,4 @@
-/* machine.c: one VM: RAM, the KVM VM and its vCPUs, devices, run state, events. */
+/* machine.c: one VM: RAM, the accelerator's VM and its vCPUs, devices, run state, events. */
 #include <errno.h>
 #include <libfdt.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include "tern/cpus.h"
 #include "tern/events.h"
 #include "tern/ioport.h"
-#include "tern/kvm.h"
+#include "tern/accel.h"
 #include "tern/loader.h"
 #include "tern/machine.h"
 #include "tern/machine-state.h"
@@ -34,7 +34,8 @@ struct machine {
     void *migration;            /* owned by migration.c */
 
     struct guest_ram *ram;
-    struct kvm *kvm;
+    struct accel *accel;
+    enum accel_kind accel_kind;
     struct cpus *cpus;
     struct io_bus bus;
     struct chardev *serial_chr;
@@ -60,7 +61,7 @@ static void emit_simple(const char *event, bool guest, const char *reason)
 static void on_serial_irq(void *opaque, unsigned irq, bool level)
 {
     struct machine *m = opaque;
-    kvm_set_irq_line(m->kvm, irq, level);
+    accel_set_irq_line(m->accel, irq, level);
 }
 
 /* ---- guest-initiated events arrive on vCPU threads; act on the main loop ---- */
@@ -175,16 +176,20 @@ static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r,
 
 static bool build_vm(struct machine *m, GError **errp)
 {
-    struct kvm_options opts = { .dirty_ring_size = m->dirty_ring_size };
-    m->kvm = kvm_open(&opts, errp);
-    if (!m->kvm)
+    struct accel_options opts = {
+        .kind = m->accel_kind, .dirty_ring_size = m->dirty_ring_size, .bus = &m->bus,
+    };
+    m->accel = accel_open(&opts, errp);
+    if (!m->accel)
         return false;
+    /* A rebuilt VM (restore into a fresh VM) must not fall back differently. */
+    m->accel_kind = accel_is_kvm(m->accel) ? ACCEL_KVM : ACCEL_EMU;
     for (unsigned i = 0; i < m->ram->nr_regions; i++) {
         const struct ram_region *r = &m->ram->regions[i];
-        if (!kvm_map_ram(m->kvm, i, r->gpa, r->size, r->hva, errp))
+        if (!accel_map_ram(m->accel, i, r->gpa, r->size, r->hva, errp))
             return false;
     }
-    m->cpus = cpus_create(m->kvm, m->smp, &m->bus, on_vcpu_event, m, errp);
+    m->cpus = cpus_create(m->accel, m->smp, &m->bus, on_vcpu_event, m, errp);
     return m->cpus != NULL;
 }
 
@@ -192,8 +197,8 @@ static void destroy_vm(struct machine *m)
 {
     cpus_destroy(m->cpus);
     m->cpus = NULL;
-    kvm_close(m->kvm);
-    m->kvm = NULL;
+    accel_close(m->accel);
+    m->accel = NULL;
 }
 
 static bool load_kernel(struct machine *m, GError **errp)
@@ -204,7 +209,7 @@ static bool load_kernel(struct machine *m, GError **errp)
 
     if (!loader_load_pvh(m->ram, image, len, m->append, &bi, errp))
         return false;
-    return kvm_vcpu_set_pvh_entry(cpus_vcpu(m->cpus, 0), bi.entry, bi.start_info, errp);
+    return accel_vcpu_set_pvh_entry(cpus_vcpu(m->cpus, 0), bi.entry, bi.start_info, errp);
 }
 
 static bool read_kernel(struct machine *m, const char *path, GError **errp)
@@ -250,10 +255,10 @@ struct machine *machine_create(const struct machine_config *cfg, GError **errp)
     m->start_paused = cfg->start_paused;
     m->incoming = cfg->incoming != NULL;
     m->dirty_ring_size = cfg->dirty_ring_size;
+    m->accel_kind = cfg->accel;
     m->loop = g_main_loop_new(NULL, FALSE);
     g_mutex_init(&m->lock);
     io_bus_init(&m->bus);
-    kvm_kick_signal_init();
 
     if (m->smp > 64) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-smp %u: at most 64 vCPUs",
@@ -370,7 +375,7 @@ bool machine_cont(struct machine *m, GError **errp)
 }
 
 /* Zero RAM (without touching it), reload the kernel and the boot-time state.
- * The KVM VM itself stays, so memory slots and a running dirty log survive
+ * The accelerator's VM itself stays, so memory slots and a running dirty log survive
  * (the discarded and reloaded pages are marked in Tern's own dirty bitmap). */
 static bool machine_reset(struct machine *m, bool guest, GError **errp)
 {
@@ -440,12 +445,28 @@ bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "no vCPU %u", index);
         return false;
     }
-    if (!kvm_vcpu_summary(cpus_vcpu(m->cpus, index), &sum, errp))
+    if (!accel_vcpu_summary(cpus_vcpu(m->cpus, index), &sum, errp))
         return false;
     *out = (struct vcpu_info){
         .index = index, .thread_id = cpus_thread_id(m->cpus, index), .rip = sum.rip,
     };
     return true;
+}
+
+const char *machine_accel_name(struct machine *m)
+{
+    return accel_name(m->accel);
+}
+
+bool machine_accel_is_kvm(struct machine *m)
+{
+    return accel_is_kvm(m->accel);
+}
+
+bool machine_kvm_present(struct machine *m)
+{
+    (void)m;
+    return accel_kvm_present();
 }
 
 GMainLoop *machine_main_loop(struct machine *m)
@@ -481,13 +502,13 @@ static void *save_blob(struct machine *m, unsigned index, save_fn *fn, size_t *l
 
 static bool save_vcpu(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
 {
-    return kvm_vcpu_save_state(cpus_vcpu(m->cpus, index), fdt, parent, errp);
+    return accel_vcpu_save_state(cpus_vcpu(m->cpus, index), fdt, parent, errp);
 }
 
 static bool save_vm(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
 {
     (void)index;
-    return kvm_vm_save_state(m->kvm, fdt, parent, errp);
+    return accel_vm_save_state(m->accel, fdt, parent, errp);
 }
 
 static bool save_device(struct machine *m, unsigned index, void *fdt, int parent,
@@ -550,13 +571,13 @@ static bool load_vcpu_node(struct machine *m, unsigned index, const void *fdt, i
     char name[16];
     snprintf(name, sizeof(name), "cpu@%u", index);
     int node = require_node(fdt, parent, name, errp);
-    return node >= 0 && kvm_vcpu_load_state(cpus_vcpu(m->cpus, index), fdt, node, errp);
+    return node >= 0 && accel_vcpu_load_state(cpus_vcpu(m->cpus, index), fdt, node, errp);
 }
 
 static bool load_vm_node(struct machine *m, const void *fdt, int parent, GError **errp)
 {
     int node = require_node(fdt, parent, "vm", errp);
-    return node >= 0 && kvm_vm_load_state(m->kvm, fdt, node, errp);
+    return node >= 0 && accel_vm_load_state(m->accel, fdt, node, errp);
 }
 
 static bool load_device_node(struct machine *m, const char *id, const void *fdt, int parent,
@@ -628,9 +649,9 @@ const struct device *machine_device(struct machine *m, unsigned index)
     return index < m->nr_devices ? &m->devices[index] : NULL;
 }
 
-struct kvm *machine_kvm(struct machine *m)
+struct accel *machine_accel(struct machine *m)
 {
-    return m->kvm;
+    return m->accel;
 }
 
 bool machine_rebuild_vm(struct machine *m, GError **errp)

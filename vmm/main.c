@@ -34,7 +34,7 @@ static const GOptionEntry options[] = {
     { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp, "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
     { "S", 0, 0, G_OPTION_ARG_NONE, &opt_paused, "start paused (resume with cont)", NULL },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming, "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
-    { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel, "kvm[,dirty-ring-size=N] (N entries per vCPU; default: dirty bitmap)", "ACCEL" },
+    { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel, "kvm[,dirty-ring-size=N] | emu (the software CPU) | auto (default: KVM if /dev/kvm opens, else emu)", "ACCEL" },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
     { NULL },
 };
@@ -64,17 +64,18 @@ static char **qemu_style_argv(int argc, char **argv)
     return out;
 }
 
-/* -accel kvm[,dirty-ring-size=N], QEMU's spelling. */
+/* -accel kvm[,dirty-ring-size=N] | emu | auto, QEMU's spelling ("tcg" means emu). */
 static bool parse_accel(const char *spec, struct machine_config *cfg, GError **errp)
 {
     g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
-    if (strcmp(parts[0], "kvm") != 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-accel %s: Tern only has kvm", spec);
+    if (!parts[0] || !accel_kind_parse(parts[0], &cfg->accel)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "-accel %s: unknown accelerator (kvm, emu or auto)", spec);
         return false;
     }
     for (gchar **p = parts + 1; *p; p++) {
         char *end;
-        if (g_str_has_prefix(*p, "dirty-ring-size=")) {
+        if (cfg->accel == ACCEL_KVM && g_str_has_prefix(*p, "dirty-ring-size=")) {
             unsigned long n = strtoul(*p + strlen("dirty-ring-size="), &end, 0);
             if (!*end && n <= UINT32_MAX) {
                 cfg->dirty_ring_size = n;

@@ -8,138 +8,27 @@
 #include "kvm-internal.h"
 #include "tern/util.h"
 #include "tern/vmstate.h"
+#include "tern/x86-state.h"
 
-/* ---- vmstate tables for the KVM structures ---- */
-
-#define R(f) VMSTATE_U64(struct kvm_regs, f)
-static const struct vmstate_field regs_fields[] = {
-    R(rax), R(rbx), R(rcx), R(rdx), R(rsi), R(rdi), R(rsp), R(rbp),
-    R(r8), R(r9), R(r10), R(r11), R(r12), R(r13), R(r14), R(r15),
-    R(rip), R(rflags), VMSTATE_END,
-};
-#undef R
-static const struct vmstate_desc regs_desc = {
-    .name = "regs", .version = 1, .min_version = 1, .fields = regs_fields,
-};
-
-#define S(ty, f) VMSTATE_##ty(struct kvm_segment, f)
-static const struct vmstate_field segment_fields[] = {
-    S(U64, base), S(U32, limit), S(U16, selector), S(U8, type), S(U8, present),
-    S(U8, dpl), S(U8, db), S(U8, s), S(U8, l), S(U8, g), S(U8, avl), S(U8, unusable),
-    VMSTATE_END,
-};
-#undef S
-static const struct vmstate_desc segment_desc = {
-    .name = "segment", .version = 1, .min_version = 1, .fields = segment_fields,
-};
-
-static const struct vmstate_field dtable_fields[] = {
-    VMSTATE_U64(struct kvm_dtable, base), VMSTATE_U16(struct kvm_dtable, limit), VMSTATE_END,
-};
-static const struct vmstate_desc dtable_desc = {
-    .name = "dtable", .version = 1, .min_version = 1, .fields = dtable_fields,
-};
-
-#define SEG(f) VMSTATE_STRUCT(struct kvm_sregs, f, segment_desc)
-#define CR(f) VMSTATE_U64(struct kvm_sregs, f)
-static const struct vmstate_field sregs_fields[] = {
-    SEG(cs), SEG(ds), SEG(es), SEG(fs), SEG(gs), SEG(ss), SEG(tr), SEG(ldt),
-    VMSTATE_STRUCT(struct kvm_sregs, gdt, dtable_desc),
-    VMSTATE_STRUCT(struct kvm_sregs, idt, dtable_desc),
-    CR(cr0), CR(cr2), CR(cr3), CR(cr4), CR(cr8), CR(efer), CR(apic_base),
-    VMSTATE_U64_ARRAY(struct kvm_sregs, interrupt_bitmap, 4),
-    VMSTATE_END,
-};
-#undef SEG
-#undef CR
-static const struct vmstate_desc sregs_desc = {
-    .name = "sregs", .version = 1, .min_version = 1, .fields = sregs_fields,
-};
-
-static const struct vmstate_field fpu_fields[] = {
-    VMSTATE_BYTES(struct kvm_fpu, fpr),
-    VMSTATE_U16(struct kvm_fpu, fcw), VMSTATE_U16(struct kvm_fpu, fsw),
-    VMSTATE_U8(struct kvm_fpu, ftwx), VMSTATE_U16(struct kvm_fpu, last_opcode),
-    VMSTATE_U64(struct kvm_fpu, last_ip), VMSTATE_U64(struct kvm_fpu, last_dp),
-    VMSTATE_BYTES(struct kvm_fpu, xmm), VMSTATE_U32(struct kvm_fpu, mxcsr),
-    VMSTATE_END,
-};
-static const struct vmstate_desc fpu_desc = {
-    .name = "fpu", .version = 1, .min_version = 1, .fields = fpu_fields,
-};
-
-static const struct vmstate_field xcrs_fields[] = {
-    VMSTATE_U32(struct kvm_xcrs, nr_xcrs), VMSTATE_U32(struct kvm_xcrs, flags),
-    VMSTATE_BYTES(struct kvm_xcrs, xcrs), VMSTATE_END,
-};
-static const struct vmstate_desc xcrs_desc = {
-    .name = "xcrs", .version = 1, .min_version = 1, .fields = xcrs_fields,
-};
-
-static const struct vmstate_field lapic_fields[] = {
-    VMSTATE_BYTES(struct kvm_lapic_state, regs), VMSTATE_END,
-};
-static const struct vmstate_desc lapic_desc = {
-    .name = "lapic", .version = 1, .min_version = 1, .fields = lapic_fields,
-};
-
-#define E(ty, f) VMSTATE_##ty(struct kvm_vcpu_events, f)
-static const struct vmstate_field events_fields[] = {
-    E(U8, exception.injected), E(U8, exception.nr), E(U8, exception.has_error_code),
-    E(U8, exception.pending), E(U32, exception.error_code),
-    E(U8, interrupt.injected), E(U8, interrupt.nr), E(U8, interrupt.soft),
-    E(U8, interrupt.shadow),
-    E(U8, nmi.injected), E(U8, nmi.pending), E(U8, nmi.masked),
-    E(U32, sipi_vector), E(U32, flags),
-    E(U8, smi.smm), E(U8, smi.pending), E(U8, smi.smm_inside_nmi), E(U8, smi.latched_init),
-    E(U8, triple_fault.pending),
-    E(U8, exception_has_payload), E(U64, exception_payload),
-    VMSTATE_END,
-};
-#undef E
-static const struct vmstate_desc events_desc = {
-    .name = "events", .version = 1, .min_version = 1, .fields = events_fields,
-};
-
-static const struct vmstate_field mp_state_fields[] = {
-    VMSTATE_U32(struct kvm_mp_state, mp_state), VMSTATE_END,
-};
-static const struct vmstate_desc mp_state_desc = {
-    .name = "mp-state", .version = 1, .min_version = 1, .fields = mp_state_fields,
-};
-
-static const struct vmstate_field debugregs_fields[] = {
-    VMSTATE_U64_ARRAY(struct kvm_debugregs, db, 4), VMSTATE_U64(struct kvm_debugregs, dr6),
-    VMSTATE_U64(struct kvm_debugregs, dr7), VMSTATE_U64(struct kvm_debugregs, flags),
-    VMSTATE_END,
-};
-static const struct vmstate_desc debugregs_desc = {
-    .name = "debugregs", .version = 1, .min_version = 1, .fields = debugregs_fields,
-};
-
-/* Everything of one vCPU but XSAVE (its size depends on the host) and the
- * MSRs (a variable list): those two get nodes of their own. */
-struct vcpu_state {
-    struct kvm_mp_state mp_state;
-    struct kvm_regs regs;
-    struct kvm_sregs sregs;
-    struct kvm_fpu fpu;
-    struct kvm_xcrs xcrs;
-    struct kvm_lapic_state lapic;
-    struct kvm_vcpu_events events;
-    struct kvm_debugregs debugregs;
-};
-
-#define V(f, d) VMSTATE_STRUCT(struct vcpu_state, f, d)
-static const struct vmstate_field vcpu_fields[] = {
-    V(mp_state, mp_state_desc), V(regs, regs_desc), V(sregs, sregs_desc), V(fpu, fpu_desc),
-    V(xcrs, xcrs_desc), V(lapic, lapic_desc), V(events, events_desc),
-    V(debugregs, debugregs_desc), VMSTATE_END,
-};
-#undef V
-static const struct vmstate_desc vcpu_desc = {
-    .name = "cpu", .version = 1, .min_version = 1, .fields = vcpu_fields,
-};
+/* The shared vCPU state (tern/x86-state.h) mirrors KVM's structures, so the
+ * two convert by copy. These asserts keep the mirror honest. */
+#define SAME_LAYOUT(ours, theirs) \
+    G_STATIC_ASSERT(sizeof(ours) == sizeof(theirs))
+SAME_LAYOUT(struct x86_regs, struct kvm_regs);
+SAME_LAYOUT(struct x86_sregs, struct kvm_sregs);
+SAME_LAYOUT(struct x86_fpu, struct kvm_fpu);
+SAME_LAYOUT(struct x86_xcrs, struct kvm_xcrs);
+SAME_LAYOUT(struct x86_lapic, struct kvm_lapic_state);
+SAME_LAYOUT(struct x86_events, struct kvm_vcpu_events);
+SAME_LAYOUT(struct x86_debugregs, struct kvm_debugregs);
+SAME_LAYOUT(struct x86_mp_state, struct kvm_mp_state);
+G_STATIC_ASSERT(offsetof(struct x86_sregs, efer) == offsetof(struct kvm_sregs, efer));
+G_STATIC_ASSERT(offsetof(struct x86_sregs, gdt) == offsetof(struct kvm_sregs, gdt));
+G_STATIC_ASSERT(offsetof(struct x86_segment, unusable) == offsetof(struct kvm_segment, unusable));
+G_STATIC_ASSERT(offsetof(struct x86_fpu, mxcsr) == offsetof(struct kvm_fpu, mxcsr));
+G_STATIC_ASSERT(offsetof(struct x86_events, exception_payload) ==
+                offsetof(struct kvm_vcpu_events, exception_payload));
+G_STATIC_ASSERT(offsetof(struct x86_debugregs, flags) == offsetof(struct kvm_debugregs, flags));
 
 /* VM-wide: the KVM clock, the two PICs and the IOAPIC, the PIT. */
 struct vm_state {
@@ -162,19 +51,9 @@ static const struct vmstate_field vm_fields[] = {
     VMSTATE_BYTES(struct vm_state, ioapic), VMSTATE_BYTES(struct vm_state, pit),
     VMSTATE_END,
 };
-static const struct vmstate_desc vm_desc = {
+const struct vmstate_desc kvm_vm_vmstate = {
     .name = "vm", .version = 1, .min_version = 1, .fields = vm_fields,
 };
-
-const struct vmstate_desc *kvm_vcpu_vmstate(void)
-{
-    return &vcpu_desc;
-}
-
-const struct vmstate_desc *kvm_vm_vmstate(void)
-{
-    return &vm_desc;
-}
 
 /* ---- ioctl helpers ---- */
 
@@ -200,14 +79,6 @@ static bool vm_ioctl(struct kvm *k, unsigned long req, void *arg, const char *na
     return true;
 }
 #define VM_IOCTL(k, req, arg, errp) vm_ioctl(k, req, arg, #req, errp)
-
-/* FDT properties are only 4-byte aligned: read 64-bit cells by copy. */
-static uint64_t prop_u64(const void *p)
-{
-    fdt64_t v;
-    memcpy(&v, p, sizeof(v));
-    return fdt64_to_cpu(v);
-}
 
 struct msr_buf {
     struct kvm_msrs hdr;
@@ -238,49 +109,29 @@ static unsigned read_msrs(struct kvm_vcpu *vcpu, struct msr_buf *out)
 static bool save_msrs(struct kvm_vcpu *vcpu, void *fdt, int node, GError **errp)
 {
     g_autofree struct msr_buf *msrs = g_new0(struct msr_buf, 1);
-    read_msrs(vcpu, msrs);
+    g_autofree struct x86_msr *list = g_new0(struct x86_msr, KVM_MAX_MSRS);
+    unsigned n = read_msrs(vcpu, msrs);
 
-    int sub = fdt_add_subnode(fdt, node, "msrs");
-    for (unsigned i = 0; sub >= 0 && i < msrs->hdr.nmsrs; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "0x%x", msrs->e[i].index);
-        sub = fdt_setprop_u64(fdt, sub, name, msrs->e[i].data) < 0 ? -1 : sub;
-    }
-    if (sub < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "vCPU %u: no room for MSRs",
-                    vcpu->index);
-        return false;
-    }
-    return true;
+    for (unsigned i = 0; i < n; i++)
+        list[i] = (struct x86_msr){ msrs->e[i].index, msrs->e[i].data };
+    return x86_msrs_save(list, n, fdt, node, errp);
 }
 
 static bool load_msrs(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp)
 {
-    int sub = fdt_subnode_offset(fdt, node, "msrs");
-    if (sub < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: state has no msrs node", vcpu->index);
-        return false;
-    }
     g_autofree struct msr_buf *msrs = g_new0(struct msr_buf, 1);
-    int prop;
-    fdt_for_each_property_offset(prop, fdt, sub) {
-        const char *name;
-        int len;
-        const void *val = fdt_getprop_by_offset(fdt, prop, &name, &len);
-        char *end;
-        unsigned long index = strtoul(name, &end, 16);
-        if (!val || len != 8 || *end || msrs->hdr.nmsrs == KVM_MAX_MSRS) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: bad MSR property '%s'", vcpu->index,
-                        name ? name : "?");
-            return false;
-        }
-        msrs->e[msrs->hdr.nmsrs].index = index;
-        msrs->e[msrs->hdr.nmsrs++].data = prop_u64(val);
-    }
-    int n = ioctl(vcpu->fd, KVM_SET_MSRS, msrs);
-    if (n < 0 || (unsigned)n != msrs->hdr.nmsrs) {
+    g_autofree struct x86_msr *list = g_new0(struct x86_msr, KVM_MAX_MSRS);
+    int n = x86_msrs_load(list, KVM_MAX_MSRS, fdt, node, errp);
+
+    if (n < 0)
+        return false;
+    for (int i = 0; i < n; i++)
+        msrs->e[i] = (struct kvm_msr_entry){ .index = list[i].index, .data = list[i].value };
+    msrs->hdr.nmsrs = n;
+    int done = ioctl(vcpu->fd, KVM_SET_MSRS, msrs);
+    if (done < 0 || done != n) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: KVM_SET_MSRS refused MSR 0x%x",
-                    vcpu->index, n >= 0 ? msrs->e[n].index : 0);
+                    vcpu->index, done >= 0 ? msrs->e[done].index : 0);
         return false;
     }
     return true;
@@ -288,20 +139,21 @@ static bool load_msrs(struct kvm_vcpu *vcpu, const void *fdt, int node, GError *
 
 static bool set_tsc_deadline(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp)
 {
-    int sub = fdt_subnode_offset(fdt, node, "msrs");
-    char name[16];
-    snprintf(name, sizeof(name), "0x%x", MSR_IA32_TSC_DEADLINE);
-    int len;
-    const void *val = fdt_getprop(fdt, sub, name, &len);
-    if (!val || len != 8)
-        return true;
-    struct msr_buf m = { .hdr.nmsrs = 1, .e[0] = { .index = MSR_IA32_TSC_DEADLINE,
-                                                   .data = prop_u64(val) } };
-    if (ioctl(vcpu->fd, KVM_SET_MSRS, &m) != 1) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: cannot restore TSC deadline", vcpu->index);
-        return false;
+    g_autofree struct x86_msr *list = g_new0(struct x86_msr, KVM_MAX_MSRS);
+    int n = x86_msrs_load(list, KVM_MAX_MSRS, fdt, node, errp);
+
+    for (int i = 0; i < n; i++) {
+        if (list[i].index != MSR_IA32_TSC_DEADLINE)
+            continue;
+        struct msr_buf m = { .hdr.nmsrs = 1, .e[0] = { .index = MSR_IA32_TSC_DEADLINE,
+                                                       .data = list[i].value } };
+        if (ioctl(vcpu->fd, KVM_SET_MSRS, &m) != 1) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                        "vCPU %u: cannot restore TSC deadline", vcpu->index);
+            return false;
+        }
     }
-    return true;
+    return n >= 0;
 }
 
 static bool get_xsave(struct kvm_vcpu *vcpu, void *buf, GError **errp)
@@ -315,7 +167,7 @@ static bool get_xsave(struct kvm_vcpu *vcpu, void *buf, GError **errp)
 
 bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **errp)
 {
-    struct vcpu_state st;
+    struct x86_vcpu_state st;
     size_t xsave_size = vcpu->kvm->xsave_size;
     g_autofree void *xsave = g_malloc0(xsave_size);
 
@@ -334,7 +186,7 @@ bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **
 
     char name[16];
     snprintf(name, sizeof(name), "cpu@%u", vcpu->index);
-    if (!vmstate_save(&vcpu_desc, &st, fdt, parent, name, errp))
+    if (!vmstate_save(&x86_vcpu_vmstate, &st, fdt, parent, name, errp))
         return false;
     int node = fdt_subnode_offset(fdt, parent, name);
     int x = fdt_add_subnode(fdt, node, "xsave");
@@ -348,9 +200,9 @@ bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **
 
 bool kvm_vcpu_load_state(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp)
 {
-    struct vcpu_state st;
+    struct x86_vcpu_state st;
     memset(&st, 0, sizeof(st));
-    if (!vmstate_load(&vcpu_desc, &st, fdt, node, errp))
+    if (!vmstate_load(&x86_vcpu_vmstate, &st, fdt, node, errp))
         return false;
 
     int x = fdt_subnode_offset(fdt, node, "xsave");
@@ -409,13 +261,13 @@ bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp)
         !get_chip(k, KVM_IRQCHIP_IOAPIC, st->ioapic, errp) ||
         !VM_IOCTL(k, KVM_GET_PIT2, &st->pit, errp))
         return false;
-    return vmstate_save(&vm_desc, st, fdt, parent, "vm", errp);
+    return vmstate_save(&kvm_vm_vmstate, st, fdt, parent, "vm", errp);
 }
 
 bool kvm_vm_load_state(struct kvm *k, const void *fdt, int node, GError **errp)
 {
     g_autofree struct vm_state *st = g_new0(struct vm_state, 1);
-    if (!vmstate_load(&vm_desc, st, fdt, node, errp))
+    if (!vmstate_load(&kvm_vm_vmstate, st, fdt, node, errp))
         return false;
     /* Only the clock value travels: the flags describe the source host. */
     struct kvm_clock_data clock = { .clock = st->clock.clock };

@@ -1,5 +1,5 @@
 /* machine-state.h: the non-RAM state of a paused machine (vCPUs, VM, devices)
- * as FDT blobs, a fresh KVM VM on the same RAM, and the run-state hooks that
+ * as FDT blobs, a fresh accelerator VM on the same RAM, and the run-state hooks that
  * checkpoints, migration and tests need. */
 #ifndef TERN_MACHINE_STATE_H
 #define TERN_MACHINE_STATE_H
@@ -11,7 +11,7 @@
 #include "tern/device.h"
 
 struct machine;
-struct kvm;
+struct accel;
 
 /* One blob with nodes cpu@N, vm, devices/<id>. The machine must be paused.
  * Returns a g_malloc'd packed FDT and its size in (len). */
@@ -34,10 +34,10 @@ bool machine_load_device(struct machine *m, const char *id, const void *fdt, siz
 unsigned machine_device_count(struct machine *m);
 const struct device *machine_device(struct machine *m, unsigned index);
 
-/* The accelerator, for migration's dirty log and for KVM tests. */
-struct kvm *machine_kvm(struct machine *m);
+/* The accelerator, for migration's dirty log and for in-process VM tests. */
+struct accel *machine_accel(struct machine *m);
 
-/* Replace the KVM VM and vCPUs by new ones over the same RAM (paused). */
+/* Replace the accelerator VM and vCPUs by new ones over the same RAM (paused). */
 bool machine_rebuild_vm(struct machine *m, GError **errp);
 
 /* Outgoing migration: pause the guest for the final phase (state

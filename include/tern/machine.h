@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/accel.h"
 #include "tern/runstate.h"
 
 struct machine;
@@ -19,6 +20,7 @@ struct machine_config {
     const char *serial;         /* -serial chardev spec */
     bool start_paused;          /* -S */
     const char *incoming;       /* -incoming URI or "defer"; NULL: boot normally */
+    enum accel_kind accel;      /* -accel kvm|emu; default auto */
     uint32_t dirty_ring_size;   /* -accel kvm,dirty-ring-size=N; 0: dirty bitmap */
 };
 
@@ -54,6 +56,13 @@ struct vcpu_info {
 };
 bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
                        GError **errp);
+
+/* The accelerator running the vCPUs: "kvm", "kvm_pvm" or "emu" (info kvm,
+ * query-kvm), and whether it is KVM. */
+const char *machine_accel_name(struct machine *m);
+bool machine_accel_is_kvm(struct machine *m);
+/* Does this host offer /dev/kvm at all? */
+bool machine_kvm_present(struct machine *m);
 
 /* The GMainLoop the monitors run on. */
 GMainLoop *machine_main_loop(struct machine *m);

@@ -9,8 +9,9 @@ Scenarios (1 GiB guest, TCP on 127.0.0.1, default parameters):
   ck-idle, ck-fill768   the same guests checkpointed to a file (migrate file:PATH):
            checkpoint time, downtime, file size (apparent and allocated), restore time
 
-Each runs --runs times (default 3); the table shows min - max. The results
-replace the migration section of docs/benchmarks.md (or are appended to it).
+Each runs --runs times (default 3) on every accelerator there is (KVM where
+/dev/kvm exists, and the software CPU); the table shows min - max. The results
+replace each accelerator's section of docs/benchmarks.md (or are appended).
 """
 import argparse
 import datetime
@@ -23,11 +24,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
+import ternlib  # noqa: E402
 from ternlib import Lab, start_migration, wait_migration  # noqa: E402
 
 MiB = 1 << 20
-BEGIN = "<!-- bench/run.py: migration: begin -->"
-END = "<!-- bench/run.py: migration: end -->"
+BEGIN = "<!-- bench/run.py: migration-%s: begin -->"
+END = "<!-- bench/run.py: migration-%s: end -->"
 
 def platform_run(binary):
     """The guest's own view of the platform under Tern: loop speed and exit costs."""
@@ -41,9 +43,27 @@ def platform_run(binary):
                 "cpuid_us": int(m.group(2)) / 1000}
 
 
+def dirty_run(binary):
+    """Page dirtying with dirty logging on: a 64 MiB writer while a migration
+    throttled to 32 MiB/s keeps pre-copying (then cancelled)."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append="ws=64 tick_ms=200")
+        dst = lab.target("-m", "1G")
+        src.wait_running(timeout=60)
+        src.serial.wait_ticks(1, proc=src.proc)
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 32 * MiB})
+        start_migration(src.qmp, dst.uri)
+        ticks = src.serial.wait_ticks(6, proc=src.proc)[1:]
+        src.qmp.cmd("migrate_cancel")
+        mib = ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"]
+        secs = (ticks[-1]["t_ms"] - ticks[0]["t_ms"]) / 1000
+        return {"dirty_gbps": mib * MiB / secs / 1e9}
+
+
 PLATFORM_METRICS = [("loop_ns", "guest dec/jnz loop (ns per iteration)", "%.2f"),
                     ("pio_us", "OUT to the VMM and back (us)", "%.1f"),
-                    ("cpuid_us", "CPUID (us)", "%.1f")]
+                    ("cpuid_us", "CPUID (us)", "%.1f"),
+                    ("dirty_gbps", "guest page dirtying, dirty logging on (GB/s)", "%.2f")]
 
 SCENARIOS = [
     # name, guest command line, what it shows
@@ -177,51 +197,55 @@ def machine_notes():
                                                        flavour)
 
 
-def write_doc(path, section):
+def write_doc(path, section, accel):
     try:
         with open(path) as f:
             text = f.read()
     except FileNotFoundError:
         text = "# Benchmarks\n"
-    block = BEGIN + "\n" + section.rstrip() + "\n" + END
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    begin, end = BEGIN % accel, END % accel
+    block = begin + "\n" + section.rstrip() + "\n" + end
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as f:
         f.write(text)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tern", default=os.path.join(ROOT, "build", "tern"))
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
-    ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
-    args = ap.parse_args()
-    if not os.path.exists("/dev/kvm"):
-        sys.exit("bench: /dev/kvm is absent: Tern needs KVM")
-    binary = os.path.abspath(args.tern)
+def bench_accel(binary, accel, runs):
+    """Every scenario on one accelerator; returns the doc section."""
+    ternlib.ACCEL = accel
+    ternlib.SLOW = 4 if accel == "emu" else 1
     results = {}
     for name, append, title in SCENARIOS:
         results[name] = []
-        for i in range(args.runs):
+        for i in range(runs):
             try:
                 r = (one_checkpoint if name.startswith("ck-") else one_run)(binary, append)
             except Exception as e:
-                sys.exit("bench: %s run %d failed: %s: %s" % (name, i + 1, type(e).__name__, e))
+                sys.exit("bench: %s %s run %d failed: %s: %s" % (accel, name, i + 1,
+                                                                type(e).__name__, e))
             results[name].append(r)
-            print("bench: %-8s run %d: %s" % (name, i + 1, ", ".join(
+            print("bench: %-4s %-8s run %d: %s" % (accel, name, i + 1, ", ".join(
                 "%s %s" % (k, fmt % r[k]) for k, _, fmt in METRICS[name])), flush=True)
-    md = table(results, args.runs)
-    plat = [platform_run(binary) for _ in range(args.runs)]
-    plat_md = "\n".join(["| metric | min – max, %d runs |" % args.runs, "|---|---|"] +
+    md = table(results, runs)
+    plat = []
+    for _ in range(runs):
+        p = platform_run(binary)
+        p.update(dirty_run(binary))
+        plat.append(p)
+        print("bench: %-4s platform: %s" % (accel, ", ".join(
+            "%s %s" % (k, fmt % p[k]) for k, _, fmt in PLATFORM_METRICS)), flush=True)
+    plat_md = "\n".join(["| metric | min – max, %d runs |" % runs, "|---|---|"] +
                          ["| %s | %s |" % (label, span([p[k] for p in plat], fmt))
                           for k, label, fmt in PLATFORM_METRICS])
     ratios = [r["gap_ratio"] for r in results["ws64"] if r["gap_ratio"] == r["gap_ratio"]]
-    command = "make bench  (python3 tests/bench/run.py --runs %d)" % args.runs
-    section = "\n".join([
-        "## Live migration",
+    command = "make bench  (python3 tests/bench/run.py --runs %d)" % runs
+    who = ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
+           else "the software CPU (-accel emu)")
+    return "\n".join([
+        "## Live migration on %s" % who,
         "",
         "Produced by `%s` on %s." % (command, datetime.date.today().isoformat()),
         "",
@@ -229,29 +253,51 @@ def main():
         "",
         "Two Tern processes on one host, TCP over 127.0.0.1, default parameters "
         "(downtime-limit 300 ms, no bandwidth limit, record CRCs on); source "
-        "`tern -m 1G -append \"...\"`, target `tern -m 1G -incoming tcp:127.0.0.1:PORT`. "
-        "Throughput is bytes on the wire divided by total time. The guest's max gap "
-        "is the longest pause the guest's own loop measured in the first two "
-        "ticks after the switchover (TSC-based).",
+        "`tern -accel %s -m 1G -append \"...\"`, target `tern -accel %s -m 1G -incoming "
+        "tcp:127.0.0.1:PORT`. Throughput is bytes on the wire divided by total time. The "
+        "guest's max gap is the longest pause the guest's own loop measured in the first "
+        "two ticks after the switchover (TSC-based)." % (accel, accel),
         "",
         md,
         "",
         "Guest-observed max gap / reported downtime (64 MiB writer): %s."
         % (span(ratios, "%.2f") if ratios else "n/a (downtime reported as 0)"),
         "",
-        "### The platform, seen from the guest",
+        "### The platform, seen from the guest (%s)" % accel,
         "",
         "The bundled guest's `exitbench=20000`: a tight loop timed with the TSC, "
         "OUTs to an unclaimed port (a full exit to Tern's vCPU thread and back), "
-        "and CPUIDs (answered by the kernel; kvm_pvm emulates the instruction).",
+        "and CPUIDs (on KVM answered by the kernel; kvm_pvm emulates the instruction). "
+        "Page dirtying: the `ws=64` writer's own count of rewritten pages while a "
+        "migration throttled to 32 MiB/s keeps dirty logging on.",
         "",
         plat_md,
     ])
-    print()
-    print(section)
-    if not args.no_doc:
-        write_doc(args.doc, section)
-        print("\nbench: wrote %s" % os.path.relpath(args.doc))
+
+
+def machine_kvm_flavour():
+    return "kvm_pvm" if os.path.exists("/sys/module/kvm_pvm") else "hardware KVM"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tern", default=os.path.join(ROOT, "build", "tern"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--accel", action="append", choices=["kvm", "emu"],
+                    help="accelerator(s) to measure (default: kvm where /dev/kvm exists, and emu)")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
+    args = ap.parse_args()
+    accels = args.accel or (["kvm"] if os.path.exists("/dev/kvm") else []) + ["emu"]
+    binary = os.path.abspath(args.tern)
+    for accel in accels:
+        print("bench: measuring on accelerator %s" % accel, flush=True)
+        section = bench_accel(binary, accel, args.runs)
+        print()
+        print(section)
+        if not args.no_doc:
+            write_doc(args.doc, section, accel)
+            print("\nbench: wrote %s" % os.path.relpath(args.doc))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from faultproxy import ACTIONS                          # noqa: E402
-from ternlib import require_kvm                         # noqa: E402
+from ternlib import require_accel                      # noqa: E402
 import test_faults                                      # noqa: E402
 
 FWD_PHASES = ("setup", "pass1", "pass3", "final", "pause")
@@ -146,7 +146,7 @@ def main():
     ap.add_argument("--trials", type=int, default=0, help="stop after this many (0: no limit)")
     ap.add_argument("--verbose", action="store_true", help="log proxy events and failures")
     args = ap.parse_args()
-    require_kvm()
+    require_accel()
     binary = os.path.abspath(args.tern)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     rng = random.Random(seed)

@@ -25,6 +25,7 @@ void cmdline_parse(const char *s, struct params *p)
         { "exit_after", offsetof(struct params, exit_after) },
         { "debug", offsetof(struct params, debug) },
         { "exitbench", offsetof(struct params, exitbench) },
+        { "locktest", offsetof(struct params, locktest) },
     };
 
     p->ws_mib = 0;
@@ -36,6 +37,7 @@ void cmdline_parse(const char *s, struct params *p)
     p->exit_after = 0;
     p->debug = 0;
     p->exitbench = 0;
+    p->locktest = 0;
     while (*s) {
         const char *w = s, *eq = NULL;
         uint64_t v = 0;

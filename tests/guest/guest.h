@@ -168,6 +168,7 @@ uint64_t boot_page_addr(uint64_t idx);
 /* cmdline.c */
 struct params {
     uint64_t ws_mib, rate_mib, fill_mib, tick_ms, timer_hz, cpus, exit_after, debug, exitbench;
+    uint64_t locktest;
 };
 void cmdline_parse(const char *s, struct params *p);
 
@@ -218,6 +219,11 @@ void workload_wait_filled(void);
 void workload_run(struct cpu *c) __attribute__((noreturn));
 void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now);
 uint64_t workload_errors(void);
+extern uint64_t locktest_failed;
+
+/* locktest.c */
+void locktest_run(uint64_t iterations);
+bool locktest_report(uint32_t ncpus, uint64_t iterations);
 
 /* main.c */
 extern uint64_t boot_tsc;

@@ -117,6 +117,8 @@ static void bsp_main(void)
     __atomic_store_n(&smp_stage, 1, __ATOMIC_RELEASE);
     workload_fill(c);
     workload_wait_filled();
+    if (params.locktest && !locktest_report(n, params.locktest))
+        locktest_failed = 1;
     serial_printf("testguest: running ws_mib %lu rate_mib %lu fill_mib %lu tick_ms %lu "
                   "timer_hz %lu cpus %u pvm %d ns_per_loop_iter %lu.%02lu\n", params.ws_mib,
                   params.rate_mib, params.fill_mib, params.tick_ms, params.timer_hz, n,

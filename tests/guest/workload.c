@@ -14,6 +14,7 @@ static uint64_t rate_pps_cpu;           /* pages per second per CPU, 0 = unlimit
 static uint64_t rate_burst;             /* token bucket size, pages * tsc_hz */
 static volatile uint32_t fill_done;
 static volatile uint32_t errors_printed;
+uint64_t locktest_failed;     /* counts as one error in every report */
 
 static uint64_t mix64(uint64_t x)
 {
@@ -126,6 +127,8 @@ void workload_fill(struct cpu *c)
 
         page_write((uint64_t *)a, a / PAGE_SIZE, 0);
     }
+    if (params.locktest)
+        locktest_run(params.locktest);
     __atomic_add_fetch(&fill_done, 1, __ATOMIC_RELEASE);
 }
 
@@ -230,7 +233,7 @@ void workload_run(struct cpu *c)
  * a pause) is counted now, and only its remainder in the next report. */
 void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now)
 {
-    uint64_t pages = 0, passes = ~0ull, gap = 0, errors = 0;
+    uint64_t pages = 0, passes = ~0ull, gap = 0, errors = locktest_failed;
 
     for (uint32_t i = 0; i < ncpus; i++) {
         struct cpu *c = cpu_list[i];
@@ -257,7 +260,7 @@ void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now)
 
 uint64_t workload_errors(void)
 {
-    uint64_t errors = 0;
+    uint64_t errors = locktest_failed;
 
     for (uint32_t i = 0; i < ncpus; i++)
         errors += cpu_list[i]->errors;

@@ -1,4 +1,4 @@
-/* kvm-test.c: helpers for the in-process KVM tests. */
+/* kvm-test.c: helpers for the in-process VM tests (on KVM or the software CPU). */
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,9 +6,20 @@
 #include <unistd.h>
 
 #include "kvm-test.h"
+#include <stdio.h>
 
-void kvm_test_require_kvm(void)
+enum accel_kind test_accel = ACCEL_KVM;
+
+void vm_test_setup(void)
 {
+    const char *name = getenv("TERN_TEST_ACCEL");
+
+    if (name && strcmp(name, "emu") == 0) {
+        test_accel = ACCEL_EMU;
+        printf("# accelerator: emu (the software CPU)\n");
+        return;
+    }
+    printf("# accelerator: kvm\n");
     if (access("/dev/kvm", F_OK) != 0) {
         fprintf(stderr, "\n======================================================================\n"
                         "SKIPPED: /dev/kvm is absent on this machine; this test needs KVM\n"
@@ -92,4 +103,10 @@ bool serial_log_wait_tick(struct serial_log *log, int timeout_ms, struct tick *t
     return sscanf(line, "tick %ld t_ms %ld dirtied_mib %ld passes %ld timer_ticks %ld "
                   "max_gap_us %ld errors %ld", &t->tick, &t->t_ms, &t->dirtied_mib,
                   &t->passes, &t->timer_ticks, &t->max_gap_us, &t->errors) == 7;
+}
+
+int test_ms(int ms)
+{
+    /* The software CPU boots and runs the guest several times slower. */
+    return test_accel == ACCEL_EMU ? ms * 6 : ms;
 }

@@ -1,4 +1,4 @@
-/* kvm-test.h: what the in-process KVM tests share: the skip rule and serial log polling. */
+/* kvm-test.h: what the in-process VM tests share: the accelerator, the skip rule and serial log polling. */
 #ifndef TERN_KVM_TEST_H
 #define TERN_KVM_TEST_H
 
@@ -6,8 +6,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Exit 77 (meson's skip), loudly, only when /dev/kvm does not exist. */
-void kvm_test_require_kvm(void);
+#include "tern/accel.h"
+
+/* The accelerator under test: TERN_TEST_ACCEL=emu or kvm (the default). For
+ * kvm, exit 77 (meson's skip), loudly, only when /dev/kvm does not exist. */
+extern enum accel_kind test_accel;
+void vm_test_setup(void);
+/* A timeout of (ms) on KVM, scaled for the accelerator under test. */
+int test_ms(int ms);
 
 struct serial_log {
     char path[256];

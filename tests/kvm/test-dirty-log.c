@@ -12,17 +12,17 @@
 
 #include "kvm-test.h"
 #include "tern/bitmap.h"
-#include "tern/kvm.h"
+#include "tern/accel.h"
 #include "tern/machine.h"
 #include "tern/machine-state.h"
 #include "tern/memory.h"
 
 #define RAM_SIZE (128ULL << 20)
 
-static void sync_or_fail(struct kvm *kvm, unsigned long *map)
+static void sync_or_fail(struct accel *kvm, unsigned long *map)
 {
     g_autoptr(GError) err = NULL;
-    if (!kvm_dirty_log_sync(kvm, map, &err))
+    if (!accel_dirty_log_sync(kvm, map, &err))
         fail_msg("sync: %s", err->message);
 }
 
@@ -33,6 +33,7 @@ static void dirty_log_complete(uint32_t ring_size)
     struct serial_log log;
     serial_log_init(&log, spec, sizeof(spec));
     struct machine_config cfg = {
+        .accel = test_accel,
         .ram_size = RAM_SIZE, .smp = 1, .append = "ws=16 tick_ms=100", .serial = spec,
         .dirty_ring_size = ring_size,
     };
@@ -41,18 +42,18 @@ static void dirty_log_complete(uint32_t ring_size)
     if (!m)
         fail_msg("machine_create: %s", err->message);
     assert_true(machine_start(m, NULL));
-    assert_true(serial_log_wait(&log, "testguest: running", 10000, NULL, 0));
+    assert_true(serial_log_wait(&log, "testguest: running", test_ms(10000), NULL, 0));
 
-    struct kvm *kvm = machine_kvm(m);
+    struct accel *kvm = machine_accel(m);
     struct guest_ram *ram = machine_ram(m);
     const struct ram_region *r = &ram->regions[0];
     uint64_t npages = r->size >> GUEST_PAGE_SHIFT;
     unsigned long *seen = bitmap_new(ram->nr_gfns);
     uint8_t *copy = g_malloc(r->size);
 
-    if (!kvm_dirty_log_start(kvm, &err))
+    if (!accel_dirty_log_start(kvm, &err))
         fail_msg("start: %s", err->message);
-    printf("# dirty log mode: %s\n", kvm_dirty_log_mode(kvm));
+    printf("# dirty log mode: %s\n", accel_dirty_log_mode(kvm));
 
     assert_true(machine_stop(m, NULL));
     sync_or_fail(kvm, seen);
@@ -88,7 +89,7 @@ static void dirty_log_complete(uint32_t ring_size)
         assert_true(changed > 0);
         assert_int_equal(missed, 0);
     }
-    assert_true(kvm_dirty_log_stop(kvm, NULL));
+    assert_true(accel_dirty_log_stop(kvm, NULL));
     g_free(copy);
     g_free(seen);
     machine_destroy(m);
@@ -104,12 +105,14 @@ static void test_dirty_bitmap(void **state)
 static void test_dirty_ring(void **state)
 {
     (void)state;
+    if (test_accel != ACCEL_KVM)
+        skip();     /* a KVM feature: the software CPU logs to a bitmap */
     dirty_log_complete(1024);   /* small: the ring fills, and the vCPU harvests too */
 }
 
 int main(void)
 {
-    kvm_test_require_kvm();
+    vm_test_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dirty_bitmap),
         cmocka_unit_test(test_dirty_ring),

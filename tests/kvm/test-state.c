@@ -23,6 +23,7 @@ static int setup(void **state)
     char spec[300];
     serial_log_init(&f.log, spec, sizeof(spec));
     struct machine_config cfg = {
+        .accel = test_accel,
         .ram_size = 256 << 20, .smp = 2, .append = "ws=8 cpus=2 tick_ms=100",
         .serial = spec,
     };
@@ -31,7 +32,7 @@ static int setup(void **state)
     if (!f.m)
         fail_msg("machine_create: %s", err->message);
     assert_true(machine_start(f.m, NULL));
-    assert_true(serial_log_wait(&f.log, "testguest: running", 10000, NULL, 0));
+    assert_true(serial_log_wait(&f.log, "testguest: running", test_ms(10000), NULL, 0));
     *state = &f;
     return 0;
 }
@@ -48,8 +49,8 @@ static int teardown(void **state)
 static void expect_guest_continues(struct fixture *f)
 {
     struct tick a, b;
-    assert_true(serial_log_wait_tick(&f->log, 5000, &a));
-    assert_true(serial_log_wait_tick(&f->log, 5000, &b));
+    assert_true(serial_log_wait_tick(&f->log, test_ms(5000), &a));
+    assert_true(serial_log_wait_tick(&f->log, test_ms(5000), &b));
     assert_int_equal(b.errors, 0);
     assert_true(b.timer_ticks > a.timer_ticks);
     assert_true(b.dirtied_mib >= a.dirtied_mib);
@@ -126,7 +127,7 @@ static void test_corrupt_state_rejected(void **state)
 
 int main(void)
 {
-    kvm_test_require_kvm();
+    vm_test_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_same_vm),
         cmocka_unit_test(test_roundtrip_fresh_vm),

@@ -153,6 +153,24 @@ bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
     return true;
 }
 
+const char *machine_accel_name(struct machine *m)
+{
+    (void)m;
+    return "emu";
+}
+
+bool machine_accel_is_kvm(struct machine *m)
+{
+    (void)m;
+    return false;
+}
+
+bool machine_kvm_present(struct machine *m)
+{
+    (void)m;
+    return true;
+}
+
 GMainLoop *machine_main_loop(struct machine *m)
 {
     return m->loop;

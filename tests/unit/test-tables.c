@@ -11,7 +11,8 @@
 
 #include <cmocka.h>
 
-#include "tern/kvm.h"
+#include "tern/accel.h"
+#include "tern/x86-state.h"
 #include "tern/serial.h"
 #include "tern/vmstate.h"
 
@@ -48,8 +49,9 @@ static void test_tables(void **state)
 {
     (void)state;
     const struct table tables[] = {
-        { "vCPU (accel/kvm)", kvm_vcpu_vmstate() },
-        { "VM (accel/kvm)", kvm_vm_vmstate() },
+        { "vCPU (both accelerators)", &x86_vcpu_vmstate },
+        { "VM (accel/kvm)", accel_vm_vmstate(ACCEL_KVM) },
+        { "VM (accel/emu)", accel_vm_vmstate(ACCEL_EMU) },
         { "16550 UART (hw/serial.c)", serial_vmstate() },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(tables); i++)
