@@ -28,9 +28,12 @@ struct emu_vm {
     GMutex vcpus_lock;
     struct emu_vcpu *vcpus[EMU_MAX_CPUS];
 
-    /* Guest TSC = host TSC + tsc_offset, at the host's rate. */
+    /* Guest TSC = tsc_offset + host TSC * tsc_mult / 2^32: the guest's rate
+     * (tsc_khz) is a property of the VM and travels with it; the host's
+     * (host_khz) is this process's own. */
     int64_t tsc_offset;
-    uint32_t tsc_khz;
+    uint64_t tsc_mult;
+    uint32_t tsc_khz, host_khz;
 
     struct emu_cpuid_entry cpuid[EMU_CPUID_MAX];
     unsigned nr_cpuid;
@@ -62,6 +65,8 @@ struct emu_vcpu {
 
 /* emu.c */
 uint64_t emu_guest_tsc(struct emu_vm *vm);
+/* Make the guest TSC read (tsc) now; at (khz) from now on if non-zero. */
+void emu_set_guest_tsc(struct emu_vm *vm, uint64_t tsc, uint32_t khz);
 void emu_cpuid_lookup(struct emu_vm *vm, unsigned cpu, uint32_t leaf, uint32_t subleaf,
                       uint32_t out[4]);
 

@@ -220,11 +220,13 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
 struct emu_vm_state {
     uint64_t tsc;
     uint64_t realtime_ns;
+    uint32_t tsc_khz;           /* the guest's TSC rate: the target scales to it */
 };
 
 static const struct vmstate_field vm_fields[] = {
     VMSTATE_U64(struct emu_vm_state, tsc),
     VMSTATE_U64(struct emu_vm_state, realtime_ns),
+    VMSTATE_U32(struct emu_vm_state, tsc_khz),
     VMSTATE_END,
 };
 const struct vmstate_desc emu_vm_vmstate = {
@@ -241,7 +243,9 @@ static uint64_t realtime_ns(void)
 bool emu_vm_save_state(struct accel *a, void *fdt, int parent, GError **errp)
 {
     struct emu_vm *vm = EMU_OF(a);
-    struct emu_vm_state st = { .tsc = emu_guest_tsc(vm), .realtime_ns = realtime_ns() };
+    struct emu_vm_state st = {
+        .tsc = emu_guest_tsc(vm), .realtime_ns = realtime_ns(), .tsc_khz = vm->tsc_khz,
+    };
 
     if (!vmstate_save(&emu_vm_vmstate, &st, fdt, parent, "vm", errp))
         return false;
@@ -266,8 +270,11 @@ bool emu_vm_load_state(struct accel *a, const void *fdt, int node, GError **errp
         return false;
     uint64_t now = realtime_ns();
     uint64_t elapsed = now > st.realtime_ns ? now - st.realtime_ns : 0;
-    uint64_t tsc = st.tsc + (uint64_t)((unsigned __int128)elapsed * vm->tsc_khz / 1000000);
-    __atomic_store_n(&vm->tsc_offset, (int64_t)(tsc - (emu_guest_tsc(vm) - vm->tsc_offset)),
-                     __ATOMIC_RELAXED);
+    if (!st.tsc_khz) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "VM state: TSC rate 0 kHz");
+        return false;
+    }
+    uint64_t tsc = st.tsc + (uint64_t)((unsigned __int128)elapsed * st.tsc_khz / 1000000);
+    emu_set_guest_tsc(vm, tsc, st.tsc_khz);
     return true;
 }

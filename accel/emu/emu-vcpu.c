@@ -64,8 +64,7 @@ static bool cpu_wrmsr(void *opaque, uint32_t msr, uint64_t value)
 
     if (msr == MSR_IA32_TSC) {
         /* One TSC for the whole VM, as guests that write it expect. */
-        int64_t offset = (int64_t)(value - (emu_guest_tsc(v->vm) - v->vm->tsc_offset));
-        __atomic_store_n(&v->vm->tsc_offset, offset, __ATOMIC_RELAXED);
+        emu_set_guest_tsc(v->vm, value, 0);
         return true;
     }
     /* Anything else unknown (kvm_pvm's vIF page register among them) is a
@@ -387,15 +386,15 @@ enum vcpu_run_result emu_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, G
         return kicked(v) ? VCPU_RUN_KICKED : VCPU_RUN_OK;
     }
 
-    uint64_t next_timer = poll_timers(v);
+    poll_timers(v);
     enum x86_exit exit = x86_cpu_run(&v->cpu, EMU_SLICE_INSNS);
     publish_summary(v);
 
     switch (exit) {
     case X86_EXIT_HLT:
-        /* Asleep until an interrupt: a timer of ours, or a wake from another thread. */
-        sleep_until(v, next_timer);
-        poll_timers(v);
+        /* Asleep until an interrupt: a timer of ours (armed perhaps during the
+         * slice just run, so asked again), or a wake from another thread. */
+        sleep_until(v, poll_timers(v));
         break;
     case X86_EXIT_TRIPLE_FAULT:
         return VCPU_RUN_SHUTDOWN;

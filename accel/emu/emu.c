@@ -32,9 +32,27 @@ static uint32_t host_tsc_khz(void)
     return khz;
 }
 
+static uint64_t scaled_host_tsc(const struct emu_vm *vm)
+{
+    return (uint64_t)(((unsigned __int128)__rdtsc() * vm->tsc_mult) >> 32);
+}
+
 uint64_t emu_guest_tsc(struct emu_vm *vm)
 {
-    return __rdtsc() + (uint64_t)__atomic_load_n(&vm->tsc_offset, __ATOMIC_RELAXED);
+    return scaled_host_tsc(vm) + (uint64_t)__atomic_load_n(&vm->tsc_offset, __ATOMIC_RELAXED);
+}
+
+void emu_set_guest_tsc(struct emu_vm *vm, uint64_t tsc, uint32_t khz)
+{
+    if (khz && khz != vm->tsc_khz) {
+        vm->tsc_khz = khz;
+        vm->tsc_mult = ((uint64_t)khz << 32) / vm->host_khz;
+        /* The guest read its rate here at boot; it stays what it was. */
+        for (unsigned i = 0; i < vm->nr_cpuid; i++)
+            if (vm->cpuid[i].function == 0x40000010)
+                vm->cpuid[i].eax = khz;
+    }
+    __atomic_store_n(&vm->tsc_offset, (int64_t)(tsc - scaled_host_tsc(vm)), __ATOMIC_RELAXED);
 }
 
 /* ---- CPUID: what the interpreter implements, nothing more ---- */
@@ -110,10 +128,12 @@ static void op_cpuid_fingerprint(const struct accel *a, uint32_t *nr_entries, ui
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     gsize len = 32;
 
-    /* The same words as the KVM backend hashes (docs/migration-stream.md). */
+    /* The same words as the KVM backend hashes (docs/migration-stream.md),
+     * but the TSC rate: a target adopts the source's with the VM state. */
     for (unsigned i = 0; i < vm->nr_cpuid; i++) {
         const struct emu_cpuid_entry *e = &vm->cpuid[i];
-        uint32_t words[7] = { e->function, e->index, e->flags, e->eax, e->ebx, e->ecx, e->edx };
+        uint32_t eax = e->function == 0x40000010 ? 0 : e->eax;
+        uint32_t words[7] = { e->function, e->index, e->flags, eax, e->ebx, e->ecx, e->edx };
         g_checksum_update(sum, (const guchar *)words, sizeof(words));
     }
     *nr_entries = vm->nr_cpuid;
@@ -254,7 +274,8 @@ struct accel *emu_accel_open(const struct accel_options *opts, GError **errp)
     }
     vm->base.ops = &emu_accel_ops;
     vm->bus = opts->bus;
-    vm->tsc_khz = host_tsc_khz();
+    vm->host_khz = vm->tsc_khz = host_tsc_khz();
+    vm->tsc_mult = 1ull << 32;
     vm->tsc_offset = 0;
     g_mutex_init(&vm->vcpus_lock);
     build_cpuid(vm);

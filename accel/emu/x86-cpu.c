@@ -1,4 +1,5 @@
 /* x86-cpu.c: reset state, the run loop, and exception/interrupt delivery through the IVT/IDT. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -78,6 +79,7 @@ static void reset_state(struct x86_cpu *cpu)
     cpu->pat = 0x0007040600070406ull;
     cpu->misc_enable = 1;
     cpu->xcr0 = 1;
+    x86_fpu_reset(cpu);
     cpu->halted = false;
     cpu->interrupt_shadow = false;
     cpu->nmi_pending = false;
@@ -86,10 +88,61 @@ static void reset_state(struct x86_cpu *cpu)
     x86_tlb_flush(cpu, false);
 }
 
+/* Interpreter state of every initialised CPU, so that x86_cpu_init() on a
+ * CPU already set up (INIT) reuses it instead of leaking it, without ever
+ * dereferencing what may be garbage in a fresh struct. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct live { struct x86_cpu *cpu; void *internal; } *live;
+static size_t nr_live;
+
+static bool live_take(struct x86_cpu *cpu, void *internal)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&live_lock);
+    for (size_t k = 0; k < nr_live; k++) {
+        if (live[k].cpu == cpu && live[k].internal == internal) {
+            live[k] = live[--nr_live];
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+    return found;
+}
+
+static void live_add(struct x86_cpu *cpu, void *internal)
+{
+    pthread_mutex_lock(&live_lock);
+    live = realloc(live, (nr_live + 1) * sizeof(*live));
+    if (!live)
+        abort();
+    live[nr_live].cpu = cpu;
+    live[nr_live].internal = internal;
+    nr_live++;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void internal_free(struct x86_internal *in)
+{
+    free(in->dcache);
+    free(in);
+}
+
 void x86_cpu_init(struct x86_cpu *cpu, struct x86_memory *mem, const struct x86_cpu_ops *ops,
                   void *opaque, unsigned index)
 {
+    int exit_request = 0, irq_request = 0;
+
+    if (cpu->internal && live_take(cpu, cpu->internal)) {
+        /* again (INIT): requests other threads made stay pending */
+        exit_request = __atomic_load_n(&cpu->exit_request, __ATOMIC_SEQ_CST);
+        irq_request = __atomic_load_n(&cpu->irq_request, __ATOMIC_SEQ_CST);
+        internal_free(cpu->internal);
+    }
     memset(cpu, 0, sizeof(*cpu));
+    cpu->exit_request = exit_request;
+    cpu->irq_request = irq_request;
     cpu->mem = mem;
     cpu->ops = ops;
     cpu->opaque = opaque;
@@ -97,12 +150,18 @@ void x86_cpu_init(struct x86_cpu *cpu, struct x86_memory *mem, const struct x86_
     cpu->internal = calloc(1, sizeof(struct x86_internal));
     if (!cpu->internal)
         abort();
+    x86_in(cpu)->dcache = calloc(X86_DCACHE_SIZE, sizeof(struct x86_insn));
+    if (!x86_in(cpu)->dcache)
+        abort();
+    x86_in(cpu)->dc_epoch = 1;
+    live_add(cpu, cpu->internal);
     reset_state(cpu);
 }
 
 void x86_cpu_destroy(struct x86_cpu *cpu)
 {
-    free(cpu->internal);
+    if (cpu->internal && live_take(cpu, cpu->internal))
+        internal_free(cpu->internal);
     cpu->internal = NULL;
 }
 
@@ -115,25 +174,22 @@ void x86_cpu_sipi(struct x86_cpu *cpu, uint8_t vector)
 
 void x86_cpu_state_changed(struct x86_cpu *cpu)
 {
-    struct x86_internal *in = x86_in(cpu);
-
-    /* rflags is authoritative after a state load */
-    in->cc_op = CC_EAGER;
+    /* (the lazy flags stay: x86_cpu_set_rflags() is how RFLAGS is replaced) */
     x86_tlb_flush(cpu, false);
 }
 
 void x86_cpu_code_written(struct x86_cpu *cpu, uint64_t gpa, uint64_t len)
 {
-    /* instructions are decoded from memory each time: nothing cached to drop */
+    /* every CPU drops its decoded instructions at its next one */
     (void)cpu;
     (void)gpa;
     (void)len;
+    __atomic_fetch_add(&x86_code_epoch, 1, __ATOMIC_SEQ_CST);
 }
 
 void x86_cpu_nmi(struct x86_cpu *cpu)
 {
     __atomic_store_n(&cpu->nmi_pending, true, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&cpu->exit_request, cpu->exit_request, __ATOMIC_SEQ_CST);
 }
 
 static void push_sys(struct x86_cpu *cpu, uint64_t *sp, uint64_t v, unsigned size, unsigned sp_size)
@@ -228,7 +284,7 @@ static void deliver_prot(struct x86_cpu *cpu, int vec, uint32_t err, bool has_er
             ss.type = 3;
         }
         sp &= ~15ull;
-        if ((uint64_t)(((int64_t)sp << 16) >> 16) != sp)
+        if (!x86_canonical(sp))
             x86_raise(cpu, X86_EXC_SS, 0, true);
         x86_lin_write_n(cpu, sp - 8, old_ss, 8, true);
         x86_lin_write_n(cpu, sp - 16, old_sp, 8, true);
@@ -313,8 +369,12 @@ static bool handle_exception(struct x86_cpu *cpu)
     bool has_err = in->exc_has_err;
 
     if (in->in_insn) {
-        cpu->rip = in->insn.rip;        /* faults restart the instruction */
+        cpu->rip = in->cur->rip;        /* faults restart the instruction */
         in->in_insn = false;
+    }
+    if (in->stepping) {
+        in->left = in->step_left;
+        in->stepping = false;
     }
     if (in->delivering) {
         int first = in->delivering_class, second = exc_class(vec);
@@ -340,18 +400,27 @@ static bool handle_exception(struct x86_cpu *cpu)
     return true;
 }
 
-/* Deliver an event from outside (IRQ, NMI) at an instruction boundary. */
-static void deliver_event(struct x86_cpu *cpu, int vec)
+/* Deliver an event at an instruction boundary: from outside (IRQ, NMI;
+ * ext) or a trap (single step). */
+static void deliver_event_vec(struct x86_cpu *cpu, int vec, bool ext)
 {
     struct x86_internal *in = x86_in(cpu);
+    bool was_in_insn = in->in_insn;
 
     in->delivering = 1;
     in->delivering_class = EXC_BENIGN;
-    in->delivering_ext = true;
-    in->exc_ext = true;
+    in->delivering_ext = ext;
+    in->exc_ext = ext;
+    in->in_insn = false;
     x86_deliver(cpu, vec, 0, false, false, cpu->rip);
+    in->in_insn = was_in_insn;
     in->delivering = 0;
     in->exc_ext = false;
+}
+
+static void deliver_event(struct x86_cpu *cpu, int vec)
+{
+    deliver_event_vec(cpu, vec, true);
 }
 
 /* Try NMI then an external interrupt; true when something was delivered. */
@@ -376,45 +445,75 @@ static bool try_interrupts(struct x86_cpu *cpu)
     return false;
 }
 
+/* RFLAGS.TF at the start of an instruction: run it alone (no chaining),
+ * then a #DB trap with DR6.BS unless it faulted or entered a handler. */
+static void single_step(struct x86_cpu *cpu)
+{
+    struct x86_internal *in = x86_in(cpu);
+    unsigned op;
+
+    in->step_left = in->left - 1;
+    in->stepping = true;
+    in->left = 0;           /* no chaining: this one instruction */
+    x86_step(cpu);
+    in->left = in->step_left;
+    in->stepping = false;
+    op = in->cur->op;
+    /* software interrupts and fast system calls clear TF on the way in: no trap */
+    if (!cpu->halted && op != 0xcc && op != 0xcd && op != 0xce && op != 0xf1 && op != 0x105 &&
+        op != 0x134) {
+        cpu->dr6 |= 0x4000;
+        deliver_event_vec(cpu, X86_EXC_DB, false);
+    }
+}
+
+static enum x86_exit leave(struct x86_cpu *cpu, enum x86_exit why)
+{
+    struct x86_internal *in = x86_in(cpu);
+
+    in->in_insn = false;
+    cpu->insns += in->start_left - in->left;
+    return why;
+}
+
 enum x86_exit x86_cpu_run(struct x86_cpu *cpu, uint64_t budget)
 {
     struct x86_internal *in = x86_in(cpu);
-    volatile uint64_t left = budget ? budget : ~(uint64_t)0;
 
+    in->left = in->start_left = budget ? budget : ~(uint64_t)0;
     in->in_insn = false;
     in->delivering = 0;
     if (setjmp(in->fault_jmp)) {
-        if (!handle_exception(cpu)) {
-            in->in_insn = false;
-            return X86_EXIT_TRIPLE_FAULT;
-        }
+        if (!handle_exception(cpu))
+            return leave(cpu, X86_EXIT_TRIPLE_FAULT);
     }
     if (cpu->halted) {
         if (!try_interrupts(cpu))
-            return X86_EXIT_HLT;
+            return leave(cpu, X86_EXIT_HLT);
     }
+    in->in_insn = true;
     for (;;) {
-        if (__atomic_load_n(&cpu->exit_request, __ATOMIC_RELAXED))
-            return X86_EXIT_KICK;
-        if (!left)
-            return X86_EXIT_BUDGET;
-        if (cpu->interrupt_shadow) {
-            cpu->interrupt_shadow = false;
-            in->shadow_now = true;
-        } else {
-            in->shadow_now = false;
-            if (__atomic_load_n(&cpu->irq_request, __ATOMIC_RELAXED) || cpu->nmi_pending)
+        if (__builtin_expect(__atomic_load_n(&cpu->exit_request, __ATOMIC_RELAXED) != 0, 0))
+            return leave(cpu, X86_EXIT_KICK);
+        if (__builtin_expect(!in->left, 0))
+            return leave(cpu, X86_EXIT_BUDGET);
+        if (__builtin_expect(cpu->interrupt_shadow | cpu->nmi_pending |
+                             (__atomic_load_n(&cpu->irq_request, __ATOMIC_RELAXED) != 0), 0)) {
+            if (cpu->interrupt_shadow)
+                cpu->interrupt_shadow = false;  /* this instruction runs in the shadow */
+            else
                 try_interrupts(cpu);
         }
-        left = left - 1;
-        in->in_insn = true;
-        x86_step(cpu);
-        in->in_insn = false;
-        cpu->insns++;
-        if (cpu->halted) {
+        if (__builtin_expect((cpu->rflags & X86_TF) != 0, 0)) {
+            single_step(cpu);
+        } else {
+            in->left--;
+            x86_step(cpu);
+        }
+        if (__builtin_expect(cpu->halted, 0)) {
             if (try_interrupts(cpu))
                 continue;
-            return X86_EXIT_HLT;
+            return leave(cpu, X86_EXIT_HLT);
         }
     }
 }

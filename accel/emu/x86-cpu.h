@@ -180,7 +180,8 @@ void x86_cpu_destroy(struct x86_cpu *cpu);
  * (vector << 8):0000. */
 void x86_cpu_sipi(struct x86_cpu *cpu, uint8_t vector);
 
-/* Run until one of enum x86_exit happens, at most (budget) instructions. */
+/* Run until one of enum x86_exit happens, at most (budget) instructions
+ * (0: no limit). */
 enum x86_exit x86_cpu_run(struct x86_cpu *cpu, uint64_t budget);
 
 /* RFLAGS with the arithmetic flags materialised; set replaces them all. */

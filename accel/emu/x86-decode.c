@@ -37,6 +37,8 @@ static void fetch_more(struct fetch *f)
     if (n > 15 - f->avail)
         n = 15 - f->avail;
     p = x86_page_ptr(cpu, la, ACC_EXEC, user, &gpa);
+    /* note the frame before reading it: a racing writer then sees the note */
+    x86_code_page_note(gpa);
     if (p)
         memcpy(f->i->bytes + f->avail, p + off, n);
     else
@@ -72,7 +74,7 @@ static void decode_modrm(struct fetch *f, bool *riprel)
     struct x86_insn *i = f->i;
     uint8_t m = fetch8(f);
     unsigned rex = i->rex;
-    uint64_t ea = 0;
+    uint64_t disp = 0;
     unsigned default_seg = X86_DS;
 
     i->mod = m >> 6;
@@ -84,54 +86,56 @@ static void decode_modrm(struct fetch *f, bool *riprel)
         return;
     }
     i->mem = true;
+    i->base_reg = -1;
+    i->index_reg = -1;
+    i->scale = 0;
     if (i->addrsize == 2) {
-        static const int8_t base16[8] = { X86_RBX, X86_RBX, X86_RBP, X86_RBP, X86_RSI, X86_RDI, X86_RBP, X86_RBX };
-        static const int8_t idx16[8] = { X86_RSI, X86_RDI, X86_RSI, X86_RDI, -1, -1, -1, -1 };
+        static const int8_t base16[8] = { X86_RBX, X86_RBX, X86_RBP, X86_RBP, -1, -1, X86_RBP, X86_RBX };
+        static const int8_t idx16[8] = { X86_RSI, X86_RDI, X86_RSI, X86_RDI, X86_RSI, X86_RDI, -1, -1 };
         if (i->mod == 0 && i->rm == 6) {
-            ea = fetchn(f, 2);
+            disp = fetchn(f, 2);
         } else {
-            ea = cpu->regs[base16[i->rm]];
-            if (idx16[i->rm] >= 0)
-                ea += cpu->regs[idx16[i->rm]];
-            if (base16[i->rm] == X86_RBP)
+            i->base_reg = base16[i->rm];
+            i->index_reg = idx16[i->rm];
+            if (i->base_reg == X86_RBP)
                 default_seg = X86_SS;
             if (i->mod == 1)
-                ea += sext(fetch8(f), 1);
+                disp = sext(fetch8(f), 1);
             else if (i->mod == 2)
-                ea += sext(fetchn(f, 2), 2);
+                disp = sext(fetchn(f, 2), 2);
         }
-        ea &= 0xffff;
     } else {
         unsigned rm = i->rm;
         if (rm == 4) {
             uint8_t sib = fetch8(f);
-            unsigned scale = sib >> 6, idx = ((sib >> 3) & 7) | ((rex & 2) << 2);
+            unsigned idx = ((sib >> 3) & 7) | ((rex & 2) << 2);
             unsigned base = (sib & 7) | ((rex & 1) << 3);
+            i->scale = sib >> 6;
             if (idx != 4)
-                ea = cpu->regs[idx] << scale;
+                i->index_reg = (int8_t)idx;
             if ((base & 7) == 5 && i->mod == 0) {
-                ea += sext(fetchn(f, 4), 4);
+                disp = sext(fetchn(f, 4), 4);
             } else {
-                ea += cpu->regs[base];
+                i->base_reg = (int8_t)base;
                 if (base == X86_RSP || base == X86_RBP)
                     default_seg = X86_SS;
             }
         } else if (rm == 5 && i->mod == 0) {
-            ea = sext(fetchn(f, 4), 4);
+            disp = sext(fetchn(f, 4), 4);
             if (x86_mode64(cpu))
                 *riprel = true;
         } else {
             rm |= (rex & 1) << 3;
-            ea = cpu->regs[rm];
+            i->base_reg = (int8_t)rm;
             if (rm == X86_RBP)
                 default_seg = X86_SS;
         }
         if (i->mod == 1)
-            ea += sext(fetch8(f), 1);
+            disp += sext(fetch8(f), 1);
         else if (i->mod == 2)
-            ea += sext(fetchn(f, 4), 4);
+            disp += sext(fetchn(f, 4), 4);
     }
-    i->ea = ea;
+    i->disp = disp;
     if (!i->seg_override)
         i->seg = default_seg;
 }
@@ -190,6 +194,7 @@ void x86_decode(struct x86_cpu *cpu, struct x86_insn *i)
     uint8_t b;
 
     i->rip = cpu->rip;
+    i->mode = x86_mode_key(cpu);
     i->len = 0;
     i->rex = 0;
     i->rep = 0;
@@ -201,7 +206,8 @@ void x86_decode(struct x86_cpu *cpu, struct x86_insn *i)
     i->has_modrm = false;
     i->imm = i->imm2 = 0;
     f.la = m64 ? cpu->rip : (cpu->seg[X86_CS].base + cpu->rip) & 0xffffffffu;
-    if (m64 && (uint64_t)(((int64_t)f.la << 16) >> 16) != f.la)
+    i->la = f.la;
+    if (m64 && !x86_canonical(f.la))
         x86_raise_gp(cpu, 0);
 
     for (;;) {
@@ -262,7 +268,8 @@ void x86_decode(struct x86_cpu *cpu, struct x86_insn *i)
         i->reg = 0, i->rm = 0, i->mod = 3;
 
     if (i->op >= 0xa0 && i->op <= 0xa3) {
-        i->ea = fetchn(&f, i->addrsize);
+        i->disp = fetchn(&f, i->addrsize);
+        i->base_reg = i->index_reg = -1;
         i->mem = true;
     } else if (i->op == 0x9a || i->op == 0xea) {
         i->imm = fetchn(&f, i->opsize);
@@ -285,9 +292,6 @@ void x86_decode(struct x86_cpu *cpu, struct x86_insn *i)
     i->next_rip = i->rip + i->len;
     if (!m64)
         i->next_rip &= 0xffffffffu;
-    if (i->mem) {
-        if (riprel)
-            i->ea += i->next_rip;
-        i->ea &= x86_size_mask(i->addrsize);
-    }
+    if (riprel)
+        i->disp += i->next_rip;
 }

@@ -69,6 +69,8 @@ static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size,
         return x86_reg_get(cpu, i, i->rm, size);
     if (atomic) {
         uint64_t la = x86_linear(cpu, i->seg, i->ea, i->addrsize), gpa;
+        if (!x86_mode64(cpu))
+            x86_seg_check(cpu, i->seg, i->ea, size, true);
         if ((la & (size - 1)) == 0) {
             uint8_t *p = x86_page_ptr(cpu, la, ACC_WRITE, x86_cpl(cpu) == 3, &gpa);
             if (p) {
@@ -83,7 +85,15 @@ static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size,
             }
         }
     }
-    return x86_mem_read(cpu, i->seg, i->ea, size);
+    return x86_mem_read_rmw(cpu, i->seg, i->ea, size);
+}
+
+/* r/m operand that is about to be written back */
+static uint64_t rm_read_rmw(struct x86_cpu *cpu, struct x86_insn *i, unsigned size)
+{
+    if (i->mem)
+        return x86_mem_read_rmw(cpu, i->seg, i->ea, size);
+    return x86_reg_get(cpu, i, i->rm, size);
 }
 
 static bool cas(uint8_t *p, unsigned size, uint64_t *old, uint64_t nv)
@@ -292,12 +302,12 @@ static uint64_t shld_op(struct x86_cpu *cpu, uint64_t a, uint64_t b, unsigned co
     b &= mask;
     if (!count)
         return a;
-    if (size == 2 && count > 16) {
-        /* undefined; behave like a 32-bit double shift of b:a */
+    if (size == 2 && count >= 16) {
+        /* 16 shifts all of dest out; 17..31 are undefined: shift through dest:src:dest */
         uint64_t wide = right ? (a | (b << 16) | (a << 32)) : ((a << 32) | (b << 16) | a);
         unsigned c = count;
-        r = right ? (wide >> c) & mask : (wide >> (48 - c)) & mask;
-        cf = right ? (wide >> (c - 1)) & 1 : (wide >> (48 - c + 16)) & 1;
+        r = right ? (wide >> c) & mask : (wide >> (32 - c)) & mask;
+        cf = right ? (wide >> (c - 1)) & 1 : (wide >> (48 - c)) & 1;
     } else if (right) {
         r = ((a >> count) | (count < bits ? b << (bits - count) : 0)) & mask;
         cf = (a >> (count - 1)) & 1;
@@ -355,7 +365,7 @@ static uint64_t pop(struct x86_cpu *cpu, unsigned size)
 static void jump(struct x86_cpu *cpu, struct x86_insn *i, uint64_t target)
 {
     if (x86_mode64(cpu)) {
-        if ((uint64_t)(((int64_t)target << 16) >> 16) != target)
+        if (!x86_canonical(target))
             x86_raise_gp(cpu, 0);
         cpu->rip = target;
     } else {
@@ -558,6 +568,8 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
     if (!i->mem)
         x86_raise_ud(cpu);
     la = x86_linear(cpu, i->seg, i->ea, i->addrsize);
+    if (!x86_mode64(cpu))
+        x86_seg_check(cpu, i->seg, i->ea, 2 * half, true);
     if (half == 8 && (la & 15))
         x86_raise_gp(cpu, 0);
     uint64_t exp_lo = cpu->regs[X86_RAX] & mask, exp_hi = cpu->regs[X86_RDX] & mask;
@@ -588,8 +600,8 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
             }
             __atomic_store_n(&cx16_lock, 0, __ATOMIC_RELEASE);
         } else {
-            lo = x86_mem_read(cpu, i->seg, i->ea, half);
-            hi = x86_mem_read(cpu, i->seg, (i->ea + half) & x86_size_mask(i->addrsize), half);
+            lo = x86_mem_read_rmw(cpu, i->seg, i->ea, half);
+            hi = x86_mem_read_rmw(cpu, i->seg, (i->ea + half) & x86_size_mask(i->addrsize), half);
             eq = lo == exp_lo && hi == exp_hi;
             if (eq) {
                 x86_mem_write(cpu, i->seg, i->ea, new_lo, half);
@@ -623,7 +635,7 @@ static uint64_t port_in(struct x86_cpu *cpu, uint16_t port, unsigned size)
     uint8_t buf[4] = { 0 };
     uint32_t v;
 
-    need_iopl(cpu);
+    x86_io_check(cpu, port, size);
     cpu->ops->pio(cpu->opaque, port, buf, size, false);
     memcpy(&v, buf, 4);
     return v;
@@ -634,7 +646,7 @@ static void port_out(struct x86_cpu *cpu, uint16_t port, uint64_t v, unsigned si
     uint8_t buf[4];
     uint32_t w = (uint32_t)v;
 
-    need_iopl(cpu);
+    x86_io_check(cpu, port, size);
     memcpy(buf, &w, 4);
     cpu->ops->pio(cpu->opaque, port, buf, size, true);
 }
@@ -714,7 +726,7 @@ static void read_far_ptr(struct x86_cpu *cpu, struct x86_insn *i, uint16_t *sel,
 
 static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i);
 
-static void exec(struct x86_cpu *cpu, struct x86_insn *i)
+void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
 {
     unsigned op = i->op, size = (op & 1) ? i->opsize : 1;
     bool m64 = x86_mode64(cpu);
@@ -722,6 +734,14 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
 
     if (i->lock && !lock_ok(i))
         undefined(cpu, i);
+    if (i->mem) {
+        uint64_t ea = i->disp;
+        if (i->base_reg >= 0)
+            ea += cpu->regs[i->base_reg];
+        if (i->index_reg >= 0)
+            ea += cpu->regs[i->index_reg] << i->scale;
+        i->ea = ea & x86_size_mask(i->addrsize);
+    }
     cpu->rip = i->next_rip;
     if (op >= 0x100) {
         exec_0f(cpu, i);
@@ -913,6 +933,15 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
         /* a fault on the store must leave RSP unchanged */
         {
             uint64_t nsp = cpu->regs[X86_RSP];
+            /* an RSP-based address is computed after the pop */
+            if (i->mem && (i->base_reg == X86_RSP || i->index_reg == X86_RSP)) {
+                uint64_t ea = i->disp;
+                if (i->base_reg >= 0)
+                    ea += cpu->regs[i->base_reg];
+                if (i->index_reg >= 0)
+                    ea += cpu->regs[i->index_reg] << i->scale;
+                i->ea = ea & x86_size_mask(i->addrsize);
+            }
             cpu->regs[X86_RSP] = sp;
             x86_rm_write(cpu, i, s, v);
             if (!(!i->mem && i->rm == X86_RSP))
@@ -961,9 +990,7 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
         set_flags(cpu, (cpu->regs[X86_RAX] >> 8) & 0xff, X86_SF | X86_ZF | X86_AF | X86_PF | X86_CF);
         return;
     case 0x9f:                                      /* lahf */
-        x86_reg_set(cpu, i, 4, 1, (x86_flags(cpu) & 0xd5) | 2);
-        if (i->rex)
-            cpu->regs[X86_RAX] = (cpu->regs[X86_RAX] & ~0xff00ull) | (((x86_flags(cpu) & 0xd5) | 2) << 8);
+        cpu->regs[X86_RAX] = (cpu->regs[X86_RAX] & ~0xff00ull) | (((x86_flags(cpu) & 0xd5) | 2) << 8);
         return;
     case 0xa0: case 0xa1:
         x86_reg_set(cpu, i, X86_RAX, size, x86_mem_read(cpu, i->seg, i->ea, size));
@@ -982,9 +1009,10 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
         return;
     case 0xc0: case 0xc1: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
         unsigned cnt = op >= 0xd2 ? (unsigned)cpu->regs[X86_RCX] & 0xff : op >= 0xd0 ? 1 : (unsigned)i->imm;
-        v = x86_rm_read(cpu, i, size);
+        v = rm_read_rmw(cpu, i, size);
         t = shift_op(cpu, i->reg & 7, v, cnt, size);
-        if (cnt & (size == 8 ? 0x3f : 0x1f))
+        /* a 32-bit register destination is written (zero-extended) even for count 0 */
+        if ((cnt & (size == 8 ? 0x3f : 0x1f)) || (size == 4 && !i->mem))
             x86_rm_write(cpu, i, size, t);
         return;
     }
@@ -1127,7 +1155,7 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
     case 0xe8: {                                    /* call rel */
         unsigned s = stack_opsize(cpu, i);
         uint64_t target = i->next_rip + i->imm;
-        if (m64 && (uint64_t)(((int64_t)target << 16) >> 16) != target)
+        if (m64 && !x86_canonical(target))
             x86_raise_gp(cpu, 0);
         push(cpu, i->next_rip, s);
         jump(cpu, i, target);
@@ -1187,7 +1215,7 @@ static void exec(struct x86_cpu *cpu, struct x86_insn *i)
         case 2: {                                   /* call r/m */
             unsigned s = m64 ? 8 : i->opsize;
             v = x86_rm_read(cpu, i, s);
-            if (m64 && (uint64_t)(((int64_t)v << 16) >> 16) != v)
+            if (m64 && !x86_canonical(v))
                 x86_raise_gp(cpu, 0);
             push(cpu, i->next_rip, s);
             cpu->rip = v & x86_size_mask(s);
@@ -1307,6 +1335,15 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         }
         return;
     }
+    case 0x02: case 0x03:
+        x86_exec_lar_lsl(cpu, i, op == 0x03);
+        return;
+    case 0x34:
+        x86_sysenter(cpu);
+        return;
+    case 0x35:
+        x86_sysexit(cpu, i->rex & 8);
+        return;
     case 0x0b: case 0xb9: case 0xff:                /* ud2, ud1, ud0 */
         x86_raise_ud(cpu);
     case 0x30: {                                    /* wrmsr */
@@ -1379,9 +1416,9 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         return;
     case 0xa4: case 0xa5: case 0xac: case 0xad: {   /* shld/shrd */
         unsigned cnt = (op & 1) ? (unsigned)cpu->regs[X86_RCX] & 0xff : (unsigned)i->imm;
-        v = x86_rm_read(cpu, i, size);
+        v = rm_read_rmw(cpu, i, size);
         t = shld_op(cpu, v, x86_reg_get(cpu, i, i->reg, size), cnt, size, op >= 0xac);
-        if (cnt & (size == 8 ? 0x3f : 0x1f))
+        if ((cnt & (size == 8 ? 0x3f : 0x1f)) || (size == 4 && !i->mem))
             x86_rm_write(cpu, i, size, t);
         return;
     }
@@ -1474,13 +1511,19 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         struct rmw m;
         unsigned s = op == 0xc0 ? 1 : size;
         uint64_t src = x86_reg_get(cpu, i, i->reg, s), old, r;
+        if (!i->mem) {
+            /* TEMP := SRC + DEST; SRC := DEST; DEST := TEMP (the sum wins for one register) */
+            old = x86_reg_get(cpu, i, i->rm, s);
+            r = alu(cpu, 0, old, src, s, 0);
+            x86_reg_set(cpu, i, i->reg, s, old);
+            x86_reg_set(cpu, i, i->rm, s, r);
+            return;
+        }
         do {
             old = rmw_load(cpu, i, s, &m, i->lock);
             r = alu(cpu, 0, old, src, s, 0);
         } while (!rmw_store(cpu, i, s, &m, old, r));
         x86_reg_set(cpu, i, i->reg, s, old);
-        if (!i->mem && i->rm != i->reg)
-            x86_reg_set(cpu, i, i->rm, s, r);
         return;
     }
     case 0xc7:
@@ -1514,12 +1557,4 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         }
         undefined(cpu, i);
     }
-}
-
-void x86_step(struct x86_cpu *cpu)
-{
-    struct x86_insn *i = &x86_in(cpu)->insn;
-
-    x86_decode(cpu, i);
-    exec(cpu, i);
 }

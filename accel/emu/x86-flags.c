@@ -34,6 +34,25 @@ static uint64_t compute(struct x86_internal *in)
         break;
     case CC_LOGIC:
         break;
+    case CC_SHL:
+        if ((in->cc_src1 >> (size * 8 - s2)) & 1)
+            f |= X86_CF;
+        if (((res & sign) != 0) != ((f & X86_CF) != 0))
+            f |= X86_OF;
+        break;
+    case CC_SHR:
+        if ((s1 >> (s2 - 1)) & 1)
+            f |= X86_CF;
+        if (s1 & sign)
+            f |= X86_OF;
+        break;
+    case CC_SAR: {
+        unsigned sh = 64 - size * 8;
+        int64_t sx = (int64_t)(s1 << sh) >> sh;
+        if ((sx >> (s2 - 1)) & 1)
+            f |= X86_CF;
+        break;
+    }
     case CC_INC:
         f |= in->cc_aux & X86_CF;
         if (res == sign)

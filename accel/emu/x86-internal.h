@@ -11,7 +11,7 @@
 
 #define X86_PAGE_SIZE 4096u
 #define X86_PAGE_MASK (~(uint64_t)0xfff)
-#define X86_TLB_SIZE 256
+#define X86_TLB_SIZE 1024
 
 /* Lazy arithmetic flags: the last flag-setting operation, evaluated on demand. */
 enum x86_cc_op {
@@ -21,6 +21,9 @@ enum x86_cc_op {
     CC_LOGIC,       /* CF = OF = AF = 0 */
     CC_INC,         /* src1 + 1: CF kept in aux */
     CC_DEC,         /* src1 - 1: CF kept in aux */
+    CC_SHL,         /* src1 << src2 (count 1..bits-1) */
+    CC_SHR,         /* src1 >> src2 (logical) */
+    CC_SAR,         /* src1 >> src2 (arithmetic) */
 };
 
 /* Access kinds for the MMU (also the TLB permission index). */
@@ -32,6 +35,7 @@ struct x86_tlb_entry {
     uint64_t tag[3];
     uint8_t *hva;           /* host address of the page */
     uint64_t gpa;           /* guest-physical page */
+    uint64_t vbase, vmask;  /* the guest page it came from (4K/2M/1G), for invlpg */
     bool global;
 };
 
@@ -47,9 +51,32 @@ struct x86_insn {
     bool seg_override;
     bool has_modrm, mem;
     uint8_t mod, reg, rm;   /* reg, rm with REX bits */
-    uint64_t ea;            /* effective address (offset), already truncated */
+    uint64_t ea;            /* effective address (offset): computed at execution */
+    int8_t base_reg, index_reg; /* -1: none */
+    uint8_t scale;
+    uint64_t disp;          /* displacement (RIP-relative: already the target) */
     uint64_t imm, imm2;
+    void (*fn)(struct x86_cpu *cpu, struct x86_insn *i);   /* handler */
+    uint8_t hd, hs, hcc;    /* handler operands: destination, source register, condition */
+    bool chain;             /* a fast handler: the run loop may go on to the next one directly */
+    struct x86_insn *next, *taken;  /* likely successors (checked before use) */
+    struct x86_insn *fuse;  /* a following jcc run by the same handler call */
+    void (*prod)(struct x86_cpu *cpu, struct x86_insn *i);    /* own handler when fused */
+    /* decode-cache key */
+    uint64_t la;            /* linear address of the first byte */
+    uint32_t epoch;         /* valid while equal to the CPU's dc_epoch */
+    uint8_t mode;           /* x86_mode_key() at decode time */
 };
+
+#define X86_DCACHE_SIZE 4096
+
+/* Decoding depends on the code size only (64 / 32 / 16-bit). */
+static inline uint8_t x86_mode_key(const struct x86_cpu *cpu)
+{
+    if ((cpu->efer & EFER_LMA) && cpu->seg[X86_CS].l)
+        return 3;
+    return cpu->seg[X86_CS].db ? 2 : 1;
+}
 
 struct x86_internal {
     jmp_buf fault_jmp;
@@ -57,7 +84,13 @@ struct x86_internal {
     unsigned cc_op, cc_size;
     uint64_t cc_src1, cc_src2, cc_res, cc_aux;
     struct x86_tlb_entry tlb[X86_TLB_SIZE];
-    struct x86_insn insn;
+    uint64_t left, start_left;  /* instructions left in this x86_cpu_run(), at its start */
+    uint64_t step_left;     /* left, while single-stepping (left is 0 then) */
+    bool stepping;
+    struct x86_insn *cur;   /* the instruction executing */
+    struct x86_insn *dcache;    /* X86_DCACHE_SIZE decoded instructions, by linear address */
+    uint32_t dc_epoch;      /* bumped to drop every decoded instruction */
+    uint32_t seen_code_epoch;   /* x86_code_epoch when last looked at */
     /* exception in flight */
     int exc_vec;
     uint32_t exc_err;
@@ -66,7 +99,6 @@ struct x86_internal {
     int delivering_class;
     bool delivering_ext, exc_ext;   /* the event came from outside (EXT bit) */
     bool in_insn;           /* executing an instruction: faults restart it */
-    bool shadow_now;        /* this instruction runs in an interrupt shadow */
     bool nmi_blocked;       /* from NMI delivery to the next iret */
     unsigned log_count;
 };
@@ -99,6 +131,11 @@ static inline unsigned x86_cpl(const struct x86_cpu *cpu)
     if (cpu->rflags & X86_VM)
         return 3;
     return cpu->seg[X86_CS].dpl;
+}
+
+static inline bool x86_canonical(uint64_t v)
+{
+    return (uint64_t)((int64_t)(v << 16) >> 16) == v;
 }
 
 static inline uint64_t x86_size_mask(unsigned size)
@@ -152,6 +189,7 @@ void x86_lin_write_n(struct x86_cpu *cpu, uint64_t la, uint64_t v, unsigned size
 uint64_t x86_linear(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned addrsize);
 uint64_t x86_mem_read(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned size);
 void x86_mem_write(struct x86_cpu *cpu, unsigned seg, uint64_t off, uint64_t v, unsigned size);
+uint64_t x86_mem_read_rmw(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned size);
 
 /* x86-seg.c: segments and descriptors */
 void x86_seg_load_real(struct x86_cpu *cpu, unsigned seg, uint16_t sel);
@@ -165,12 +203,46 @@ void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra);
 void x86_iret(struct x86_cpu *cpu, unsigned opsize);
 void x86_load_tr(struct x86_cpu *cpu, uint16_t sel);
 void x86_load_ldt(struct x86_cpu *cpu, uint16_t sel);
+void x86_io_check(struct x86_cpu *cpu, uint16_t port, unsigned size);
+void x86_seg_check(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned size, bool write);
+
+/* Self-modifying code: guest frames holding decoded code (a filter, by
+ * gfn modulo its size, shared by every CPU of the process), and an epoch
+ * bumped whenever one of them is written. */
+extern unsigned long x86_code_filter[];
+extern uint32_t x86_code_epoch;
+#define X86_CODE_FILTER_BITS (1u << 24)   /* 64 GiB of frames before aliasing */
+void x86_code_page_note(uint64_t gpa);     /* decoding from this frame */
+void x86_code_page_hit(uint64_t gfn);       /* a write hit a filter bit */
+/* A CPU write to RAM frame (gpa): x86_mark_dirty() when there is something to do. */
+static inline void x86_note_write(struct x86_cpu *cpu, uint64_t gpa)
+{
+    const unsigned lb = 8 * sizeof(unsigned long);
+    uint64_t gfn = gpa >> 12, b = gfn % X86_CODE_FILTER_BITS;
+    const unsigned long *d = cpu->mem->dirty;
+
+    if ((__atomic_load_n(&x86_code_filter[b / lb], __ATOMIC_RELAXED) >> (b % lb)) & 1)
+        x86_mark_dirty(cpu, gpa);
+    else if (d && gfn < cpu->mem->nr_gfns &&
+             !((__atomic_load_n(&d[gfn / lb], __ATOMIC_RELAXED) >> (gfn % lb)) & 1))
+        x86_mark_dirty(cpu, gpa);
+}
+
+static inline void x86_dc_flush(struct x86_cpu *cpu)
+{
+    x86_in(cpu)->dc_epoch++;
+}
 
 /* x86-decode.c: decode the instruction at CS:RIP into (i); raises #PF/#GP/#UD */
 void x86_decode(struct x86_cpu *cpu, struct x86_insn *i);
 
+/* x86-fast.c: specialised handlers for the hottest instruction forms */
+void x86_select_handler(struct x86_cpu *cpu, struct x86_insn *i);
+/* (prev) ran just before (i), falling through to it: fuse a jcc into it. */
+void x86_try_fuse(struct x86_insn *prev, struct x86_insn *i);
+
 /* x86-exec.c */
-void x86_step(struct x86_cpu *cpu);
+void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i);
 uint64_t x86_reg_get(struct x86_cpu *cpu, struct x86_insn *i, unsigned r, unsigned size);
 void x86_reg_set(struct x86_cpu *cpu, struct x86_insn *i, unsigned r, unsigned size, uint64_t v);
 uint64_t x86_rm_read(struct x86_cpu *cpu, struct x86_insn *i, unsigned size);
@@ -186,10 +258,72 @@ bool x86_rdmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t *v);
 bool x86_wrmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t v);
 void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i);
 void x86_exec_0f00(struct x86_cpu *cpu, struct x86_insn *i);
+void x86_exec_lar_lsl(struct x86_cpu *cpu, struct x86_insn *i, bool lsl);
+void x86_sysenter(struct x86_cpu *cpu);
+void x86_sysexit(struct x86_cpu *cpu, bool wide);
 void x86_syscall(struct x86_cpu *cpu);
 void x86_sysret(struct x86_cpu *cpu);
-/* x87/SSE/AVX: raises #UD for now; the place where those instructions go. */
+/* x86-fpu.c: x87/SSE/AVX. Only the state-management instructions so far
+ * (fxsave/fxrstor, ldmxcsr/stmxcsr, fninit, fnstcw/fldcw, fnstsw, fnclex);
+ * the rest raise #UD. This is where those instructions go. */
 void x86_exec_fpu(struct x86_cpu *cpu, struct x86_insn *i);
+void x86_fpu_reset(struct x86_cpu *cpu);
 void x86_log_unknown(struct x86_cpu *cpu, struct x86_insn *i);
+
+/* Execute one instruction, from the decode cache when it is there, and
+ * then, while they are simple 64-bit-mode instructions whose successor is
+ * cached, the following ones (at most in->left in all). */
+static inline void x86_step(struct x86_cpu *cpu)
+{
+    struct x86_internal *in = x86_in(cpu);
+    uint32_t ce = __atomic_load_n(&x86_code_epoch, __ATOMIC_RELAXED);
+    uint64_t la = cpu->rip;
+    uint8_t mode = x86_mode_key(cpu);
+    struct x86_insn *i, *prev = in->cur;
+
+    if (ce != in->seen_code_epoch) {
+        in->seen_code_epoch = ce;
+        in->dc_epoch++;
+    }
+    if (mode != 3)
+        la = (la + cpu->seg[X86_CS].base) & 0xffffffffu;
+    i = &in->dcache[(la ^ (la >> 12)) % X86_DCACHE_SIZE];
+    in->cur = i;
+    if (i->la != la || i->epoch != in->dc_epoch || i->mode != mode) {
+        i->epoch = 0;
+        x86_decode(cpu, i);
+        x86_select_handler(cpu, i);
+        i->epoch = in->dc_epoch;
+    }
+    /* remember the way from the previous instruction */
+    if (prev && prev->chain && prev->epoch == in->dc_epoch) {
+        if (prev->next_rip == la) {
+            prev->next = i;
+            if (!prev->fuse)
+                x86_try_fuse(prev, i);
+        } else
+            prev->taken = i;
+    }
+    for (;;) {
+        struct x86_insn *n;
+
+        i->fn(cpu, i);
+        if (!i->chain || !in->left)
+            return;
+        if (cpu->rip == i->next_rip) {
+            n = i->next;
+        } else {
+            n = i->taken;
+            /* a taken branch: look around */
+            if (__atomic_load_n(&cpu->exit_request, __ATOMIC_RELAXED) |
+                __atomic_load_n(&cpu->irq_request, __ATOMIC_RELAXED) | cpu->nmi_pending)
+                return;
+        }
+        if (!n || n->la != cpu->rip || n->epoch != in->dc_epoch || n->mode != 3)
+            return;
+        in->left--;
+        in->cur = i = n;
+    }
+}
 
 #endif

@@ -29,16 +29,40 @@ uint8_t *x86_phys_ptr(struct x86_cpu *cpu, uint64_t gpa)
     return NULL;
 }
 
+#define LBITS (8 * sizeof(unsigned long))
+
+unsigned long x86_code_filter[X86_CODE_FILTER_BITS / LBITS];
+uint32_t x86_code_epoch = 1;
+
+void x86_code_page_note(uint64_t gpa)
+{
+    uint64_t b = (gpa >> 12) % X86_CODE_FILTER_BITS;
+    unsigned long *w = &x86_code_filter[b / LBITS], bit = 1ul << (b % LBITS);
+
+    if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
+        __atomic_fetch_or(w, bit, __ATOMIC_SEQ_CST);
+}
+
+void x86_code_page_hit(uint64_t gfn)
+{
+    uint64_t b = gfn % X86_CODE_FILTER_BITS;
+
+    __atomic_fetch_and(&x86_code_filter[b / LBITS], ~(1ul << (b % LBITS)), __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&x86_code_epoch, 1, __ATOMIC_SEQ_CST);
+}
+
 void x86_mark_dirty(struct x86_cpu *cpu, uint64_t gpa)
 {
     struct x86_memory *mem = cpu->mem;
-    uint64_t gfn = gpa >> 12;
+    uint64_t gfn = gpa >> 12, b = gfn % X86_CODE_FILTER_BITS;
     unsigned long bit, *w;
 
+    if (__atomic_load_n(&x86_code_filter[b / LBITS], __ATOMIC_RELAXED) & (1ul << (b % LBITS)))
+        x86_code_page_hit(gfn);
     if (!mem->dirty || gfn >= mem->nr_gfns)
         return;
-    w = &mem->dirty[gfn / (8 * sizeof(unsigned long))];
-    bit = 1ul << (gfn % (8 * sizeof(unsigned long)));
+    w = &mem->dirty[gfn / LBITS];
+    bit = 1ul << (gfn % LBITS);
     if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
         __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
 }
@@ -105,6 +129,7 @@ void x86_tlb_flush(struct x86_cpu *cpu, bool keep_global)
 {
     struct x86_internal *in = x86_in(cpu);
 
+    x86_dc_flush(cpu);
     for (unsigned i = 0; i < X86_TLB_SIZE; i++) {
         if (keep_global && in->tlb[i].global)
             continue;
@@ -116,9 +141,13 @@ void x86_tlb_flush_page(struct x86_cpu *cpu, uint64_t la)
 {
     struct x86_internal *in = x86_in(cpu);
 
-    /* large pages may cover many slots: be safe and drop all with this page's slot too */
-    memset(&in->tlb[(la >> 12) % X86_TLB_SIZE], 0, sizeof(in->tlb[0]));
-    x86_tlb_flush(cpu, false);
+    /* entries from a large page may sit in many slots: look at them all */
+    x86_dc_flush(cpu);
+    for (unsigned k = 0; k < X86_TLB_SIZE; k++) {
+        struct x86_tlb_entry *t = &in->tlb[k];
+        if ((t->tag[0] | t->tag[1] | t->tag[2]) && ((la ^ t->vbase) & t->vmask) == 0)
+            memset(t, 0, sizeof(*t));
+    }
 }
 
 /* Read a page-table entry (4 or 8 bytes) at (gpa). */
@@ -163,7 +192,8 @@ _Noreturn static void page_fault(struct x86_cpu *cpu, uint64_t la, uint32_t err)
 
 /* Walk; returns gpa of (la) and the effective permissions / final entry info. */
 static uint64_t walk(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool user,
-                     bool *w_ok, bool *x_ok, bool *u_ok, bool *global, bool *dirty)
+                     bool *w_ok, bool *x_ok, bool *u_ok, bool *global, bool *dirty,
+                     uint64_t *psize)
 {
     bool nxe = cpu->efer & EFER_NXE;
     uint64_t rw = PTE_RW, us = PTE_US, nx = 0, e = 0, ea = 0, page_size;
@@ -257,16 +287,18 @@ static uint64_t walk(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool
     *u_ok = us;
     *global = (e & PTE_G) && (cpu->cr4 & CR4_PGE);
     *dirty = (e & PTE_D) || acc == ACC_WRITE;
+    *psize = page_size;
     return base + (la & (page_size - 1));
 }
 
 uint64_t x86_translate(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool user)
 {
     bool w, x, u, g, d;
+    uint64_t ps;
 
     if (!(cpu->cr0 & CR0_PG))
         return x86_long_mode(cpu) ? la : (la & 0xffffffffu);
-    return walk(cpu, la, acc, user, &w, &x, &u, &g, &d);
+    return walk(cpu, la, acc, user, &w, &x, &u, &g, &d, &ps);
 }
 
 uint8_t *x86_page_ptr(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool user,
@@ -276,7 +308,7 @@ uint8_t *x86_page_ptr(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, boo
     uint64_t page = la & X86_PAGE_MASK, tag = page | (user ? 2 : 0) | 1;
     struct x86_tlb_entry *t = &in->tlb[(la >> 12) % X86_TLB_SIZE];
     bool w = true, x = true, u = true, g = false, d = true;
-    uint64_t gpa;
+    uint64_t gpa, psize = X86_PAGE_SIZE;
     uint8_t *hva;
 
     if (t->tag[acc] == tag) {
@@ -284,7 +316,7 @@ uint8_t *x86_page_ptr(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, boo
         return t->hva;
     }
     if (cpu->cr0 & CR0_PG)
-        gpa = walk(cpu, la, acc, user, &w, &x, &u, &g, &d) & X86_PAGE_MASK;
+        gpa = walk(cpu, la, acc, user, &w, &x, &u, &g, &d, &psize) & X86_PAGE_MASK;
     else
         gpa = x86_long_mode(cpu) ? page : (page & 0xffffffffu);
     *gpa_out = gpa;
@@ -298,6 +330,8 @@ uint8_t *x86_page_ptr(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, boo
     t->hva = hva;
     t->gpa = gpa;
     t->global = g;
+    t->vmask = ~(psize - 1);
+    t->vbase = la & t->vmask;
     t->tag[ACC_READ] = tag;
     if (w && d)
         t->tag[ACC_WRITE] = tag;
@@ -347,7 +381,8 @@ static void probe_write(struct x86_cpu *cpu, uint64_t la, unsigned len, bool sys
 
     if ((la & 0xfff) + len > X86_PAGE_SIZE) {
         x86_page_ptr(cpu, la, ACC_WRITE, user, &gpa);
-        x86_page_ptr(cpu, la + len - 1, ACC_WRITE, user, &gpa);
+        /* CR2 is the first byte on the second page */
+        x86_page_ptr(cpu, (la & X86_PAGE_MASK) + X86_PAGE_SIZE, ACC_WRITE, user, &gpa);
     }
 }
 
@@ -383,7 +418,7 @@ uint64_t x86_linear(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned ad
         la = off;
         if (seg == X86_FS || seg == X86_GS)
             la += cpu->seg[seg].base;
-        if ((uint64_t)(((int64_t)la << 16) >> 16) != la)
+        if (!x86_canonical(la))
             x86_raise(cpu, seg == X86_SS ? X86_EXC_SS : X86_EXC_GP, 0, true);
         return la;
     }
@@ -396,6 +431,8 @@ uint64_t x86_mem_read(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned 
     uint64_t la = x86_linear(cpu, seg, off, 8);
     struct x86_internal *in = x86_in(cpu);
 
+    if (!x86_mode64(cpu))
+        x86_seg_check(cpu, seg, off, size, false);
     if ((la & 0xfff) + size <= X86_PAGE_SIZE) {
         struct x86_tlb_entry *t = &in->tlb[(la >> 12) % X86_TLB_SIZE];
         uint64_t tag = (la & X86_PAGE_MASK) | (x86_cpl(cpu) == 3 ? 2 : 0) | 1;
@@ -413,6 +450,8 @@ void x86_mem_write(struct x86_cpu *cpu, unsigned seg, uint64_t off, uint64_t v, 
     uint64_t la = x86_linear(cpu, seg, off, 8);
     struct x86_internal *in = x86_in(cpu);
 
+    if (!x86_mode64(cpu))
+        x86_seg_check(cpu, seg, off, size, true);
     if ((la & 0xfff) + size <= X86_PAGE_SIZE) {
         struct x86_tlb_entry *t = &in->tlb[(la >> 12) % X86_TLB_SIZE];
         uint64_t tag = (la & X86_PAGE_MASK) | (x86_cpl(cpu) == 3 ? 2 : 0) | 1;
@@ -423,4 +462,29 @@ void x86_mem_write(struct x86_cpu *cpu, unsigned seg, uint64_t off, uint64_t v, 
         }
     }
     x86_lin_write_n(cpu, la, v, size, false);
+}
+
+/* The read half of a read-modify-write: faults as a write, as hardware does. */
+uint64_t x86_mem_read_rmw(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned size)
+{
+    uint64_t la = x86_linear(cpu, seg, off, 8), gpa, v = 0;
+    struct x86_internal *in = x86_in(cpu);
+    bool user = x86_cpl(cpu) == 3;
+
+    if (!x86_mode64(cpu))
+        x86_seg_check(cpu, seg, off, size, true);
+    if ((la & 0xfff) + size <= X86_PAGE_SIZE) {
+        struct x86_tlb_entry *t = &in->tlb[(la >> 12) % X86_TLB_SIZE];
+        if (t->tag[ACC_WRITE] == ((la & X86_PAGE_MASK) | (user ? 2 : 0) | 1)) {
+            memcpy(&v, t->hva + (la & 0xfff), size);
+            return v;
+        }
+    }
+    if (!x86_long_mode(cpu))
+        la &= 0xffffffffu;
+    x86_page_ptr(cpu, la, ACC_WRITE, user, &gpa);
+    if ((la & 0xfff) + size > X86_PAGE_SIZE)
+        x86_page_ptr(cpu, (la & X86_PAGE_MASK) + X86_PAGE_SIZE, ACC_WRITE, user, &gpa);
+    x86_lin_read(cpu, la, &v, size, false);
+    return v;
 }

@@ -205,6 +205,26 @@ void x86_far_jump(struct x86_cpu *cpu, uint16_t sel, uint64_t off, unsigned opsi
     cpu->rip = x86_mode64(cpu) ? off : off & x86_size_mask(opsize);
 }
 
+/* The SS checks of a return to (new_cpl), made before anything is changed
+ * so that a fault is taken with the old CS. */
+static void check_ret_ss(struct x86_cpu *cpu, uint16_t nss, unsigned new_cpl, bool to64)
+{
+    struct x86_segment s;
+
+    if ((nss & ~3) == 0) {
+        if (!(to64 && new_cpl != 3 && (nss & 3) == new_cpl))
+            x86_raise_gp(cpu, 0);
+        return;
+    }
+    if ((nss & 3) != new_cpl)
+        x86_raise_gp(cpu, nss & ~3u);
+    x86_read_descriptor(cpu, nss, &s, NULL);
+    if (!s.s || (s.type & 8) || !(s.type & 2) || s.dpl != new_cpl)
+        x86_raise_gp(cpu, nss & ~3u);
+    if (!s.present)
+        x86_raise(cpu, X86_EXC_SS, nss & ~3u, true);
+}
+
 void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra)
 {
     uint64_t sp = cpu->regs[X86_RSP], ip;
@@ -236,6 +256,7 @@ void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra)
     sp += pop_extra;
     uint64_t nsp = stack_pop(cpu, &sp, opsize);
     uint16_t nss = (uint16_t)stack_pop(cpu, &sp, opsize);
+    check_ret_ss(cpu, nss, rpl, x86_long_mode(cpu) && s.l);
     load_cs(cpu, sel, &s, rpl);
     x86_seg_load(cpu, X86_SS, nss);
     cpu->regs[X86_RSP] = nsp + pop_extra;
@@ -294,9 +315,8 @@ void x86_iret(struct x86_cpu *cpu, unsigned opsize)
     if (m64 || rpl != cpl) {
         uint64_t nsp = stack_pop(cpu, &sp, opsize);
         uint16_t nss = (uint16_t)stack_pop(cpu, &sp, opsize);
-        struct x86_segment old_cs = cpu->seg[X86_CS];
+        check_ret_ss(cpu, nss, rpl, x86_long_mode(cpu) && s.l);
         load_cs(cpu, sel, &s, rpl);
-        (void)old_cs;
         x86_seg_load(cpu, X86_SS, nss);
         iret_flags(cpu, f, opsize, cpl);
         cpu->regs[X86_RSP] = x86_mode64(cpu) ? nsp : nsp & x86_size_mask(cpu->seg[X86_SS].db ? 4 : 2);
@@ -364,4 +384,52 @@ void x86_load_ldt(struct x86_cpu *cpu, uint16_t sel)
     if (lm)
         s.base |= (hi & 0xffffffffu) << 32;
     cpu->seg[X86_LDTR] = s;
+}
+
+/* I/O permission: CPL <= IOPL (outside virtual-8086 mode), else the TSS I/O bitmap. */
+void x86_io_check(struct x86_cpu *cpu, uint16_t port, unsigned size)
+{
+    struct x86_segment *tr = &cpu->seg[X86_TR];
+    uint64_t off;
+    uint16_t bits;
+
+    if (x86_real_mode(cpu))
+        return;
+    if (!(cpu->rflags & X86_VM) && x86_cpl(cpu) <= ((cpu->rflags >> 12) & 3))
+        return;
+    if (tr->unusable || !tr->present || (tr->type != 9 && tr->type != 0xb) || tr->limit < 0x67)
+        x86_raise_gp(cpu, 0);
+    off = (uint16_t)x86_lin_read_n(cpu, tr->base + 0x66, 2, true) + (port >> 3);
+    if (off + 1 > tr->limit)
+        x86_raise_gp(cpu, 0);
+    bits = (uint16_t)x86_lin_read_n(cpu, tr->base + off, 2, true);
+    if ((bits >> (port & 7)) & ((1u << size) - 1))
+        x86_raise_gp(cpu, 0);
+}
+
+/* Outside 64-bit mode: the segment's type and limit allow (size) bytes at
+ * (off) (read or write), else #GP(0) (#SS(0) for SS). */
+void x86_seg_check(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned size, bool write)
+{
+    struct x86_segment *s = &cpu->seg[seg];
+    int vec = seg == X86_SS ? X86_EXC_SS : X86_EXC_GP;
+    uint64_t last = off + size - 1;
+
+    if (!x86_real_mode(cpu) && !(cpu->rflags & X86_VM)) {
+        if (s->unusable || !s->present)
+            x86_raise(cpu, vec, 0, true);
+        if (s->type & 8) {                  /* code: never writable, maybe readable */
+            if (write || !(s->type & 2))
+                x86_raise_gp(cpu, 0);
+        } else if (write && !(s->type & 2)) {
+            x86_raise(cpu, vec, 0, true);
+        }
+        if (!(s->type & 8) && (s->type & 4)) {  /* expand-down */
+            if (off <= s->limit || last > (s->db ? 0xffffffffull : 0xffffull))
+                x86_raise(cpu, vec, 0, true);
+            return;
+        }
+    }
+    if (last > s->limit)
+        x86_raise(cpu, vec, 0, true);
 }

@@ -1,4 +1,4 @@
-/* x86-string.c: string instructions (movs, stos, lods, cmps, scas, ins, outs) with rep prefixes, restartable. */
+/* x86-string.c: movs, stos, lods, cmps, scas, ins, outs with rep prefixes, restartable. */
 #include "x86-internal.h"
 
 #define MAX_ITERS 1024      /* elements per step before the run loop looks around */
@@ -19,8 +19,8 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
     bool user = x86_cpl(cpu) == 3, movs = (i->op & 0xfe) == 0xa4;
     uint8_t *pd, *ps = NULL;
 
-    if (i->addrsize == 2 || (cpu->rflags & X86_DF))
-        return 0;
+    if (i->addrsize == 2 || (cpu->rflags & X86_DF) || !x86_mode64(cpu))
+        return 0;       /* (outside 64-bit mode the element path does the segment checks) */
     n = (X86_PAGE_SIZE - (lad & 0xfff)) / size;
     if (n > count)
         n = count;
@@ -50,8 +50,8 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
     x86_mark_dirty(cpu, gd);
     if (movs) {
         if (pd > ps && pd < ps + n * size) {
-            for (uint64_t k = 0; k < n * size; k++)     /* overlapping: element order matters */
-                pd[k] = ps[k];
+            for (uint64_t k = 0; k < n; k++)        /* overlapping: element by element */
+                memmove(pd + k * size, ps + k * size, size);
         } else {
             memmove(pd, ps, n * size);
         }
@@ -84,9 +84,8 @@ void x86_exec_string(struct x86_cpu *cpu, struct x86_insn *i)
     count = rep ? cpu->regs[X86_RCX] & am : 1;
     if (!count)
         return;
-    if (op >= 0x6c && op <= 0x6f && !x86_real_mode(cpu) &&
-        x86_cpl(cpu) > ((cpu->rflags >> 12) & 3))
-        x86_raise_gp(cpu, 0);
+    if (op >= 0x6c && op <= 0x6f)
+        x86_io_check(cpu, (uint16_t)cpu->regs[X86_RDX], size);
 
     while (count && done < MAX_ITERS) {
         uint64_t si = cpu->regs[X86_RSI] & am, di = cpu->regs[X86_RDI] & am, v, n;

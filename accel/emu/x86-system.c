@@ -41,6 +41,11 @@ void x86_write_cr(struct x86_cpu *cpu, unsigned cr, uint64_t v)
     case 3:
         if (!x86_long_mode(cpu))
             v &= 0xffffffffu;
+        if (v >> 63) {
+            if (!(cpu->cr4 & 0x20000))      /* CR4.PCIDE: bit 63 = no flush, never stored */
+                x86_raise_gp(cpu, 0);
+            v &= ~(1ull << 63);
+        }
         cpu->cr3 = v;
         x86_tlb_flush(cpu, (cpu->cr4 & CR4_PGE) != 0);
         break;
@@ -102,7 +107,7 @@ bool x86_rdmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t *v)
 
 static bool canonical(uint64_t v)
 {
-    return (uint64_t)(((int64_t)v << 16) >> 16) == v;
+    return x86_canonical(v);
 }
 
 bool x86_wrmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t v)
@@ -217,7 +222,19 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
             need_cpl0(cpu);
             x86_flags_set(cpu, modrm == 0xcb ? X86_AC : 0, X86_AC);
             return;
+        case 0xd1: {            /* xsetbv: x87 and SSE state only */
+            uint64_t v = (cpu->regs[X86_RAX] & 0xffffffffu) | (cpu->regs[X86_RDX] << 32);
+            if (!(cpu->cr4 & 0x40000))
+                break;
+            need_cpl0(cpu);
+            if ((cpu->regs[X86_RCX] & 0xffffffffu) || !(v & 1) || (v & ~3ull))
+                x86_raise_gp(cpu, 0);
+            cpu->xcr0 = v;
+            return;
+        }
         case 0xd0: {            /* xgetbv */
+            if (!(cpu->cr4 & 0x40000))
+                break;
             if (cpu->regs[X86_RCX] & 0xffffffffu)
                 x86_raise_gp(cpu, 0);
             cpu->regs[X86_RAX] = cpu->xcr0 & 0xffffffffu;
@@ -260,6 +277,36 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
     x86_raise_ud(cpu);
 }
 
+/* Read descriptor (sel) without faulting: false when null or outside the table. */
+static bool read_desc_quiet(struct x86_cpu *cpu, uint16_t sel, struct x86_segment *s)
+{
+    uint64_t limit;
+
+    if ((sel & ~3) == 0)
+        return false;
+    if (sel & 4) {
+        if (cpu->seg[X86_LDTR].unusable || !cpu->seg[X86_LDTR].present)
+            return false;
+        limit = cpu->seg[X86_LDTR].limit;
+    } else {
+        limit = cpu->gdt.limit;
+    }
+    if ((uint64_t)(sel & ~7u) + 7 > limit)
+        return false;
+    x86_read_descriptor(cpu, sel, s, NULL);
+    return true;
+}
+
+/* DPL >= max(CPL, RPL), or conforming code */
+static bool desc_visible(struct x86_cpu *cpu, uint16_t sel, struct x86_segment *s)
+{
+    unsigned cpl = x86_cpl(cpu), rpl = sel & 3;
+
+    if (s->s && (s->type & 0xc) == 0xc)
+        return true;
+    return s->dpl >= cpl && s->dpl >= rpl;
+}
+
 void x86_exec_0f00(struct x86_cpu *cpu, struct x86_insn *i)
 {
     unsigned r = i->reg & 7;
@@ -287,10 +334,117 @@ void x86_exec_0f00(struct x86_cpu *cpu, struct x86_insn *i)
         x86_load_tr(cpu, sel);
         return;
     }
+    case 4: case 5: {   /* verr, verw */
+        uint16_t sel = (uint16_t)x86_rm_read(cpu, i, 2);
+        struct x86_segment s;
+        bool ok = read_desc_quiet(cpu, sel, &s) && s.s && desc_visible(cpu, sel, &s);
+        if (ok)
+            ok = r == 4 ? (!(s.type & 8) || (s.type & 2)) : (!(s.type & 8) && (s.type & 2));
+        x86_flags_set(cpu, ok ? X86_ZF : 0, X86_ZF);
+        return;
+    }
     default:
         x86_log_unknown(cpu, i);
         x86_raise_ud(cpu);
     }
+}
+
+/* lar (lsl == false) / lsl: 0f 02 / 0f 03 */
+void x86_exec_lar_lsl(struct x86_cpu *cpu, struct x86_insn *i, bool lsl)
+{
+    uint16_t sel = (uint16_t)x86_rm_read(cpu, i, 2);
+    struct x86_segment s;
+    uint64_t raw = 0;
+    bool ok, lm = x86_long_mode(cpu);
+
+    if (x86_real_mode(cpu) || (cpu->rflags & X86_VM)) {
+        x86_log_unknown(cpu, i);
+        x86_raise_ud(cpu);
+    }
+    ok = read_desc_quiet(cpu, sel, &s);
+    if (ok && !s.s) {
+        switch (s.type) {
+        case 2: case 9: case 0xb: break;
+        case 1: case 3: ok = !lm; break;
+        case 0xc: ok = !lsl; break;
+        case 4: case 5: ok = !lsl && !lm; break;
+        default: ok = false; break;
+        }
+    }
+    if (ok && !((s.s && (s.type & 0xc) == 0xc)))    /* conforming code skips the DPL check */
+        ok = desc_visible(cpu, sel, &s);
+    if (ok) {
+        if (lsl) {
+            x86_reg_set(cpu, i, i->reg, i->opsize, s.limit);
+        } else {
+            raw = x86_lin_read_n(cpu, ((sel & 4) ? cpu->seg[X86_LDTR].base : cpu->gdt.base) +
+                                 (sel & ~7u) + 4, 4, true);
+            x86_reg_set(cpu, i, i->reg, i->opsize, raw & 0x00f0ff00u);
+        }
+    }
+    x86_flags_set(cpu, ok ? X86_ZF : 0, X86_ZF);
+}
+
+void x86_sysenter(struct x86_cpu *cpu)
+{
+    struct x86_segment cs, ss;
+    bool lm = x86_long_mode(cpu);
+
+    if (x86_real_mode(cpu) || !(cpu->sysenter_cs & 0xfffc))
+        x86_raise_gp(cpu, 0);
+    memset(&cs, 0, sizeof(cs));
+    cs.selector = cpu->sysenter_cs & 0xfffc;
+    cs.type = 0xb;
+    cs.s = 1;
+    cs.present = 1;
+    cs.g = 1;
+    cs.limit = 0xffffffffu;
+    cs.l = lm;
+    cs.db = !lm;
+    ss = cs;
+    ss.selector = (cpu->sysenter_cs + 8) & 0xfffc;
+    ss.type = 3;
+    ss.l = 0;
+    ss.db = 1;
+    x86_flags_set(cpu, 0, X86_VM | X86_IF | X86_RF);
+    cpu->seg[X86_CS] = cs;
+    cpu->seg[X86_SS] = ss;
+    cpu->rip = lm ? cpu->sysenter_eip : cpu->sysenter_eip & 0xffffffffu;
+    cpu->regs[X86_RSP] = lm ? cpu->sysenter_esp : cpu->sysenter_esp & 0xffffffffu;
+}
+
+void x86_sysexit(struct x86_cpu *cpu, bool wide)
+{
+    struct x86_segment cs, ss;
+
+    if (x86_real_mode(cpu) || !(cpu->sysenter_cs & 0xfffc))
+        x86_raise_gp(cpu, 0);
+    need_cpl0(cpu);
+    memset(&cs, 0, sizeof(cs));
+    cs.type = 0xb;
+    cs.s = 1;
+    cs.present = 1;
+    cs.dpl = 3;
+    cs.g = 1;
+    cs.limit = 0xffffffffu;
+    ss = cs;
+    if (wide) {
+        cs.selector = (uint16_t)((cpu->sysenter_cs + 32) | 3);
+        cs.l = 1;
+        ss.selector = (uint16_t)((cpu->sysenter_cs + 40) | 3);
+        cpu->rip = cpu->regs[X86_RDX];
+        cpu->regs[X86_RSP] = cpu->regs[X86_RCX];
+    } else {
+        cs.selector = (uint16_t)((cpu->sysenter_cs + 16) | 3);
+        cs.db = 1;
+        ss.selector = (uint16_t)((cpu->sysenter_cs + 24) | 3);
+        cpu->rip = cpu->regs[X86_RDX] & 0xffffffffu;
+        cpu->regs[X86_RSP] = cpu->regs[X86_RCX] & 0xffffffffu;
+    }
+    ss.type = 3;
+    ss.db = 1;
+    cpu->seg[X86_CS] = cs;
+    cpu->seg[X86_SS] = ss;
 }
 
 void x86_syscall(struct x86_cpu *cpu)
@@ -314,7 +468,7 @@ void x86_syscall(struct x86_cpu *cpu)
     ss.type = 3;
     ss.l = 0;
     ss.db = 1;
-    cpu->regs[X86_RCX] = x86_in(cpu)->insn.next_rip;
+    cpu->regs[X86_RCX] = x86_in(cpu)->cur->next_rip;
     cpu->regs[X86_R11] = f & ~(uint64_t)X86_RF;
     cpu->rip = x86_mode64(cpu) ? cpu->lstar : cpu->cstar;
     cpu->seg[X86_CS] = cs;
@@ -324,7 +478,7 @@ void x86_syscall(struct x86_cpu *cpu)
 
 void x86_sysret(struct x86_cpu *cpu)
 {
-    struct x86_insn *i = &x86_in(cpu)->insn;
+    struct x86_insn *i = x86_in(cpu)->cur;
     uint16_t sel = (uint16_t)(cpu->star >> 48);
     struct x86_segment cs, ss;
 
@@ -356,12 +510,4 @@ void x86_sysret(struct x86_cpu *cpu)
     cpu->seg[X86_CS] = cs;
     cpu->seg[X86_SS] = ss;
     x86_flags_set(cpu, (cpu->regs[X86_R11] & ~(uint64_t)(X86_RF | X86_VM)), ~(uint64_t)0);
-}
-
-void x86_exec_fpu(struct x86_cpu *cpu, struct x86_insn *i)
-{
-    /* x87/MMX/SSE/AVX are not interpreted yet: the guest sees #UD (as with
-     * CPUID not listing them). Decoded operands are in (i) for when they are. */
-    x86_log_unknown(cpu, i);
-    x86_raise_ud(cpu);
 }

@@ -55,7 +55,7 @@ import sys
 import time
 
 from faultproxy import Fault, FaultProxy, Trigger
-from ternlib import (Lab, QMPError, TICK_RE, migration_statuses, run_tests,
+from ternlib import (SLOW, Lab, QMPError, TICK_RE, migration_statuses, run_tests,
                      start_migration, tcp_uri, wait_migration)
 
 MEM = "256M"
@@ -89,6 +89,11 @@ def note(fmt, *args):
 # ---------------------------------------------------------------------------
 # Phases: where in the stream, and the guest/parameters that make it exist.
 
+# The bandwidth of the held live passes: slow enough that the guest rewrites
+# its working set while a pass is sent. The software CPU's guest writes its
+# pages (SLOW) times slower, so its passes get that much longer.
+PASS_BANDWIDTH = 40 * 1000 * 1000 // SLOW
+
 PHASES = {
     "header": dict(trigger=lambda: Trigger.offset(20), status="setup"),
     "setup": dict(trigger=lambda: Trigger.record("VM_CONFIG", where="inside"),
@@ -99,16 +104,16 @@ PHASES = {
     # max-bandwidth the source can write everything, END included, while the
     # proxy holds the stream -- and then it is rightly in doubt.
     "pass1": dict(trigger=lambda: Trigger.record("PAGE_DATA", where="inside"),
-                  status="active", max_bandwidth=40 * 1000 * 1000),
+                  status="active", max_bandwidth=PASS_BANDWIDTH),
     # max-bandwidth makes pass 3 last too, and a 16 MiB working set makes it
     # larger than what the source can buffer while it is held (see HOLD_BUF).
     "pass3": dict(trigger=lambda: Trigger.record("ITERATION_END", 2, "after"),
-                  status="active", ws=16, max_bandwidth=40 * 1000 * 1000),
+                  status="active", ws=16, max_bandwidth=PASS_BANDWIDTH),
     # The final pass must not fit in the socket buffers and the proxy's queue,
     # so that the source is still sending pages (END not committed) while it is
     # held: a 64 MiB working set rewritten during a bandwidth-limited pass 1.
     "final": dict(trigger=lambda: Trigger.record("ITERATION_END", 1, "after"),
-                  status="device", ws=64, x_passes=1, max_bandwidth=40 * 1000 * 1000),
+                  status="device", ws=64, x_passes=1, max_bandwidth=PASS_BANDWIDTH),
     "pause": dict(trigger=lambda: Trigger.record("VCPU_STATE", where="inside"),
                   status="device"),
     # The source has committed END (cancel is refused) but it never arrives.

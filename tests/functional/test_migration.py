@@ -137,6 +137,11 @@ def test_idle_guest(binary):
         note(describe(info, ticks))
 
 
+def rate_mib_per_tick(ticks):
+    """MiB the guest rewrote per tick over (ticks)."""
+    return (ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"]) / (len(ticks) - 1)
+
+
 def warm_up(vm, ws):
     """Wait until the guest has rewritten its whole working set twice (pages populated)."""
     for _ in range(100):
@@ -202,6 +207,8 @@ def test_auto_converge(binary):
         dst = lab.target("-m", "512M")
         src.wait_running()
         warm_up(src, 32)
+        before = live_ticks(src, 3)
+        free_rate = rate_mib_per_tick(before)
         src.qmp.cmd("migrate-set-capabilities",
                     capabilities=[{"capability": "auto-converge", "state": True}])
         caps = src.qmp.cmd("query-migrate-capabilities")
@@ -227,8 +234,9 @@ def test_auto_converge(binary):
         assert info.get("cpu-throttle-percentage", 0) >= 50, describe(info)
         ticks = live_ticks(dst, 3)
         assert all(t["errors"] == 0 for t in ticks), ticks
-        # The target is not throttled: the guest runs at full speed there.
-        assert ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"] > 50, ticks
+        # The target is not throttled: the guest writes there at least half as
+        # fast as on the source before any throttling (on either accelerator).
+        assert rate_mib_per_tick(ticks) >= free_rate / 2, (free_rate, ticks)
         note("auto-converge: throttle %d%%, %s (last source line: %s)",
              info["cpu-throttle-percentage"], describe(info, ticks), last)
 
