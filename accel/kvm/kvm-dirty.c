@@ -27,18 +27,21 @@ static bool set_logging(struct kvm *k, bool on, GError **errp)
     return true;
 }
 
-bool kvm_dirty_log_start(struct kvm *k, GError **errp)
+bool kvm_dirty_log_start(struct accel *base, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     return set_logging(k, true, errp);
 }
 
-bool kvm_dirty_log_stop(struct kvm *k, GError **errp)
+bool kvm_dirty_log_stop(struct accel *base, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     return set_logging(k, false, errp);
 }
 
-const char *kvm_dirty_log_mode(const struct kvm *k)
+const char *kvm_dirty_log_mode(const struct accel *base)
 {
+    const struct kvm *k = (const struct kvm *)base;
     if (k->ring_entries)
         return "dirty-ring";
     return k->manual_protect ? "dirty-bitmap+clear" : "dirty-bitmap";
@@ -138,8 +141,9 @@ static bool sync_slot(struct kvm *k, struct kvm_slot *s, unsigned long *gfn_bitm
     return true;
 }
 
-bool kvm_dirty_log_sync(struct kvm *k, unsigned long *gfn_bitmap, GError **errp)
+bool kvm_dirty_log_sync(struct accel *base, unsigned long *gfn_bitmap, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     if (!k->dirty_logging) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "dirty logging is not enabled");
         return false;

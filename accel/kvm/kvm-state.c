@@ -165,8 +165,9 @@ static bool get_xsave(struct kvm_vcpu *vcpu, void *buf, GError **errp)
 
 /* ---- vCPU ---- */
 
-bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **errp)
+bool kvm_vcpu_save_state(struct accel_vcpu *base, void *fdt, int parent, GError **errp)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     struct x86_vcpu_state st;
     size_t xsave_size = vcpu->kvm->xsave_size;
     g_autofree void *xsave = g_malloc0(xsave_size);
@@ -198,8 +199,9 @@ bool kvm_vcpu_save_state(struct kvm_vcpu *vcpu, void *fdt, int parent, GError **
     return save_msrs(vcpu, fdt, node, errp);
 }
 
-bool kvm_vcpu_load_state(struct kvm_vcpu *vcpu, const void *fdt, int node, GError **errp)
+bool kvm_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GError **errp)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     struct x86_vcpu_state st;
     memset(&st, 0, sizeof(st));
     if (!vmstate_load(&x86_vcpu_vmstate, &st, fdt, node, errp))
@@ -250,8 +252,9 @@ static bool set_chip(struct kvm *k, uint32_t id, const uint8_t *in, GError **err
     return VM_IOCTL(k, KVM_SET_IRQCHIP, &chip, errp);
 }
 
-bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp)
+bool kvm_vm_save_state(struct accel *base, void *fdt, int parent, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     g_autofree struct vm_state *st = g_new0(struct vm_state, 1);
     G_STATIC_ASSERT(sizeof(((struct kvm_irqchip *)0)->chip) == sizeof(st->ioapic));
 
@@ -264,8 +267,9 @@ bool kvm_vm_save_state(struct kvm *k, void *fdt, int parent, GError **errp)
     return vmstate_save(&kvm_vm_vmstate, st, fdt, parent, "vm", errp);
 }
 
-bool kvm_vm_load_state(struct kvm *k, const void *fdt, int node, GError **errp)
+bool kvm_vm_load_state(struct accel *base, const void *fdt, int node, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     g_autofree struct vm_state *st = g_new0(struct vm_state, 1);
     if (!vmstate_load(&kvm_vm_vmstate, st, fdt, node, errp))
         return false;

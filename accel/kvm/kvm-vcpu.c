@@ -48,8 +48,9 @@ bool kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, GError **errp)
     return true;
 }
 
-struct kvm_vcpu *kvm_vcpu_create(struct kvm *k, unsigned index, GError **errp)
+struct accel_vcpu *kvm_vcpu_create(struct accel *base, unsigned index, GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     struct kvm_vcpu *vcpu = g_new0(struct kvm_vcpu, 1);
     vcpu->kvm = k;
     vcpu->index = index;
@@ -74,19 +75,18 @@ struct kvm_vcpu *kvm_vcpu_create(struct kvm *k, unsigned index, GError **errp)
         (k->ring_entries && !kvm_dirty_ring_map(vcpu, errp))) {
         if (index >= KVM_MAX_VCPUS)
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "vCPU index %u too large", index);
-        kvm_vcpu_destroy(vcpu);
+        kvm_vcpu_destroy(&vcpu->base);
         return NULL;
     }
     pthread_mutex_lock(&k->ring_lock);
     k->vcpus[index] = vcpu;
     pthread_mutex_unlock(&k->ring_lock);
-    return vcpu;
+    return &vcpu->base;
 }
 
-void kvm_vcpu_destroy(struct kvm_vcpu *vcpu)
+void kvm_vcpu_destroy(struct accel_vcpu *base)
 {
-    if (!vcpu)
-        return;
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     struct kvm *k = vcpu->kvm;
     pthread_mutex_lock(&k->ring_lock);
     if (vcpu->index < KVM_MAX_VCPUS && k->vcpus[vcpu->index] == vcpu)
@@ -99,11 +99,6 @@ void kvm_vcpu_destroy(struct kvm_vcpu *vcpu)
     g_free(vcpu);
 }
 
-unsigned kvm_vcpu_index(const struct kvm_vcpu *vcpu)
-{
-    return vcpu->index;
-}
-
 static void flat_segment(struct kvm_segment *seg, uint16_t selector, uint8_t type)
 {
     *seg = (struct kvm_segment){
@@ -112,9 +107,10 @@ static void flat_segment(struct kvm_segment *seg, uint16_t selector, uint8_t typ
     };
 }
 
-bool kvm_vcpu_set_pvh_entry(struct kvm_vcpu *vcpu, uint32_t entry, uint32_t start_info,
+bool kvm_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t start_info,
                             GError **errp)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     struct kvm_sregs sregs;
     if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SREGS: %s", g_strerror(errno));
@@ -140,22 +136,25 @@ bool kvm_vcpu_set_pvh_entry(struct kvm_vcpu *vcpu, uint32_t entry, uint32_t star
     return true;
 }
 
-void kvm_vcpu_bind_thread(struct kvm_vcpu *vcpu)
+void kvm_vcpu_bind_thread(struct accel_vcpu *base)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     vcpu->thread = pthread_self();
     __atomic_store_n(&vcpu->thread_bound, true, __ATOMIC_RELEASE);
 }
 
-void kvm_vcpu_kick(struct kvm_vcpu *vcpu)
+void kvm_vcpu_kick(struct accel_vcpu *base)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     /* immediate_exit covers a vCPU about to enter KVM_RUN; the signal one inside it. */
     __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&vcpu->thread_bound, __ATOMIC_ACQUIRE))
         pthread_kill(vcpu->thread, SIG_KICK);
 }
 
-void kvm_vcpu_clear_kick(struct kvm_vcpu *vcpu)
+void kvm_vcpu_clear_kick(struct accel_vcpu *base)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     __atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 }
 
@@ -180,8 +179,9 @@ static enum vcpu_run_result fail(struct kvm_vcpu *vcpu, GError **errp, const cha
     return VCPU_RUN_ERROR;
 }
 
-enum vcpu_run_result kvm_vcpu_run(struct kvm_vcpu *vcpu, struct io_bus *bus, GError **errp)
+enum vcpu_run_result kvm_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, GError **errp)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     struct kvm_run *run = vcpu->run;
 
     if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
@@ -229,8 +229,9 @@ enum vcpu_run_result kvm_vcpu_run(struct kvm_vcpu *vcpu, struct io_bus *bus, GEr
     }
 }
 
-bool kvm_vcpu_summary(struct kvm_vcpu *vcpu, struct vcpu_summary *out, GError **errp)
+bool kvm_vcpu_summary(struct accel_vcpu *base, struct vcpu_summary *out, GError **errp)
 {
+    struct kvm_vcpu *vcpu = VCPU_OF(base);
     (void)errp;
     /* From the last exit (sync regs): never waits for a running vCPU. */
     out->rip = vcpu->run->s.regs.regs.rip;

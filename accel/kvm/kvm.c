@@ -151,7 +151,9 @@ static bool enable_dirty_ring(struct kvm *k, uint32_t entries, GError **errp)
     return false;
 }
 
-struct kvm *kvm_open(const struct kvm_options *opts, GError **errp)
+/* Open /dev/kvm, check every capability Tern needs (the error names the
+ * missing one), create the VM with an in-kernel irqchip and PIT, detect kvm_pvm. */
+static struct kvm *kvm_open(const struct accel_options *opts, GError **errp)
 {
     struct kvm *k = g_new0(struct kvm, 1);
     k->vm_fd = -1;
@@ -183,7 +185,7 @@ struct kvm *kvm_open(const struct kvm_options *opts, GError **errp)
     int tsc = ioctl(k->vm_fd, KVM_GET_TSC_KHZ, 0);
     k->tsc_khz = tsc > 0 ? (uint32_t)tsc : 0;
 
-    if (opts && opts->dirty_ring_size && !enable_dirty_ring(k, opts->dirty_ring_size, errp))
+    if (opts->dirty_ring_size && !enable_dirty_ring(k, opts->dirty_ring_size, errp))
         goto fail;
 
     /* Manual protect: harvesting the log does not write-protect; a separate
@@ -211,14 +213,13 @@ struct kvm *kvm_open(const struct kvm_options *opts, GError **errp)
     return k;
 
 fail:
-    kvm_close(k);
+    kvm_close(&k->base);
     return NULL;
 }
 
-void kvm_close(struct kvm *k)
+void kvm_close(struct accel *base)
 {
-    if (!k)
-        return;
+    struct kvm *k = KVM_OF(base);
     for (unsigned i = 0; i < k->nr_slots; i++)
         g_free(k->slots[i].log);
     if (k->vm_fd >= 0)
@@ -231,18 +232,14 @@ void kvm_close(struct kvm *k)
     g_free(k);
 }
 
-bool kvm_is_pvm(const struct kvm *k)
+const char *kvm_flavour(const struct accel *base)
 {
-    return k->pvm;
+    return ((const struct kvm *)base)->pvm ? "kvm_pvm" : "kvm";
 }
 
-const char *kvm_flavour(const struct kvm *k)
+uint32_t kvm_tsc_khz(const struct accel *base)
 {
-    return k->pvm ? "kvm_pvm" : "kvm";
-}
-
-uint32_t kvm_tsc_khz(const struct kvm *k)
-{
+    const struct kvm *k = (const struct kvm *)base;
     return k->tsc_khz;
 }
 
@@ -263,9 +260,10 @@ bool kvm_slot_update(struct kvm *k, struct kvm_slot *s, GError **errp)
     return true;
 }
 
-bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void *hva,
+bool kvm_map_ram(struct accel *base, unsigned slot, uint64_t gpa, uint64_t size, void *hva,
                  GError **errp)
 {
+    struct kvm *k = KVM_OF(base);
     if (k->nr_slots == KVM_MAX_SLOTS) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "too many memory slots");
         return false;
@@ -287,8 +285,9 @@ bool kvm_map_ram(struct kvm *k, unsigned slot, uint64_t gpa, uint64_t size, void
     return true;
 }
 
-bool kvm_set_irq_line(struct kvm *k, unsigned irq, bool level)
+bool kvm_set_irq_line(struct accel *base, unsigned irq, bool level)
 {
+    struct kvm *k = KVM_OF(base);
     struct kvm_irq_level line = { .irq = irq, .level = level };
     return ioctl(k->vm_fd, KVM_IRQ_LINE, &line) == 0;
 }
@@ -303,8 +302,9 @@ static int cpuid_entry_cmp(const void *a, const void *b)
 
 /* As docs/migration-stream.md says: vCPU 0's table sorted by (function,
  * index), each entry as 7 little-endian u32 (x86 is little-endian). */
-void kvm_cpuid_fingerprint(const struct kvm *k, uint32_t *nr_entries, uint8_t sha256[32])
+void kvm_cpuid_fingerprint(const struct accel *base, uint32_t *nr_entries, uint8_t sha256[32])
 {
+    const struct kvm *k = (const struct kvm *)base;
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree struct kvm_cpuid_entry2 *e = g_memdup2(k->cpuid->entries,
                                                       k->cpuid->nent * sizeof(*e));
@@ -320,4 +320,40 @@ void kvm_cpuid_fingerprint(const struct kvm *k, uint32_t *nr_entries, uint8_t sh
     }
     *nr_entries = k->cpuid->nent;
     g_checksum_get_digest(sum, sha256, &len);
+}
+
+static const struct accel_ops kvm_accel_ops = {
+    .name = kvm_flavour,
+    .is_kvm = true,
+    .close = kvm_close,
+    .tsc_khz = kvm_tsc_khz,
+    .cpuid_fingerprint = kvm_cpuid_fingerprint,
+    .set_irq_line = kvm_set_irq_line,
+    .map_ram = kvm_map_ram,
+    .dirty_log_start = kvm_dirty_log_start,
+    .dirty_log_stop = kvm_dirty_log_stop,
+    .dirty_log_sync = kvm_dirty_log_sync,
+    .dirty_log_mode = kvm_dirty_log_mode,
+    .vcpu_create = kvm_vcpu_create,
+    .vcpu_destroy = kvm_vcpu_destroy,
+    .vcpu_set_pvh_entry = kvm_vcpu_set_pvh_entry,
+    .vcpu_run = kvm_vcpu_run,
+    .vcpu_bind_thread = kvm_vcpu_bind_thread,
+    .vcpu_kick = kvm_vcpu_kick,
+    .vcpu_clear_kick = kvm_vcpu_clear_kick,
+    .vcpu_save_state = kvm_vcpu_save_state,
+    .vcpu_load_state = kvm_vcpu_load_state,
+    .vm_save_state = kvm_vm_save_state,
+    .vm_load_state = kvm_vm_load_state,
+    .vcpu_summary = kvm_vcpu_summary,
+};
+
+struct accel *kvm_accel_open(const struct accel_options *opts, GError **errp)
+{
+    kvm_kick_signal_init();
+    struct kvm *k = kvm_open(opts, errp);
+    if (!k)
+        return NULL;
+    k->base.ops = &kvm_accel_ops;
+    return &k->base;
 }

@@ -1,2 +1,0 @@
-/* x86-placeholder.c: keeps the emu libraries non-empty while their sources are written. */
-int emu_placeholder_unused;
