@@ -213,7 +213,23 @@ def write_doc(path, section, accel):
         f.write(text)
 
 
-def bench_accel(binary, accel, runs):
+def baseline_rows(binary, baseline, runs):
+    """The exit round trip of (binary) against an older build's, interleaved in one
+    run: what the accelerator interface costs on KVM."""
+    new, old = [], []
+    for _ in range(runs):
+        new.append(platform_run(binary)["pio_us"])
+        old.append(platform_run(baseline)["pio_us"])
+        print("bench: kvm  exit round trip: this build %.1f us, baseline %.1f us"
+              % (new[-1], old[-1]), flush=True)
+    ratios = [n / o for n, o in zip(new, old)]
+    return ["| OUT to the VMM and back, this build (us) | %s |" % span(new, "%.1f"),
+            "| the same, baseline build `%s` (us) | %s |" % (os.path.basename(
+                os.path.dirname(os.path.dirname(baseline))) or baseline, span(old, "%.1f")),
+            "| ratio this / baseline, run by run | %s |" % span(ratios, "%.2f")]
+
+
+def bench_accel(binary, accel, runs, baseline=None):
     """Every scenario on one accelerator; returns the doc section."""
     ternlib.ACCEL = accel
     ternlib.SLOW = 4 if accel == "emu" else 1
@@ -239,7 +255,8 @@ def bench_accel(binary, accel, runs):
             "%s %s" % (k, fmt % p[k]) for k, _, fmt in PLATFORM_METRICS)), flush=True)
     plat_md = "\n".join(["| metric | min – max, %d runs |" % runs, "|---|---|"] +
                          ["| %s | %s |" % (label, span([p[k] for p in plat], fmt))
-                          for k, label, fmt in PLATFORM_METRICS])
+                          for k, label, fmt in PLATFORM_METRICS] +
+                         (baseline_rows(binary, baseline, runs) if baseline else []))
     ratios = [r["gap_ratio"] for r in results["ws64"] if r["gap_ratio"] == r["gap_ratio"]]
     command = "make bench  (python3 tests/bench/run.py --runs %d)" % runs
     who = ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
@@ -285,6 +302,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--accel", action="append", choices=["kvm", "emu"],
                     help="accelerator(s) to measure (default: kvm where /dev/kvm exists, and emu)")
+    ap.add_argument("--baseline", help="an older tern binary: compare KVM exit round trips")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
     args = ap.parse_args()
@@ -292,7 +310,9 @@ def main():
     binary = os.path.abspath(args.tern)
     for accel in accels:
         print("bench: measuring on accelerator %s" % accel, flush=True)
-        section = bench_accel(binary, accel, args.runs)
+        section = bench_accel(binary, accel, args.runs,
+                              os.path.abspath(args.baseline) if args.baseline and accel == "kvm"
+                              else None)
         print()
         print(section)
         if not args.no_doc:
