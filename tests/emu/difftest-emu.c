@@ -76,10 +76,15 @@ static void put64(uint8_t *ram, uint64_t gpa, uint64_t v)
 void dt_emu_build_tables(uint8_t *ram)
 {
     memset(ram, 0, 0x6000);
+    memset(ram + (DT_PT - DT_BASE), 0, 0x1000);
     put64(ram, DT_PML4, DT_PDPT | 0x3);
     put64(ram, DT_PDPT, DT_PD | 0x3);
     for (uint64_t a = DT_BASE; a < DT_BASE + DT_SIZE; a += 0x200000)
         put64(ram, DT_PD + 8 * (a >> 21), a | 0x83);
+    /* the first 2 MiB by 4 KiB pages, to leave the hole out */
+    put64(ram, DT_PD + 8 * (DT_BASE >> 21), DT_PT | 0x3);
+    for (uint64_t a = DT_BASE; a < DT_BASE + 0x200000; a += 0x1000)
+        put64(ram, DT_PT + 8 * ((a >> 12) & 511), a == DT_HOLE ? 0 : a | 0x3);
     put64(ram, DT_GDT + 0x10, 0x00209a0000000000ull);      /* 64-bit code */
     put64(ram, DT_GDT + 0x18, 0x00cf92000000ffffull);      /* data */
     for (unsigned v = 0; v < 256; v++) {
@@ -158,6 +163,10 @@ bool dt_emu_run(struct dt_emu *e, const struct dt_seq *seq, const struct dt_stat
     e->last_len = seq->len;
 
     dt_emu_long_mode(cpu);
+    if (seq->mode32) {
+        cpu->seg[X86_CS].l = 0;         /* compatibility mode, as the native side's CS 0x23 */
+        cpu->seg[X86_CS].db = 1;
+    }
     memcpy(cpu->regs, init->regs, sizeof(cpu->regs));
     cpu->rip = DT_CODE;
     cpu->halted = false;
@@ -192,6 +201,13 @@ bool dt_emu_run(struct dt_emu *e, const struct dt_seq *seq, const struct dt_stat
             return false;
         }
         memcpy(f, ram + (sp - DT_BASE), 40);
+        if (has_error_code(v)) {
+            uint64_t err;
+            memcpy(&err, ram + (sp - 8 - DT_BASE), 8);
+            out->err = (uint32_t)err;
+        }
+        if (v == 14)
+            out->cr2 = cpu->cr2;
         out->fault = v;
         out->rip = f[0];
         out->rflags = f[2];

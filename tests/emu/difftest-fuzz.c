@@ -1,6 +1,7 @@
-/* difftest-fuzz.c: random bytes fed to the interpreter in 64-, 32- and 16-bit
- * modes, with an IDT that catches every vector and MMIO/PIO that accept
- * anything: whatever the bytes do, the process must not crash (ASan/UBSan). */
+/* difftest-fuzz.c: random bytes fed to the interpreter in 64-bit mode (CPL 0
+ * and 3), compatibility mode, 32-bit protected mode and real mode, with an IDT
+ * that catches every vector and MMIO/PIO that accept anything: whatever the
+ * bytes do, the process must not crash (ASan/UBSan). */
 #include "difftest.h"
 
 #include <inttypes.h>
@@ -13,6 +14,12 @@
 #define LOW_SIZE    0x100000ull         /* real mode's first MiB, at GPA 0 */
 #define RM_CODE     0x10000ull          /* SIPI vector 0x10 */
 #define RM_HANDLER  0x500ull
+
+/* The modes each byte string runs in. */
+enum fuzz_mode { FZ_LONG, FZ_USER, FZ_COMPAT, FZ_PROT, FZ_REAL, FZ_NR_MODES };
+static const char *const fuzz_mode_names[FZ_NR_MODES] = {
+    "64-bit", "64-bit CPL3", "compat", "32-bit", "16-bit",
+};
 
 struct fuzz {
     struct x86_memory mem;
@@ -120,20 +127,47 @@ static void protected_mode(struct fuzz *f, struct x86_cpu *cpu)
     cpu->idt = (struct x86_dtable){ .base = DT_IDT, .limit = 0x7ff };
 }
 
-static uint64_t fuzz_val(struct fuzz *f, unsigned mode)
+/* CPL 3 in 64-bit mode: user segments, user pages, an RSP0 for the way back. */
+static void user_mode(struct fuzz *f, struct x86_cpu *cpu)
+{
+    uint8_t *h = f->high;
+
+    put64(h + (DT_GDT - DT_BASE) + 0x20, 0x00cff2000000ffffull);  /* user data */
+    put64(h + (DT_GDT - DT_BASE) + 0x28, 0x0020fa0000000000ull);  /* user code 64 */
+    put64(h + 0x7000 + 4, DT_STACK_TOP - 0x400);                  /* TSS.RSP0 */
+    for (uint64_t a = DT_PML4; a < DT_PT + 0x1000; a += 8) {
+        uint64_t e;
+        if (a >= DT_GDT && a < DT_PT)
+            continue;
+        memcpy(&e, h + (a - DT_BASE), 8);
+        if (e & 1)
+            put64(h + (a - DT_BASE), e | 4);                     /* U on every level */
+    }
+    cpu->gdt.limit = 0x2f;
+    cpu->seg[X86_CS].selector = 0x2b;
+    cpu->seg[X86_CS].dpl = 3;
+    for (unsigned s = X86_ES; s <= X86_GS; s++) {
+        if (s == X86_CS)
+            continue;
+        cpu->seg[s].selector = 0x23;
+        cpu->seg[s].dpl = 3;
+    }
+}
+
+static uint64_t fuzz_val(struct fuzz *f, enum fuzz_mode mode)
 {
     uint64_t r = dt_rng_next(&f->rng);
 
     switch (r & 3) {
     case 0: return r >> 56;
-    case 1: return mode == 16 ? (r >> 16) & 0xffff : DT_BASE + ((r >> 8) % DT_SIZE);
-    case 2: return mode == 64 ? r : r >> 32;
+    case 1: return mode == FZ_REAL ? (r >> 16) & 0xffff : DT_BASE + ((r >> 8) % DT_SIZE);
+    case 2: return mode <= FZ_USER ? r : r >> 32;
     default: return (uint64_t)-(int64_t)((r >> 8) & 0xff);
     }
 }
 
 /* One run of (bytes) in (mode); returns instructions retired. */
-static uint64_t fuzz_one(struct fuzz *f, unsigned mode, const uint8_t *bytes, bool verbose)
+static uint64_t fuzz_one(struct fuzz *f, enum fuzz_mode mode, const uint8_t *bytes, bool verbose)
 {
     struct x86_cpu cpu;
     uint64_t code;
@@ -148,10 +182,16 @@ static uint64_t fuzz_one(struct fuzz *f, unsigned mode, const uint8_t *bytes, bo
         memcpy(f->low + 4 * v, &vec, 4);
     }
     f->low[RM_HANDLER] = 0xf4;
-    if (mode == 64) {
+    if (mode <= FZ_COMPAT) {
         dt_emu_long_mode(&cpu);
+        if (mode == FZ_USER)
+            user_mode(f, &cpu);
+        if (mode == FZ_COMPAT) {
+            cpu.seg[X86_CS].l = 0;
+            cpu.seg[X86_CS].db = 1;
+        }
         code = DT_CODE;
-    } else if (mode == 32) {
+    } else if (mode == FZ_PROT) {
         protected_mode(f, &cpu);
         code = DT_CODE;
     } else {
@@ -167,7 +207,7 @@ static uint64_t fuzz_one(struct fuzz *f, unsigned mode, const uint8_t *bytes, bo
     for (unsigned r = 0; r < 16; r++)
         if (r != X86_RSP)
             cpu.regs[r] = fuzz_val(f, mode);
-    if (mode != 16) {
+    if (mode != FZ_REAL) {
         cpu.rip = code;
         cpu.regs[X86_RSP] = DT_STACK_TOP;
         x86_cpu_set_rflags(&cpu, 0x2 | (dt_rng_next(&f->rng) & 0x8d5));
@@ -175,14 +215,17 @@ static uint64_t fuzz_one(struct fuzz *f, unsigned mode, const uint8_t *bytes, bo
         cpu.regs[X86_RSP] = 0x8000;
     }
     x86_cpu_state_changed(&cpu);
-    ex = x86_cpu_run(&cpu, 200);
     if (verbose) {
-        printf("  %u-bit:", mode);
+        /* before running: if the interpreter dies, the last line names the culprit */
+        printf("  %-11s:", fuzz_mode_names[mode]);
         for (unsigned i = 0; i < 15; i++)
             printf(" %02x", bytes[i]);
+        fflush(stdout);
+    }
+    ex = x86_cpu_run(&cpu, 200);
+    if (verbose)
         printf(" -> exit %d after %" PRIu64 " instructions, rip %#" PRIx64 "\n", ex, cpu.insns,
                cpu.rip);
-    }
     uint64_t n = cpu.insns;
     x86_cpu_destroy(&cpu);
     return n;
@@ -218,9 +261,8 @@ uint64_t dt_decode_fuzz(uint64_t seed, unsigned count, bool verbose)
                                             0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0xc4, 0xc5 };
             bytes[0] = lead[dt_rng_below(&f.rng, sizeof(lead))];
         }
-        total += fuzz_one(&f, 64, bytes, verbose);
-        total += fuzz_one(&f, 32, bytes, verbose);
-        total += fuzz_one(&f, 16, bytes, verbose);
+        for (unsigned m = 0; m < FZ_NR_MODES; m++)
+            total += fuzz_one(&f, (enum fuzz_mode)m, bytes, verbose);
     }
     free(f.low);
     free(f.high);

@@ -22,6 +22,7 @@ struct opts {
     unsigned len, batch, max_report;
     bool verbose, self, fuzz;
     int cls;
+    int mode;                   /* 64, 32, or 0: a quarter of the sequences in 32-bit */
 };
 
 struct stats {
@@ -56,7 +57,9 @@ static void print_state(const char *what, const struct dt_state *s, bool with_ri
     printf("\n           rflags=");
     print_flags(s->rflags);
     if (with_rip) {
-        if (s->fault >= 0)
+        if (s->fault == 14)
+            printf(" fault=#PF(%#x) cr2=%#" PRIx64 " at rip=%#" PRIx64, s->err, s->cr2, s->rip);
+        else if (s->fault >= 0)
             printf(" fault=#%d at rip=%#" PRIx64, s->fault, s->rip);
         else
             printf(" (ran to the end)");
@@ -66,7 +69,8 @@ static void print_state(const char *what, const struct dt_state *s, bool with_ri
 
 static void print_code(const struct dt_seq *seq, bool verbose)
 {
-    printf("  code: %u bytes, %u instructions at %#llx\n", seq->len, seq->nr_insns, DT_CODE);
+    printf("  code: %u bytes, %u instructions at %#llx, %s\n", seq->len, seq->nr_insns, DT_CODE,
+           seq->mode32 ? "32-bit (compatibility mode)" : "64-bit");
     for (unsigned i = 0; i < seq->nr_insns; i++) {
         unsigned a = seq->start[i], b = seq->start[i + 1];
         char hex[64] = "";
@@ -84,8 +88,8 @@ static void print_code(const struct dt_seq *seq, bool verbose)
     if (write(fd, seq->code, seq->len) == (ssize_t)seq->len) {
         char cmd[256];
         snprintf(cmd, sizeof(cmd),
-                 "objdump -D -b binary -mi386:x86-64 --adjust-vma=%#llx %s 2>/dev/null"
-                 " | tail -n +8", DT_CODE, path);
+                 "objdump -D -b binary -mi386%s --adjust-vma=%#llx %s 2>/dev/null"
+                 " | tail -n +8", seq->mode32 ? "" : ":x86-64", DT_CODE, path);
         fflush(stdout);
         if (system(cmd) != 0)
             printf("    (objdump not available)\n");
@@ -122,11 +126,21 @@ static bool compare(const struct dt_job *j, const struct dt_state *emu, bool rep
                 printf("  differs: fault rip: native %#" PRIx64 ", interpreter %#" PRIx64 "\n",
                        nat->rip, emu->rip);
         }
+        /* #PF: the address and the error code but its U bit (native runs at CPL 3) */
+        if (nat->fault == 14 && (nat->cr2 != emu->cr2 || ((nat->err ^ emu->err) & ~4u))) {
+            same = false;
+            if (report)
+                printf("  differs: #PF cr2/error code: native %#" PRIx64 "/%#x, interpreter %#"
+                       PRIx64 "/%#x\n", nat->cr2, nat->err, emu->cr2, emu->err);
+        }
         if (nat->regs[4] >= DT_STACK && nat->regs[4] <= DT_STACK + DT_STACK_SIZE)
             stack_from = nat->regs[4] - DT_STACK;
     }
-    for (unsigned r = 0; r < 16; r++) {
-        if (nat->regs[r] != emu->regs[r]) {
+    /* compatibility mode: eax..edi (the upper halves are undefined after a mode switch) */
+    unsigned nr = j->seq.mode32 ? 8 : 16;
+    uint64_t rmask = j->seq.mode32 ? 0xffffffffull : ~0ull;
+    for (unsigned r = 0; r < nr; r++) {
+        if ((nat->regs[r] ^ emu->regs[r]) & rmask) {
             same = false;
             if (report)
                 printf("  differs: %s: native %#" PRIx64 ", interpreter %#" PRIx64 "\n",
@@ -175,6 +189,41 @@ static void report_header(const struct opts *o, uint64_t i, const struct dt_job 
     print_state("initial", &j->init, false);
 }
 
+/* Run every prefix of the sequence on both sides: the first instruction
+ * after which they differ is the culprit (or at least the first symptom). */
+static void localize(const struct dt_job *j, struct dt_emu *emu)
+{
+    unsigned n = j->seq.nr_insns;
+    struct dt_job *p = dt_native_alloc(n);
+    struct dt_state *out = malloc(sizeof(*out));
+
+    for (unsigned k = 0; k < n; k++) {
+        p[k].seq = j->seq;
+        p[k].init = j->init;
+        p[k].seq.nr_insns = k + 1;
+        p[k].seq.len = j->seq.start[k + 1];
+        p[k].seq.undef_end = j->seq.undef_before[k + 1];
+    }
+    dt_native_run(p, n);
+    for (unsigned k = 0; k < n; k++) {
+        const char *why = NULL;
+        /* a prefix cut right after a branch or a code patch would reach past its end */
+        if (j->seq.nocut[k])
+            continue;
+        if (p[k].status == 1 && dt_emu_run(emu, &p[k].seq, &p[k].init, out, &why) &&
+            compare(&p[k], out, false))
+            continue;
+        unsigned a = j->seq.start[k];
+        printf("  first differing prefix ends with instruction %u (+%04x):", k, a);
+        for (unsigned b = a; b < j->seq.start[k + 1]; b++)
+            printf(" %02x", j->seq.code[b]);
+        printf("  [%s]\n", dt_template_name(j->seq.tmpl[k]));
+        break;
+    }
+    free(out);
+    dt_native_free(p, n);
+}
+
 static void run(const struct opts *o, struct stats *st)
 {
     unsigned bsz = o->batch;
@@ -184,10 +233,14 @@ static void run(const struct opts *o, struct stats *st)
     struct dt_emu *emu = o->self ? NULL : dt_emu_new();
 
     for (uint64_t base = o->start; base < o->start + o->count; base += bsz) {
-        unsigned n = (unsigned)(o->start + o->count - base < bsz ? o->start + o->count - base : bsz);
+        uint64_t rest = o->start + o->count - base;
+        unsigned n = (unsigned)(rest < bsz ? rest : bsz);
 
-        for (unsigned k = 0; k < n; k++)
-            dt_gen_sequence(seq_seed(o->seed, base + k), o->len, &jobs[k].seq, &jobs[k].init);
+        for (unsigned k = 0; k < n; k++) {
+            uint64_t s = seq_seed(o->seed, base + k);
+            bool m32 = o->mode == 32 || (o->mode == 0 && (s >> 62) == 0);
+            dt_gen_sequence(s, o->len, m32, &jobs[k].seq, &jobs[k].init);
+        }
         dt_native_run(jobs, n);
         if (o->self) {
             for (unsigned k = 0; k < n; k++)
@@ -234,6 +287,8 @@ static void run(const struct opts *o, struct stats *st)
             if (why)
                 printf("  interpreter: %s\n", why);
             compare(j, emu_out, true);
+            if (emu)
+                localize(j, emu);
             fflush(stdout);
         }
     }
@@ -248,17 +303,18 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: difftest [--seed N] [--count N] [--len N] [--start N] [--class NAME]\n"
-            "                [--batch N] [--max-report N] [--verbose] [--self]\n"
+            "                [--mode 64|32|mix] [--batch N] [--max-report N] [--verbose] [--self]\n"
             "       difftest --decode-fuzz [--seed N] [--count N] [--verbose]\n"
             "  --self         run every sequence natively twice (checks the native runner)\n"
-            "  --decode-fuzz  random bytes in 64/32/16-bit modes: the interpreter must not crash\n");
+            "  --decode-fuzz  random bytes in 64/32/16-bit modes: the interpreter must not"
+            " crash\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     struct opts o = { .seed = 1, .count = 1000, .len = 12, .batch = 256, .max_report = 10,
-                      .cls = DT_NR_CLASSES };
+                      .cls = DT_NR_CLASSES, .mode = 0 };
     struct stats st;
 
     for (int i = 1; i < argc; i++) {
@@ -277,6 +333,11 @@ int main(int argc, char **argv)
             o.start = strtoull(v, NULL, 0), i++;
         } else if (v && !strcmp(a, "--len")) {
             o.len = (unsigned)strtoul(v, NULL, 0), i++;
+        } else if (v && !strcmp(a, "--mode")) {
+            o.mode = !strcmp(v, "64") ? 64 : !strcmp(v, "32") ? 32 : !strcmp(v, "mix") ? 0 : -1;
+            if (o.mode < 0)
+                usage();
+            i++;
         } else if (v && !strcmp(a, "--batch")) {
             o.batch = (unsigned)strtoul(v, NULL, 0), i++;
         } else if (v && !strcmp(a, "--max-report")) {
@@ -293,11 +354,13 @@ int main(int argc, char **argv)
     }
     if (o.batch == 0 || o.len == 0)
         usage();
+    if (getenv("DIFFTEST_SEED"))
+        o.seed = strtoull(getenv("DIFFTEST_SEED"), NULL, 0);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     if (o.fuzz) {
         uint64_t n = dt_decode_fuzz(o.seed, (unsigned)o.count, o.verbose);
-        printf("difftest: decode-fuzz: %" PRIu64 " sequences x 3 modes, %" PRIu64
+        printf("difftest: decode-fuzz: %" PRIu64 " sequences x 5 modes, %" PRIu64
                " instructions retired, no crash\n", o.count, n);
         return 0;
     }

@@ -21,10 +21,13 @@
 #define DT_STATE        (DT_BASE + 0x6000)      /* native prologue/epilogue's register block */
 #define DT_SCRATCH      (DT_BASE + 0x100000)    /* memory operands point here */
 #define DT_SCRATCH_SIZE 0x2000u                 /* crosses a 4 KiB boundary in the middle */
+#define DT_HOLE         (DT_SCRATCH + DT_SCRATCH_SIZE) /* a page mapped on neither side: #PF */
+#define DT_PT           (DT_BASE + 0x8000)      /* 4 KiB page table of the first 2 MiB (the hole) */
 #define DT_STACK        (DT_BASE + 0x110000)    /* the sequences' private stack */
 #define DT_STACK_SIZE   0x1000u
 #define DT_STACK_TOP    (DT_STACK + 0x800)      /* initial rsp: room to push and to pop */
 #define DT_CODE         (DT_BASE + 0x201000)    /* the sequence; native prologue just below */
+#define DT_TRAMP        (DT_BASE + 0x200000)    /* native 64-bit code around a 32-bit sequence */
 #define DT_MAX_CODE     2048u
 #define DT_MAX_INSNS    256u
 
@@ -34,7 +37,8 @@ struct dt_state {
     uint64_t rflags;
     uint64_t rip;               /* on a fault: the faulting instruction */
     int32_t fault;              /* -1: ran to the end; else the exception vector */
-    uint32_t fault_pad;
+    uint32_t err;               /* #PF: its error code */
+    uint64_t cr2;               /* #PF: the faulting address */
     uint8_t scratch[DT_SCRATCH_SIZE];
     uint8_t stack[DT_STACK_SIZE];
 };
@@ -47,14 +51,17 @@ struct dt_seq {
     uint16_t start[DT_MAX_INSNS + 1];      /* byte offset of each instruction */
     uint16_t tmpl[DT_MAX_INSNS];           /* template index (or DT_SETUP) */
     uint8_t undef_before[DT_MAX_INSNS + 1]; /* arithmetic flags undefined before insn i (compact) */
+    uint8_t nocut[DT_MAX_INSNS];            /* a branch or code patch reaches past insn i's end */
     uint8_t undef_end;
+    uint8_t mode32;             /* runs in compatibility mode (32-bit code, CS.L = 0) */
 };
 
 #define DT_SETUP 0xffffu        /* an operand set-up instruction, not a template */
 
 enum dt_class {
     DT_ALU, DT_INCDEC, DT_SHIFT, DT_MULDIV, DT_BIT, DT_EXT, DT_LEA, DT_ATOMIC,
-    DT_COND, DT_CONV, DT_FLAG, DT_STACKOP, DT_STRING, DT_MOV, DT_BRANCH, DT_NR_CLASSES
+    DT_COND, DT_CONV, DT_FLAG, DT_STACKOP, DT_STRING, DT_MOV, DT_BRANCH, DT_MISC,
+    DT_NR_CLASSES
 };
 
 extern const char *const dt_class_names[DT_NR_CLASSES];
@@ -68,8 +75,9 @@ void dt_gen_init(void);
 /* Only templates of (cls) (DT_NR_CLASSES: all). */
 void dt_gen_set_class(int cls);
 /* Fill (seq) with (len) templates and (init) with a random start state, both
- * from (seed). */
-void dt_gen_sequence(uint64_t seed, unsigned len, struct dt_seq *seq, struct dt_state *init);
+ * from (seed); (mode32): 32-bit code for compatibility mode. */
+void dt_gen_sequence(uint64_t seed, unsigned len, bool mode32, struct dt_seq *seq,
+                     struct dt_state *init);
 /* Compact <-> RFLAGS forms of the arithmetic flag set (6 bits). */
 uint32_t dt_flags_expand(uint8_t compact);
 
@@ -99,8 +107,9 @@ struct x86_cpu;
 void dt_emu_build_tables(uint8_t *ram);
 void dt_emu_long_mode(struct x86_cpu *cpu);
 
-/* Random bytes in 64-, 32- and 16-bit modes (difftest-fuzz.c). Returns the
- * number of instructions the interpreter retired. */
+/* Random bytes in 64-bit mode (CPL 0 and 3), compatibility mode, 32-bit
+ * protected mode and real mode (difftest-fuzz.c). Returns the number of
+ * instructions the interpreter retired. */
 uint64_t dt_decode_fuzz(uint64_t seed, unsigned count, bool verbose);
 
 /* splitmix64 / xoshiro256** */
