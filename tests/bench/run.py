@@ -45,13 +45,13 @@ def platform_run(binary):
 
 def dirty_run(binary):
     """Page dirtying with dirty logging on: a 64 MiB writer while a migration
-    throttled to 32 MiB/s keeps pre-copying (then cancelled)."""
+    throttled to 32 MiB/s and held to 1000 passes keeps pre-copying (then cancelled)."""
     with Lab(binary) as lab:
         src = lab.source("-m", "1G", append="ws=64 tick_ms=200")
         dst = lab.target("-m", "1G")
         src.wait_running(timeout=60)
         src.serial.wait_ticks(1, proc=src.proc)
-        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 32 * MiB})
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 32 * MiB, "x-passes": 1000})
         start_migration(src.qmp, dst.uri)
         ticks = src.serial.wait_ticks(6, proc=src.proc)[1:]
         src.qmp.cmd("migrate_cancel")
