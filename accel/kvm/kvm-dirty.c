@@ -87,7 +87,7 @@ static uint32_t harvest_ring(struct kvm *k, struct kvm_vcpu *vcpu)
     return count;
 }
 
-void kvm_dirty_ring_harvest(struct kvm *k)
+bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp)
 {
     uint32_t count = 0;
 
@@ -95,10 +95,15 @@ void kvm_dirty_ring_harvest(struct kvm *k)
     for (unsigned i = 0; i < KVM_MAX_VCPUS; i++)
         if (k->vcpus[i])
             count += harvest_ring(k, k->vcpus[i]);
-    /* Re-protects the harvested pages so their next write is logged again. */
-    if (count)
-        ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
+    /* Re-protects the harvested pages so their next write is logged again.
+     * Should that fail, later writes to them would go unlogged: an error, so
+     * a migration fails (and the source keeps its guest) instead of missing them. */
+    bool ok = !count || ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0) >= 0;
+    if (!ok)
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_RESET_DIRTY_RINGS: %s",
+                    g_strerror(errno));
     pthread_mutex_unlock(&k->ring_lock);
+    return ok;
 }
 
 /* OR (nbits) bits of (src) into (dst) starting at bit (offset) (a multiple of
@@ -151,7 +156,8 @@ bool kvm_dirty_log_sync(struct accel *base, unsigned long *gfn_bitmap, GError **
     if (k->ring_entries) {
         /* Entries of a running vCPU appear as it writes; those of a paused
          * one are all published, so the final sync (paused) misses nothing. */
-        kvm_dirty_ring_harvest(k);
+        if (!kvm_dirty_ring_harvest(k, errp))
+            return false;
         bitmap_steal_into(gfn_bitmap, k->ring_dirty, k->ring_nr_gfns);
         return true;
     }

@@ -105,9 +105,9 @@ bool kvm_vm_load_state(struct accel *a, const void *fdt, int node, GError **errp
 bool kvm_slot_update(struct kvm *k, struct kvm_slot *s, GError **errp);
 
 /* Dirty ring: map (vcpu)'s ring; collect every vCPU's published entries
- * (the caller holds nothing; takes ring_lock). */
+ * (the caller holds nothing; takes ring_lock); false if KVM would not re-arm them. */
 bool kvm_dirty_ring_map(struct kvm_vcpu *vcpu, GError **errp);
-void kvm_dirty_ring_harvest(struct kvm *k);
+bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp);
 
 /* Give (vcpu) the VM's CPUID template with its own APIC ID patched in. */
 bool kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, GError **errp);

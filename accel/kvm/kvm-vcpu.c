@@ -204,8 +204,7 @@ enum vcpu_run_result kvm_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, G
         return VCPU_RUN_KICKED;
     case KVM_EXIT_DIRTY_RING_FULL:
         /* Make room ourselves rather than wait for the next sync. */
-        kvm_dirty_ring_harvest(vcpu->kvm);
-        return VCPU_RUN_OK;
+        return kvm_dirty_ring_harvest(vcpu->kvm, errp) ? VCPU_RUN_OK : VCPU_RUN_ERROR;
     case KVM_EXIT_HLT:          /* not with an in-kernel LAPIC, but harmless */
         return VCPU_RUN_OK;
     case KVM_EXIT_SHUTDOWN:
