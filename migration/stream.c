@@ -714,7 +714,9 @@ bool stream_vm_config_compare(const struct stream_vm_config *in,
                            local->nr_vcpus);
     if (in->cpuid_nr_entries != local->cpuid_nr_entries ||
         memcmp(in->cpuid_sha256, local->cpuid_sha256, 32))
-        return stream_fail(errp, "CPUID differs: stream %u entries, this VM %u entries%s",
+        return stream_fail(errp, "CPUID differs: stream %u entries, this VM %u entries%s "
+                           "(a VM moves between Tern processes on the same accelerator, "
+                           "kvm or emu, and the same host CPU)",
                            in->cpuid_nr_entries, local->cpuid_nr_entries,
                            in->cpuid_nr_entries == local->cpuid_nr_entries ?
                            " with other values" : "");

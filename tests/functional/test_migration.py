@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 
+import ternlib
 from ternlib import (assert_vcpus_busy, Hmp, Lab, live_ticks, migration_statuses, QMPError,
                      run_tests, RUNNING_RE, start_migration, status, tcp_uri, TICK_RE, wait_migration,
                      wait_migration_status)
@@ -377,6 +378,30 @@ def test_mismatched_target(binary):
         note("target: %s; source: %s", err.strip().splitlines()[-1], info["error-desc"])
 
 
+def test_other_accelerator_refused(binary):
+    """A VM running on KVM cannot move to the software CPU (nor back): the
+    target refuses at VM_CONFIG, naming the accelerators, and the source runs on."""
+    if ternlib.ACCEL != "kvm":
+        print("# (runs in the kvm suite: it needs both accelerators)")
+        return
+    with Lab(binary) as lab:
+        src = lab.source("-m", "512M", append="ws=8 " + TICK)
+        ternlib.ACCEL = "emu"
+        try:
+            dst = lab.target("-m", "512M")
+        finally:
+            ternlib.ACCEL = "kvm"
+        src.wait_running()
+        last = live_ticks(src, 1)[-1]
+        info = migrate(src, dst.uri, timeout=30)
+        assert info["status"] == "failed", info
+        assert "CPUID differs" in info.get("error-desc", "") and \
+            "kvm or emu" in info["error-desc"], info
+        assert assert_target_refused(dst) == 1
+        assert_source_unharmed(src, last)
+        note("refused: %s", info["error-desc"])
+
+
 class FlipProxy:
     """Forwards one TCP connection on 127.0.0.1 to the target, flipping one byte
     inside the body of the first PAGE_DATA record (source -> target only).
@@ -662,6 +687,7 @@ if __name__ == "__main__":
         ("migrate_cancel", test_cancel),
         ("target killed", test_target_killed),
         ("mismatched target RAM", test_mismatched_target),
+        ("KVM -> emu refused", test_other_accelerator_refused),
         ("flipped byte in PAGE_DATA", test_flipped_byte),
         ("query-migrate progress while active", test_progress_while_active),
         ("HMP migrate -d, info migrate", test_hmp_detached),
