@@ -80,6 +80,8 @@ void emu_vcpu_bind_thread(struct accel_vcpu *v);
 void emu_vcpu_kick(struct accel_vcpu *v);
 void emu_vcpu_clear_kick(struct accel_vcpu *v);
 bool emu_vcpu_summary(struct accel_vcpu *v, struct vcpu_summary *out, GError **errp);
+/* Every LAPIC re-arms its TSC deadline against a changed guest TSC. */
+void emu_vcpus_tsc_changed(struct emu_vm *vm);
 /* The interrupt controllers' view of the machine (emu_irq_ops). */
 extern const struct emu_irq_ops emu_irq_glue;
 

@@ -75,6 +75,10 @@ void emu_lapic_set_tpr(struct emu_lapic *apic, uint8_t cr8);
  * expiry (UINT64_MAX: none). Call before running and before sleeping in hlt. */
 uint64_t emu_lapic_timer_poll(struct emu_lapic *apic, uint64_t now_ns);
 
+/* The guest TSC was set (state load, a write of IA32_TSC): re-arm a
+ * TSC-deadline timer against it. Any thread. */
+void emu_lapic_tsc_changed(struct emu_lapic *apic);
+
 /* From any thread: raise (vector) (fixed delivery, edge) on this LAPIC. */
 void emu_lapic_raise(struct emu_lapic *apic, uint8_t vector);
 

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "emu-internal.h"
+#include "emu-irq-internal.h"
 #include "tern/util.h"
 #include "tern/vmstate.h"
 #include "tern/x86-state.h"
@@ -202,6 +203,7 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
             lapic.tsc_deadline = msrs[i].value;
     }
     emu_lapic_load(v->lapic, &lapic, emu_now_ns());
+    cpu->tpr = emu_lapic_get_cr8(v->lapic);     /* CR8 is the TPR register's view */
 
     g_mutex_lock(&v->lock);
     v->init_pending = extra.init_pending;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "emu-internal.h"
+#include "emu-irq-internal.h"
 #include "tern/ioport.h"
 #include "tern/util.h"
 
@@ -13,6 +14,8 @@
 #define EMU_SLICE_INSNS 200000
 
 /* ---- how the interpreter reaches the machine ---- */
+
+static void wake_timer_owner(struct emu_vm *vm);
 
 static void set_irq_request(struct emu_vcpu *v)
 {
@@ -24,8 +27,13 @@ static void cpu_pio(void *opaque, uint16_t port, uint8_t *data, unsigned size, b
     struct emu_vcpu *v = opaque;
     struct emu_vm *vm = v->vm;
 
-    if (!emu_chips_pio(vm->chips, port, data, size, is_write))
+    if (!emu_chips_pio(vm->chips, port, data, size, is_write)) {
         io_bus_dispatch(v->bus, IO_SPACE_PIO, port, data, size, is_write);
+        return;
+    }
+    /* The boot vCPU drives the PIT: a new count must not wait for its next wake. */
+    if (is_write && port >= 0x40 && port <= 0x43 && v->index != 0)
+        wake_timer_owner(vm);
 }
 
 static void cpu_mmio(void *opaque, uint64_t gpa, uint8_t *data, unsigned size, bool is_write)
@@ -35,9 +43,13 @@ static void cpu_mmio(void *opaque, uint64_t gpa, uint8_t *data, unsigned size, b
 
     if (gpa >= EMU_LAPIC_BASE && gpa < EMU_LAPIC_BASE + 0x1000) {
         emu_lapic_mmio(v->lapic, gpa - EMU_LAPIC_BASE, data, size, is_write);
-        /* An EOI or a TPR write may unmask what waits in the IRR. */
-        if (is_write && emu_lapic_pending(v->lapic))
-            set_irq_request(v);
+        if (is_write) {
+            /* CR8 reads what the TPR register holds. */
+            v->cpu.tpr = emu_lapic_get_cr8(v->lapic);
+            /* An EOI or a TPR write may unmask what waits in the IRR. */
+            if (emu_lapic_pending(v->lapic))
+                set_irq_request(v);
+        }
     } else if (gpa >= EMU_IOAPIC_BASE && gpa < EMU_IOAPIC_BASE + 0x1000) {
         emu_chips_ioapic_mmio(vm->chips, gpa - EMU_IOAPIC_BASE, data, size, is_write);
     } else {
@@ -130,6 +142,15 @@ static struct emu_vcpu *vcpu_at(struct emu_vm *vm, unsigned index)
     return v;
 }
 
+void emu_vcpus_tsc_changed(struct emu_vm *vm)
+{
+    for (unsigned i = 0; i < EMU_MAX_CPUS; i++) {
+        struct emu_vcpu *v = vcpu_at(vm, i);
+        if (v)
+            emu_lapic_tsc_changed(v->lapic);
+    }
+}
+
 static void wake_locked(struct emu_vcpu *v)
 {
     v->woken = true;
@@ -142,6 +163,16 @@ static void glue_wake(void *opaque, unsigned cpu)
     if (!v)
         return;
     set_irq_request(v);
+    g_mutex_lock(&v->lock);
+    wake_locked(v);
+    g_mutex_unlock(&v->lock);
+}
+
+static void wake_timer_owner(struct emu_vm *vm)
+{
+    struct emu_vcpu *v = vcpu_at(vm, 0);
+    if (!v)
+        return;
     g_mutex_lock(&v->lock);
     wake_locked(v);
     g_mutex_unlock(&v->lock);

@@ -53,6 +53,8 @@ void emu_set_guest_tsc(struct emu_vm *vm, uint64_t tsc, uint32_t khz)
                 vm->cpuid[i].eax = khz;
     }
     __atomic_store_n(&vm->tsc_offset, (int64_t)(tsc - scaled_host_tsc(vm)), __ATOMIC_RELAXED);
+    /* Deadlines armed against the old TSC (a vCPU loaded before the VM) move with it. */
+    emu_vcpus_tsc_changed(vm);
 }
 
 /* ---- CPUID: what the interpreter implements, nothing more ---- */

@@ -675,6 +675,20 @@ void emu_lapic_save(struct emu_lapic *apic, struct emu_lapic_state *out, uint64_
     g_mutex_unlock(&apic->lock);
 }
 
+void emu_lapic_tsc_changed(struct emu_lapic *apic)
+{
+    const struct emu_irq_ops *ops = apic->bus->ops;
+    bool armed;
+
+    g_mutex_lock(&apic->lock);
+    armed = timer_mode(apic) == TIMER_TSC && apic->s.tsc_deadline;
+    if (armed)
+        apic->deadline_ns = ops->tsc_to_ns(apic->bus->opaque, apic->s.tsc_deadline);
+    g_mutex_unlock(&apic->lock);
+    if (armed)
+        ops->wake(apic->bus->opaque, apic->index);     /* a sleeper re-reads its deadline */
+}
+
 void emu_lapic_load(struct emu_lapic *apic, const struct emu_lapic_state *in, uint64_t now_ns)
 {
     const struct emu_irq_ops *ops = apic->bus->ops;

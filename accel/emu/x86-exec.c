@@ -59,6 +59,7 @@ void x86_rm_write(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, uint64
 
 struct rmw {
     uint8_t *host;          /* aligned RAM location for a CAS, or NULL */
+    uint64_t gpa;           /* its guest-physical address: dirty once the CAS stored */
 };
 
 static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, struct rmw *m,
@@ -75,7 +76,7 @@ static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size,
             uint8_t *p = x86_page_ptr(cpu, la, ACC_WRITE, x86_cpl(cpu) == 3, &gpa);
             if (p) {
                 m->host = p + (la & 0xfff);
-                x86_mark_dirty(cpu, gpa);
+                m->gpa = gpa;
                 switch (size) {
                 case 1: return __atomic_load_n(m->host, __ATOMIC_SEQ_CST);
                 case 2: return __atomic_load_n((uint16_t *)m->host, __ATOMIC_SEQ_CST);
@@ -136,8 +137,14 @@ static bool rmw_store(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, st
         x86_reg_set(cpu, i, i->rm, size, nv);
         return true;
     }
-    if (m->host)
-        return cas(m->host, size, &old, nv);
+    if (m->host) {
+        if (!cas(m->host, size, &old, nv))
+            return false;
+        /* Marked after the store, as every write is: a sync between the two
+         * would otherwise take the bit and send the page without this write. */
+        x86_mark_dirty(cpu, m->gpa);
+        return true;
+    }
     x86_mem_write(cpu, i->seg, i->ea, nv, size);
     return true;
 }
@@ -581,14 +588,13 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
     if (p && half == 4) {
         uint64_t old = exp_lo | (exp_hi << 32);
         p += la & 0xfff;
-        x86_mark_dirty(cpu, gpa);
         eq = cas(p, 8, &old, new_lo | (new_hi << 32));
+        x86_mark_dirty(cpu, gpa);       /* after the store, as every write */
         lo = old & mask;
         hi = old >> 32;
     } else {
         if (p) {
             p += la & 0xfff;
-            x86_mark_dirty(cpu, gpa);
             while (__atomic_exchange_n(&cx16_lock, 1, __ATOMIC_ACQUIRE))
                 ;
             memcpy(&lo, p, 8);
@@ -599,6 +605,7 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
                 memcpy(p + 8, &new_hi, 8);
             }
             __atomic_store_n(&cx16_lock, 0, __ATOMIC_RELEASE);
+            x86_mark_dirty(cpu, gpa);
         } else {
             lo = x86_mem_read_rmw(cpu, i->seg, i->ea, half);
             hi = x86_mem_read_rmw(cpu, i->seg, (i->ea + half) & x86_size_mask(i->addrsize), half);

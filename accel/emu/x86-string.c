@@ -47,7 +47,6 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
     if (!pd)
         return 0;
     pd += lad & 0xfff;
-    x86_mark_dirty(cpu, gd);
     if (movs) {
         if (pd > ps && pd < ps + n * size) {
             for (uint64_t k = 0; k < n; k++)        /* overlapping: element by element */
@@ -65,6 +64,7 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
                 memcpy(pd + k * size, &v, size);
         }
     }
+    x86_mark_dirty(cpu, gd);    /* after the stores, as every write */
     set_areg(cpu, X86_RDI, di + n * size, i->addrsize);
     return n;
 }
