@@ -385,6 +385,15 @@ void x86_exec_lar_lsl(struct x86_cpu *cpu, struct x86_insn *i, bool lsl)
     x86_flags_set(cpu, ok ? X86_ZF : 0, X86_ZF);
 }
 
+/* The flat 4 GiB code segment of the fast system calls (sysenter, sysexit,
+ * syscall, sysret) at privilege (dpl); callers set selector, L and D. */
+static struct x86_segment flat_code(unsigned dpl)
+{
+    return (struct x86_segment){
+        .type = 0xb, .s = 1, .present = 1, .dpl = (uint8_t)dpl, .g = 1, .limit = 0xffffffffu,
+    };
+}
+
 void x86_sysenter(struct x86_cpu *cpu)
 {
     struct x86_segment cs, ss;
@@ -392,13 +401,8 @@ void x86_sysenter(struct x86_cpu *cpu)
 
     if (x86_real_mode(cpu) || !(cpu->sysenter_cs & 0xfffc))
         x86_raise_gp(cpu, 0);
-    memset(&cs, 0, sizeof(cs));
+    cs = flat_code(0);
     cs.selector = cpu->sysenter_cs & 0xfffc;
-    cs.type = 0xb;
-    cs.s = 1;
-    cs.present = 1;
-    cs.g = 1;
-    cs.limit = 0xffffffffu;
     cs.l = lm;
     cs.db = !lm;
     ss = cs;
@@ -420,13 +424,7 @@ void x86_sysexit(struct x86_cpu *cpu, bool wide)
     if (x86_real_mode(cpu) || !(cpu->sysenter_cs & 0xfffc))
         x86_raise_gp(cpu, 0);
     need_cpl0(cpu);
-    memset(&cs, 0, sizeof(cs));
-    cs.type = 0xb;
-    cs.s = 1;
-    cs.present = 1;
-    cs.dpl = 3;
-    cs.g = 1;
-    cs.limit = 0xffffffffu;
+    cs = flat_code(3);
     ss = cs;
     if (wide) {
         cs.selector = (uint16_t)((cpu->sysenter_cs + 32) | 3);
@@ -455,14 +453,9 @@ void x86_syscall(struct x86_cpu *cpu)
 
     if (!(cpu->efer & EFER_SCE) || !x86_long_mode(cpu))
         x86_raise_ud(cpu);
-    memset(&cs, 0, sizeof(cs));
+    cs = flat_code(0);
     cs.selector = sel & ~3;
-    cs.type = 0xb;
-    cs.s = 1;
-    cs.present = 1;
     cs.l = 1;
-    cs.g = 1;
-    cs.limit = 0xffffffffu;
     ss = cs;
     ss.selector = (sel + 8) & ~3;
     ss.type = 3;
@@ -485,13 +478,7 @@ void x86_sysret(struct x86_cpu *cpu)
     if (!(cpu->efer & EFER_SCE) || !x86_long_mode(cpu))
         x86_raise_ud(cpu);
     need_cpl0(cpu);
-    memset(&cs, 0, sizeof(cs));
-    cs.type = 0xb;
-    cs.s = 1;
-    cs.present = 1;
-    cs.dpl = 3;
-    cs.g = 1;
-    cs.limit = 0xffffffffu;
+    cs = flat_code(3);
     ss = cs;
     if (i->opsize == 8) {
         if (!canonical(cpu->regs[X86_RCX]))
