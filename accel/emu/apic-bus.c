@@ -64,8 +64,9 @@ static void bus_send(struct emu_apic_bus *bus, struct emu_lapic *src, unsigned s
         switch (mode) {
         case EMU_APIC_DM_FIXED:
         case EMU_APIC_DM_LOWEST:
-            emu_lapic_accept(a, vector, level);
-            if (mode == EMU_APIC_DM_LOWEST)
+            /* Lowest priority: the first LAPIC that takes it (a disabled one does
+             * not, or a level-triggered pin would wait for an EOI forever). */
+            if (emu_lapic_accept(a, vector, level) && mode == EMU_APIC_DM_LOWEST)
                 return;
             break;
         case EMU_APIC_DM_INIT:

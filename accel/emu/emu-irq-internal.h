@@ -52,7 +52,7 @@ void emu_apic_bus_deliver(struct emu_apic_bus *bus, uint8_t dest, bool logical, 
 /* Does (apic) answer to destination (dest) (physical APIC ID or logical)? */
 bool emu_lapic_match(struct emu_lapic *apic, uint8_t dest, bool logical);
 /* Accept a fixed interrupt: set IRR (and TMR when (level)), then wake. */
-void emu_lapic_accept(struct emu_lapic *apic, uint8_t vector, bool level);
+bool emu_lapic_accept(struct emu_lapic *apic, uint8_t vector, bool level);
 /* The INIT signal's effect on the LAPIC itself: registers to their power-on
  * values, except IA32_APIC_BASE and the ID. */
 void emu_lapic_init_signal(struct emu_lapic *apic);

@@ -303,22 +303,23 @@ unsigned emu_lapic_index(struct emu_lapic *apic)
 
 /* ---- interrupts in ---- */
 
-void emu_lapic_accept(struct emu_lapic *apic, uint8_t vector, bool level)
+bool emu_lapic_accept(struct emu_lapic *apic, uint8_t vector, bool level)
 {
     g_mutex_lock(&apic->lock);
     if (!hw_enabled(apic)) {
         g_mutex_unlock(&apic->lock);
-        return;
+        return false;
     }
     if (vector < 16) {
         reg_set(apic, APIC_ESR, reg_get(apic, APIC_ESR) | ESR_ILLEGAL_VECTOR);
         g_mutex_unlock(&apic->lock);
-        return;
+        return true;
     }
     vec_set(apic, APIC_IRR, vector, true);
     vec_set(apic, APIC_TMR, vector, level);
     g_mutex_unlock(&apic->lock);
     apic->bus->ops->wake(apic->bus->opaque, apic->index);
+    return true;
 }
 
 void emu_lapic_raise(struct emu_lapic *apic, uint8_t vector)

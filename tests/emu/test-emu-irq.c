@@ -557,6 +557,27 @@ static void test_ioapic(void **state)
     assert_int_equal(emu_lapic_ack(e->cpu[0]), 0x3a);
 }
 
+/* Lowest-priority delivery skips a hardware-disabled LAPIC: a level pin goes
+ * to one that can take (and EOI) it, instead of waiting forever. */
+static void test_ioapic_lowest_skips_disabled(void **state)
+{
+    struct env *e = *state;
+    uint64_t base;
+    bool ok;
+
+    for (unsigned i = 0; i < NCPU; i++)
+        enable(e->cpu[i]);
+    assert_true(emu_lapic_rdmsr(e->cpu[0], 0x1b, &base, &ok) && ok);
+    assert_true(emu_lapic_wrmsr(e->cpu[0], 0x1b, base & ~(1ull << 11), &ok) && ok);
+    /* Physical broadcast, lowest priority, level: every LAPIC matches, CPU 0 first. */
+    redir(e->chips, 11, (0xffull << 56) | 0x8000 | 0x100 | 0x3b);
+    emu_chips_set_irq(e->chips, 11, true);
+    assert_int_equal(emu_lapic_ack(e->cpu[1]), 0x3b);
+    emu_chips_set_irq(e->chips, 11, false);
+    wr(e->cpu[1], 0xb0, 0, T0);
+    assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 11) & 0x4000, 0);     /* remote IRR clear */
+}
+
 /* PIT channel 0 (mode 2) pulses ISA IRQ 0, which is IOAPIC pin 2. */
 static void test_pit_irq0(void **state)
 {
@@ -862,6 +883,7 @@ int main(void)
         T(test_ipi),
         T(test_init_sipi),
         T(test_ioapic),
+        T(test_ioapic_lowest_skips_disabled),
         T(test_pit_irq0),
         T(test_pit_ch2_mode0),
         T(test_pic),
