@@ -109,7 +109,6 @@ int main(int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
     g_auto(GStrv) args = qemu_style_argv(argc, argv);
-    int nargs = argc;
     g_autoptr(GOptionContext) ctx = g_option_context_new("- a KVM VMM built for live migration");
 
     /* A reader of stdout or a log that goes away must not kill the VM. */
@@ -117,7 +116,8 @@ int main(int argc, char **argv)
     /* A file-size limit must fail the write (EFBIG), not kill the VM. */
     signal(SIGXFSZ, SIG_IGN);
     g_option_context_add_main_entries(ctx, options, NULL);
-    if (!g_option_context_parse(ctx, &nargs, &args, &err)) {
+    /* The strv variant frees the words it consumes; the argc/argv one drops them. */
+    if (!g_option_context_parse_strv(ctx, &args, &err)) {
         fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
@@ -125,7 +125,7 @@ int main(int argc, char **argv)
         printf("tern 0.1.0\n");
         return 0;
     }
-    if (nargs > 1) {
+    if (g_strv_length(args) > 1) {
         fprintf(stderr, "tern: unexpected argument '%s'\n", args[1]);
         return 1;
     }
