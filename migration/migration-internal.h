@@ -1,5 +1,5 @@
-/* migration-internal.h: the per-machine migration object shared by the
- * outgoing (migration.c) and incoming (incoming.c) sides. Private to migration/. */
+/* migration-internal.h: the per-machine migration object (migration.c) that
+ * the outgoing (outgoing.c) and incoming (incoming.c) sides share. Private to migration/. */
 #ifndef TERN_MIGRATION_INTERNAL_H
 #define TERN_MIGRATION_INTERNAL_H
 
@@ -25,6 +25,9 @@ struct migration {
     bool in_progress;           /* a sender thread exists and has not been joined */
     uint64_t start_ns;
     struct incoming *incoming;
+    /* Set by incoming_start(): stops and frees (incoming) at teardown, so the
+     * object needs no knowledge of the incoming side. */
+    void (*incoming_cleanup)(struct migration *mig);
 };
 
 /* The machine's migration object, created on first use (main thread). */
@@ -33,8 +36,5 @@ struct migration *migration_of(struct machine *m);
 void migration_set_error(struct migration *mig, const char *msg);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg);
-
-/* incoming.c */
-void incoming_cleanup(struct migration *mig);
 
 #endif
