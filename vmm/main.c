@@ -97,6 +97,7 @@ static gboolean on_signal(gpointer opaque)
 static bool start_monitors(struct machine *m, GError **errp)
 {
     migration_commands_register();
+    hmp_commands_register();
     for (gchar **q = opt_qmp; q && *q; q++)
         if (!qmp_server_start(m, *q, errp))
             return false;
