@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "ram.h"
+#include "tern/policy.h"
 #include "tern/migration.h"
 
 struct channel;
@@ -16,6 +17,8 @@ struct migration {
     GMutex lock;                /* everything below but (status) */
     int status;                 /* enum mig_status, changed by mig_status_set() (CAS) */
     struct mig_params params;
+    precopy_policy_fn *policy;  /* when to stop iterating (default precopy_default_policy) */
+    void *policy_opaque;
     struct mig_stats stats;
     struct ram_counters ram;    /* updated by the sender with atomics */
     char *error;                /* why it failed or was cancelled */

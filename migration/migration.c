@@ -23,6 +23,7 @@ struct migration *migration_of(struct machine *m)
         mig->m = m;
         g_mutex_init(&mig->lock);
         migration_params_default(&mig->params);
+        mig->policy = precopy_default_policy;
         machine_set_migration(m, mig);
     }
     return mig;
@@ -125,6 +126,15 @@ bool migration_set_params(struct machine *m, const struct mig_params *p, GError 
      * rest at its next decision. */
     __atomic_store_n(&mig->params.max_bandwidth, p->max_bandwidth, __ATOMIC_RELAXED);
     return true;
+}
+
+void migration_set_policy(struct machine *m, precopy_policy_fn *policy, void *opaque)
+{
+    struct migration *mig = migration_of(m);
+    g_mutex_lock(&mig->lock);
+    mig->policy = policy ? policy : precopy_default_policy;
+    mig->policy_opaque = policy ? opaque : NULL;
+    g_mutex_unlock(&mig->lock);
 }
 
 void migration_cleanup(struct machine *m)

@@ -23,9 +23,6 @@
 
 /* How long the source waits for the target's verdict once it has everything. */
 #define RESUMED_TIMEOUT_S 60
-/* What pausing costs beyond sending pages: state save (~0.4 ms a vCPU here)
- * and load, added to twice the measured round trip. */
-#define FIXED_COST_BASE_NS (1000 * 1000ULL)
 
 /* ---- the return path: READY, RESUMED or ERROR from the target ---- */
 
@@ -208,7 +205,7 @@ static bool connect_and_configure(struct sender *s, GError **errp)
 
     if (s->to_file) {
         /* No target to answer: the pause costs the tail and an fsync. */
-        s->fixed_cost_ns = 10 * FIXED_COST_BASE_NS;
+        s->fixed_cost_ns = precopy_fixed_cost_ns(0, true);
         return write_head(s, crc, errp);
     }
     s->rp = rp_start(s->ch, errp);
@@ -220,7 +217,7 @@ static bool connect_and_configure(struct sender *s, GError **errp)
     /* The target checks the configuration before any page is sent. */
     if (!rp_wait(s->rp, &s->rp->ready, RESUMED_TIMEOUT_S, errp))
         return false;
-    s->fixed_cost_ns = FIXED_COST_BASE_NS + 2 * (s->rp->ready_ns - t0);
+    s->fixed_cost_ns = precopy_fixed_cost_ns(s->rp->ready_ns - t0, false);
     return true;
 }
 
@@ -257,52 +254,63 @@ static void emit_pass(uint32_t pass)
     event_emit("MIGRATION_PASS", ev);
 }
 
+/* One live pass for precopy_run_passes(): send, sync, account, and hand
+ * the policy its inputs in (*out). */
+static bool live_pass(void *opaque, uint32_t pass, struct precopy_stats *out, GError **errp)
+{
+    struct sender *s = opaque;
+    struct migration *mig = s->mig;
+
+    struct pass_stats p = { 0 };
+    if (!ram_save_pass(s->rs, pass, true, false, &p.res, errp))
+        return false;
+    if (!ram_save_sync(s->rs, &p.pending, errp))
+        return false;
+    emit_pass(pass);
+
+    g_mutex_lock(&mig->lock);
+    struct precopy_stats ps = {
+        .pass = pass,
+        .remaining_bytes = p.pending * GUEST_PAGE_SIZE,
+        .bandwidth = p.res.busy_ns ? p.res.bytes * 1e9 / p.res.busy_ns : 0,
+        .fixed_cost_ns = s->fixed_cost_ns,
+        .downtime_limit_ns = mig->params.downtime_limit_ms * 1000000ULL,
+        .forced_passes = mig->params.x_passes,
+        .dirty_rate = p.res.duration_ns ? p.pending * GUEST_PAGE_SIZE * 1e9 /
+                                          p.res.duration_ns : 0,
+    };
+    struct mig_params params = mig->params;
+    g_mutex_unlock(&mig->lock);
+
+    if (params.auto_converge) {
+        unsigned before = s->throttle.percent;
+        unsigned pct = precopy_throttle_step(&s->throttle, ps.remaining_bytes, p.res.bytes,
+                                             params.cpu_throttle_initial,
+                                             params.cpu_throttle_increment,
+                                             params.max_cpu_throttle);
+        if (pct != before)
+            machine_set_throttle(mig->m, pct);
+    }
+    p.throttle = s->throttle.percent;
+    p.bandwidth = ps.bandwidth;
+    p.dirty_rate = ps.dirty_rate;
+    p.expected_ns = precopy_expected_downtime_ns(&ps);
+    p.transferred = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
+    stats_update(mig, apply_pass_stats, &p);
+    *out = ps;
+    return channel_check(s->ch, errp);
+}
+
 static bool live_passes(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
+    uint32_t passes;
 
-    for (uint32_t pass = 1;; pass++) {
-        struct pass_stats p = { 0 };
-        if (!ram_save_pass(s->rs, pass, true, false, &p.res, errp))
-            return false;
-        if (!ram_save_sync(s->rs, &p.pending, errp))
-            return false;
-        emit_pass(pass);
-
-        g_mutex_lock(&mig->lock);
-        struct precopy_stats ps = {
-            .pass = pass,
-            .remaining_bytes = p.pending * GUEST_PAGE_SIZE,
-            .bandwidth = p.res.busy_ns ? p.res.bytes * 1e9 / p.res.busy_ns : 0,
-            .fixed_cost_ns = s->fixed_cost_ns,
-            .downtime_limit_ns = mig->params.downtime_limit_ms * 1000000ULL,
-            .forced_passes = mig->params.x_passes,
-            .dirty_rate = p.res.duration_ns ? p.pending * GUEST_PAGE_SIZE * 1e9 /
-                                              p.res.duration_ns : 0,
-        };
-        struct mig_params params = mig->params;
-        g_mutex_unlock(&mig->lock);
-
-        if (params.auto_converge) {
-            unsigned before = s->throttle.percent;
-            unsigned pct = precopy_throttle_step(&s->throttle, ps.remaining_bytes, p.res.bytes,
-                                                 params.cpu_throttle_initial,
-                                                 params.cpu_throttle_increment,
-                                                 params.max_cpu_throttle);
-            if (pct != before)
-                machine_set_throttle(mig->m, pct);
-        }
-        p.throttle = s->throttle.percent;
-        p.bandwidth = ps.bandwidth;
-        p.dirty_rate = ps.dirty_rate;
-        p.expected_ns = precopy_expected_downtime_ns(&ps);
-        p.transferred = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
-        stats_update(mig, apply_pass_stats, &p);
-        if (!channel_check(s->ch, errp))
-            return false;
-        if (precopy_default_policy(&ps, NULL) == PRECOPY_STOP_AND_COPY)
-            return true;
-    }
+    g_mutex_lock(&mig->lock);
+    precopy_policy_fn *policy = mig->policy;
+    void *policy_opaque = mig->policy_opaque;
+    g_mutex_unlock(&mig->lock);
+    return precopy_run_passes(policy, policy_opaque, live_pass, s, &passes, errp);
 }
 
 static bool send_state(struct sender *s, GError **errp)

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/policy.h"
+
 struct machine;
 
 /* QEMU's MigrationStatus names, the subset Tern uses. */
@@ -88,6 +90,10 @@ void mig_info_clear(struct mig_info *info);
  * max-bandwidth and downtime-limit take effect at once). */
 void migration_get_params(struct machine *m, struct mig_params *out);
 bool migration_set_params(struct machine *m, const struct mig_params *p, GError **errp);
+
+/* The pre-copy policy of the next migrations (fn with opaque, see policy.h);
+ * NULL restores the default, precopy_default_policy. */
+void migration_set_policy(struct machine *m, precopy_policy_fn *policy, void *opaque);
 
 /* Incoming: listen on (uri) (tcp:HOST:PORT, unix:PATH) and load the first
  * connection's stream into the machine (in inmigrate state). On success the
