@@ -232,9 +232,9 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
 
 static void incoming_cleanup(struct migration *mig);
 
-bool incoming_start(struct machine *m, const char *uri, GError **errp)
+bool incoming_start(struct migration *mig, const char *uri, GError **errp)
 {
-    struct migration *mig = migration_of(m);
+    struct machine *m = mig->m;
 
     if (machine_runstate(m) != RUNSTATE_INMIGRATE) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,

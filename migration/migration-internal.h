@@ -33,8 +33,6 @@ struct migration {
     void (*incoming_cleanup)(struct migration *mig);
 };
 
-/* The machine's migration object, created on first use (main thread). */
-struct migration *migration_of(struct machine *m);
 /* Record (msg) as the error of the current migration (first one wins). */
 void migration_set_error(struct migration *mig, const char *msg);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */

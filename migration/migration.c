@@ -15,17 +15,13 @@
 
 /* ---- the per-machine object ---- */
 
-struct migration *migration_of(struct machine *m)
+struct migration *migration_new(struct machine *m)
 {
-    struct migration *mig = machine_migration(m);
-    if (!mig) {
-        mig = g_new0(struct migration, 1);
-        mig->m = m;
-        g_mutex_init(&mig->lock);
-        migration_params_default(&mig->params);
-        mig->policy = precopy_default_policy;
-        machine_set_migration(m, mig);
-    }
+    struct migration *mig = g_new0(struct migration, 1);
+    mig->m = m;
+    g_mutex_init(&mig->lock);
+    migration_params_default(&mig->params);
+    mig->policy = precopy_default_policy;
     return mig;
 }
 
@@ -59,9 +55,8 @@ void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg)
 
 /* ---- API ---- */
 
-bool migration_cancel(struct machine *m, GError **errp)
+bool migration_cancel(struct migration *mig, GError **errp)
 {
-    struct migration *mig = migration_of(m);
 
     g_mutex_lock(&mig->lock);
     if (mig->end_sent && !mig_status_is_terminal(mig->status)) {
@@ -83,9 +78,8 @@ bool migration_cancel(struct machine *m, GError **errp)
     return true;
 }
 
-void migration_info(struct machine *m, struct mig_info *out)
+void migration_info(struct migration *mig, struct mig_info *out)
 {
-    struct migration *mig = migration_of(m);
 
     g_mutex_lock(&mig->lock);
     out->status = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
@@ -107,17 +101,15 @@ void migration_info(struct machine *m, struct mig_info *out)
     }
 }
 
-void migration_get_params(struct machine *m, struct mig_params *out)
+void migration_get_params(struct migration *mig, struct mig_params *out)
 {
-    struct migration *mig = migration_of(m);
     g_mutex_lock(&mig->lock);
     *out = mig->params;
     g_mutex_unlock(&mig->lock);
 }
 
-bool migration_set_params(struct machine *m, const struct mig_params *p, GError **errp)
+bool migration_set_params(struct migration *mig, const struct mig_params *p, GError **errp)
 {
-    struct migration *mig = migration_of(m);
     (void)errp;
     g_mutex_lock(&mig->lock);
     mig->params = *p;
@@ -128,22 +120,20 @@ bool migration_set_params(struct machine *m, const struct mig_params *p, GError 
     return true;
 }
 
-void migration_set_policy(struct machine *m, precopy_policy_fn *policy, void *opaque)
+void migration_set_policy(struct migration *mig, precopy_policy_fn *policy, void *opaque)
 {
-    struct migration *mig = migration_of(m);
     g_mutex_lock(&mig->lock);
     mig->policy = policy ? policy : precopy_default_policy;
     mig->policy_opaque = policy ? opaque : NULL;
     g_mutex_unlock(&mig->lock);
 }
 
-void migration_cleanup(struct machine *m)
+void migration_free(struct migration *mig)
 {
-    struct migration *mig = machine_migration(m);
     if (!mig)
         return;
     if (mig->in_progress) {
-        migration_cancel(m, NULL);
+        migration_cancel(mig, NULL);
         g_thread_join(mig->thread);
     }
     if (mig->incoming_cleanup)
@@ -151,5 +141,4 @@ void migration_cleanup(struct machine *m)
     g_free(mig->error);
     g_mutex_clear(&mig->lock);
     g_free(mig);
-    machine_set_migration(m, NULL);
 }

@@ -524,9 +524,9 @@ static void join_finished(struct migration *mig)
     }
 }
 
-bool migration_start(struct machine *m, const char *uri, GError **errp)
+bool migration_start(struct migration *mig, const char *uri, GError **errp)
 {
-    struct migration *mig = migration_of(m);
+    struct machine *m = mig->m;
     enum runstate rs = machine_runstate(m);
 
     join_finished(mig);

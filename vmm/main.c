@@ -94,9 +94,9 @@ static gboolean on_signal(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-static bool start_monitors(struct machine *m, GError **errp)
+static bool start_monitors(struct machine *m, struct migration *mig, GError **errp)
 {
-    migration_commands_register();
+    migration_commands_register(mig);
     hmp_commands_register();
     for (gchar **q = opt_qmp; q && *q; q++)
         if (!qmp_server_start(m, *q, errp))
@@ -159,11 +159,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
+    /* The migration object is ours, handed to its commands: the machine
+     * knows nothing of migration. */
+    struct migration *mig = migration_new(m);
     bool listen = opt_incoming && strcmp(opt_incoming, "defer") != 0;
-    if (!start_monitors(m, &err) || !machine_start(m, &err) ||
-        (listen && !incoming_start(m, opt_incoming, &err))) {
+    if (!start_monitors(m, mig, &err) || !machine_start(m, &err) ||
+        (listen && !incoming_start(mig, opt_incoming, &err))) {
         fprintf(stderr, "tern: %s\n", err->message);
-        migration_cleanup(m);
+        migration_free(mig);
         machine_destroy(m);
         return 1;
     }
@@ -174,7 +177,7 @@ int main(int argc, char **argv)
     /* Deliver what is queued (the SHUTDOWN event), then remove the sockets. */
     qmp_server_stop_all();
     hmp_monitor_stop_all();
-    migration_cleanup(m);
+    migration_free(mig);
     int status = machine_exit_status(m);
     machine_destroy(m);
     return status;
