@@ -230,9 +230,11 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-bool incoming_start(struct machine *m, const char *uri, GError **errp)
+static void incoming_cleanup(struct migration *mig);
+
+bool incoming_start(struct migration *mig, const char *uri, GError **errp)
 {
-    struct migration *mig = migration_of(m);
+    struct machine *m = mig->m;
 
     if (machine_runstate(m) != RUNSTATE_INMIGRATE) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
@@ -270,6 +272,7 @@ bool incoming_start(struct machine *m, const char *uri, GError **errp)
         inc->watch = g_unix_fd_add(inc->listen_fd, G_IO_IN, on_connection, inc);
     }
     mig->incoming = inc;
+    mig->incoming_cleanup = incoming_cleanup;
     mig->start_ns = clock_ns();
     mig->stats.total = machine_ram(m)->size;
     mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP);
@@ -278,7 +281,7 @@ bool incoming_start(struct machine *m, const char *uri, GError **errp)
     return true;
 }
 
-void incoming_cleanup(struct migration *mig)
+static void incoming_cleanup(struct migration *mig)
 {
     struct incoming *inc = mig->incoming;
     if (!inc)

@@ -21,6 +21,9 @@
 
 /* ---- small JSON helpers ---- */
 
+/* The migration object the commands act on, handed over at registration. */
+static struct migration *cmds_mig;
+
 static void set_u64(JsonObject *o, const char *name, uint64_t v)
 {
     json_object_set_int_member(o, name, (gint64)MIN(v, (uint64_t)INT64_MAX));
@@ -53,6 +56,7 @@ static const char *arg_string(JsonObject *args, const char *name)
 
 static JsonNode *cmd_migrate(struct machine *m, JsonObject *args, GError **errp)
 {
+    (void)m;
     /* "detach" is accepted and ignored: QMP's migrate never blocks. */
     if (json_object_has_member(args, "channels")) {
         g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
@@ -75,7 +79,7 @@ static JsonNode *cmd_migrate(struct machine *m, JsonObject *args, GError **errp)
         g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Parameter 'uri' is missing");
         return NULL;
     }
-    migration_start(m, uri, errp);
+    migration_start(cmds_mig, uri, errp);
     return NULL;
 }
 
@@ -87,7 +91,7 @@ static JsonNode *cmd_migrate_incoming(struct machine *m, JsonObject *args, GErro
         return NULL;
     }
     struct mig_info info = { 0 };
-    migration_info(m, &info);
+    migration_info(cmds_mig, &info);
     enum mig_status status = info.status;
     mig_info_clear(&info);
     if (status != MIG_STATUS_NONE) {
@@ -111,16 +115,17 @@ static JsonNode *cmd_migrate_incoming(struct machine *m, JsonObject *args, GErro
         g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Parameter 'uri' is missing");
         return NULL;
     }
-    incoming_start(m, uri, errp);
+    incoming_start(cmds_mig, uri, errp);
     return NULL;
 }
 
 static JsonNode *cmd_migrate_cancel(struct machine *m, JsonObject *args, GError **errp)
 {
+    (void)m;
     (void)args;
     struct mig_info info = { 0 };
 
-    migration_info(m, &info);
+    migration_info(cmds_mig, &info);
     enum mig_status status = info.status;
     mig_info_clear(&info);
     /* Like QEMU: nothing to cancel (never started, over, or already being
@@ -130,7 +135,7 @@ static JsonNode *cmd_migrate_cancel(struct machine *m, JsonObject *args, GError 
         mig_status_is_terminal(status)) {
         return NULL;
     }
-    migration_cancel(m, errp);
+    migration_cancel(cmds_mig, errp);
     return NULL;
 }
 
@@ -216,13 +221,14 @@ static JsonObject *mig_info_to_json(const struct mig_info *info, const struct mi
 
 static JsonNode *cmd_query_migrate(struct machine *m, JsonObject *args, GError **errp)
 {
+    (void)m;
     (void)args;
     (void)errp;
     struct mig_info info = { 0 };
     struct mig_params p;
 
-    migration_info(m, &info);
-    migration_get_params(m, &p);
+    migration_info(cmds_mig, &info);
+    migration_get_params(cmds_mig, &p);
     JsonObject *o = mig_info_to_json(&info, &p);
     mig_info_clear(&info);
     return command_result_object(o);
@@ -310,25 +316,27 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
 
 static JsonNode *cmd_migrate_set_parameters(struct machine *m, JsonObject *args, GError **errp)
 {
+    (void)m;
     struct mig_params p;
 
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     /* Validates the whole request before anything changes. */
     if (!mig_params_apply_json(&p, args, errp)) {
         return NULL;
     }
-    migration_set_params(m, &p, errp);
+    migration_set_params(cmds_mig, &p, errp);
     return NULL;
 }
 
 static JsonNode *cmd_query_migrate_parameters(struct machine *m, JsonObject *args,
                                               GError **errp)
 {
+    (void)m;
     (void)args;
     (void)errp;
     struct mig_params p;
 
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     return command_result_object(mig_params_to_json(&p));
 }
 
@@ -362,6 +370,7 @@ static void fmt_migrate_parameters(GString *out, JsonNode *result)
 static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *args,
                                                GError **errp)
 {
+    (void)m;
     const char *name = arg_string(args, "parameter");
     const char *text = arg_string(args, "value");
     const struct mig_param_desc *d = name ? mig_param_find(name) : NULL;
@@ -376,9 +385,9 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
     if (!text || !mig_param_parse_text(d, text, &value, errp)) {
         return NULL;
     }
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     mig_param_set(&p, d, value);
-    migration_set_params(m, &p, errp);
+    migration_set_params(cmds_mig, &p, errp);
     return NULL;
 }
 
@@ -387,23 +396,25 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
 static JsonNode *cmd_migrate_set_capabilities(struct machine *m, JsonObject *args,
                                               GError **errp)
 {
+    (void)m;
     struct mig_params p;
 
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     if (!mig_caps_apply_json(&p, json_object_get_array_member(args, "capabilities"), errp))
         return NULL;
-    migration_set_params(m, &p, errp);
+    migration_set_params(cmds_mig, &p, errp);
     return NULL;
 }
 
 static JsonNode *cmd_query_migrate_capabilities(struct machine *m, JsonObject *args,
                                                 GError **errp)
 {
+    (void)m;
     (void)args;
     (void)errp;
     struct mig_params p;
 
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     return command_result_array(mig_caps_to_json(&p));
 }
 
@@ -423,6 +434,7 @@ static void fmt_migrate_capabilities(GString *out, JsonNode *result)
 static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *args,
                                                 GError **errp)
 {
+    (void)m;
     const char *name = arg_string(args, "capability");
     const struct mig_param_desc *d = name ? mig_cap_find(name) : NULL;
     struct mig_params p;
@@ -432,9 +444,9 @@ static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *a
                     "Capability '%s' is not supported", name ? name : "");
         return NULL;
     }
-    migration_get_params(m, &p);
+    migration_get_params(cmds_mig, &p);
     mig_param_set(&p, d, json_object_get_boolean_member(args, "state"));
-    migration_set_params(m, &p, errp);
+    migration_set_params(cmds_mig, &p, errp);
     return NULL;
 }
 
@@ -447,7 +459,7 @@ static uint64_t bytes_to_mib(uint64_t bytes)
 
 struct mig_watch {
     struct hmp_session *hs;     /* a reference of ours */
-    struct machine *m;
+    struct migration *mig;
     size_t line_len;            /* width of the progress line on screen */
     char *line;                 /* its text, not rewritten while unchanged */
 };
@@ -514,7 +526,7 @@ static gboolean mig_watch_tick(gpointer opaque)
     if (hmp_session_is_closed(w->hs)) {
         return G_SOURCE_REMOVE;     /* the console went away; migration goes on */
     }
-    migration_info(w->m, &info);
+    migration_info(w->mig, &info);
     if (info.status == MIG_STATUS_NONE || mig_status_is_terminal(info.status)) {
         mig_watch_finish(w, &info);
         mig_info_clear(&info);
@@ -553,7 +565,7 @@ static bool hmp_migrate(struct hmp_session *hs, struct machine *m, JsonObject *a
     }
     struct mig_watch *w = g_new0(struct mig_watch, 1);
     w->hs = hmp_session_ref(hs);
-    w->m = m;
+    w->mig = cmds_mig;
     g_timeout_add_full(G_PRIORITY_DEFAULT, MIG_WATCH_INTERVAL_MS, mig_watch_tick, w,
                        mig_watch_free);
     return true;
@@ -639,12 +651,13 @@ static const struct command migration_commands[] = {
     },
 };
 
-void migration_commands_register(void)
+void migration_commands_register(struct migration *mig)
 {
     static bool done;
     size_t count;
     const struct mig_param_desc *table = mig_params_table(&count);
 
+    cmds_mig = mig;
     if (done) {
         return;
     }

@@ -1,11 +1,12 @@
-/* migration-internal.h: the per-machine migration object shared by the
- * outgoing (migration.c) and incoming (incoming.c) sides. Private to migration/. */
+/* migration-internal.h: the per-machine migration object (migration.c) that
+ * the outgoing (outgoing.c) and incoming (incoming.c) sides share. Private to migration/. */
 #ifndef TERN_MIGRATION_INTERNAL_H
 #define TERN_MIGRATION_INTERNAL_H
 
 #include <glib.h>
 
 #include "ram.h"
+#include "tern/policy.h"
 #include "tern/migration.h"
 
 struct channel;
@@ -16,6 +17,8 @@ struct migration {
     GMutex lock;                /* everything below but (status) */
     int status;                 /* enum mig_status, changed by mig_status_set() (CAS) */
     struct mig_params params;
+    precopy_policy_fn *policy;  /* when to stop iterating (default precopy_default_policy) */
+    void *policy_opaque;
     struct mig_stats stats;
     struct ram_counters ram;    /* updated by the sender with atomics */
     char *error;                /* why it failed or was cancelled */
@@ -25,16 +28,14 @@ struct migration {
     bool in_progress;           /* a sender thread exists and has not been joined */
     uint64_t start_ns;
     struct incoming *incoming;
+    /* Set by incoming_start(): stops and frees (incoming) at teardown, so the
+     * object needs no knowledge of the incoming side. */
+    void (*incoming_cleanup)(struct migration *mig);
 };
 
-/* The machine's migration object, created on first use (main thread). */
-struct migration *migration_of(struct machine *m);
 /* Record (msg) as the error of the current migration (first one wins). */
 void migration_set_error(struct migration *mig, const char *msg);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg);
-
-/* incoming.c */
-void incoming_cleanup(struct migration *mig);
 
 #endif

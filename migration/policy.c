@@ -52,6 +52,33 @@ enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void
         ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
 }
 
+/* What pausing costs beyond sending pages, to a target: state save and load. */
+#define FIXED_COST_BASE_NS (1000 * 1000ULL)
+
+uint64_t precopy_fixed_cost_ns(uint64_t rtt_ns, bool to_file)
+{
+    if (to_file) {
+        return 10 * FIXED_COST_BASE_NS;
+    }
+    return add_saturating(FIXED_COST_BASE_NS, rtt_ns > UINT64_MAX / 2 ? UINT64_MAX : 2 * rtt_ns);
+}
+
+bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque,
+                        precopy_pass_fn *do_pass, void *opaque, uint32_t *passes,
+                        GError **errp)
+{
+    for (uint32_t pass = 1;; pass++) {
+        struct precopy_stats ps = { 0 };
+        if (!do_pass(opaque, pass, &ps, errp)) {
+            return false;
+        }
+        if (policy(&ps, policy_opaque) == PRECOPY_STOP_AND_COPY) {
+            *passes = pass;
+            return true;
+        }
+    }
+}
+
 unsigned precopy_throttle_step(struct throttle_state *t, uint64_t dirtied, uint64_t sent,
                                unsigned initial, unsigned increment, unsigned max)
 {

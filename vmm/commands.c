@@ -4,7 +4,6 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "tern/hmp.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
 #include "tern/runstate.h"
@@ -414,15 +413,6 @@ static void fmt_cpus(GString *out, JsonNode *result)
     }
 }
 
-static JsonNode *cmd_human_monitor_command(struct machine *m, JsonObject *args, GError **errp)
-{
-    (void)errp;
-    const char *line = json_object_get_string_member(args, "command-line");
-    g_autofree char *text = hmp_execute_capture(m, line);
-    JsonNode *node = json_node_new(JSON_NODE_VALUE);
-    json_node_set_string(node, text);
-    return node;
-}
 
 static JsonNode *cmd_query_version(struct machine *m, JsonObject *args, GError **errp)
 {
@@ -506,12 +496,6 @@ static const struct cmd_arg args_qmp_capabilities[] = {
     CMD_ARGS_END,
 };
 
-static const struct cmd_arg args_human_monitor_command[] = {
-    { "command-line", CMD_ARG_STRING, false },
-    { "cpu-index", CMD_ARG_INT, true },
-    CMD_ARGS_END,
-};
-
 static const struct command builtin_commands[] = {
     {
         .name = "qmp_capabilities", .args = args_qmp_capabilities,
@@ -545,10 +529,6 @@ static const struct command builtin_commands[] = {
     {
         .name = "query-cpus-fast", .handler = cmd_query_cpus_fast,
         .hmp_info = "cpus", .help = "show infos for each CPU", .hmp_format = fmt_cpus,
-    },
-    {
-        .name = "human-monitor-command", .args = args_human_monitor_command,
-        .handler = cmd_human_monitor_command,
     },
     {
         .name = "query-version", .handler = cmd_query_version,

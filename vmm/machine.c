@@ -31,7 +31,6 @@ struct machine {
     GBytes *kernel;             /* the PVH ELF, reloaded on reset */
     void *boot_state;           /* vCPU/VM/device state right after loading, for reset */
     size_t boot_state_len;
-    void *migration;            /* owned by migration.c */
 
     struct guest_ram *ram;
     struct accel *accel;
@@ -721,16 +720,6 @@ void machine_incoming_failed(struct machine *m)
 bool machine_start_paused(struct machine *m)
 {
     return m->start_paused;
-}
-
-void *machine_migration(struct machine *m)
-{
-    return m->migration;
-}
-
-void machine_set_migration(struct machine *m, void *migration)
-{
-    m->migration = migration;
 }
 
 void machine_set_throttle(struct machine *m, unsigned percent)

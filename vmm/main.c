@@ -94,9 +94,10 @@ static gboolean on_signal(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
-static bool start_monitors(struct machine *m, GError **errp)
+static bool start_monitors(struct machine *m, struct migration *mig, GError **errp)
 {
-    migration_commands_register();
+    migration_commands_register(mig);
+    hmp_commands_register();
     for (gchar **q = opt_qmp; q && *q; q++)
         if (!qmp_server_start(m, *q, errp))
             return false;
@@ -109,7 +110,6 @@ int main(int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
     g_auto(GStrv) args = qemu_style_argv(argc, argv);
-    int nargs = argc;
     g_autoptr(GOptionContext) ctx = g_option_context_new("- a KVM VMM built for live migration");
 
     /* A reader of stdout or a log that goes away must not kill the VM. */
@@ -117,7 +117,8 @@ int main(int argc, char **argv)
     /* A file-size limit must fail the write (EFBIG), not kill the VM. */
     signal(SIGXFSZ, SIG_IGN);
     g_option_context_add_main_entries(ctx, options, NULL);
-    if (!g_option_context_parse(ctx, &nargs, &args, &err)) {
+    /* The strv variant frees the words it consumes; the argc/argv one drops them. */
+    if (!g_option_context_parse_strv(ctx, &args, &err)) {
         fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
@@ -125,7 +126,7 @@ int main(int argc, char **argv)
         printf("tern 0.1.0\n");
         return 0;
     }
-    if (nargs > 1) {
+    if (g_strv_length(args) > 1) {
         fprintf(stderr, "tern: unexpected argument '%s'\n", args[1]);
         return 1;
     }
@@ -158,11 +159,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern: %s\n", err->message);
         return 1;
     }
+    /* The migration object is ours, handed to its commands: the machine
+     * knows nothing of migration. */
+    struct migration *mig = migration_new(m);
     bool listen = opt_incoming && strcmp(opt_incoming, "defer") != 0;
-    if (!start_monitors(m, &err) || !machine_start(m, &err) ||
-        (listen && !incoming_start(m, opt_incoming, &err))) {
+    if (!start_monitors(m, mig, &err) || !machine_start(m, &err) ||
+        (listen && !incoming_start(mig, opt_incoming, &err))) {
         fprintf(stderr, "tern: %s\n", err->message);
-        migration_cleanup(m);
+        migration_free(mig);
         machine_destroy(m);
         return 1;
     }
@@ -173,7 +177,7 @@ int main(int argc, char **argv)
     /* Deliver what is queued (the SHUTDOWN event), then remove the sockets. */
     qmp_server_stop_all();
     hmp_monitor_stop_all();
-    migration_cleanup(m);
+    migration_free(mig);
     int status = machine_exit_status(m);
     machine_destroy(m);
     return status;

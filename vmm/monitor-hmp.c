@@ -28,8 +28,6 @@ struct hmp_session {
     bool running;               /* inside hmp_session_process(): no re-entry */
 };
 
-static void hmp_register_builtin(void);
-
 /* ---- output ---- */
 
 void hmp_session_puts(struct hmp_session *hs, const char *text)
@@ -323,14 +321,36 @@ static bool hmp_cmd_help(struct hmp_session *hs, struct machine *m, JsonObject *
     return true;
 }
 
+/* QMP's way into this monitor: registered from here, so the command table
+ * does not depend on HMP. */
+static JsonNode *cmd_human_monitor_command(struct machine *m, JsonObject *args, GError **errp)
+{
+    (void)errp;
+    const char *line = json_object_get_string_member(args, "command-line");
+    g_autofree char *text = hmp_execute_capture(m, line);
+    JsonNode *node = json_node_new(JSON_NODE_VALUE);
+    json_node_set_string(node, text);
+    return node;
+}
+
+static const struct cmd_arg args_human_monitor_command[] = {
+    { "command-line", CMD_ARG_STRING, false },
+    { "cpu-index", CMD_ARG_INT, true },
+    CMD_ARGS_END,
+};
+
 static const struct command hmp_builtin_commands[] = {
     {
         .hmp_name = "help|?", .hmp_args = "name:S?", .hmp_usage = "[cmd]",
         .help = "show the help", .hmp_handler = hmp_cmd_help,
     },
+    {
+        .name = "human-monitor-command", .args = args_human_monitor_command,
+        .handler = cmd_human_monitor_command,
+    },
 };
 
-static void hmp_register_builtin(void)
+void hmp_commands_register(void)
 {
     static bool done;
 
@@ -384,7 +404,7 @@ void hmp_session_execute(struct hmp_session *hs, const char *line)
 {
     const char *p = line;
 
-    hmp_register_builtin();
+    hmp_commands_register();
     skip_spaces(&p);
     if (!*p) {
         return;
@@ -452,7 +472,7 @@ struct hmp_session *hmp_session_new(struct machine *m, hmp_output_fn *out, void 
 {
     struct hmp_session *hs = g_new0(struct hmp_session, 1);
 
-    hmp_register_builtin();
+    hmp_commands_register();
     hs->refcount = 1;
     hs->m = m;
     hs->out = out;

@@ -57,8 +57,4 @@ bool machine_start_paused(struct machine *m);
 /* Auto-converge: keep vCPUs out of the guest (percent)% of the time (0: off). */
 void machine_set_throttle(struct machine *m, unsigned percent);
 
-/* The migration state object of this machine (owned by migration.c). */
-void *machine_migration(struct machine *m);
-void machine_set_migration(struct machine *m, void *migration);
-
 #endif

@@ -6,7 +6,8 @@
  * migrate-set-parameters, query-migrate-parameters and their HMP forms
  * (migrate [-d], migrate_incoming, migrate_cancel, info migrate,
  * migrate_set_parameter, info migrate_parameters) to the command table.
- * Call once on the main thread; later calls do nothing. */
-void migration_commands_register(void);
+ * They act on (mig). Call on the main thread; later calls only replace (mig). */
+struct migration;
+void migration_commands_register(struct migration *mig);
 
 #endif

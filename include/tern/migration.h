@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/policy.h"
+
 struct machine;
 
 /* QEMU's MigrationStatus names, the subset Tern uses. */
@@ -75,27 +77,35 @@ struct mig_info {
     char *error_desc;               /* failed/cancelled: why (g_free) */
 };
 
+/* The migration object of machine (m): status, parameters, statistics, the
+ * policy. Created by whoever creates the monitors and handed to the migration
+ * commands; the machine knows nothing of it. Free after joining every thread. */
+struct migration;
+struct migration *migration_new(struct machine *m);
+void migration_free(struct migration *mig);
+
 /* Outgoing. Starts the migration thread and returns at once (status setup).
  * Refused while one is running or the VM is not running/paused. */
-bool migration_start(struct machine *m, const char *uri, GError **errp);
+bool migration_start(struct migration *mig, const char *uri, GError **errp);
 /* Cancel the running outgoing migration; the source keeps (or resumes) its guest.
  * Refused once the target holds the complete state (END sent). */
-bool migration_cancel(struct machine *m, GError **errp);
+bool migration_cancel(struct migration *mig, GError **errp);
 /* Snapshot of the status and statistics (outgoing, or incoming on a target). */
-void migration_info(struct machine *m, struct mig_info *out);
+void migration_info(struct migration *mig, struct mig_info *out);
 void mig_info_clear(struct mig_info *info);
 /* Current parameters; set replaces them all (may be called during a migration:
  * max-bandwidth and downtime-limit take effect at once). */
-void migration_get_params(struct machine *m, struct mig_params *out);
-bool migration_set_params(struct machine *m, const struct mig_params *p, GError **errp);
+void migration_get_params(struct migration *mig, struct mig_params *out);
+bool migration_set_params(struct migration *mig, const struct mig_params *p, GError **errp);
+
+/* The pre-copy policy of the next migrations (fn with opaque, see policy.h);
+ * NULL restores the default, precopy_default_policy. */
+void migration_set_policy(struct migration *mig, precopy_policy_fn *policy, void *opaque);
 
 /* Incoming: listen on (uri) (tcp:HOST:PORT, unix:PATH) and load the first
  * connection's stream into the machine (in inmigrate state). On success the
  * guest resumes unless the machine was started with -S; on failure the
  * process exits with status 1 and a message naming the bad record. */
-bool incoming_start(struct machine *m, const char *uri, GError **errp);
-
-/* Free per-machine migration state (at machine destruction). */
-void migration_cleanup(struct machine *m);
+bool incoming_start(struct migration *mig, const char *uri, GError **errp);
 
 #endif

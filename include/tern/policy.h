@@ -4,6 +4,8 @@
 #ifndef TERN_POLICY_H
 #define TERN_POLICY_H
 
+#include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct precopy_stats {
@@ -31,6 +33,22 @@ uint64_t precopy_expected_downtime_ns(const struct precopy_stats *s);
 /* Default: with forced_passes, stop after exactly that many passes; otherwise
  * stop when the expected downtime fits downtime_limit_ns. */
 enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void *opaque);
+
+/* The fixed cost of the pause the default policy assumes: saving the state
+ * (~0.4 ms a vCPU here) and loading it, plus twice the measured round trip
+ * (rtt_ns) to a target; for a checkpoint file (no target), the tail and an fsync. */
+uint64_t precopy_fixed_cost_ns(uint64_t rtt_ns, bool to_file);
+
+/* One live pass (pass, from 1): send, sync the dirty log, and fill (*out)
+ * with what the policy needs. False with (errp) set on failure. */
+typedef bool precopy_pass_fn(void *opaque, uint32_t pass, struct precopy_stats *out,
+                             GError **errp);
+
+/* The pre-copy loop: run passes until (policy) says stop and copy; (*passes)
+ * is then the number of live passes run. False as soon as a pass fails. */
+bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque,
+                        precopy_pass_fn *do_pass, void *opaque, uint32_t *passes,
+                        GError **errp);
 
 /* Auto-converge (QEMU's rule): when the guest dirtied more than half of what
  * a pass sent, two passes in a row, take (initial)% of its vCPU time, then

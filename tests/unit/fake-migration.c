@@ -81,9 +81,9 @@ const char *fake_migration_last_uri(void)
     return fake.last_uri;
 }
 
-bool migration_start(struct machine *m, const char *uri, GError **errp)
+bool migration_start(struct migration *mig, const char *uri, GError **errp)
 {
-    (void)m;
+    (void)mig;
     fake.start_calls++;
     g_free(fake.last_uri);
     fake.last_uri = g_strdup(uri);
@@ -102,9 +102,9 @@ bool migration_start(struct machine *m, const char *uri, GError **errp)
     return true;
 }
 
-bool migration_cancel(struct machine *m, GError **errp)
+bool migration_cancel(struct migration *mig, GError **errp)
 {
-    (void)m;
+    (void)mig;
     fake.cancel_calls++;
     if (fake.fail_cancel) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s", fake.fail_cancel);
@@ -114,32 +114,32 @@ bool migration_cancel(struct machine *m, GError **errp)
     return true;
 }
 
-void migration_info(struct machine *m, struct mig_info *out)
+void migration_info(struct migration *mig, struct mig_info *out)
 {
-    (void)m;
+    (void)mig;
     out->status = fake.status;
     out->stats = fake.stats;
     out->error_desc = g_strdup(fake.error_desc);
 }
 
-void migration_get_params(struct machine *m, struct mig_params *out)
+void migration_get_params(struct migration *mig, struct mig_params *out)
 {
-    (void)m;
+    (void)mig;
     *out = fake.params;
 }
 
-bool migration_set_params(struct machine *m, const struct mig_params *p, GError **errp)
+bool migration_set_params(struct migration *mig, const struct mig_params *p, GError **errp)
 {
-    (void)m;
+    (void)mig;
     (void)errp;
     fake.set_params_calls++;
     fake.params = *p;
     return true;
 }
 
-bool incoming_start(struct machine *m, const char *uri, GError **errp)
+bool incoming_start(struct migration *mig, const char *uri, GError **errp)
 {
-    (void)m;
+    (void)mig;
     (void)errp;
     fake.incoming_calls++;
     g_free(fake.last_uri);
@@ -148,7 +148,19 @@ bool incoming_start(struct machine *m, const char *uri, GError **errp)
     return true;
 }
 
-void migration_cleanup(struct machine *m)
+/* The fake keeps its state in (fake); the object only identifies it. */
+struct migration {
+    struct machine *m;
+};
+
+struct migration *migration_new(struct machine *m)
 {
-    (void)m;
+    static struct migration the_migration;
+    the_migration.m = m;
+    return &the_migration;
+}
+
+void migration_free(struct migration *mig)
+{
+    (void)mig;
 }

@@ -27,12 +27,18 @@ static void drain(void)
     }
 }
 
+/* The migration object handed to the commands (the fake's). */
+static struct migration *test_mig;
+
 static int setup(void **state)
 {
-    migration_commands_register();
-    migration_commands_register();      /* a second call is harmless */
+    struct machine *m = fake_machine_new(1, RUNSTATE_RUNNING);
+
+    test_mig = migration_new(m);
+    migration_commands_register(test_mig);
+    migration_commands_register(test_mig);  /* a second call is harmless */
     fake_migration_reset();
-    *state = fake_machine_new(1, RUNSTATE_RUNNING);
+    *state = m;
     return 0;
 }
 
@@ -372,7 +378,7 @@ static void test_capabilities(void **state)
     assert_qmp(m, "migrate-set-capabilities",
                "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}",
                "{}");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
     assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\n");
     /* All or nothing: a bad entry after a good one changes nothing. */
@@ -382,10 +388,10 @@ static void test_capabilities(void **state)
                      "Capability 'postcopy-ram' is not supported");
     assert_qmp_error(m, "migrate-set-capabilities", "{\"capabilities\": [{\"state\": true}]}",
                      "capabilities[0] must be {\"capability\": string, \"state\": bool}");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
     assert_hmp(m, "migrate_set_capability auto-converge off", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_false(p.auto_converge);
     assert_hmp(m, "migrate_set_capability bogus on",
                "Error: Capability 'bogus' is not supported\r\n");
@@ -524,27 +530,27 @@ static void test_hmp_set_parameter(void **state)
     assert_hmp(m, "migrate_set_parameter downtime-limit 500", "");
     /* max-bandwidth is a size: a bare number is MiB, as in QEMU. */
     assert_hmp(m, "migrate_set_parameter max-bandwidth 100", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.downtime_limit_ms, 500);
     assert_int_equal(p.max_bandwidth, 100 * 1024 * 1024);
     assert_hmp(m, "migrate_set_parameter max-bandwidth 32K", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.max_bandwidth, 32 * 1024);
     assert_hmp(m, "migrate_set_parameter max-bandwidth 1G", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.max_bandwidth, 1024 * 1024 * 1024);
     assert_hmp(m, "migrate_set_parameter max-bandwidth 4096B", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.max_bandwidth, 4096);
     assert_hmp(m, "migrate_set_parameter max-bandwidth 0M", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.max_bandwidth, 0);
     assert_hmp(m, "migrate_set_parameter max-bandwidth 7", "");
     assert_hmp(m, "migrate_set_parameter max-bandwidth 0", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_int_equal(p.max_bandwidth, 0);
     assert_hmp(m, "migrate_set_parameter x-checksum off", "");
-    migration_get_params(m, &p);
+    migration_get_params(test_mig, &p);
     assert_false(p.x_checksum);
     assert_hmp(m, "migrate_set_parameter x-checksum YES", "");
     assert_hmp(m, "migrate_set_parameter compress-level 4", "");

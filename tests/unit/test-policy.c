@@ -1,4 +1,5 @@
-/* test-policy.c: the default pre-copy policy and the expected-downtime formula. */
+/* test-policy.c: the default pre-copy policy, the expected-downtime formula,
+ * and the pass loop that takes the decisions of the policy it is given. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,13 +132,6 @@ static void test_first_pass(void **state)
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
 }
 
-/* The policy is a plain function pointer: a replacement can be swapped in. */
-static enum precopy_decision never_stop(const struct precopy_stats *s, void *opaque)
-{
-    (void)s;
-    (*(unsigned *)opaque)++;
-    return PRECOPY_CONTINUE;
-}
 
 /* Auto-converge: two hot passes in a row step the throttle, a cool pass resets
  * the count, and the ceiling holds. */
@@ -163,16 +157,85 @@ static void test_throttle_steps(void **state)
     assert_int_equal(precopy_throttle_step(&u, sent / 2, sent, 20, 10, 99), 0);
 }
 
-static void test_replaceable(void **state)
+/* A fake sender for precopy_run_passes(): every pass "sends" (per_pass)
+ * bytes and reports a remaining size that the default policy would never
+ * stop on (unknown bandwidth), and it gives up after (max_passes) so that a
+ * loop ignoring the policy fails instead of hanging. */
+struct fake_sender {
+    uint32_t passes_run;
+    uint64_t sent;
+    uint64_t per_pass;
+    uint32_t max_passes;
+};
+
+static bool fake_pass(void *opaque, uint32_t pass, struct precopy_stats *out, GError **errp)
+{
+    struct fake_sender *f = opaque;
+
+    if (pass > f->max_passes) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_FAILED, "policy ignored");
+        return false;
+    }
+    f->passes_run++;
+    f->sent += f->per_pass;
+    *out = stats(pass, 1ULL << 40, 0.0);
+    return true;
+}
+
+/* A fake policy: stop and copy at pass (stop_at), recording what it saw. */
+struct fake_policy {
+    uint32_t stop_at;
+    unsigned calls;
+    uint32_t last_pass;
+};
+
+static enum precopy_decision stop_at_pass(const struct precopy_stats *s, void *opaque)
+{
+    struct fake_policy *p = opaque;
+
+    p->calls++;
+    p->last_pass = s->pass;
+    return s->pass >= p->stop_at ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
+}
+
+/* The pass loop takes the decisions of the policy it is given: exactly
+ * (stop_at) passes run and are sent, and the policy saw each of them. */
+static void test_policy_decides(void **state)
 {
     (void)state;
-    precopy_policy_fn *fn = never_stop;
-    unsigned calls = 0;
-    struct precopy_stats s = stats(9, 0, 1e9);
-    assert_int_equal(fn(&s, &calls), PRECOPY_CONTINUE);
-    assert_int_equal(calls, 1);
-    fn = precopy_default_policy;
-    assert_int_equal(fn(&s, NULL), PRECOPY_STOP_AND_COPY);
+    for (uint32_t n = 1; n <= 7; n++) {
+        struct fake_sender f = { .per_pass = 4096, .max_passes = 20 };
+        struct fake_policy pol = { .stop_at = n };
+        uint32_t passes = 0;
+        g_autoptr(GError) err = NULL;
+
+        assert_true(precopy_run_passes(stop_at_pass, &pol, fake_pass, &f, &passes, &err));
+        assert_null(err);
+        assert_int_equal(passes, n);
+        assert_int_equal(f.passes_run, n);
+        assert_int_equal(f.sent, (uint64_t)n * 4096);
+        assert_int_equal(pol.calls, n);
+        assert_int_equal(pol.last_pass, n);
+    }
+    /* The default policy under the same inputs never stops: the loop runs
+     * until the sender fails, so it is the policy passed in that decided. */
+    struct fake_sender f = { .per_pass = 4096, .max_passes = 20 };
+    uint32_t passes = 0;
+    g_autoptr(GError) err = NULL;
+    assert_false(precopy_run_passes(precopy_default_policy, NULL, fake_pass, &f, &passes, &err));
+    assert_non_null(err);
+    assert_int_equal(f.passes_run, 20);
+}
+
+static void test_fixed_cost_inputs(void **state)
+{
+    (void)state;
+    /* 1 ms of state save and load, plus twice the round trip to a target. */
+    assert_int_equal(precopy_fixed_cost_ns(0, false), 1 * MS);
+    assert_int_equal(precopy_fixed_cost_ns(3 * MS, false), 7 * MS);
+    assert_int_equal(precopy_fixed_cost_ns(UINT64_MAX - 1, false), UINT64_MAX);
+    /* A checkpoint file: the tail and an fsync, whatever the round trip. */
+    assert_int_equal(precopy_fixed_cost_ns(0, true), 10 * MS);
 }
 
 int main(void)
@@ -184,7 +247,8 @@ int main(void)
         cmocka_unit_test(test_fixed_cost),
         cmocka_unit_test(test_unknown_bandwidth),
         cmocka_unit_test(test_first_pass),
-        cmocka_unit_test(test_replaceable),
+        cmocka_unit_test(test_policy_decides),
+        cmocka_unit_test(test_fixed_cost_inputs),
         cmocka_unit_test(test_throttle_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 #include "tern/commands.h"
 #include "tern/events.h"
 #include "tern/memory.h"
+#include "tern/hmp.h"
 #include "tern/qmp.h"
 
 struct capture {
@@ -48,6 +49,7 @@ static int setup(void **state)
 {
     struct fixture *f = g_new0(struct fixture, 1);
 
+    hmp_commands_register();        /* human-monitor-command */
     f->m = fake_machine_new(1, RUNSTATE_RUNNING);
     f->cap.msgs = g_ptr_array_new_with_free_func(g_free);
     f->s = qmp_session_new(f->m, capture_out, &f->cap);
