@@ -693,6 +693,111 @@ static void test_rate_limit(void **state)
     channel_close(ch);
 }
 
+/* ---- positional writes ---- */
+
+/* A backend with positional writes that records them; (fail) makes the next one fail. */
+struct pos_backend {
+    uint64_t offset;
+    size_t len;
+    unsigned writes;
+    unsigned drains;
+    bool fail;
+};
+
+static bool pos_write_at(void *opaque, uint64_t offset, const void *buf, size_t len,
+                         GError **errp)
+{
+    struct pos_backend *pb = opaque;
+
+    (void)buf;
+    if (pb->fail) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "disk on fire");
+        return false;
+    }
+    pb->offset = offset;
+    pb->len = len;
+    pb->writes++;
+    return true;
+}
+
+static bool pos_drain(void *opaque, GError **errp)
+{
+    struct pos_backend *pb = opaque;
+
+    (void)errp;
+    pb->drains++;
+    return true;
+}
+
+static const struct channel_ops pos_ops = {
+    .kind = "pos",
+    .write_at = pos_write_at,
+    .drain = pos_drain,
+};
+
+static void test_write_at(void **state)
+{
+    static uint8_t page[4096];
+    struct pos_backend pb = { 0 };
+    struct channel *ch = channel_new(&pos_ops, &pb, "fake");
+    GError *err = NULL;
+    int sv[2];
+
+    (void)state;
+    /* Accepted writes count in the byte counter, not in the stream position. */
+    assert_true(channel_write_at(ch, 8192, page, sizeof(page), &err));
+    g_assert_no_error(err);
+    assert_int_equal(pb.writes, 1);
+    assert_int_equal(pb.offset, 8192);
+    assert_int_equal(pb.len, sizeof(page));
+    assert_int_equal(channel_bytes_written(ch), sizeof(page));
+    assert_int_equal(channel_write_pos(ch), 0);
+    assert_true(channel_drain(ch, &err));
+    assert_int_equal(pb.drains, 1);
+
+    /* And against the rate limit: 10 kB/s is 1000 bytes a window. */
+    channel_set_rate_limit(ch, 10000);
+    assert_false(channel_rate_limit_exceeded(ch));
+    assert_true(channel_write_at(ch, 0, page, sizeof(page), &err));
+    assert_true(channel_rate_limit_exceeded(ch));
+    channel_set_rate_limit(ch, 0);
+
+    /* A backend failure is returned; a failed channel writes nothing more. */
+    pb.fail = true;
+    assert_false(channel_write_at(ch, 0, page, sizeof(page), &err));
+    assert_error(err, "disk on fire");
+    g_clear_error(&err);
+    assert_int_equal(channel_bytes_written(ch), 2 * sizeof(page));
+    pb.fail = false;
+    channel_shutdown(ch, "cancelled");
+    assert_false(channel_write_at(ch, 0, page, sizeof(page), &err));
+    assert_error(err, "cancelled");
+    g_clear_error(&err);
+    assert_int_equal(pb.writes, 2);
+    channel_close(ch);
+
+    /* Memory and socket channels refuse, with a sticky error naming them. */
+    ch = channel_mem_new(NULL, 0);
+    assert_false(channel_drain(ch, &err));
+    assert_error(err, "mem channel");
+    assert_error(err, "cannot do positional writes");
+    g_clear_error(&err);
+    assert_true(channel_has_error(ch));
+    channel_close(ch);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ch = channel_socket_new(sv[0], "peer");
+    assert_false(channel_write_at(ch, 0, page, sizeof(page), &err));
+    assert_error(err, "socket channel peer cannot do positional writes");
+    g_clear_error(&err);
+    assert_int_equal(channel_bytes_written(ch), 0);
+    channel_put_u8(ch, 1);                              /* the error sticks */
+    assert_false(channel_flush(ch, &err));
+    assert_error(err, "positional write");
+    g_clear_error(&err);
+    channel_close(ch);
+    close(sv[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_linger),
         cmocka_unit_test(test_uri_parse),
         cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_write_at),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
