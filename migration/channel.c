@@ -30,6 +30,7 @@ struct channel {
     uint64_t written;
 
     /* Rate limit: bytes put in the current window, which started at window_start_us. */
+    const struct channel_clock *clock;  /* NULL: g_get_monotonic_time() */
     uint64_t rate_limit;
     int64_t window_start_us;
     uint64_t window_used;
@@ -363,10 +364,22 @@ bool channel_drain(struct channel *ch, GError **errp)
 
 /* ---- Rate limiting ---- */
 
+static int64_t channel_now(struct channel *ch)
+{
+    return ch->clock ? ch->clock->now_us(ch->clock->opaque) : g_get_monotonic_time();
+}
+
+void channel_set_clock(struct channel *ch, const struct channel_clock *clock)
+{
+    ch->clock = clock;
+    ch->window_start_us = channel_now(ch);
+    ch->window_used = 0;
+}
+
 void channel_set_rate_limit(struct channel *ch, uint64_t bytes_per_sec)
 {
     ch->rate_limit = bytes_per_sec;
-    ch->window_start_us = g_get_monotonic_time();
+    ch->window_start_us = channel_now(ch);
     ch->window_used = 0;
 }
 
@@ -388,7 +401,7 @@ bool channel_rate_limit_exceeded(struct channel *ch)
 
     if (!ch->rate_limit)
         return false;
-    now = g_get_monotonic_time();
+    now = channel_now(ch);
     if (now - ch->window_start_us >= RATE_WINDOW_US) {
         /* Carry an overshoot into the new window so the average holds. */
         uint64_t budget = channel_window_budget(ch);
@@ -405,10 +418,14 @@ uint64_t channel_rate_limit_wait(struct channel *ch)
 
     if (!channel_rate_limit_exceeded(ch))
         return 0;
-    start = g_get_monotonic_time();
+    start = channel_now(ch);
     while (channel_rate_limit_exceeded(ch) && !channel_has_error(ch)) {
         int64_t end = ch->window_start_us + RATE_WINDOW_US;
 
+        if (ch->clock) {
+            ch->clock->sleep_until(ch->clock->opaque, end);
+            continue;
+        }
         g_mutex_lock(&ch->lock);
         while (!ch->err && g_get_monotonic_time() < end) {
             if (!g_cond_wait_until(&ch->cond, &ch->lock, end))
@@ -416,7 +433,7 @@ uint64_t channel_rate_limit_wait(struct channel *ch)
         }
         g_mutex_unlock(&ch->lock);
     }
-    return (uint64_t)(g_get_monotonic_time() - start) * 1000;
+    return (uint64_t)(channel_now(ch) - start) * 1000;
 }
 
 /* ---- Reading ---- */

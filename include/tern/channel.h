@@ -125,6 +125,19 @@ bool channel_drain(struct channel *ch, GError **errp);
 
 /* ---- Rate limiting (sender thread only) ---- */
 
+/* The rate limit's clock: now_us() in microseconds, and sleep_until(), which
+ * returns once now_us() >= (deadline_us). A test passes a fake that advances
+ * when it sleeps, so the limit's arithmetic is checked without real time. */
+struct channel_clock {
+    int64_t (*now_us)(void *opaque);
+    void (*sleep_until)(void *opaque, int64_t deadline_us);
+    void *opaque;
+};
+
+/* Use (clock) (kept by reference) for (ch)'s rate limit; NULL: the monotonic
+ * clock, sleeping on the channel so that a channel_shutdown() wakes a sender.
+ * Starts a new window. */
+void channel_set_clock(struct channel *ch, const struct channel_clock *clock);
 /* Limit puts to (bytes_per_sec) on average, in 100 ms windows; 0 = no limit. */
 void channel_set_rate_limit(struct channel *ch, uint64_t bytes_per_sec);
 uint64_t channel_get_rate_limit(struct channel *ch);

@@ -642,6 +642,27 @@ static void test_uri_parse(void **state)
 
 /* ---- rate limiting ---- */
 
+/* A fake clock for the rate limit: time moves only when the channel sleeps. */
+static int64_t fake_now_us;
+
+static int64_t fake_clock_now(void *opaque)
+{
+    (void)opaque;
+    return fake_now_us;
+}
+
+static void fake_clock_sleep_until(void *opaque, int64_t deadline_us)
+{
+    (void)opaque;
+    assert_true(deadline_us > fake_now_us);     /* never asked to sleep for nothing */
+    fake_now_us = deadline_us;
+}
+
+static const struct channel_clock fake_clock = {
+    .now_us = fake_clock_now,
+    .sleep_until = fake_clock_sleep_until,
+};
+
 static void test_rate_limit(void **state)
 {
     struct channel *ch = channel_mem_new(NULL, 0);
@@ -650,22 +671,20 @@ static void test_rate_limit(void **state)
     uint64_t sent = 0;
 
     (void)state;
+    fake_now_us = 1000 * G_USEC_PER_SEC;
+    channel_set_clock(ch, &fake_clock);
     assert_false(channel_rate_limit_exceeded(ch));      /* no limit */
     assert_int_equal(channel_rate_limit_wait(ch), 0);
-    start = clock_ns();
     channel_set_rate_limit(ch, 1000000);                /* 1 MB/s: 100 kB per 100 ms */
     assert_int_equal(channel_get_rate_limit(ch), 1000000);
     channel_put_bytes(ch, chunk, 50000);
     assert_false(channel_rate_limit_exceeded(ch));
     channel_put_buffer_ref(ch, chunk, 10000);
     channel_put_bytes(ch, chunk, 40000);
-    bool exceeded = channel_rate_limit_exceeded(ch);
-    /* Judged only if the window has not rolled over (a stalled test host). */
-    if (clock_ns() - start < 90 * 1000000ULL)
-        assert_true(exceeded);
+    assert_true(channel_rate_limit_exceeded(ch));       /* the window is used up */
 
-    /* Send 400 kB more as a sender thread would: 4 more windows, ~0.4 s. */
-    start = clock_ns();
+    /* Send 400 kB more as a sender thread would: 4 more windows, 0.4 s. */
+    start = (uint64_t)fake_now_us * 1000;
     slept = 0;
     while (sent < 400000) {
         slept += channel_rate_limit_wait(ch);
@@ -673,14 +692,26 @@ static void test_rate_limit(void **state)
         sent += 10000;
         assert_true(channel_flush(ch, NULL));
     }
-    elapsed = clock_ns() - start;
+    elapsed = (uint64_t)fake_now_us * 1000 - start;
     assert_true(elapsed >= 300 * 1000000ULL);
     assert_true(elapsed < 2000 * 1000000ULL);
     assert_true(slept > 250 * 1000000ULL);
+    assert_int_equal(elapsed, 400 * 1000000ULL);        /* exactly 4 windows */
+    assert_int_equal(slept, elapsed);
     assert_int_equal(channel_write_pos(ch), 500000);
     assert_int_equal(channel_bytes_written(ch), 500000);
 
-    /* A shutdown wakes a waiting sender at once. */
+    /* An overshoot carries into the next windows: a window that took 250 kB
+     * is paid for by two more before the budget allows more. */
+    assert_true(channel_rate_limit_exceeded(ch));
+    channel_put_bytes(ch, chunk, 50000);
+    channel_put_bytes(ch, chunk, 50000);
+    channel_put_bytes(ch, chunk, 50000);
+    assert_int_equal(channel_rate_limit_wait(ch), 200 * 1000000ULL);
+    assert_false(channel_rate_limit_exceeded(ch));
+
+    /* A shutdown wakes a waiting sender at once (on the real clock). */
+    channel_set_clock(ch, NULL);
     channel_set_rate_limit(ch, 10);                     /* 1 byte per window */
     channel_put_bytes(ch, chunk, 100);
     assert_true(channel_rate_limit_exceeded(ch));
@@ -756,10 +787,14 @@ static void test_write_at(void **state)
     assert_int_equal(pb.drains, 1);
 
     /* And against the rate limit: 10 kB/s is 1000 bytes a window. */
+    fake_now_us = 1000 * G_USEC_PER_SEC;
+    channel_set_clock(ch, &fake_clock);
     channel_set_rate_limit(ch, 10000);
     assert_false(channel_rate_limit_exceeded(ch));
     assert_true(channel_write_at(ch, 0, page, sizeof(page), &err));
     assert_true(channel_rate_limit_exceeded(ch));
+    /* 4096 bytes in a 1000-byte window: four windows pass before more may go. */
+    assert_int_equal(channel_rate_limit_wait(ch), 400 * 1000000ULL);
     channel_set_rate_limit(ch, 0);
 
     /* A backend failure is returned; a failed channel writes nothing more. */
