@@ -429,12 +429,34 @@ static void test_socketpair(void **state)
     g_free(got);
 }
 
+static gint reader_tid;
+
 static gpointer blocked_reader(gpointer opaque)
 {
     struct channel *ch = opaque;
 
+    g_atomic_int_set(&reader_tid, (gint)gettid());
     channel_get_le32(ch);       /* blocks until the shutdown */
     return NULL;
+}
+
+/* Until thread (tid) of this process sleeps in the kernel (state S), for at most 5 s. */
+static void wait_thread_sleeping(gint tid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/task/%d/stat", tid);
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autofree char *stat = NULL;
+        const char *paren;
+
+        if (g_file_get_contents(path, &stat, NULL, NULL) && (paren = strrchr(stat, ')')) &&
+            paren[1] == ' ' && paren[2] == 'S')
+            return;
+        if (g_get_monotonic_time() > end)
+            fail_msg("thread %d never blocked: %s", tid, stat ? stat : "(gone)");
+        g_usleep(1000);
+    }
 }
 
 static void test_shutdown_unblocks(void **state)
@@ -447,8 +469,11 @@ static void test_shutdown_unblocks(void **state)
     (void)state;
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     ch = channel_socket_new(sv[0], "blocked");
+    g_atomic_int_set(&reader_tid, 0);
     t = g_thread_new("reader", blocked_reader, ch);
-    g_usleep(50 * 1000);
+    while (!g_atomic_int_get(&reader_tid))
+        g_thread_yield();
+    wait_thread_sleeping(g_atomic_int_get(&reader_tid));   /* in recv, not before it */
     channel_shutdown(ch, "migration cancelled");
     g_thread_join(t);
     assert_false(channel_check(ch, &err));
