@@ -421,10 +421,16 @@ static void file_close(void *opaque)
     g_free(fb);
 }
 
+static bool file_write_at(void *opaque, uint64_t offset, const void *page, size_t len,
+                          GError **errp);
+static bool file_drain(void *opaque, GError **errp);
+
 static const struct channel_ops file_ops = {
     .kind = "file",
     .writev = file_writev,
     .read = file_read,
+    .write_at = file_write_at,
+    .drain = file_drain,
     .close = file_close,
 };
 
@@ -592,16 +598,13 @@ struct channel *channel_file_open(const char *path, GError **errp)
 
 /* ---- Positional writes ---- */
 
-bool channel_file_write_page(struct channel *ch, uint64_t offset, const void *page, size_t len,
-                             GError **errp)
+/* channel_write_at(), which checked the channel error and counts the bytes. */
+static bool file_write_at(void *opaque, uint64_t offset, const void *page, size_t len,
+                          GError **errp)
 {
-    struct file_backend *fb = file_of(ch, "positional write", errp);
+    struct file_backend *fb = opaque;
     struct file_slot *s;
 
-    if (!fb)
-        return false;
-    if (!channel_check(ch, errp))
-        return false;
     if (!fb->writing || fb->committed)
         return fb_fail(fb, errp, "positional write on a channel that is not writing");
     if (!len || len % ALIGN || offset % ALIGN)
@@ -653,13 +656,13 @@ bool channel_file_write_page(struct channel *ch, uint64_t offset, const void *pa
     return true;
 }
 
-bool channel_file_drain(struct channel *ch, GError **errp)
+/* channel_drain(). */
+static bool file_drain(void *opaque, GError **errp)
 {
-    struct file_backend *fb = file_of(ch, "drain", errp);
+    struct file_backend *fb = opaque;
+    struct channel *ch = fb->ch;
     bool ok;
 
-    if (!fb)
-        return false;
     ok = channel_has_error(ch) ? true : submit_run(fb, errp);
     if (fb->open_run) {
         put_slot(fb, fb->open_run);
@@ -765,7 +768,7 @@ bool channel_file_commit(struct channel *ch, GError **errp)
         return false;
     if (!fb->writing || fb->committed)
         return fb_fail(fb, errp, "commit of a channel that is not writing a checkpoint");
-    if (!channel_flush(ch, errp) || !channel_file_drain(ch, errp) || !seq_flush(fb, errp)) {
+    if (!channel_flush(ch, errp) || !channel_drain(ch, errp) || !seq_flush(fb, errp)) {
         remove_tmp(fb);
         return false;
     }

@@ -42,13 +42,13 @@ struct ram_save {
     unsigned long *present;
     uint32_t *page_crc;
     GArray *passes;             /* struct stream_iteration_end */
-    uint64_t mapped_bytes;      /* page bytes written beside the channel's stream */
 };
 
-/* Bytes put out so far: the stream, plus pages written to their place in a file. */
+/* Bytes put out so far: the stream, plus pages written to their place in a
+ * file (the channel counts both). */
 static uint64_t bytes_out(struct ram_save *rs)
 {
-    return channel_bytes_written(rs->w->ch) + rs->mapped_bytes;
+    return channel_bytes_written(rs->w->ch);
 }
 
 static void count(uint64_t *counter, uint64_t n)
@@ -121,10 +121,8 @@ static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *pa
     bitmap_set_atomic(rs->present, gfn);
     count(&rs->counters->normal, 1);
     count(&rs->counters->normal_bytes, GUEST_PAGE_SIZE);
-    rs->mapped_bytes += GUEST_PAGE_SIZE;
-    channel_account_external(rs->w->ch, GUEST_PAGE_SIZE);
-    return channel_file_write_page(rs->w->ch, stream_mapped_page_offset(&rs->layout, gfn), page,
-                                   GUEST_PAGE_SIZE, errp);
+    return channel_write_at(rs->w->ch, stream_mapped_page_offset(&rs->layout, gfn), page,
+                            GUEST_PAGE_SIZE, errp);
 }
 
 bool ram_save_setup(struct ram_save *rs, GError **errp)
@@ -268,7 +266,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
     if (!flush_zero(rs, errp) || !flush_pages(rs, errp))
         return false;
     /* Never two writes of one page in flight: the pass ends when all landed. */
-    if (rs->mapped && !channel_file_drain(ch, errp))
+    if (rs->mapped && !channel_drain(ch, errp))
         return false;
 
     uint64_t duration = clock_ns() - t0;

@@ -49,22 +49,17 @@
  * start at offset 0. NULL with (errp) if the file cannot be created. */
 struct channel *channel_file_create(const char *path, GError **errp);
 
-/* Write (len) bytes (a multiple of CHANNEL_FILE_ALIGN) from (page) at file
- * offset (offset) (a multiple of CHANNEL_FILE_ALIGN), asynchronously:
- * (page) must stay valid and should not change until channel_file_drain()
- * (with O_DIRECT it is read in place, without a copy; it should be
- * CHANNEL_FILE_ALIGN-aligned, as guest RAM is, else it is written
- * synchronously through the page cache). A call continuing the previous one
- * (offset and, ideally, page right after it) is merged into the same request.
- * Two writes to the same offset must not be in flight together: drain between
- * them. False with (errp) if the channel has failed (the error may come from
- * an earlier write). */
-bool channel_file_write_page(struct channel *ch, uint64_t offset, const void *page, size_t len,
-                             GError **errp);
-
-/* Wait until every positional write of (ch) has landed (or failed). False
- * with (errp) if the channel has failed. */
-bool channel_file_drain(struct channel *ch, GError **errp);
+/* Positional writes go through the channel: channel_write_at() and
+ * channel_drain() (channel.h). On a file channel, channel_write_at() writes
+ * (len) bytes (a multiple of CHANNEL_FILE_ALIGN) from (buf) at file offset
+ * (offset) (a multiple of CHANNEL_FILE_ALIGN), asynchronously: (buf) must
+ * stay valid and should not change until channel_drain() (with O_DIRECT it is
+ * read in place, without a copy; it should be CHANNEL_FILE_ALIGN-aligned, as
+ * guest RAM is, else it is written synchronously through the page cache). A
+ * call continuing the previous one (offset and, ideally, buffer right after
+ * it) is merged into the same request. Two writes to the same offset must not
+ * be in flight together: drain between them. Only a channel from
+ * channel_file_create() accepts them, until it is committed. */
 
 /* ---- Reading a checkpoint ---- */
 

@@ -41,6 +41,13 @@ struct channel_ops {
     /* Close the sending direction, then read and drop what the peer still
      * sends until it closes or (timeout_ms) pass. Optional. */
     void (*linger)(void *opaque, unsigned timeout_ms);
+    /* Write (len) bytes of (buf) at byte (offset) of the backend, beside the
+     * sequential stream; may complete later: (buf) must stay valid until
+     * drain. False with (errp) on failure. Optional: only a seekable backend
+     * (a file) has it. */
+    bool (*write_at)(void *opaque, uint64_t offset, const void *buf, size_t len, GError **errp);
+    /* Wait until every write_at has landed (or failed). With write_at. */
+    bool (*drain)(void *opaque, GError **errp);
     /* Release (opaque) (close the fd). Optional. */
     void (*close)(void *opaque);
 };
@@ -96,11 +103,41 @@ void channel_put_buffer_ref(struct channel *ch, const void *data, size_t len);
 bool channel_flush(struct channel *ch, GError **errp);
 /* Bytes accepted by puts since the channel was created (stream write offset). */
 uint64_t channel_write_pos(struct channel *ch);
-/* Bytes handed to the backend so far (<= channel_write_pos()). */
+/* Bytes handed to the backend so far: the stream's (<= channel_write_pos())
+ * plus those of positional writes. */
 uint64_t channel_bytes_written(struct channel *ch);
+
+/* ---- Positional writes (seekable backends: the file channel) ---- */
+
+/* Write (len) bytes of (buf) at byte (offset) of the backend, beside the
+ * sequential stream, maybe asynchronously: (buf) must stay valid until
+ * channel_drain(). The bytes count in channel_bytes_written() and against the
+ * rate limit, not in channel_write_pos(). The backend's rules apply (the file
+ * channel's: channel-file.h). A backend without positional writes (socket,
+ * memory) refuses: a sticky channel error. False with (errp) if (ch) has
+ * failed, now or earlier. */
+bool channel_write_at(struct channel *ch, uint64_t offset, const void *buf, size_t len,
+                      GError **errp);
+/* Wait until every channel_write_at() of (ch) has landed (or failed). A
+ * backend without positional writes refuses, like channel_write_at(). False
+ * with (errp) if (ch) has failed. */
+bool channel_drain(struct channel *ch, GError **errp);
 
 /* ---- Rate limiting (sender thread only) ---- */
 
+/* The rate limit's clock: now_us() in microseconds, and sleep_until(), which
+ * returns once now_us() >= (deadline_us). A test passes a fake that advances
+ * when it sleeps, so the limit's arithmetic is checked without real time. */
+struct channel_clock {
+    int64_t (*now_us)(void *opaque);
+    void (*sleep_until)(void *opaque, int64_t deadline_us);
+    void *opaque;
+};
+
+/* Use (clock) (kept by reference) for (ch)'s rate limit; NULL: the monotonic
+ * clock, sleeping on the channel so that a channel_shutdown() wakes a sender.
+ * Starts a new window. */
+void channel_set_clock(struct channel *ch, const struct channel_clock *clock);
 /* Limit puts to (bytes_per_sec) on average, in 100 ms windows; 0 = no limit. */
 void channel_set_rate_limit(struct channel *ch, uint64_t bytes_per_sec);
 uint64_t channel_get_rate_limit(struct channel *ch);
@@ -137,9 +174,6 @@ void channel_discard_read_ahead(struct channel *ch);
 /* For seekable backends: the stream now continues at (pos) — read_pos and
  * write_pos report file offsets, so records are named by where they are. */
 void channel_set_pos(struct channel *ch, uint64_t pos);
-/* Count (len) bytes the backend wrote beside the stream (a file's positional
- * page writes) against the rate limit. */
-void channel_account_external(struct channel *ch, uint64_t len);
 /* Bytes consumed by gets/skips so far (stream read offset). */
 uint64_t channel_read_pos(struct channel *ch);
 

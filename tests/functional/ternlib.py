@@ -68,6 +68,21 @@ class QMPError(Exception):
         self.error = error
 
 
+def quiet_for(seconds, happened, interval=0.05):
+    """Poll happened() for (seconds): return its first truthy value at once
+    (something happened that should not have), else None once the whole time
+    passed quietly. For "nothing happens for T" checks: the failure shows as
+    soon as it occurs, and a quiet run still lasts the full T."""
+    deadline = time.time() + seconds
+    while True:
+        got = happened()
+        if got:
+            return got
+        if time.time() >= deadline:
+            return None
+        time.sleep(min(interval, max(deadline - time.time(), 0)))
+
+
 def connect_unix(path, timeout, alive=None):
     """A socket connected to unix socket (path), retried until the server
     listens, for (timeout) seconds or while alive() holds."""

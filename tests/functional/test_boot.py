@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 
-from ternlib import ACCEL, SLOW, QMPError, Tern, Hmp, assert_vcpus_busy, run_tests, TICK_RE
+from ternlib import (ACCEL, SLOW, QMPError, Tern, Hmp, assert_vcpus_busy, run_tests, TICK_RE,
+                     quiet_for)
 
 # ns per dec/jnz iteration the guest may measure. On KVM: native (kvm_pvm's
 # instruction emulator costs ~1 us per instruction). On the software CPU: its
@@ -115,10 +116,8 @@ def test_pause_resume(binary):
         st = vm.qmp.cmd("query-status")
         assert st["status"] == "paused" and st["running"] is False, st
         vm.serial.poll()
-        n = len(vm.serial.lines)
-        time.sleep(1.0)
-        vm.serial.poll()
-        assert len(vm.serial.lines) == n, "guest printed while paused: %s" % vm.serial.lines[n:]
+        printed = quiet_for(1.0, vm.serial.poll)
+        assert not printed, "guest printed while paused: %s" % printed
         vm.qmp.cmd("cont")
         vm.qmp.wait_event("RESUME")
         ticks = vm.serial.wait_ticks(2, proc=vm.proc)
@@ -131,8 +130,7 @@ def test_start_paused(binary):
     with boot(binary, "-m", "256M", "-S", "-append", "tick_ms=100") as vm:
         st = vm.qmp.cmd("query-status")
         assert st["status"] == "prelaunch" and not st["running"], st
-        time.sleep(0.5)
-        assert not vm.serial.poll(), "guest ran under -S"
+        assert not quiet_for(0.5, vm.serial.poll), "guest ran under -S"
         vm.qmp.cmd("cont")
         vm.wait_running()
 

@@ -56,7 +56,7 @@ import time
 
 from faultproxy import Fault, FaultProxy, Trigger
 from ternlib import (SLOW, Lab, QMPError, TICK_RE, migration_statuses, run_tests,
-                     start_migration, tcp_uri, wait_migration)
+                     start_migration, tcp_uri, wait_migration, quiet_for)
 
 MEM = "256M"
 TICK_MS = 100
@@ -199,10 +199,13 @@ def source_stays_paused(src, res, why, quiet_s=0.5):
     """The source in doubt neither runs nor ticks, for (quiet_s) at least."""
     src.serial.poll()
     start = len(src.serial.lines)
-    time.sleep(quiet_s)
-    src.serial.poll()
-    ticked = [l for l in src.serial.lines[start:] if TICK_RE.match(l)]
-    st = running_status(src)
+
+    def ran():
+        src.serial.poll()
+        ticked = [l for l in src.serial.lines[start:] if TICK_RE.match(l)]
+        st = running_status(src)
+        return (st, ticked) if st != "paused" or ticked else None
+    st, ticked = quiet_for(quiet_s, ran, interval=0.1) or ("paused", [])
     return res.check(st == "paused" and not ticked, "source in doubt (%s) is %s, ticked %s"
                      % (why, st, ticked[:2]))
 

@@ -15,7 +15,7 @@ static struct {
     char *fail_start;
     char *fail_cancel;
     char *last_uri;
-    unsigned start_calls, cancel_calls, incoming_calls, set_params_calls;
+    unsigned start_calls, cancel_calls, incoming_calls, set_params_calls, info_calls;
 } fake;
 
 void fake_migration_reset(void)
@@ -76,6 +76,11 @@ unsigned fake_migration_set_params_calls(void)
     return fake.set_params_calls;
 }
 
+unsigned fake_migration_info_calls(void)
+{
+    return fake.info_calls;
+}
+
 const char *fake_migration_last_uri(void)
 {
     return fake.last_uri;
@@ -117,6 +122,7 @@ bool migration_cancel(struct migration *mig, GError **errp)
 void migration_info(struct migration *mig, struct mig_info *out)
 {
     (void)mig;
+    fake.info_calls++;
     out->status = fake.status;
     out->stats = fake.stats;
     out->error_desc = g_strdup(fake.error_desc);

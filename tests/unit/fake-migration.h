@@ -21,6 +21,8 @@ unsigned fake_migration_start_calls(void);
 unsigned fake_migration_cancel_calls(void);
 unsigned fake_migration_incoming_calls(void);
 unsigned fake_migration_set_params_calls(void);
+/* migration_info() calls: each look of the HMP migrate watcher is one. */
+unsigned fake_migration_info_calls(void);
 const char *fake_migration_last_uri(void);
 
 #endif

@@ -143,33 +143,36 @@ static void round_trip(const char *base, bool direct)
 
     /* A merged run of 64 pages (adjacent in memory and in the file). */
     for (int i = 0; i < 64; i++) {
-        assert_true(channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
-                                            PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
+                                     PAGE, &err));
         written[i] = true;
     }
     /* Adjacent in the file, not in memory: one request with several iovecs. */
     for (int i = 100; i < 104; i++) {
         memcpy(ram + i * PAGE, other + (i - 100) * PAGE, PAGE);
-        assert_true(channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE,
-                                            other + (i - 100) * PAGE, PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE,
+                                     other + (i - 100) * PAGE, PAGE, &err));
         written[i] = true;
     }
     /* Scattered pages, backwards. */
     for (int i = NPAGES - 1; i >= 200; i -= 7) {
-        assert_true(channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
-                                            PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
+                                     PAGE, &err));
         written[i] = true;
     }
     /* A multi-page call. */
-    assert_true(channel_file_write_page(ch, RAM_OFF + 150ull * PAGE, ram + 150 * PAGE,
-                                        8 * PAGE, &err));
+    assert_true(channel_write_at(ch, RAM_OFF + 150ull * PAGE, ram + 150 * PAGE,
+                                 8 * PAGE, &err));
     for (int i = 150; i < 158; i++)
         written[i] = true;
     g_assert_no_error(err);
-    assert_true(channel_file_drain(ch, &err));
+    assert_true(channel_drain(ch, &err));
     g_assert_no_error(err);
     channel_file_get_stats(ch, &requests, &blocks);
     assert_int_equal(blocks, 64 + 4 + 8 + (NPAGES - 1 - 200) / 7 + 1);
+    /* The channel counts the positional bytes beside the stream's, once. */
+    assert_int_equal(channel_bytes_written(ch), 4 + HEAD_LEN + blocks * PAGE);
+    assert_int_equal(channel_write_pos(ch), 4 + HEAD_LEN);
     assert_true(requests < blocks / 2);
 
     /* Tail: jump, then sequential puts again. */
@@ -304,7 +307,7 @@ static void test_sequential_seeks(void **state)
             channel_put_bytes(ch, a + i, pieces[i].len);
         }
         /* An aligned page in between sequential data. */
-        assert_true(channel_file_write_page(ch, 1u << 20 << 3, a, PAGE, &err));
+        assert_true(channel_write_at(ch, 1u << 20 << 3, a, PAGE, &err));
         assert_true(channel_file_commit(ch, &err));
         g_assert_no_error(err);
         channel_close(ch);
@@ -350,14 +353,14 @@ static void test_many_in_flight(void **state)
         /* Even pages first, then odd ones: nothing adjacent in the first half. */
         for (int pass = 0; pass < 2; pass++)
             for (int i = pass; i < n; i += 2)
-                assert_true(channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE,
-                                                    ram + (size_t)i * PAGE, PAGE, &err));
+                assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE,
+                                             ram + (size_t)i * PAGE, PAGE, &err));
         /* Then all again as one long run (a second pass rewriting every page). */
-        assert_true(channel_file_drain(ch, &err));
+        assert_true(channel_drain(ch, &err));
         for (int i = 0; i < n; i++)
-            assert_true(channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE,
-                                                ram + (size_t)i * PAGE, PAGE, &err));
-        assert_true(channel_file_drain(ch, &err));
+            assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE,
+                                         ram + (size_t)i * PAGE, PAGE, &err));
+        assert_true(channel_drain(ch, &err));
         channel_file_get_stats(ch, &requests, &blocks);
         assert_int_equal(blocks, 2 * n);
         if (merge)
@@ -400,7 +403,7 @@ static void test_abort_and_replace(void **state)
     ch = channel_file_create(path, &err);
     g_assert_no_error(err);
     channel_put_bytes(ch, "head", 4);
-    assert_true(channel_file_write_page(ch, RAM_OFF, page, PAGE, &err));
+    assert_true(channel_write_at(ch, RAM_OFF, page, PAGE, &err));
     assert_int_equal(count_entries(dir), 1);
     channel_close(ch);                  /* a write still in flight is waited for */
     assert_int_equal(count_entries(dir), 0);
@@ -427,7 +430,7 @@ static void test_abort_and_replace(void **state)
     tmp = g_strdup(channel_file_tmp_path(ch));
     channel_put_bytes(ch, "x", 1);
     channel_shutdown(ch, "migration cancelled");
-    assert_false(channel_file_write_page(ch, RAM_OFF, page, PAGE, &err));
+    assert_false(channel_write_at(ch, RAM_OFF, page, PAGE, &err));
     assert_error(err, "migration cancelled");
     g_clear_error(&err);
     assert_false(channel_file_commit(ch, &err));
@@ -468,7 +471,7 @@ static void test_bad_calls(void **state)
     /* Not a file channel. */
     ch = channel_mem_new(NULL, 0);
     assert_false(channel_is_file(ch));
-    assert_false(channel_file_write_page(ch, 0, page, PAGE, &err));
+    assert_false(channel_write_at(ch, 0, page, PAGE, &err));
     assert_error(err, "not a file");
     g_clear_error(&err);
     assert_false(channel_file_seek(ch, 0, &err));
@@ -482,8 +485,8 @@ static void test_bad_calls(void **state)
         ch = channel_file_create(path, &err);
         g_assert_no_error(err);
         /* An unaligned buffer is fine (written through the page cache). */
-        assert_true(channel_file_write_page(ch, 0, page + 1, PAGE, &err));
-        assert_false(channel_file_write_page(ch, 100, page, PAGE, &err));
+        assert_true(channel_write_at(ch, 0, page + 1, PAGE, &err));
+        assert_false(channel_write_at(ch, 100, page, PAGE, &err));
         assert_error(err, "is not 4096-byte aligned");
         assert_error(err, path);
         g_clear_error(&err);
@@ -500,7 +503,7 @@ static void test_bad_calls(void **state)
     assert_true(g_file_set_contents(path, "abc", 3, NULL));
     ch = channel_file_open(path, &err);
     g_assert_no_error(err);
-    assert_false(channel_file_write_page(ch, 0, page, PAGE, &err));
+    assert_false(channel_write_at(ch, 0, page, PAGE, &err));
     assert_error(err, "not writing");
     g_clear_error(&err);
     channel_close(ch);
@@ -542,7 +545,7 @@ static void test_truncated(void **state)
         ch = channel_file_create(path, &err);
         g_assert_no_error(err);
         channel_put_bytes(ch, ram, 64);
-        assert_true(channel_file_write_page(ch, RAM_OFF, ram, 16 * PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF, ram, 16 * PAGE, &err));
         assert_true(channel_file_commit(ch, &err));
         channel_close(ch);
         /* Cut in the middle of page 10. */
@@ -616,10 +619,10 @@ static void child_fill_disk(const char *dir, int npages, int mode, const char *e
     channel_put_bytes(ch, ram, 100);
     if (mode == 0) {
         for (int i = 0; ok && i < npages; i++)
-            ok = channel_file_write_page(ch, RAM_OFF + (uint64_t)i * PAGE, ram + (size_t)i * PAGE,
-                                         PAGE, &err);
+            ok = channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + (size_t)i * PAGE,
+                                  PAGE, &err);
         if (ok)
-            ok = channel_file_drain(ch, &err);
+            ok = channel_drain(ch, &err);
     } else {
         ok = channel_file_seek(ch, RAM_OFF, &err);
         for (int i = 0; ok && i < 4; i++) {

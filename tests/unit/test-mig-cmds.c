@@ -653,6 +653,24 @@ static void run_for(unsigned ms)
     }
 }
 
+/* Run the main loop until the HMP migrate watcher has looked at the migration
+ * (n) more times (each look a migration_info() call), for at most 5 s: a
+ * "nothing was printed" check after it judges what the watcher saw, not how
+ * long the host took. */
+static void run_until_watched(unsigned n)
+{
+    unsigned want = fake_migration_info_calls() + n;
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    while (fake_migration_info_calls() < want) {
+        if (g_get_monotonic_time() > end) {
+            fail_msg("the migrate watcher looked %u of %u times in 5 s",
+                     n - (want - fake_migration_info_calls()), n);
+        }
+        g_main_context_iteration(NULL, FALSE);
+        g_usleep(2000);
+    }
+}
+
 /* Run the main loop until (c)'s output contains (text), for at most 5 s. */
 static void run_until_output(struct console *c, const char *text)
 {
@@ -679,7 +697,7 @@ static void test_hmp_migrate_blocks(void **state)
     assert_string_equal(c.out->str, "");
     console_type(&c, "info status\n");
     fake_migration_set_status(MIG_STATUS_ACTIVE);
-    run_for(250);
+    run_until_watched(2);
     /* Not a terminal: no progress line either. */
     assert_string_equal(c.out->str, "");
 
@@ -835,7 +853,7 @@ static void test_hmp_migrate_progress_tty(void **state)
         run_until_pty(master, out, "\ractive: pass 5, 0 MiB sent, 0 MiB remaining, 5 mbps, "
                       "expected downtime 1 ms    ");
         /* An unchanged line is not rewritten. */
-        run_for(250);
+        run_until_watched(2);
         pty_read_all(master, out);
         assert_null(strstr(strstr(out->str, "pass 5"), "\ractive"));
         g_string_truncate(out, 0);
