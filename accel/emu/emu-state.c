@@ -31,6 +31,12 @@ static const struct vmstate_desc extra_desc = {
     .name = "emu", .version = 1, .min_version = 1, .fields = extra_fields,
 };
 
+/* struct x86_regs's order of the general registers (KVM's), by encoding number. */
+static const enum x86_reg schema_reg_order[16] = {
+    X86_RAX, X86_RBX, X86_RCX, X86_RDX, X86_RSI, X86_RDI, X86_RSP, X86_RBP,
+    X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
+};
+
 /* Segment registers in the encoding's order, against the schema's names. */
 static struct x86_segment *sreg_slot(struct x86_sregs *s, enum x86_seg seg)
 {
@@ -67,14 +73,10 @@ static void to_schema(struct emu_vcpu *v, struct x86_vcpu_state *st,
 {
     struct x86_cpu *cpu = &v->cpu;
     uint64_t *r = &st->regs.rax;
-    static const enum x86_reg order[16] = {
-        X86_RAX, X86_RBX, X86_RCX, X86_RDX, X86_RSI, X86_RDI, X86_RSP, X86_RBP,
-        X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
-    };
 
     memset(st, 0, sizeof(*st));
     for (unsigned i = 0; i < 16; i++)
-        r[i] = cpu->regs[order[i]];
+        r[i] = cpu->regs[schema_reg_order[i]];
     st->regs.rip = cpu->rip;
     st->regs.rflags = x86_cpu_get_rflags(cpu);
     for (unsigned s = 0; s < X86_NR_SEGS; s++)
@@ -159,12 +161,8 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
         return false;
 
     uint64_t *r = &st.regs.rax;
-    static const enum x86_reg order[16] = {
-        X86_RAX, X86_RBX, X86_RCX, X86_RDX, X86_RSI, X86_RDI, X86_RSP, X86_RBP,
-        X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
-    };
     for (unsigned i = 0; i < 16; i++)
-        cpu->regs[order[i]] = r[i];
+        cpu->regs[schema_reg_order[i]] = r[i];
     cpu->rip = st.regs.rip;
     x86_cpu_set_rflags(cpu, st.regs.rflags);
     for (unsigned s = 0; s < X86_NR_SEGS; s++)

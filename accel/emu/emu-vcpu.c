@@ -353,7 +353,7 @@ static void take_init_sipi(struct emu_vcpu *v)
     if (init && v->index != 0) {
         /* INIT puts an AP back to waiting for a SIPI (the BSP ignores it here,
          * as nothing in Tern's machines sends it one). */
-        x86_cpu_init(&v->cpu, &v->vm->mem, &cpu_ops, v, v->index);
+        x86_cpu_reset(&v->cpu);
         v->mp_state = X86_MP_INIT_RECEIVED;
     }
     if (sipi >= 0 && v->mp_state == X86_MP_INIT_RECEIVED) {

@@ -1,5 +1,4 @@
 /* x86-cpu.c: reset state, the run loop, and exception/interrupt delivery through the IVT/IDT. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -88,41 +87,6 @@ static void reset_state(struct x86_cpu *cpu)
     x86_tlb_flush(cpu, false);
 }
 
-/* Interpreter state of every initialised CPU, so that x86_cpu_init() on a
- * CPU already set up (INIT) reuses it instead of leaking it, without ever
- * dereferencing what may be garbage in a fresh struct. */
-static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct live { struct x86_cpu *cpu; void *internal; } *live;
-static size_t nr_live;
-
-static bool live_take(struct x86_cpu *cpu, void *internal)
-{
-    bool found = false;
-
-    pthread_mutex_lock(&live_lock);
-    for (size_t k = 0; k < nr_live; k++) {
-        if (live[k].cpu == cpu && live[k].internal == internal) {
-            live[k] = live[--nr_live];
-            found = true;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&live_lock);
-    return found;
-}
-
-static void live_add(struct x86_cpu *cpu, void *internal)
-{
-    pthread_mutex_lock(&live_lock);
-    live = realloc(live, (nr_live + 1) * sizeof(*live));
-    if (!live)
-        abort();
-    live[nr_live].cpu = cpu;
-    live[nr_live].internal = internal;
-    nr_live++;
-    pthread_mutex_unlock(&live_lock);
-}
-
 static void internal_free(struct x86_internal *in)
 {
     free(in->dcache);
@@ -132,17 +96,7 @@ static void internal_free(struct x86_internal *in)
 void x86_cpu_init(struct x86_cpu *cpu, struct x86_memory *mem, const struct x86_cpu_ops *ops,
                   void *opaque, unsigned index)
 {
-    int exit_request = 0, irq_request = 0;
-
-    if (cpu->internal && live_take(cpu, cpu->internal)) {
-        /* again (INIT): requests other threads made stay pending */
-        exit_request = __atomic_load_n(&cpu->exit_request, __ATOMIC_SEQ_CST);
-        irq_request = __atomic_load_n(&cpu->irq_request, __ATOMIC_SEQ_CST);
-        internal_free(cpu->internal);
-    }
     memset(cpu, 0, sizeof(*cpu));
-    cpu->exit_request = exit_request;
-    cpu->irq_request = irq_request;
     cpu->mem = mem;
     cpu->ops = ops;
     cpu->opaque = opaque;
@@ -154,15 +108,19 @@ void x86_cpu_init(struct x86_cpu *cpu, struct x86_memory *mem, const struct x86_
     if (!x86_in(cpu)->dcache)
         abort();
     x86_in(cpu)->dc_epoch = 1;
-    live_add(cpu, cpu->internal);
     reset_state(cpu);
 }
 
 void x86_cpu_destroy(struct x86_cpu *cpu)
 {
-    if (cpu->internal && live_take(cpu, cpu->internal))
+    if (cpu->internal)
         internal_free(cpu->internal);
     cpu->internal = NULL;
+}
+
+void x86_cpu_reset(struct x86_cpu *cpu)
+{
+    reset_state(cpu);
 }
 
 void x86_cpu_sipi(struct x86_cpu *cpu, uint8_t vector)

@@ -176,6 +176,9 @@ struct x86_cpu {
 void x86_cpu_init(struct x86_cpu *cpu, struct x86_memory *mem, const struct x86_cpu_ops *ops,
                   void *opaque, unsigned index);
 void x86_cpu_destroy(struct x86_cpu *cpu);
+/* INIT: back to the power-on state of an initialised CPU; its memory, ops,
+ * decode cache and the requests other threads made are kept. */
+void x86_cpu_reset(struct x86_cpu *cpu);
 /* INIT (keeps what INIT keeps: nothing relevant here) then SIPI: real mode at
  * (vector << 8):0000. */
 void x86_cpu_sipi(struct x86_cpu *cpu, uint8_t vector);

@@ -224,8 +224,7 @@ def baseline_rows(binary, baseline, runs):
               % (new[-1], old[-1]), flush=True)
     ratios = [n / o for n, o in zip(new, old)]
     return ["| OUT to the VMM and back, this build (us) | %s |" % span(new, "%.1f"),
-            "| the same, baseline build `%s` (us) | %s |" % (os.path.basename(
-                os.path.dirname(os.path.dirname(baseline))) or baseline, span(old, "%.1f")),
+            "| the same, baseline build `%s` (us) | %s |" % (baseline, span(old, "%.1f")),
             "| ratio this / baseline, run by run | %s |" % span(ratios, "%.2f")]
 
 
