@@ -19,9 +19,10 @@
  * The input is either a checkpoint file (MIG_HDR_F_MAPPED_RAM: head, RAM area
  * at fixed offsets, tail) or the bytes of a live migration stream (e.g. a TCP
  * capture of the source-to-target direction). Everything is read and checked
- * with migration/stream.c, the target's own code: framing, CRCs, order,
- * bodies, FDT blobs; for checkpoints also every present page against the CRC
- * in RAM_INDEX. The first problem ends the walk and becomes the verdict.
+ * with migration/stream*.c, the target's own code: framing, CRCs, order,
+ * bodies (each through its type's descriptor, which also describes it), FDT
+ * blobs; for checkpoints also every present page against the CRC in
+ * RAM_INDEX. The first problem ends the walk and becomes the verdict.
  * Memory stays bounded: one record body (at most MIG_REC_LENGTH_MAX), one
  * I/O buffer, and at most DUMP_JSON_MAX records and passes kept for JSON.
  */
