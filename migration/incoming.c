@@ -183,7 +183,7 @@ static bool load_record(struct incoming *inc, const struct stream_record *rec, G
                                                                     : NULL;
     const struct stream_parse_ctx ctx = { .stream_flags = inc->stream_flags,
                                           .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
-    g_autofree struct stream_body *b = g_new(struct stream_body, 1);
+    struct stream_body b;
 
     if (!step || !step->apply) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected record");
@@ -191,7 +191,7 @@ static bool load_record(struct incoming *inc, const struct stream_record *rec, G
     }
     if (step->to_device)
         mig_status_set(&inc->mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE);
-    return stream_record_parse(rec, &ctx, b, errp) && step->apply(inc, rec, b, errp);
+    return stream_record_parse(rec, &ctx, &b, errp) && step->apply(inc, rec, &b, errp);
 }
 
 static bool load_stream(struct incoming *inc, GError **errp)

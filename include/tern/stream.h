@@ -394,10 +394,11 @@ struct stream_fields {
 };
 
 /*
- * One record type. Its size rule: a body is at least (head_length) bytes, the
- * fixed part (struct mig_rec_*) the order check reads where it needs it, and
- * at most (max_length); max_length 0 is a type without body, which the reader
- * refuses with one. The parse function checks the rest, naming what is wrong.
+ * One record type. Its size rule: a body is at least (head_length) bytes (the
+ * fixed part, struct mig_rec_*, which the order check reads where it needs
+ * it) and at most (max_length); max_length 0 is a type without body, which
+ * the reader refuses with one. The parse function checks all of it and the
+ * rest, with messages that say what is wrong.
  * To add a type: its MIG_REC_* in tern/stream-format.h, one descriptor in
  * stream.c's table, and its step in the loader (migration/incoming.c).
  */
