@@ -1,4 +1,4 @@
-/* stream-describe.c: what tern-dump says about each record type: a one-line summary and its fields. */
+/* stream-describe.c: what tern-dump says of each record type: a summary line and fields. */
 #include "tern/stream.h"
 #include "tern/util.h"
 #include "stream-internal.h"

@@ -1,4 +1,4 @@
-/* test-stream-lib.h: what the stream unit tests share (test-stream-lib.c). Include after <cmocka.h>. */
+/* test-stream-lib.h: what the stream unit tests share (test-stream-lib.c); after <cmocka.h>. */
 #ifndef TERN_TEST_STREAM_LIB_H
 #define TERN_TEST_STREAM_LIB_H
 

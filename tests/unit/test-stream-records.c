@@ -1,4 +1,4 @@
-/* test-stream-records.c: record bodies and order: round trips, VM_CONFIG, FDT states, the order check, the record table. */
+/* test-stream-records.c: round trips, VM_CONFIG, FDT states, the order check, the record table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
