@@ -35,6 +35,8 @@ struct incoming {
     bool from_file;             /* a checkpoint: mapped RAM, no return path */
     uint32_t stream_flags;      /* from the image header */
     struct stream_mapped_ram layout;
+    unsigned devices;           /* DEVICE_STATE records loaded */
+    bool done;                  /* END accepted */
 };
 
 /* The return path begins with its own header, written with the first message. */
@@ -53,75 +55,143 @@ static bool rp_send(struct incoming *inc, uint32_t type, const char *error, GErr
     return ok && channel_flush(inc->rp_ch, errp);
 }
 
-static bool check_config(struct machine *m, const struct stream_record *rec, GError **errp)
+/* ---- The loader's step for each record type, after its descriptor parsed it ---- */
+
+static bool load_config(struct incoming *inc, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp)
 {
-    struct stream_vm_config theirs, ours;
-    if (!stream_parse_vm_config(rec, &theirs, errp))
-        return false;
-    migration_describe_machine(m, &ours);
-    return stream_vm_config_compare(&theirs, &ours, errp);
+    struct stream_vm_config ours;
+
+    (void)rec;
+    migration_describe_machine(inc->mig->m, &ours);
+    return stream_vm_config_compare(&b->vm_config, &ours, errp);
 }
 
-/* Apply one record; (*done) at END. */
-static bool load_record(struct incoming *inc, const struct stream_record *rec,
-                        unsigned *devices, bool *done, GError **errp)
+static bool load_static_end(struct incoming *inc, const struct stream_record *rec,
+                            const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)b;
+    mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
+    return rp_send(inc, MIG_RP_READY, NULL, errp);
+}
+
+/* PAGE_DATA, ZERO_PAGES: ram.c walks the record again, storing the pages. */
+static bool load_pages(struct incoming *inc, const struct stream_record *rec,
+                       const struct stream_body *b, GError **errp)
+{
+    (void)b;
+    return ram_load_record(machine_ram(inc->mig->m), rec, errp);
+}
+
+static bool load_mapped_ram(struct incoming *inc, const struct stream_record *rec,
+                            const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    /* The RAM area comes later; the tail with its index is next. */
+    inc->layout = b->mapped_ram;
+    return channel_file_seek(inc->ch, inc->layout.tail_offset, errp);
+}
+
+static bool load_ram_index(struct incoming *inc, const struct stream_record *rec,
+                           const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index,
+                           errp);
+}
+
+/* ITERATION_END: nothing to do beyond its checks. */
+static bool load_nothing(struct incoming *inc, const struct stream_record *rec,
+                         const struct stream_body *b, GError **errp)
+{
+    (void)inc;
+    (void)rec;
+    (void)b;
+    (void)errp;
+    return true;
+}
+
+static bool load_vcpu(struct incoming *inc, const struct stream_record *rec,
+                      const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    return machine_load_vcpu(inc->mig->m, b->state.index, b->state.fdt, b->state.fdt_len,
+                             errp);
+}
+
+static bool load_vm(struct incoming *inc, const struct stream_record *rec,
+                    const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    return machine_load_vm(inc->mig->m, b->state.fdt, b->state.fdt_len, errp);
+}
+
+static bool load_device(struct incoming *inc, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    if (!machine_load_device(inc->mig->m, b->state.id, b->state.fdt, b->state.fdt_len, errp))
+        return false;
+    inc->devices++;
+    return true;
+}
+
+static bool load_end(struct incoming *inc, const struct stream_record *rec,
+                     const struct stream_body *b, GError **errp)
 {
     struct machine *m = inc->mig->m;
-    const void *fdt;
-    size_t len;
-    uint32_t index;
-    char id[MIG_NAME_LEN];
-    struct stream_iteration_end it;
 
-    switch (rec->type) {
-    case MIG_REC_VM_CONFIG:
-        return check_config(m, rec, errp);
-    case MIG_REC_STATIC_END:
-        mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
-        return rp_send(inc, MIG_RP_READY, NULL, errp);
-    case MIG_REC_PAGE_DATA:
-    case MIG_REC_ZERO_PAGES:
-        return ram_load_record(machine_ram(m), rec, errp);
-    case MIG_REC_MAPPED_RAM:
-        /* The RAM area comes later; the tail with its index is next. */
-        return stream_parse_mapped_ram(rec, inc->stream_flags, machine_ram(m)->nr_gfns,
-                                       &inc->layout, errp) &&
-               channel_file_seek(inc->ch, inc->layout.tail_offset, errp);
-    case MIG_REC_RAM_INDEX: {
-        struct stream_ram_index idx;
-        return stream_parse_ram_index(rec, inc->stream_flags, machine_ram(m)->nr_gfns, &idx,
-                                      errp) &&
-               ram_load_mapped(machine_ram(m), inc->ch, &inc->layout, &idx, errp);
+    (void)rec;
+    (void)b;
+    if (inc->devices != machine_device_count(m)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "END after %u of %u devices' state", inc->devices,
+                    machine_device_count(m));
+        return false;
     }
-    case MIG_REC_ITERATION_END:
-        return stream_parse_iteration_end(rec, &it, errp);
-    case MIG_REC_VCPU_STATE:
-        /* The first CPU state: pages are done, the device phase begins. */
-        mig_status_set(&inc->mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE);
-        return stream_parse_vcpu_state(rec, &index, &fdt, &len, errp) &&
-               machine_load_vcpu(m, index, fdt, len, errp);
-    case MIG_REC_VM_STATE:
-        return stream_parse_vm_state(rec, &fdt, &len, errp) &&
-               machine_load_vm(m, fdt, len, errp);
-    case MIG_REC_DEVICE_STATE:
-        if (!stream_parse_device_state(rec, id, &index, &fdt, &len, errp) ||
-            !machine_load_device(m, id, fdt, len, errp))
-            return false;
-        (*devices)++;
-        return true;
-    case MIG_REC_END:
-        if (*devices != machine_device_count(m)) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "END after %u of %u devices' state", *devices,
-                        machine_device_count(m));
-            return false;
-        }
-        *done = true;
-        return true;
-    default:
+    inc->done = true;
+    return true;
+}
+
+typedef bool (*load_fn)(struct incoming *inc, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp);
+
+/* Per stream type: (apply) stores a parsed record in the machine; (to_device)
+ * marks its arrival as the end of the RAM phase, before it is even parsed. */
+static const struct load_step {
+    load_fn apply;
+    bool to_device;
+} load_steps[MIG_REC_STREAM_MAX_] = {
+    [MIG_REC_VM_CONFIG] = { load_config },
+    [MIG_REC_STATIC_END] = { load_static_end },
+    [MIG_REC_PAGE_DATA] = { load_pages },
+    [MIG_REC_ZERO_PAGES] = { load_pages },
+    [MIG_REC_ITERATION_END] = { load_nothing },
+    [MIG_REC_VCPU_STATE] = { load_vcpu, true },     /* the first CPU state: pages are done */
+    [MIG_REC_VM_STATE] = { load_vm },
+    [MIG_REC_DEVICE_STATE] = { load_device },
+    [MIG_REC_END] = { load_end },
+    [MIG_REC_MAPPED_RAM] = { load_mapped_ram },
+    [MIG_REC_RAM_INDEX] = { load_ram_index },
+};
+
+/* Apply one record through its type's descriptor and step; (inc->done) at END. */
+static bool load_record(struct incoming *inc, const struct stream_record *rec, GError **errp)
+{
+    const struct load_step *step = rec->type < MIG_REC_STREAM_MAX_ ? &load_steps[rec->type]
+                                                                    : NULL;
+    const struct stream_parse_ctx ctx = { .stream_flags = inc->stream_flags,
+                                          .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
+    struct stream_body b;
+
+    if (!step || !step->apply) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected record");
         return false;
     }
+    if (step->to_device)
+        mig_status_set(&inc->mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE);
+    return stream_record_parse(rec, &ctx, &b, errp) && step->apply(inc, rec, &b, errp);
 }
 
 static bool load_stream(struct incoming *inc, GError **errp)
@@ -129,8 +199,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
     struct stream_reader r;
     struct stream_record rec;
     struct stream_order order;
-    unsigned devices = 0;
-    bool done = false, ok = true;
+    bool ok = true;
 
     stream_reader_init(&r, inc->ch, false);
     if (!stream_read_header(&r, errp)) {
@@ -146,14 +215,14 @@ static bool load_stream(struct incoming *inc, GError **errp)
         return false;
     }
     stream_order_init_flags(&order, r.flags);
-    while (ok && !done) {
+    while (ok && !inc->done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch),
                          __ATOMIC_RELAXED);
         if (!ok || rec.skip)
             continue;
         GError *err = NULL;
-        ok = load_record(inc, &rec, &devices, &done, &err);
+        ok = load_record(inc, &rec, &err);
         if (!ok) {
             /* Name the record the error came from. */
             g_autofree char *where = stream_record_describe(&rec);

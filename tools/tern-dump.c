@@ -19,9 +19,10 @@
  * The input is either a checkpoint file (MIG_HDR_F_MAPPED_RAM: head, RAM area
  * at fixed offsets, tail) or the bytes of a live migration stream (e.g. a TCP
  * capture of the source-to-target direction). Everything is read and checked
- * with migration/stream.c, the target's own code: framing, CRCs, order,
- * bodies, FDT blobs; for checkpoints also every present page against the CRC
- * in RAM_INDEX. The first problem ends the walk and becomes the verdict.
+ * with migration/stream*.c, the target's own code: framing, CRCs, order,
+ * bodies (each through its type's descriptor, which also describes it), FDT
+ * blobs; for checkpoints also every present page against the CRC in
+ * RAM_INDEX. The first problem ends the walk and becomes the verdict.
  * Memory stays bounded: one record body (at most MIG_REC_LENGTH_MAX), one
  * I/O buffer, and at most DUMP_JSON_MAX records and passes kept for JSON.
  */
@@ -108,20 +109,6 @@ static void jbool(struct dump *d, const char *name, bool v)
     }
 }
 
-/* Bytes as "12.3 MiB". */
-static char *human_bytes(uint64_t n)
-{
-    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-    double v = (double)n;
-    unsigned u = 0;
-
-    while (v >= 1024 && u + 1 < G_N_ELEMENTS(units)) {
-        v /= 1024;
-        u++;
-    }
-    return u ? g_strdup_printf("%.1f %s", v, units[u]) : g_strdup_printf("%" PRIu64 " B", n);
-}
-
 static char *flags_text(uint32_t flags)
 {
     GString *s = g_string_new(NULL);
@@ -148,47 +135,17 @@ static bool gfn_in_ram(const struct stream_vm_config *cfg, uint64_t gfn)
     return false;
 }
 
-struct page_walk {
-    struct dump *d;
-    uint64_t first, last;
-    uint64_t raw, zlib;
-};
-
+/* PAGE_DATA, per page: in a RAM region, and a ZLIB payload inflates to exactly one page. */
 static bool walk_page(void *opaque, const struct stream_page *page, GError **errp)
 {
-    struct page_walk *w = opaque;
+    struct dump *d = opaque;
 
-    if (!gfn_in_ram(&w->d->cfg, page->gfn)) {
+    if (!gfn_in_ram(&d->cfg, page->gfn)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "gfn 0x%" PRIx64 " lies in no RAM region", page->gfn);
         return false;
     }
-    /* Inflating proves a ZLIB payload is exactly one page. */
-    if (!stream_page_decode(page, w->d->page, PAGE_SIZE_V1, errp))
-        return false;
-    if (page->encoding == MIG_PAGE_ENC_RAW)
-        w->raw++;
-    else
-        w->zlib++;
-    w->first = MIN(w->first, page->gfn);
-    w->last = MAX(w->last, page->gfn);
-    return true;
-}
-
-struct range_walk {
-    uint64_t ranges, pages, first, last;
-};
-
-static bool walk_range(void *opaque, uint64_t first, uint64_t n, GError **errp)
-{
-    struct range_walk *w = opaque;
-
-    (void)errp;
-    w->ranges++;
-    w->pages += n;
-    w->first = MIN(w->first, first);
-    w->last = MAX(w->last, first + n - 1);
-    return true;
+    return stream_page_decode(page, d->page, PAGE_SIZE_V1, errp);
 }
 
 /* ---- Mapped-RAM files ---- */
@@ -229,10 +186,12 @@ static bool check_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_
 
 /* After MAPPED_RAM: the head's padding is zero, the file reaches the tail;
  * then move the reader to the tail. */
-static bool enter_tail(struct dump *d, const struct stream_record *rec, GError **errp)
+static bool enter_tail(struct dump *d, const struct stream_record *rec,
+                       const struct stream_body *b, GError **errp)
 {
     uint64_t head_end = stream_reader_pos(&d->r), size, pos;
 
+    (void)b;
     if (!d->is_file) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "a mapped-RAM checkpoint must be "
                     "read from a regular file (it is not sequential)");
@@ -278,204 +237,197 @@ static void pass_close(struct dump *d)
     d->cur.pass = (uint32_t)d->passes + 1;
 }
 
-/* Validate and describe (rec); the summary goes to (*summary). */
+/* ---- What tern-dump checks beyond the stream code, per type ---- */
+
+static bool dump_config(struct dump *d, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)errp;
+    d->cfg = b->vm_config;
+    d->have_cfg = true;
+    return true;
+}
+
+static bool dump_pages(struct dump *d, const struct stream_record *rec,
+                       const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)errp;
+    d->cur.page_records++;
+    d->cur.pages += b->page_data.count;
+    d->cur.raw += b->page_data.raw;
+    d->cur.zlib += b->page_data.zlib;
+    d->pages += b->page_data.count;
+    return true;
+}
+
+static bool dump_zero(struct dump *d, const struct stream_record *rec,
+                      const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)errp;
+    d->cur.zero_records++;
+    d->cur.zero_pages += b->zero_pages.pages;
+    return true;
+}
+
+static bool dump_iteration(struct dump *d, const struct stream_record *rec,
+                           const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)errp;
+    d->cur.it = b->iteration_end;
+    return true;
+}
+
+/* After ITERATION_END is described: the pass is over. */
+static bool dump_pass_end(struct dump *d, const struct stream_record *rec,
+                          const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)b;
+    (void)errp;
+    d->cur.closed = true;
+    d->passes++;
+    pass_close(d);
+    return true;
+}
+
+/* Every device of VM_CONFIG's list, once. */
+static bool dump_device(struct dump *d, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp)
+{
+    const char *id = b->state.id;
+    uint32_t idx = b->state.index, i;
+
+    for (i = 0; i < d->cfg.nr_devices; i++)
+        if (!strcmp(d->cfg.devices[i].id, id) && d->cfg.devices[i].instance == idx)
+            break;
+    if (i == d->cfg.nr_devices) {
+        g_autofree char *what = stream_record_describe(rec);
+
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%s: device %s.%u is not in VM_CONFIG's device list", what, id, idx);
+        return false;
+    }
+    if (d->device_seen[i]) {
+        g_autofree char *what = stream_record_describe(rec);
+
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: device %s.%u appears twice",
+                    what, id, idx);
+        return false;
+    }
+    d->device_seen[i] = true;
+    return true;
+}
+
+static bool dump_mapped(struct dump *d, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp)
+{
+    (void)rec;
+    (void)errp;
+    d->m = b->mapped_ram;
+    d->mapped = true;
+    return true;
+}
+
+/* Every present page against its CRC, before going on: the restore path
+ * does the same before it writes guest RAM. */
+static bool dump_index(struct dump *d, const struct stream_record *rec,
+                       const struct stream_body *b, GError **errp)
+{
+    const struct stream_ram_index *index = &b->ram_index;
+    struct run_check c = { .d = d, .idx = index };
+
+    c.file_size = channel_file_size(d->ch);
+    if (!stream_ram_index_for_each_run(index, IO_PAGES, check_run, &c, errp)) {
+        g_autofree char *what = stream_record_describe(rec);
+
+        g_prefix_error(errp, "%s: ", what);
+        return false;
+    }
+    d->present = index->nr_present;
+    d->have_index = true;
+    d->pages += index->nr_present;
+    return true;
+}
+
+typedef bool (*dump_fn)(struct dump *d, const struct stream_record *rec,
+                        const struct stream_body *b, GError **errp);
+
+/* (check) runs before the record is described, (after) once it is. */
+static const struct dump_step {
+    dump_fn check;
+    dump_fn after;
+} dump_steps[MIG_REC_STREAM_MAX_] = {
+    [MIG_REC_VM_CONFIG] = { dump_config, NULL },
+    [MIG_REC_PAGE_DATA] = { dump_pages, NULL },
+    [MIG_REC_ZERO_PAGES] = { dump_zero, NULL },
+    [MIG_REC_ITERATION_END] = { dump_iteration, dump_pass_end },
+    [MIG_REC_DEVICE_STATE] = { dump_device, NULL },
+    [MIG_REC_MAPPED_RAM] = { dump_mapped, enter_tail },
+    [MIG_REC_RAM_INDEX] = { dump_index, NULL },
+};
+
+/* ---- Records ---- */
+
+/* A record's fields, for the JSON record object. */
+static void field_u64(void *opaque, const char *name, uint64_t v)
+{
+    jint(opaque, name, v);
+}
+
+static void field_str(void *opaque, const char *name, const char *v)
+{
+    jstr(opaque, name, v);
+}
+
+static void field_flag(void *opaque, const char *name, bool v)
+{
+    jbool(opaque, name, v);
+}
+
+static void field_list(void *opaque, const char *name, const char *const *v, size_t n)
+{
+    struct dump *d = opaque;
+
+    if (!d->jrec)
+        return;
+    json_builder_set_member_name(d->jb, name);
+    json_builder_begin_array(d->jb);
+    for (size_t i = 0; i < n; i++)
+        json_builder_add_string_value(d->jb, v[i]);
+    json_builder_end_array(d->jb);
+}
+
+/* Validate and describe (rec) through its type's descriptor; the summary goes
+ * to (*summary). */
 static bool record_body(struct dump *d, const struct stream_record *rec, char **summary,
                         GError **errp)
 {
-    const void *fdt;
-    size_t fdt_len;
-    uint32_t idx;
+    const struct stream_record_type *t = stream_record_type_find(rec->type);
+    const struct stream_parse_ctx ctx = { .stream_flags = d->r.flags, .nr_gfns = d->cfg.nr_gfns,
+                                          .page_fn = walk_page, .opaque = d };
+    const struct stream_fields f = { d, field_u64, field_str, field_flag, field_list };
+    const struct dump_step *step = NULL;
+    struct stream_body b;
 
     if (rec->skip) {
         *summary = g_strdup_printf("optional type 0x%08x, skipped", rec->type);
         return true;
     }
-    switch (rec->type) {
-    case MIG_REC_VM_CONFIG: {
-        g_autofree char *ram = NULL;
-
-        if (!stream_parse_vm_config(rec, &d->cfg, errp))
-            return false;
-        d->have_cfg = true;
-        ram = human_bytes(d->cfg.ram_size);
-        *summary = g_strdup_printf("RAM %s in %u region%s (0x%" PRIx64 " frames), %u vCPU%s, "
-                                   "%u device%s, machine %s", ram, d->cfg.nr_regions,
-                                   d->cfg.nr_regions == 1 ? "" : "s", d->cfg.nr_gfns,
-                                   d->cfg.nr_vcpus, d->cfg.nr_vcpus == 1 ? "" : "s",
-                                   d->cfg.nr_devices, d->cfg.nr_devices == 1 ? "" : "s",
-                                   d->cfg.machine);
-        jint(d, "ram_size", d->cfg.ram_size);
-        jint(d, "nr_gfns", d->cfg.nr_gfns);
-        jint(d, "vcpus", d->cfg.nr_vcpus);
-        jint(d, "regions", d->cfg.nr_regions);
-        jstr(d, "machine", d->cfg.machine);
-        if (d->jrec) {
-            json_builder_set_member_name(d->jb, "devices");
-            json_builder_begin_array(d->jb);
-            for (uint32_t i = 0; i < d->cfg.nr_devices; i++) {
-                g_autofree char *dev = g_strdup_printf("%s.%u", d->cfg.devices[i].id,
-                                                       d->cfg.devices[i].instance);
-
-                json_builder_add_string_value(d->jb, dev);
-            }
-            json_builder_end_array(d->jb);
-        }
-        return true;
-    }
-    case MIG_REC_STATIC_END:
-        *summary = g_strdup("end of the static part");
-        return true;
-    case MIG_REC_PAGE_DATA: {
-        struct page_walk w = { .d = d, .first = UINT64_MAX };
-        uint32_t count;
-
-        if (!stream_parse_page_data(rec, PAGE_SIZE_V1, d->cfg.nr_gfns, walk_page, &w, errp))
-            return false;
-        count = (uint32_t)(w.raw + w.zlib);
-        d->cur.page_records++;
-        d->cur.pages += count;
-        d->cur.raw += w.raw;
-        d->cur.zlib += w.zlib;
-        d->pages += count;
-        *summary = g_strdup_printf("pass %u: %u page%s, gfn 0x%" PRIx64 "-0x%" PRIx64
-                                   ", raw %" PRIu64 ", zlib %" PRIu64, d->cur.pass, count,
-                                   count == 1 ? "" : "s", w.first, w.last, w.raw, w.zlib);
-        jint(d, "pass", d->cur.pass);
-        jint(d, "pages", count);
-        jint(d, "first_gfn", w.first);
-        jint(d, "last_gfn", w.last);
-        jint(d, "raw", w.raw);
-        jint(d, "zlib", w.zlib);
-        return true;
-    }
-    case MIG_REC_ZERO_PAGES: {
-        struct range_walk w = { .first = UINT64_MAX };
-
-        if (!stream_parse_zero_pages(rec, d->cfg.nr_gfns, walk_range, &w, errp))
-            return false;
-        d->cur.zero_records++;
-        d->cur.zero_pages += w.pages;
-        *summary = g_strdup_printf("pass %u: %" PRIu64 " range%s, %" PRIu64 " zero pages, gfn 0x%"
-                                   PRIx64 "-0x%" PRIx64, d->cur.pass, w.ranges,
-                                   w.ranges == 1 ? "" : "s", w.pages, w.first, w.last);
-        jint(d, "pass", d->cur.pass);
-        jint(d, "ranges", w.ranges);
-        jint(d, "pages", w.pages);
-        return true;
-    }
-    case MIG_REC_ITERATION_END: {
-        struct stream_iteration_end *it = &d->cur.it;
-        g_autofree char *bytes = NULL;
-
-        if (!stream_parse_iteration_end(rec, it, errp))
-            return false;
-        bytes = human_bytes(it->bytes_sent);
-        *summary = g_strdup_printf("pass %u%s: %" PRIu64 " pages, %" PRIu64 " zero, %s, %.1f ms, %"
-                                   PRIu64 " dirty", it->pass,
-                                   (it->flags & MIG_ITER_F_FINAL) ? " (final)" : "",
-                                   it->pages_sent, it->zero_pages, bytes,
-                                   (double)it->duration_ns / 1e6, it->dirty_pages);
-        jint(d, "pass", it->pass);
-        jbool(d, "final", it->flags & MIG_ITER_F_FINAL);
-        jint(d, "pages_sent", it->pages_sent);
-        jint(d, "zero_pages", it->zero_pages);
-        jint(d, "bytes_sent", it->bytes_sent);
-        jint(d, "dirty_pages", it->dirty_pages);
-        jint(d, "duration_ns", it->duration_ns);
-        d->cur.closed = true;
-        d->passes++;
-        pass_close(d);
-        return true;
-    }
-    case MIG_REC_VCPU_STATE:
-        if (!stream_parse_vcpu_state(rec, &idx, &fdt, &fdt_len, errp))
-            return false;
-        *summary = g_strdup_printf("vCPU %u, FDT %zu bytes", idx, fdt_len);
-        jint(d, "vcpu", idx);
-        jint(d, "fdt_size", fdt_len);
-        return true;
-    case MIG_REC_VM_STATE:
-        if (!stream_parse_vm_state(rec, &fdt, &fdt_len, errp))
-            return false;
-        *summary = g_strdup_printf("FDT %zu bytes", fdt_len);
-        jint(d, "fdt_size", fdt_len);
-        return true;
-    case MIG_REC_DEVICE_STATE: {
-        char id[MIG_NAME_LEN];
-        uint32_t i;
-
-        if (!stream_parse_device_state(rec, id, &idx, &fdt, &fdt_len, errp))
-            return false;
-        for (i = 0; i < d->cfg.nr_devices; i++)
-            if (!strcmp(d->cfg.devices[i].id, id) && d->cfg.devices[i].instance == idx)
-                break;
-        if (i == d->cfg.nr_devices) {
-            g_autofree char *what = stream_record_describe(rec);
-
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "%s: device %s.%u is not in VM_CONFIG's device list", what, id, idx);
-            return false;
-        }
-        if (d->device_seen[i]) {
-            g_autofree char *what = stream_record_describe(rec);
-
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: device %s.%u appears twice",
-                        what, id, idx);
-            return false;
-        }
-        d->device_seen[i] = true;
-        *summary = g_strdup_printf("%s.%u, FDT %zu bytes", id, idx, fdt_len);
-        jstr(d, "id", id);
-        jint(d, "instance", idx);
-        jint(d, "fdt_size", fdt_len);
-        return true;
-    }
-    case MIG_REC_END:
-        *summary = g_strdup("end of the stream");
-        return true;
-    case MIG_REC_MAPPED_RAM:
-        if (!stream_parse_mapped_ram(rec, d->r.flags, d->cfg.nr_gfns, &d->m, errp))
-            return false;
-        d->mapped = true;
-        *summary = g_strdup_printf("RAM area at %" PRIu64 " (0x%" PRIx64 " frames), tail at %"
-                                   PRIu64, d->m.ram_offset, d->m.nr_gfns, d->m.tail_offset);
-        jint(d, "ram_offset", d->m.ram_offset);
-        jint(d, "nr_gfns", d->m.nr_gfns);
-        jint(d, "tail_offset", d->m.tail_offset);
-        return enter_tail(d, rec, errp);
-    case MIG_REC_RAM_INDEX: {
-        struct stream_ram_index index;
-        struct run_check c = { .d = d, .idx = &index };
-        g_autofree char *bytes = NULL;
-
-        if (!stream_parse_ram_index(rec, d->r.flags, d->cfg.nr_gfns, &index, errp))
-            return false;
-        c.file_size = channel_file_size(d->ch);
-        /* Every present page against its CRC, before going on: the restore
-         * path does the same before it writes guest RAM. */
-        if (!stream_ram_index_for_each_run(&index, IO_PAGES, check_run, &c, errp)) {
-            g_autofree char *what = stream_record_describe(rec);
-
-            g_prefix_error(errp, "%s: ", what);
-            return false;
-        }
-        d->present = index.nr_present;
-        d->have_index = true;
-        d->pages += index.nr_present;
-        bytes = human_bytes(index.nr_present * PAGE_SIZE_V1);
-        *summary = g_strdup_printf("%" PRIu64 " of 0x%" PRIx64 " frames present (%s)%s",
-                                   index.nr_present, index.nr_gfns, bytes,
-                                   index.crcs ? ", page CRCs OK" : ", no page CRCs");
-        jint(d, "nr_gfns", index.nr_gfns);
-        jint(d, "present", index.nr_present);
-        jint(d, "bytes", index.nr_present * PAGE_SIZE_V1);
-        jbool(d, "page_crcs", index.crcs != NULL);
-        return true;
-    }
-    default:
+    if (!t || !t->describe) {
         *summary = g_strdup("?");
         return true;
     }
+    if (rec->type < MIG_REC_STREAM_MAX_)
+        step = &dump_steps[rec->type];
+    if (!stream_record_parse(rec, &ctx, &b, errp) ||
+        (step && step->check && !step->check(d, rec, &b, errp)))
+        return false;
+    *summary = t->describe(&b, d->cur.pass, &f);
+    return !step || !step->after || step->after(d, rec, &b, errp);
 }
 
 /* Read, check and report one record. False: the walk ends (error in errp). */
@@ -581,7 +533,7 @@ static void print_passes(struct dump *d)
 {
     for (guint i = 0; i < d->pass_list->len; i++) {
         struct pass_stat *p = &g_array_index(d->pass_list, struct pass_stat, i);
-        g_autofree char *bytes = human_bytes(d->mapped ? p->it.bytes_sent : p->bytes);
+        g_autofree char *bytes = stream_human_bytes(d->mapped ? p->it.bytes_sent : p->bytes);
 
         if (d->mapped)
             printf("  pass %u%s: %" PRIu64 " pages written to the RAM area, %" PRIu64

@@ -82,34 +82,8 @@ static inline uint32_t mig_rec_padding(uint32_t length)
 #define MIG_RP_BASE_            0x00000100u
 #define MIG_RP_MAX_             0x00000103u
 
-/* Name of record type (type), e.g. "PAGE_DATA"; "UNKNOWN" if not a v1 type. */
-static inline const char *mig_rec_type_name(uint32_t type)
-{
-    static const char *const stream_names[MIG_REC_STREAM_MAX_] = {
-        [MIG_REC_VM_CONFIG] = "VM_CONFIG",
-        [MIG_REC_STATIC_END] = "STATIC_END",
-        [MIG_REC_PAGE_DATA] = "PAGE_DATA",
-        [MIG_REC_ZERO_PAGES] = "ZERO_PAGES",
-        [MIG_REC_ITERATION_END] = "ITERATION_END",
-        [MIG_REC_VCPU_STATE] = "VCPU_STATE",
-        [MIG_REC_VM_STATE] = "VM_STATE",
-        [MIG_REC_DEVICE_STATE] = "DEVICE_STATE",
-        [MIG_REC_END] = "END",
-        [MIG_REC_MAPPED_RAM] = "MAPPED_RAM",
-        [MIG_REC_RAM_INDEX] = "RAM_INDEX",
-    };
-    static const char *const rp_names[MIG_RP_MAX_ - MIG_RP_BASE_] = {
-        [MIG_RP_READY - MIG_RP_BASE_] = "READY",
-        [MIG_RP_RESUMED - MIG_RP_BASE_] = "RESUMED",
-        [MIG_RP_ERROR - MIG_RP_BASE_] = "ERROR",
-    };
-
-    if (type < MIG_REC_STREAM_MAX_ && stream_names[type])
-        return stream_names[type];
-    if (type >= MIG_RP_BASE_ && type < MIG_RP_MAX_)
-        return rp_names[type - MIG_RP_BASE_];
-    return "UNKNOWN";
-}
+/* Names, size rules and decoders of these types: the table of record
+ * descriptors, stream_record_types[] in tern/stream.h. */
 
 /* ---- Record bodies -------------------------------------------------------- */
 

@@ -9,8 +9,10 @@
  * at the end of a pass and before freeing anything passed by reference).
  * Reading: stream_reader_init(), stream_read_header(), then stream_read_record()
  * in a loop; check the order with stream_order_check() and decode bodies with
- * the stream_parse_*() helpers, which validate everything before returning
- * data or calling back. Every error names the record (type, index, offset).
+ * stream_record_parse() (any type, through its descriptor) or the
+ * stream_parse_*() helpers, which validate everything before returning data
+ * or calling back. Every error names the record (type, index, offset).
+ * Record types: one descriptor each, in one table (migration/stream.c).
  */
 #include <glib.h>
 #include <stdbool.h>
@@ -340,5 +342,100 @@ bool stream_ram_index_check_run(const struct stream_ram_index *idx,
 bool stream_write_rp_error(struct stream_writer *w, const char *message, GError **errp);
 /* Decode RP_ERROR: valid UTF-8 without NUL; (*message) is g_malloc'd. */
 bool stream_parse_rp_error(const struct stream_record *rec, char **message, GError **errp);
+
+/* ---- Record types: one descriptor each ---- */
+
+/* A body decoded by its type's descriptor (stream_record_parse()); pointers
+ * point into the record's body (valid until the next read). */
+struct stream_body {
+    uint32_t type;
+    union {
+        struct stream_vm_config vm_config;              /* VM_CONFIG */
+        struct {                                        /* PAGE_DATA */
+            uint32_t count, raw, zlib;
+            uint64_t first_gfn, last_gfn;
+        } page_data;
+        struct {                                        /* ZERO_PAGES */
+            uint64_t ranges, pages, first_gfn, last_gfn;
+        } zero_pages;
+        struct stream_iteration_end iteration_end;      /* ITERATION_END */
+        struct {                        /* VCPU_STATE (index), VM_STATE, DEVICE_STATE */
+            uint32_t index;             /* vCPU index; device instance */
+            char id[MIG_NAME_LEN];      /* device id */
+            const void *fdt;
+            size_t fdt_len;
+        } state;
+        struct stream_mapped_ram mapped_ram;            /* MAPPED_RAM */
+        struct stream_ram_index ram_index;              /* RAM_INDEX */
+        struct {                                        /* RP_ERROR: not NUL-terminated */
+            const char *text;
+            size_t len;
+        } rp_error;
+    };
+};
+
+/* What a body is checked against besides itself. */
+struct stream_parse_ctx {
+    uint32_t stream_flags;      /* the image header's (MAPPED_RAM, RAM_INDEX) */
+    uint64_t nr_gfns;           /* VM_CONFIG's: every gfn is below it */
+    stream_page_fn page_fn;     /* PAGE_DATA: called per page once all are valid; may be NULL */
+    stream_range_fn range_fn;   /* ZERO_PAGES: likewise per range; may be NULL */
+    void *opaque;               /* for page_fn and range_fn */
+};
+
+/* Where a descriptor's describe function reports a record's fields (tern-dump:
+ * its JSON). Any callback may be NULL. */
+struct stream_fields {
+    void *opaque;
+    void (*u64)(void *opaque, const char *name, uint64_t v);
+    void (*str)(void *opaque, const char *name, const char *v);
+    void (*flag)(void *opaque, const char *name, bool v);
+    void (*str_list)(void *opaque, const char *name, const char *const *v, size_t n);
+};
+
+/*
+ * One record type. Its size rule: a body is at least (head_length) bytes (the
+ * fixed part, struct mig_rec_*, which the order check reads where it needs
+ * it) and at most (max_length); max_length 0 is a type without body, which
+ * the reader refuses with one. The parse function checks all of it and the
+ * rest, with messages that say what is wrong.
+ * To add a type: its MIG_REC_* in tern/stream-format.h, one descriptor in
+ * stream.c's table, and its step in the loader (migration/incoming.c).
+ */
+enum stream_rec_where {
+    STREAM_REC_ANY,             /* socket streams and mapped-RAM files */
+    STREAM_REC_SOCKET,          /* not in a mapped-RAM file (PAGE_DATA, ZERO_PAGES) */
+    STREAM_REC_MAPPED,          /* only in a mapped-RAM file (MAPPED_RAM, RAM_INDEX) */
+};
+
+struct stream_record_type {
+    uint32_t type;              /* MIG_REC_* or MIG_RP_* */
+    const char *name;           /* "PAGE_DATA" */
+    bool return_path;           /* a target-to-source type (MIG_RP_*) */
+    enum stream_rec_where where;
+    uint32_t head_length;
+    uint32_t max_length;
+    /* Decode and validate (rec) of this type into (out). */
+    bool (*parse)(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
+                  struct stream_body *out, GError **errp);
+    /* tern-dump's one-line summary of a parsed (body) of pass (pass) (g_free
+     * it), reporting its fields to (f) (may be NULL). */
+    char *(*describe)(const struct stream_body *body, uint32_t pass,
+                      const struct stream_fields *f);
+};
+
+/* The table, in type order; stream_record_types_count entries. */
+extern const struct stream_record_type stream_record_types[];
+extern const size_t stream_record_types_count;
+
+/* The descriptor of (type), or NULL if it is not a v1 type. */
+const struct stream_record_type *stream_record_type_find(uint32_t type);
+/* Name of record type (type), e.g. "PAGE_DATA"; "UNKNOWN" if not a v1 type. */
+const char *mig_rec_type_name(uint32_t type);
+/* Decode and validate (rec) through its type's descriptor into (out). */
+bool stream_record_parse(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
+                         struct stream_body *out, GError **errp);
+/* Bytes for people: "512 B", "12.3 MiB". */
+char *stream_human_bytes(uint64_t n);
 
 #endif
