@@ -643,16 +643,6 @@ static void console_type(struct console *c, const char *line)
     hmp_session_feed(c->hs, line, strlen(line));
 }
 
-/* Run the main loop for about (ms) milliseconds. */
-static void run_for(unsigned ms)
-{
-    gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
-    while (g_get_monotonic_time() < end) {
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
-    }
-}
-
 /* Run the main loop until the HMP migrate watcher has looked at the migration
  * (n) more times (each look a migration_info() call), for at most 5 s: a
  * "nothing was printed" check after it judges what the watcher saw, not how
@@ -682,6 +672,24 @@ static void run_until_output(struct console *c, const char *text)
         g_main_context_iteration(NULL, FALSE);
         g_usleep(2000);
     }
+}
+
+/* Run a blocking migrate on a console of its own, for a migration that ends
+ * at once, until it prints its result. Every watcher started earlier has had
+ * its look by then: all watchers tick at the same interval, so an earlier one
+ * was due first. A "nothing happened" check after it judges what those
+ * watchers did, not how long the host took. Counts one start and one look. */
+static void run_until_earlier_watchers_looked(struct machine *m)
+{
+    struct console ref;
+
+    fake_migration_set_status(MIG_STATUS_COMPLETED);
+    console_open(&ref, m);
+    console_type(&ref, "migrate tcp:reference:1\n");
+    fake_migration_set_status(MIG_STATUS_COMPLETED);
+    run_until_output(&ref, HMP_PROMPT);
+    assert_non_null(strstr(ref.out->str, "migration completed"));
+    console_close(&ref);
 }
 
 static void test_hmp_migrate_blocks(void **state)
@@ -756,14 +764,22 @@ static void test_hmp_migrate_detached(void **state)
     console_type(&c, "migrate -d tcp:h:1\n");
     assert_string_equal(c.out->str, HMP_PROMPT);
     assert_int_equal(fake_migration_start_calls(), 1);
-    console_close(&c);
+    g_string_truncate(c.out, 0);
 
     /* human-monitor-command cannot block: it returns at once, like -d. */
-    fake_migration_reset();
+    fake_migration_set_status(MIG_STATUS_COMPLETED);
     assert_qmp(m, "human-monitor-command", "{\"command-line\": \"migrate tcp:h:2\"}", "\"\"");
-    assert_int_equal(fake_migration_start_calls(), 1);
+    assert_int_equal(fake_migration_start_calls(), 2);
     assert_string_equal(fake_migration_last_uri(), "tcp:h:2");
-    run_for(150);
+
+    /* Neither left a watcher behind: once a later one has looked at the
+     * (completed) migration, that was the only look, and the -d console,
+     * still open, got no result line. */
+    run_until_earlier_watchers_looked(m);
+    assert_int_equal(fake_migration_start_calls(), 3);
+    assert_int_equal(fake_migration_info_calls(), 1);
+    assert_string_equal(c.out->str, "");
+    console_close(&c);
 }
 
 static void test_hmp_migrate_console_closes(void **state)
@@ -773,11 +789,16 @@ static void test_hmp_migrate_console_closes(void **state)
 
     console_open(&c, m);
     console_type(&c, "migrate tcp:h:1\n");
+    fake_migration_set_status(MIG_STATUS_ACTIVE);
+    run_until_watched(1);
     hmp_session_free(c.hs);
     c.hs = NULL;
-    run_for(250);       /* the watcher notices and lets go of the session */
+    /* The watcher notices and lets go of the session without another look at
+     * the migration, so the completion prints nothing. */
+    unsigned looks = fake_migration_info_calls();
     fake_migration_set_status(MIG_STATUS_COMPLETED);
-    run_for(150);
+    run_until_earlier_watchers_looked(m);
+    assert_int_equal(fake_migration_info_calls(), looks + 1);
     assert_string_equal(c.out->str, "");
     console_close(&c);
 }
