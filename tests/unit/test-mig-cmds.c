@@ -643,35 +643,58 @@ static void console_type(struct console *c, const char *line)
     hmp_session_feed(c->hs, line, strlen(line));
 }
 
-/* Run the main loop until the HMP migrate watcher has looked at the migration
- * (n) more times (each look a migration_info() call), for at most 5 s: a
- * "nothing was printed" check after it judges what the watcher saw, not how
- * long the host took. */
-static void run_until_watched(unsigned n)
+/* Run the main loop until done(arg), for at most 5 s; on failure, name
+ * (what) and show (shown) (NULL: nothing). */
+static void run_until(bool (*done)(void *arg), void *arg, const char *what,
+                      const GString *shown)
 {
-    unsigned want = fake_migration_info_calls() + n;
     gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (fake_migration_info_calls() < want) {
+    while (!done(arg)) {
         if (g_get_monotonic_time() > end) {
-            fail_msg("the migrate watcher looked %u of %u times in 5 s",
-                     n - (want - fake_migration_info_calls()), n);
+            fail_msg("timed out waiting for %s; output so far: '%s'", what,
+                     shown ? shown->str : "");
         }
         g_main_context_iteration(NULL, FALSE);
         g_usleep(2000);
     }
 }
 
+static bool info_calls_reached(void *arg)
+{
+    return fake_migration_info_calls() >= *(unsigned *)arg;
+}
+
+/* Run the main loop until the HMP migrate watcher has looked at the migration
+ * (n) more times (each look a migration_info() call): a "nothing was printed"
+ * check after it judges what the watcher saw, not how long the host took. */
+static void run_until_watched(unsigned n)
+{
+    unsigned want = fake_migration_info_calls() + n;
+    run_until(info_calls_reached, &want, "the migrate watcher's looks", NULL);
+}
+
+struct output_wait {
+    GString *out;
+    const char *text;
+    int pty_master;             /* read this pseudo-terminal into (out) first; -1: none */
+};
+
+static void pty_read_all(int master, GString *out);
+
+static bool output_has(void *arg)
+{
+    struct output_wait *w = arg;
+    if (w->pty_master >= 0) {
+        pty_read_all(w->pty_master, w->out);
+    }
+    return strstr(w->out->str, w->text) != NULL;
+}
+
 /* Run the main loop until (c)'s output contains (text), for at most 5 s. */
 static void run_until_output(struct console *c, const char *text)
 {
-    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (!strstr(c->out->str, text)) {
-        if (g_get_monotonic_time() > end) {
-            fail_msg("timed out waiting for '%s'; output so far: '%s'", text, c->out->str);
-        }
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
-    }
+    struct output_wait w = { c->out, text, -1 };
+    run_until(output_has, &w, text, c->out);
 }
 
 /* Run a blocking migrate on a console of its own, for a migration that ends
@@ -816,15 +839,14 @@ static void pty_read_all(int master, GString *out)
 
 static void run_until_pty(int master, GString *out, const char *text)
 {
-    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (!strstr(out->str, text)) {
-        if (g_get_monotonic_time() > end) {
-            fail_msg("timed out waiting for '%s'; output so far: '%s'", text, out->str);
-        }
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
-        pty_read_all(master, out);
-    }
+    struct output_wait w = { out, text, master };
+    run_until(output_has, &w, text, out);
+}
+
+static bool migration_started(void *arg)
+{
+    (void)arg;
+    return fake_migration_start_calls() > 0;
 }
 
 static void test_hmp_migrate_progress_tty(void **state)
@@ -853,11 +875,7 @@ static void test_hmp_migrate_progress_tty(void **state)
         const char *line = "migrate tcp:h:1\n";
         assert_int_equal(write(master, line, strlen(line)), (ssize_t)strlen(line));
         run_until_pty(master, out, "migrate tcp:h:1");      /* the echo */
-        for (gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-             !fake_migration_start_calls() && g_get_monotonic_time() < end;) {
-            g_main_context_iteration(NULL, FALSE);
-            g_usleep(2000);
-        }
+        run_until(migration_started, NULL, "migrate to start", out);
         assert_int_equal(fake_migration_start_calls(), 1);
         struct mig_stats st = sample_stats;
         st.mbps = 941.7;
