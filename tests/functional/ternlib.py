@@ -83,6 +83,20 @@ def quiet_for(seconds, happened, interval=0.05):
         time.sleep(min(interval, max(deadline - time.time(), 0)))
 
 
+def wait_until(ready, timeout, what, interval=0.05):
+    """Poll ready() until it returns something truthy, and return that; raise
+    TimeoutError naming (what) once (timeout) seconds passed without it. For
+    waiting on something observable instead of sleeping and hoping."""
+    deadline = time.time() + timeout
+    while True:
+        got = ready()
+        if got:
+            return got
+        if time.time() >= deadline:
+            raise TimeoutError("%s: not within %.0f s" % (what, timeout))
+        time.sleep(min(interval, max(deadline - time.time(), 0)))
+
+
 def connect_unix(path, timeout, alive=None):
     """A socket connected to unix socket (path), retried until the server
     listens, for (timeout) seconds or while alive() holds."""
@@ -408,6 +422,15 @@ def live_ticks(vm, n=3, timeout=20.0, skip_old=True):
     assert n < 2 or ticks[-1]["timer_ticks"] > ticks[0]["timer_ticks"], \
         "LAPIC timer stopped: %s" % ticks
     return ticks
+
+
+def warm_up(vm, ws):
+    """Wait until the guest has rewritten its whole working set twice (pages populated)."""
+    for _ in range(100):
+        t = live_ticks(vm, 1)[-1]
+        if t["dirtied_mib"] >= 2 * ws:
+            return t
+    raise AssertionError("guest dirtied only %d MiB in 100 ticks" % t["dirtied_mib"])
 
 
 def vcpu_cpu_seconds(pid, tid):

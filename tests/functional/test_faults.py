@@ -397,6 +397,8 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
             src_killed = dst_killed = False
             if kind != "proxy":
                 if act_after is not None:
+                    # soak.py's random moment: a point in time is the fault
+                    # itself here, not a wait for something to finish.
                     time.sleep(act_after)
                 elif not fault.fired.wait(30):
                     res.check(False, "the stream never reached %s: %s" % (
