@@ -24,16 +24,15 @@ import subprocess
 import tempfile
 import time
 
-from ternlib import (ACCEL, cleanup_dir, Lab, live_ticks, migration_statuses, QMPError, run_tests,
-                     RUNNING_RE, start_migration, status, TICK_RE, wait_migration,
+import ternlib
+from ternlib import (ACCEL, assert_events_ordered, cleanup_dir, Lab, live_ticks, QMPError,
+                     run_tests, RUNNING_RE, start_migration, status, TICK_RE, wait_migration,
                      wait_migration_status, wait_until, warm_up, quiet_for)
 
 MiB = 1 << 20
 GiB = 1 << 30
 PAGE = 4096
 TICK = "tick_ms=200"
-STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
-               "cancelling": 3, "cancelled": 4, "failed": 4}
 SLOW_BANDWIDTH = 20 * 1000 * 1000      # bytes/s: keeps a 256 MiB fill in flight for ~13 s
 
 
@@ -154,19 +153,10 @@ def digest(vm):
 
 
 def last_tick(vm):
-    """The last tick line (vm)'s guest printed so far."""
-    vm.serial.poll()
-    ticks = [TICK_RE.match(l) for l in vm.serial.lines]
-    ticks = [m for m in ticks if m]
-    assert ticks, "no tick line yet: %s" % vm.serial.lines[-5:]
-    return {k: int(v) for k, v in ticks[-1].groupdict().items()}
-
-
-def assert_events_ordered(qmp, last):
-    seen = migration_statuses(qmp)
-    assert seen and seen[0] == "setup" and seen[-1] == last, "MIGRATION events %s" % seen
-    ranks = [STATUS_RANK[s] for s in seen]
-    assert ranks == sorted(ranks) and len(set(seen)) == len(seen), "MIGRATION events %s" % seen
+    """The last tick line (vm)'s guest printed so far; there must be one."""
+    t = ternlib.last_tick(vm)
+    assert t, "no tick line yet: %s" % vm.serial.lines[-5:]
+    return t
 
 
 def checkpoint(src, path, timeout=120.0, **params):

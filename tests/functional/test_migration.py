@@ -12,7 +12,7 @@ import struct
 import threading
 
 import ternlib
-from ternlib import (assert_vcpus_busy, Hmp, Lab, live_ticks, migration_statuses, QMPError,
+from ternlib import (assert_events_ordered, assert_vcpus_busy, Hmp, Lab, live_ticks, QMPError,
                      run_tests, RUNNING_RE, start_migration, status, tcp_uri, TICK_RE, wait_migration,
                      wait_migration_status, wait_until, warm_up)
 
@@ -20,8 +20,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 TICK = "tick_ms=200"
 # Order in which the outgoing side may pass through the states (QEMU's names).
-STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
-               "cancelling": 3, "cancelled": 4, "failed": 4}
 RAM_KEYS = ("transferred", "remaining", "total", "duplicate", "normal", "normal-bytes",
             "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second", "precopy-bytes",
             "downtime-bytes", "skipped")
@@ -54,15 +52,6 @@ def assert_target_refused(dst, timeout=30.0):
     ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
     assert not ran, "target ran a partial guest: %s" % ran[:3]
     return code
-
-
-def assert_events_ordered(qmp, last):
-    """MIGRATION events: start with setup, move forward only, end with (last)."""
-    seen = migration_statuses(qmp)
-    assert seen and seen[0] == "setup" and seen[-1] == last, "MIGRATION events %s" % seen
-    ranks = [STATUS_RANK[s] for s in seen]
-    assert ranks == sorted(ranks) and len(set(seen)) == len(seen), "MIGRATION events %s" % seen
-    return seen
 
 
 def migrate(src, dst_uri, timeout=90.0, **params):
