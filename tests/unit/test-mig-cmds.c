@@ -706,10 +706,10 @@ static void run_until_earlier_watchers_looked(struct machine *m)
 {
     struct console ref;
 
-    fake_migration_set_status(MIG_STATUS_COMPLETED);
+    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* so that a new one may start */
     console_open(&ref, m);
     console_type(&ref, "migrate tcp:reference:1\n");
-    fake_migration_set_status(MIG_STATUS_COMPLETED);
+    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* and ends before the first look */
     run_until_output(&ref, HMP_PROMPT);
     assert_non_null(strstr(ref.out->str, "migration completed"));
     console_close(&ref);
