@@ -50,6 +50,11 @@ struct accel *emu_accel_open(const struct accel_options *opts, GError **errp);
 extern const struct vmstate_desc kvm_vm_vmstate;
 extern const struct vmstate_desc emu_vm_vmstate;
 
+/* Shared by both backends: the PVH entry's flat 4 GiB code segment (selector
+ * 0x8) and data segment (0x10), for CS and for DS/ES/FS/GS/SS. */
+struct x86_segment;
+void x86_pvh_segments(struct x86_segment *code, struct x86_segment *data);
+
 /* Shared by both backends: MSR child node save/load helpers over (index, value) pairs. */
 struct x86_msr { uint32_t index; uint64_t value; };
 bool x86_msrs_save(const struct x86_msr *msrs, unsigned n, void *fdt, int node, GError **errp);

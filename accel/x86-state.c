@@ -1,5 +1,5 @@
 /* x86-state.c: the vmstate tables of a vCPU's state, shared by both accelerators,
- * and the "msrs" node. */
+ * the "msrs" node, and the PVH entry's flat segments. */
 #include <libfdt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,4 +175,18 @@ int x86_msrs_load(struct x86_msr *out, unsigned max, const void *fdt, int node, 
         out[n++].value = prop_u64(val);
     }
     return (int)n;
+}
+
+static void flat_segment(struct x86_segment *seg, uint16_t selector, uint8_t type)
+{
+    *seg = (struct x86_segment){
+        .base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
+        .present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+    };
+}
+
+void x86_pvh_segments(struct x86_segment *code, struct x86_segment *data)
+{
+    flat_segment(code, 0x8, 0xb);       /* execute/read, accessed */
+    flat_segment(data, 0x10, 0x3);      /* read/write, accessed */
 }

@@ -265,14 +265,6 @@ void emu_vcpu_destroy(struct accel_vcpu *base)
     g_free(v);
 }
 
-static void flat_segment(struct x86_segment *seg, uint16_t selector, uint8_t type)
-{
-    *seg = (struct x86_segment){
-        .base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
-        .present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
-    };
-}
-
 bool emu_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t start_info,
                             GError **errp)
 {
@@ -284,8 +276,7 @@ bool emu_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t st
     cpu->cr0 = CR0_PE | CR0_ET;
     cpu->cr4 = 0;
     cpu->efer = 0;
-    flat_segment(&cpu->seg[X86_CS], 0x8, 0xb);
-    flat_segment(&cpu->seg[X86_DS], 0x10, 0x3);
+    x86_pvh_segments(&cpu->seg[X86_CS], &cpu->seg[X86_DS]);
     cpu->seg[X86_ES] = cpu->seg[X86_FS] = cpu->seg[X86_GS] = cpu->seg[X86_SS] =
         cpu->seg[X86_DS];
     memset(cpu->regs, 0, sizeof(cpu->regs));

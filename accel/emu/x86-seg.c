@@ -225,6 +225,19 @@ static void check_ret_ss(struct x86_cpu *cpu, uint16_t nss, unsigned new_cpl, bo
         x86_raise(cpu, X86_EXC_SS, nss & ~3u, true);
 }
 
+/* The code segment (sel) a far return or IRET goes back to, read into (s):
+ * never null, never to an inner level. Returns its RPL, the new CPL. */
+static unsigned read_return_cs(struct x86_cpu *cpu, uint16_t sel, unsigned cpl,
+                               struct x86_segment *s)
+{
+    if ((sel & ~3) == 0)
+        x86_raise_gp(cpu, 0);
+    x86_read_descriptor(cpu, sel, s, NULL);
+    if ((sel & 3u) < cpl)
+        x86_raise_gp(cpu, sel & ~3u);
+    return sel & 3u;
+}
+
 void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra)
 {
     uint64_t sp = cpu->regs[X86_RSP], ip;
@@ -239,13 +252,8 @@ void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra)
         set_sp(cpu, sp + pop_extra);
         return;
     }
-    if ((sel & ~3) == 0)
-        x86_raise_gp(cpu, 0);
     struct x86_segment s;
-    unsigned rpl = sel & 3;
-    x86_read_descriptor(cpu, sel, &s, NULL);
-    if (rpl < cpl)
-        x86_raise_gp(cpu, sel & ~3u);
+    unsigned rpl = read_return_cs(cpu, sel, cpl, &s);
     if (rpl == cpl) {
         load_cs(cpu, sel, &s, cpl);
         set_sp(cpu, sp + pop_extra);
@@ -305,13 +313,8 @@ void x86_iret(struct x86_cpu *cpu, unsigned opsize)
     ip = stack_pop(cpu, &sp, opsize);
     sel = (uint16_t)stack_pop(cpu, &sp, opsize);
     f = stack_pop(cpu, &sp, opsize);
-    if ((sel & ~3) == 0)
-        x86_raise_gp(cpu, 0);
     struct x86_segment s;
-    unsigned rpl = sel & 3;
-    x86_read_descriptor(cpu, sel, &s, NULL);
-    if (rpl < cpl)
-        x86_raise_gp(cpu, sel & ~3u);
+    unsigned rpl = read_return_cs(cpu, sel, cpl, &s);
     if (m64 || rpl != cpl) {
         uint64_t nsp = stack_pop(cpu, &sp, opsize);
         uint16_t nss = (uint16_t)stack_pop(cpu, &sp, opsize);

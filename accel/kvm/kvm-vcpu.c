@@ -9,6 +9,7 @@
 #include "kvm-internal.h"
 #include "tern/ioport.h"
 #include "tern/util.h"
+#include "tern/x86-state.h"
 
 /* The kick signal only has to interrupt KVM_RUN; its handler does nothing.
  * SA_RESTART keeps every other syscall of a vCPU thread unaffected (KVM_RUN
@@ -99,19 +100,11 @@ void kvm_vcpu_destroy(struct accel_vcpu *base)
     g_free(vcpu);
 }
 
-static void flat_segment(struct kvm_segment *seg, uint16_t selector, uint8_t type)
-{
-    *seg = (struct kvm_segment){
-        .base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
-        .present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
-    };
-}
-
 bool kvm_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t start_info,
                             GError **errp)
 {
     struct kvm_vcpu *vcpu = VCPU_OF(base);
-    struct kvm_sregs sregs;
+    struct x86_sregs sregs;     /* struct kvm_sregs's layout (kvm-state.c checks) */
     if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SREGS: %s", g_strerror(errno));
         return false;
@@ -121,8 +114,7 @@ bool kvm_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t st
     sregs.cr0 |= 1;
     sregs.cr4 = 0;
     sregs.efer = 0;
-    flat_segment(&sregs.cs, 0x8, 0xb);
-    flat_segment(&sregs.ds, 0x10, 0x3);
+    x86_pvh_segments(&sregs.cs, &sregs.ds);
     sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
     if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_SET_SREGS: %s", g_strerror(errno));

@@ -68,19 +68,34 @@ class QMPError(Exception):
         self.error = error
 
 
-def quiet_for(seconds, happened, interval=0.05):
-    """Poll happened() for (seconds): return its first truthy value at once
-    (something happened that should not have), else None once the whole time
-    passed quietly. For "nothing happens for T" checks: the failure shows as
-    soon as it occurs, and a quiet run still lasts the full T."""
+def _poll(seconds, fn, interval):
+    """fn()'s first truthy value within (seconds), else None."""
     deadline = time.time() + seconds
     while True:
-        got = happened()
+        got = fn()
         if got:
             return got
         if time.time() >= deadline:
             return None
         time.sleep(min(interval, max(deadline - time.time(), 0)))
+
+
+def quiet_for(seconds, happened, interval=0.05):
+    """Poll happened() for (seconds): return its first truthy value at once
+    (something happened that should not have), else None once the whole time
+    passed quietly. For "nothing happens for T" checks: the failure shows as
+    soon as it occurs, and a quiet run still lasts the full T."""
+    return _poll(seconds, happened, interval)
+
+
+def wait_until(ready, timeout, what, interval=0.05):
+    """Poll ready() until it returns something truthy, and return that; raise
+    TimeoutError naming (what) once (timeout) seconds passed without it. For
+    waiting on something observable instead of sleeping and hoping."""
+    got = _poll(timeout, ready, interval)
+    if not got:
+        raise TimeoutError("%s: not within %.0f s" % (what, timeout))
+    return got
 
 
 def connect_unix(path, timeout, alive=None):
@@ -410,6 +425,25 @@ def live_ticks(vm, n=3, timeout=20.0, skip_old=True):
     return ticks
 
 
+def last_tick(vm):
+    """The last tick line (vm)'s guest printed so far, parsed; None before the first."""
+    vm.serial.poll()
+    for line in reversed(vm.serial.lines):
+        m = TICK_RE.match(line)
+        if m:
+            return {k: int(v) for k, v in m.groupdict().items()}
+    return None
+
+
+def warm_up(vm, ws):
+    """Wait until the guest has rewritten its whole working set twice (pages populated)."""
+    for _ in range(100):
+        t = live_ticks(vm, 1)[-1]
+        if t["dirtied_mib"] >= 2 * ws:
+            return t
+    raise AssertionError("guest dirtied only %d MiB in 100 ticks" % t["dirtied_mib"])
+
+
 def vcpu_cpu_seconds(pid, tid):
     """CPU time (user + system) thread (tid) of process (pid) has used."""
     with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
@@ -482,6 +516,20 @@ def tcp_uri(port):
 def migration_statuses(qmp):
     """The MIGRATION event statuses received so far, in order."""
     return [ev["data"]["status"] for ev in qmp.history if ev["event"] == "MIGRATION"]
+
+
+# How far along each MIGRATION status is: events only ever move forward.
+STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
+               "cancelling": 3, "cancelled": 4, "failed": 4}
+
+
+def assert_events_ordered(qmp, last):
+    """MIGRATION events: start with setup, move forward only, end with (last)."""
+    seen = migration_statuses(qmp)
+    assert seen and seen[0] == "setup" and seen[-1] == last, "MIGRATION events %s" % seen
+    ranks = [STATUS_RANK[s] for s in seen]
+    assert ranks == sorted(ranks) and len(set(seen)) == len(seen), "MIGRATION events %s" % seen
+    return seen
 
 
 def start_migration(qmp, uri):

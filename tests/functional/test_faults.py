@@ -55,7 +55,7 @@ import sys
 import time
 
 from faultproxy import Fault, FaultProxy, Trigger
-from ternlib import (SLOW, Lab, QMPError, TICK_RE, migration_statuses, run_tests,
+from ternlib import (SLOW, Lab, QMPError, TICK_RE, last_tick, migration_statuses, run_tests,
                      start_migration, tcp_uri, wait_migration, quiet_for)
 
 MEM = "256M"
@@ -213,7 +213,7 @@ def source_stays_paused(src, res, why, quiet_s=0.5):
 def cont_in_doubt(src, res):
     """`cont` on a source in doubt whose target does not run: the guest goes on
     exactly where it was, healthy."""
-    before = _last_tick(src)
+    before = last_tick(src)
     src.serial.poll()
     start = len(src.serial.lines)
     reply = src.qmp.execute("cont")
@@ -397,6 +397,8 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
             src_killed = dst_killed = False
             if kind != "proxy":
                 if act_after is not None:
+                    # soak.py's random moment: a point in time is the fault
+                    # itself here, not a wait for something to finish.
                     time.sleep(act_after)
                 elif not fault.fired.wait(30):
                     res.check(False, "the stream never reached %s: %s" % (
@@ -407,7 +409,7 @@ def trial(binary, kind, phase, action=None, ms=HOLD_MS, length=4096, fraction=0.
                     st = src.qmp.cmd("query-migrate")["status"]
                     res.check(st == ph["status"], "source status %s while held at %s, "
                               "expected %s" % (st, trig, ph["status"]))
-                last = _last_tick(src) or last
+                last = last_tick(src) or last
                 if kind == "kill-target" and phase == "pause" and act_after is None:
                     # END committed: the source has written it into the proxy's
                     # queue (the state records are small). Make sure.
@@ -455,7 +457,7 @@ def migrate_again(lab, src, res):
     """The source that kept its guest (or was continued with `cont` after being
     in doubt) can migrate again (no proxy, fresh target)."""
     dst2 = lab.target("-m", MEM, name="dst2")
-    last = _last_tick(src)
+    last = last_tick(src)
     src.qmp.cmd("migrate-set-parameters", x_passes=0, max_bandwidth=0)
     start_migration(src.qmp, dst2.uri)
     info = wait_migration(src.qmp, 60)
@@ -467,15 +469,6 @@ def migrate_again(lab, src, res):
         res.check(ticks[0]["tick"] > last["tick"] and all(t["errors"] == 0 for t in ticks),
                   "after migrating again: %s then %s" % (last, ticks))
     res.again = True
-
-
-def _last_tick(vm):
-    vm.serial.poll()
-    for line in reversed(vm.serial.lines):
-        m = TICK_RE.match(line)
-        if m:
-            return {k: int(v) for k, v in m.groupdict().items()}
-    return None
 
 
 def cancel_check(src, proxy, phase, res):

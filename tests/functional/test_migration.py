@@ -10,19 +10,16 @@ import re
 import socket
 import struct
 import threading
-import time
 
 import ternlib
-from ternlib import (assert_vcpus_busy, Hmp, Lab, live_ticks, migration_statuses, QMPError,
+from ternlib import (assert_events_ordered, assert_vcpus_busy, Hmp, Lab, live_ticks, QMPError,
                      run_tests, RUNNING_RE, start_migration, status, tcp_uri, TICK_RE, wait_migration,
-                     wait_migration_status)
+                     wait_migration_status, wait_until, warm_up)
 
 MiB = 1 << 20
 GiB = 1 << 30
 TICK = "tick_ms=200"
 # Order in which the outgoing side may pass through the states (QEMU's names).
-STATUS_RANK = {"setup": 0, "active": 1, "device": 2, "completed": 3,
-               "cancelling": 3, "cancelled": 4, "failed": 4}
 RAM_KEYS = ("transferred", "remaining", "total", "duplicate", "normal", "normal-bytes",
             "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second", "precopy-bytes",
             "downtime-bytes", "skipped")
@@ -57,15 +54,6 @@ def assert_target_refused(dst, timeout=30.0):
     return code
 
 
-def assert_events_ordered(qmp, last):
-    """MIGRATION events: start with setup, move forward only, end with (last)."""
-    seen = migration_statuses(qmp)
-    assert seen and seen[0] == "setup" and seen[-1] == last, "MIGRATION events %s" % seen
-    ranks = [STATUS_RANK[s] for s in seen]
-    assert ranks == sorted(ranks) and len(set(seen)) == len(seen), "MIGRATION events %s" % seen
-    return seen
-
-
 def migrate(src, dst_uri, timeout=90.0, **params):
     """Set parameters, start the migration, wait for its end; returns query-migrate."""
     if params:
@@ -88,7 +76,7 @@ def assert_completed(info, src, dst):
     missing = [k for k in RAM_KEYS if k not in ram]
     assert not missing, "query-migrate ram lacks %s: %s" % (missing, ram)
     assert ram["transferred"] > 0 and ram["remaining"] == 0, ram
-    assert ram["dirty-sync-count"] >= 1, ram
+    assert ram["dirty-sync-count"] >= 2, ram      # a first full pass, then the final one
     assert ram["precopy-bytes"] + ram["downtime-bytes"] <= ram["transferred"], ram
 
 
@@ -141,15 +129,6 @@ def test_idle_guest(binary):
 def rate_mib_per_tick(ticks):
     """MiB the guest rewrote per tick over (ticks)."""
     return (ticks[-1]["dirtied_mib"] - ticks[0]["dirtied_mib"]) / (len(ticks) - 1)
-
-
-def warm_up(vm, ws):
-    """Wait until the guest has rewritten its whole working set twice (pages populated)."""
-    for _ in range(100):
-        t = live_ticks(vm, 1)[-1]
-        if t["dirtied_mib"] >= 2 * ws:
-            return t
-    raise AssertionError("guest dirtied only %d MiB in 100 ticks" % t["dirtied_mib"])
 
 
 def test_rewriting_guest_forced_passes(binary):
@@ -218,14 +197,12 @@ def test_auto_converge(binary):
         src.qmp.cmd("migrate-set-parameters", max_bandwidth=16 * MiB, downtime_limit=10,
                     cpu_throttle_initial=50, cpu_throttle_increment=25)
         start_migration(src.qmp, dst.uri)
-        deadline = time.time() + 60
-        while True:
+
+        def throttled():
             info = src.qmp.cmd("query-migrate")
             assert info["status"] in ("setup", "active"), "ended before throttling: %s" % info
-            if info.get("cpu-throttle-percentage", 0) >= 50:
-                break
-            assert time.time() < deadline, "no throttle within 60 s: %s" % describe(info)
-            time.sleep(0.1)
+            return info if info.get("cpu-throttle-percentage", 0) >= 50 else None
+        info = wait_until(throttled, 60, "a throttle of 50%", interval=0.1)
         note("throttled to %d%% after %d passes", info["cpu-throttle-percentage"],
              info["ram"]["dirty-sync-count"])
         last = src.serial.poll() and src.serial.lines[-1]
@@ -574,15 +551,11 @@ def test_progress_while_active(binary):
 # HMP: the console a person types into.
 
 def hmp_wait_completed(h, timeout=60.0):
-    deadline = time.time() + timeout
-    while True:
+    def completed():
         out = h.run("info migrate")
-        if "Migration status: completed" in out:
-            return out
         assert not re.search(r"Migration status: (failed|cancelled)", out), out
-        if time.time() > deadline:
-            raise TimeoutError("info migrate never said completed: %r" % out)
-        time.sleep(0.1)
+        return out if "Migration status: completed" in out else None
+    return wait_until(completed, timeout, "info migrate says completed", interval=0.1)
 
 
 def test_hmp_detached(binary):

@@ -62,9 +62,13 @@ static void dirty_log_complete(uint32_t ring_size)
     for (int round = 0; round < 6; round++) {
         memset(seen, 0, BITMAP_LONGS(ram->nr_gfns) * sizeof(unsigned long));
         assert_true(machine_cont(m, NULL));
+        /* Harvest while the guest writes on: after each of its next ticks, so
+         * that it has run (and written) between two harvests, however slowly
+         * the host lets it. */
         for (int k = 0; k < 4; k++) {
-            g_usleep(20000);
-            sync_or_fail(kvm, seen);    /* harvest while the guest writes on */
+            struct tick t;
+            assert_true(serial_log_wait_tick(&log, test_ms(5000), &t));
+            sync_or_fail(kvm, seen);
         }
         assert_true(machine_stop(m, NULL));
         sync_or_fail(kvm, seen);

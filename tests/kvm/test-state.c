@@ -51,7 +51,9 @@ static void expect_guest_continues(struct fixture *f)
     struct tick a, b;
     assert_true(serial_log_wait_tick(&f->log, test_ms(5000), &a));
     assert_true(serial_log_wait_tick(&f->log, test_ms(5000), &b));
+    assert_int_equal(a.errors, 0);
     assert_int_equal(b.errors, 0);
+    assert_int_equal(b.tick, a.tick + 1);
     assert_true(b.timer_ticks > a.timer_ticks);
     assert_true(b.dirtied_mib >= a.dirtied_mib);
 }

@@ -643,45 +643,76 @@ static void console_type(struct console *c, const char *line)
     hmp_session_feed(c->hs, line, strlen(line));
 }
 
-/* Run the main loop for about (ms) milliseconds. */
-static void run_for(unsigned ms)
+/* Run the main loop until done(arg), for at most 5 s; on failure, name
+ * (what) and show (shown) (NULL: nothing). */
+static void run_until(bool (*done)(void *arg), void *arg, const char *what,
+                      const GString *shown)
 {
-    gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
-    while (g_get_monotonic_time() < end) {
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    while (!done(arg)) {
+        if (g_get_monotonic_time() > end) {
+            fail_msg("timed out waiting for %s; output so far: '%s'", what,
+                     shown ? shown->str : "");
+        }
         g_main_context_iteration(NULL, FALSE);
         g_usleep(2000);
     }
 }
 
+static bool info_calls_reached(void *arg)
+{
+    return fake_migration_info_calls() >= *(unsigned *)arg;
+}
+
 /* Run the main loop until the HMP migrate watcher has looked at the migration
- * (n) more times (each look a migration_info() call), for at most 5 s: a
- * "nothing was printed" check after it judges what the watcher saw, not how
- * long the host took. */
+ * (n) more times (each look a migration_info() call): a "nothing was printed"
+ * check after it judges what the watcher saw, not how long the host took. */
 static void run_until_watched(unsigned n)
 {
     unsigned want = fake_migration_info_calls() + n;
-    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (fake_migration_info_calls() < want) {
-        if (g_get_monotonic_time() > end) {
-            fail_msg("the migrate watcher looked %u of %u times in 5 s",
-                     n - (want - fake_migration_info_calls()), n);
-        }
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
+    run_until(info_calls_reached, &want, "the migrate watcher's looks", NULL);
+}
+
+struct output_wait {
+    GString *out;
+    const char *text;
+    int pty_master;             /* read this pseudo-terminal into (out) first; -1: none */
+};
+
+static void pty_read_all(int master, GString *out);
+
+static bool output_has(void *arg)
+{
+    struct output_wait *w = arg;
+    if (w->pty_master >= 0) {
+        pty_read_all(w->pty_master, w->out);
     }
+    return strstr(w->out->str, w->text) != NULL;
 }
 
 /* Run the main loop until (c)'s output contains (text), for at most 5 s. */
 static void run_until_output(struct console *c, const char *text)
 {
-    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (!strstr(c->out->str, text)) {
-        if (g_get_monotonic_time() > end) {
-            fail_msg("timed out waiting for '%s'; output so far: '%s'", text, c->out->str);
-        }
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
-    }
+    struct output_wait w = { c->out, text, -1 };
+    run_until(output_has, &w, text, c->out);
+}
+
+/* Run a blocking migrate on a console of its own, for a migration that ends
+ * at once, until it prints its result. Every watcher started earlier has had
+ * its look by then: all watchers tick at the same interval, so an earlier one
+ * was due first. A "nothing happened" check after it judges what those
+ * watchers did, not how long the host took. Counts one start and one look. */
+static void run_until_earlier_watchers_looked(struct machine *m)
+{
+    struct console ref;
+
+    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* so that a new one may start */
+    console_open(&ref, m);
+    console_type(&ref, "migrate tcp:reference:1\n");
+    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* and ends before the first look */
+    run_until_output(&ref, HMP_PROMPT);
+    assert_non_null(strstr(ref.out->str, "migration completed"));
+    console_close(&ref);
 }
 
 static void test_hmp_migrate_blocks(void **state)
@@ -756,14 +787,22 @@ static void test_hmp_migrate_detached(void **state)
     console_type(&c, "migrate -d tcp:h:1\n");
     assert_string_equal(c.out->str, HMP_PROMPT);
     assert_int_equal(fake_migration_start_calls(), 1);
-    console_close(&c);
+    g_string_truncate(c.out, 0);
 
     /* human-monitor-command cannot block: it returns at once, like -d. */
-    fake_migration_reset();
+    fake_migration_set_status(MIG_STATUS_COMPLETED);
     assert_qmp(m, "human-monitor-command", "{\"command-line\": \"migrate tcp:h:2\"}", "\"\"");
-    assert_int_equal(fake_migration_start_calls(), 1);
+    assert_int_equal(fake_migration_start_calls(), 2);
     assert_string_equal(fake_migration_last_uri(), "tcp:h:2");
-    run_for(150);
+
+    /* Neither left a watcher behind: once a later one has looked at the
+     * (completed) migration, that was the only look, and the -d console,
+     * still open, got no result line. */
+    run_until_earlier_watchers_looked(m);
+    assert_int_equal(fake_migration_start_calls(), 3);
+    assert_int_equal(fake_migration_info_calls(), 1);
+    assert_string_equal(c.out->str, "");
+    console_close(&c);
 }
 
 static void test_hmp_migrate_console_closes(void **state)
@@ -773,11 +812,16 @@ static void test_hmp_migrate_console_closes(void **state)
 
     console_open(&c, m);
     console_type(&c, "migrate tcp:h:1\n");
+    fake_migration_set_status(MIG_STATUS_ACTIVE);
+    run_until_watched(1);
     hmp_session_free(c.hs);
     c.hs = NULL;
-    run_for(250);       /* the watcher notices and lets go of the session */
+    /* The watcher notices and lets go of the session without another look at
+     * the migration, so the completion prints nothing. */
+    unsigned looks = fake_migration_info_calls();
     fake_migration_set_status(MIG_STATUS_COMPLETED);
-    run_for(150);
+    run_until_earlier_watchers_looked(m);
+    assert_int_equal(fake_migration_info_calls(), looks + 1);
     assert_string_equal(c.out->str, "");
     console_close(&c);
 }
@@ -795,15 +839,14 @@ static void pty_read_all(int master, GString *out)
 
 static void run_until_pty(int master, GString *out, const char *text)
 {
-    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-    while (!strstr(out->str, text)) {
-        if (g_get_monotonic_time() > end) {
-            fail_msg("timed out waiting for '%s'; output so far: '%s'", text, out->str);
-        }
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(2000);
-        pty_read_all(master, out);
-    }
+    struct output_wait w = { out, text, master };
+    run_until(output_has, &w, text, out);
+}
+
+static bool migration_started(void *arg)
+{
+    (void)arg;
+    return fake_migration_start_calls() > 0;
 }
 
 static void test_hmp_migrate_progress_tty(void **state)
@@ -832,11 +875,7 @@ static void test_hmp_migrate_progress_tty(void **state)
         const char *line = "migrate tcp:h:1\n";
         assert_int_equal(write(master, line, strlen(line)), (ssize_t)strlen(line));
         run_until_pty(master, out, "migrate tcp:h:1");      /* the echo */
-        for (gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-             !fake_migration_start_calls() && g_get_monotonic_time() < end;) {
-            g_main_context_iteration(NULL, FALSE);
-            g_usleep(2000);
-        }
+        run_until(migration_started, NULL, "migrate to start", out);
         assert_int_equal(fake_migration_start_calls(), 1);
         struct mig_stats st = sample_stats;
         st.mbps = 941.7;
