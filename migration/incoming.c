@@ -157,7 +157,8 @@ static bool load_end(struct incoming *inc, const struct stream_record *rec,
 }
 
 /* RAM_FDS: the source's memfds, checked against this machine, then mapped
- * over our own RAM at the same host addresses. Nothing writes them here. */
+ * over our own RAM at the same host addresses. The source still runs the
+ * guest on them until it pauses: nothing here reads or writes them. */
 static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
                          const struct stream_body *b, GError **errp)
 {
@@ -200,13 +201,6 @@ static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
         ok = guest_ram_adopt_fd(ram, adopted, fds[adopted], errp);
     for (unsigned i = ok ? n : adopted; i < n; i++)
         close(fds[i]);
-    /* Tests only: hold here with the memfds mapped, so that a test can kill
-     * the target at this point of the hand-over (test_cpr.py). */
-    if (ok && g_getenv("TERN_TEST_STALL_AFTER_RAM_FDS")) {
-        fprintf(stderr, "tern: test: stalling after RAM_FDS\n");
-        for (;;)
-            pause();
-    }
     return ok;
 }
 
@@ -230,7 +224,7 @@ static const struct load_step {
     [MIG_REC_END] = { load_end },
     [MIG_REC_MAPPED_RAM] = { load_mapped_ram },
     [MIG_REC_RAM_INDEX] = { load_ram_index },
-    [MIG_REC_RAM_FDS] = { load_ram_fds, true },     /* the source has paused */
+    [MIG_REC_RAM_FDS] = { load_ram_fds },
 };
 
 /* Apply one record through its type's descriptor and step; (inc->done) at END. */
@@ -279,6 +273,20 @@ static bool cpr_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
     return true;
 }
 
+/* Tests only: TERN_TEST_STALL_AFTER=TYPE holds the loader for good once a
+ * record of TYPE (e.g. RAM_FDS, END) is loaded, so that a test can kill the
+ * target at that point of a hand-over (tests/functional/test_cpr.py). */
+static void test_stall_after(const struct stream_record *rec)
+{
+    const char *type = g_getenv("TERN_TEST_STALL_AFTER");
+
+    if (!type || strcmp(type, mig_rec_type_name(rec->type)))
+        return;
+    fprintf(stderr, "tern: test: stalling after %s\n", type);
+    for (;;)
+        pause();
+}
+
 static bool load_stream(struct incoming *inc, GError **errp)
 {
     struct stream_reader r;
@@ -312,6 +320,8 @@ static bool load_stream(struct incoming *inc, GError **errp)
             continue;
         GError *err = NULL;
         ok = load_record(inc, &rec, &err);
+        if (ok)
+            test_stall_after(&rec);
         if (!ok) {
             /* Name the record the error came from. */
             g_autofree char *where = stream_record_describe(&rec);

@@ -169,6 +169,25 @@ static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, v
     g_mutex_unlock(&mig->lock);
 }
 
+/* cpr-transfer: RAM_FDS with the memfds attached, in the head: the target
+ * maps them before it says READY, so the mapping's cost (the accelerator
+ * drops what it had mapped of the old RAM) falls before the pause. The
+ * target only maps them; the guest runs here until the pause. */
+static bool cpr_send_ram_fds(struct sender *s, GError **errp)
+{
+    struct guest_ram *ram = machine_ram(s->mig->m);
+    struct stream_ram_fds layout = { .nr_regions = ram->nr_regions };
+    int fds[GUEST_RAM_MAX_REGIONS];
+
+    for (unsigned i = 0; i < ram->nr_regions; i++) {
+        layout.regions[i].gpa = ram->regions[i].gpa;
+        layout.regions[i].size = ram->regions[i].size;
+        fds[i] = ram->regions[i].memfd;
+    }
+    return channel_send_fds(s->ch, fds, ram->nr_regions, errp) &&
+           stream_write_ram_fds(&s->w, &layout, errp);
+}
+
 /* The sequential head of the stream: header, VM_CONFIG, STATIC_END (and for a
  * file MAPPED_RAM, the layout of the RAM area). */
 static bool write_head(struct sender *s, bool crc, GError **errp)
@@ -180,6 +199,7 @@ static bool write_head(struct sender *s, bool crc, GError **errp)
     migration_describe_machine(s->mig->m, &cfg);
     stream_writer_init(&s->w, s->ch, flags);
     if (!stream_write_header(&s->w, errp) || !stream_write_vm_config(&s->w, &cfg, errp) ||
+        (s->cpr && !cpr_send_ram_fds(s, errp)) ||
         !stream_write_empty(&s->w, MIG_REC_STATIC_END, errp))
         return false;
     if (s->to_file && (!stream_mapped_ram_plan(&s->w, cfg.nr_gfns, &s->layout, errp) ||
@@ -403,8 +423,11 @@ static bool lost_after_end(struct sender *s, GError **errp)
     g_mutex_unlock(&s->rp->lock);
     if (refused)
         return false;       /* the target said ERROR: it will not run; resume here */
-    if (s->cpr && cpr_target_gone(s))
-        return false;       /* the target process has exited: it cannot be running it */
+    if (s->cpr && cpr_target_gone(s)) {
+        /* The target process has exited: it cannot be running the guest. */
+        g_prefix_error(errp, "the target process exited before it resumed the guest: ");
+        return false;
+    }
     s->in_doubt = true;
     g_autofree char *why = g_strdup((*errp)->message);
     g_clear_error(errp);
@@ -445,21 +468,15 @@ static void apply_cpr_stats(struct mig_stats *st, void *arg)
     st->total_time_ms = (now - s->mig->start_ns) / 1000000;
 }
 
-/* cpr-transfer: pause, hand the RAM memfds over with the state and END, and
- * once the target runs the guest on that memory, let go of it for good. No
- * dirty logging and no pages: nothing here depends on the RAM size. */
+/* cpr-transfer, once the target has mapped the memfds (READY): pause, send
+ * the state and END, and once the target runs the guest on that memory, let
+ * go of it for good. No dirty logging and no pages: nothing in the pause
+ * depends on the RAM size. */
 static bool cpr_hand_over(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
     struct guest_ram *ram = machine_ram(mig->m);
-    struct stream_ram_fds layout = { .nr_regions = ram->nr_regions };
-    int fds[GUEST_RAM_MAX_REGIONS];
 
-    for (unsigned i = 0; i < ram->nr_regions; i++) {
-        layout.regions[i].gpa = ram->regions[i].gpa;
-        layout.regions[i].size = ram->regions[i].size;
-        fds[i] = ram->regions[i].memfd;
-    }
     g_mutex_lock(&mig->lock);
     mig->stats.setup_time_ms = (clock_ns() - mig->start_ns) / 1000000;
     g_mutex_unlock(&mig->lock);
@@ -474,9 +491,7 @@ static bool cpr_hand_over(struct sender *s, GError **errp)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
         return false;
     }
-    if (!channel_send_fds(s->ch, fds, ram->nr_regions, errp) ||
-        !stream_write_ram_fds(&s->w, &layout, errp) || !send_state(s, errp) ||
-        !commit_end(mig, errp) || !send_end(s, errp))
+    if (!send_state(s, errp) || !commit_end(mig, errp) || !send_end(s, errp))
         return false;
     if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp))
         return lost_after_end(s, errp);

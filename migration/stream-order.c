@@ -69,17 +69,18 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
             return stream_rec_fail(rec, errp, "out of order: the stream must start with VM_CONFIG");
         if (head_ok(rec))
             o->nr_vcpus = mig_load_le32(rec->body + offsetof(struct mig_rec_vm_config, nr_vcpus));
-        o->state = ORDER_STATIC_END;
+        o->state = o->handover ? ORDER_RAM_FDS : ORDER_STATIC_END;
         return true;
     case ORDER_STATIC_END:
         if (rec->type != MIG_REC_STATIC_END)
-            return stream_rec_fail(rec, errp, "out of order: expected STATIC_END after VM_CONFIG");
-        o->state = o->mapped ? ORDER_MAPPED_RAM : o->handover ? ORDER_RAM_FDS : ORDER_PASSES;
+            return stream_rec_fail(rec, errp, "out of order: expected STATIC_END after %s",
+                                   o->handover ? "RAM_FDS" : "VM_CONFIG");
+        o->state = o->mapped ? ORDER_MAPPED_RAM : o->handover ? ORDER_VCPUS : ORDER_PASSES;
         return true;
     case ORDER_RAM_FDS:
         if (rec->type != MIG_REC_RAM_FDS)
-            return stream_rec_fail(rec, errp, "out of order: expected RAM_FDS after STATIC_END");
-        o->state = ORDER_VCPUS;
+            return stream_rec_fail(rec, errp, "out of order: expected RAM_FDS after VM_CONFIG");
+        o->state = ORDER_STATIC_END;
         return true;
     case ORDER_MAPPED_RAM:
         if (rec->type != MIG_REC_MAPPED_RAM)

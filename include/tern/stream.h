@@ -122,7 +122,7 @@ bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **er
  * A mapped-RAM file (MIG_HDR_F_MAPPED_RAM): VM_CONFIG, STATIC_END, MAPPED_RAM,
  * then the tail: RAM_INDEX, ITERATION_END+ (no page records), VCPU_STATE...,
  * VM_STATE, DEVICE_STATE*, END. Each mode refuses the other's RAM records.
- * A cpr-transfer stream (MIG_HDR_F_RAM_FD): VM_CONFIG, STATIC_END, RAM_FDS,
+ * A cpr-transfer stream (MIG_HDR_F_RAM_FD): VM_CONFIG, RAM_FDS, STATIC_END,
  * VCPU_STATE..., VM_STATE, DEVICE_STATE*, END (no pages, no passes). */
 struct stream_order {
     int state;

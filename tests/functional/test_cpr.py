@@ -3,8 +3,8 @@
 its guest RAM passed as memfds over a UNIX socket instead of copied.
 
 The fault-injection proxy cannot carry file descriptors, so the failures are
-made by hand: a target that stalls after receiving the memfds and is killed
-(TERN_TEST_STALL_AFTER_RAM_FDS), a target refusing the configuration, a
+made by hand: a target that stalls after receiving the memfds, or after END,
+and is killed (TERN_TEST_STALL_AFTER), a target refusing the configuration, a
 cancel while the target does not answer (SIGSTOP), and both set-up
 mismatches. In each, the source goes on running the same guest (its own
 self-check stays clean) and the target never runs it.
@@ -183,20 +183,31 @@ def test_digest_and_hmp(binary):
         hmp.close()
 
 
-def test_target_killed_after_fds(binary):
+def killed_after(binary, record):
     def make(lab, name):
         return handover_target(lab, "-m", "512M", "-smp", "2", name=name,
-                               env={"TERN_TEST_STALL_AFTER_RAM_FDS": "1"})
+                               env={"TERN_TEST_STALL_AFTER": record})
 
     def kill_when_stalled(src, dst):
         deadline = time.time() + 30
-        while "stalling after RAM_FDS" not in dst.stderr():
+        while "stalling after " + record not in dst.stderr():
             assert time.time() < deadline, dst.stderr()
             time.sleep(0.02)
         dst.kill()
 
-    why = failure_case(binary, make, kill_when_stalled)
-    assert "end of stream" in why or "target" in why, why
+    return failure_case(binary, make, kill_when_stalled)
+
+
+def test_target_killed_after_fds(binary):
+    """Killed with the memfds mapped, before READY: the source never paused."""
+    killed_after(binary, "RAM_FDS")
+
+
+def test_target_killed_after_end(binary):
+    """Killed holding the complete state, before RESUMED: on one host the source
+    sees the target process gone (a pidfd), so it may resume, not stay in doubt."""
+    why = killed_after(binary, "END")
+    assert "target process exited" in why, why
 
 
 def test_target_refuses_config(binary):
@@ -370,6 +381,7 @@ if __name__ == "__main__":
         ("hand-over of a running -smp 2 guest", test_running_smp2),
         ("HMP, -S target, digest equal", test_digest_and_hmp),
         ("target killed after the memfds", test_target_killed_after_fds),
+        ("target killed after END", test_target_killed_after_end),
         ("target refuses the config", test_target_refuses_config),
         ("cancel", test_cancel),
         ("normal target offered a hand-over", test_normal_target_offered_handover),
