@@ -429,6 +429,25 @@ static void test_query_parameters(void **state)
     assert_true(p.x_checksum);
 }
 
+/* mode: a string parameter with QEMU's values, over QMP and HMP. */
+static void test_mode_parameter(void **state)
+{
+    struct machine *m = *state;
+    g_autofree char *out = NULL;
+
+    assert_qmp(m, "migrate-set-parameters", "{\"mode\": \"cpr-transfer\"}", "{}");
+    out = qmp(m, "query-migrate-parameters", NULL, NULL);
+    assert_non_null(strstr(out, "\"mode\":\"cpr-transfer\""));
+    assert_qmp_error(m, "migrate-set-parameters", "{\"mode\": \"sideways\"}",
+                     "Parameter 'mode' does not accept value 'sideways' (one of: normal, "
+                     "cpr-transfer)");
+    assert_qmp_error(m, "migrate-set-parameters", "{\"mode\": 1}",
+                     "Invalid parameter type for 'mode', expected: string");
+    assert_hmp(m, "migrate_set_parameter mode normal", "");
+    g_autofree char *info = hmp(m, "info migrate_parameters");
+    assert_non_null(strstr(info, "mode: normal\r\n"));
+}
+
 static void test_set_parameters(void **state)
 {
     struct machine *m = *state;
@@ -892,6 +911,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_info_migrate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mode_parameter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_param_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmp_set_parameter, setup, teardown),
