@@ -98,6 +98,7 @@ struct guest_ram *guest_ram_create(uint64_t size, GError **errp)
     }
 
     ram = g_new0(struct guest_ram, 1);
+    g_mutex_init(&ram->release_lock);
     ram->size = size;
     for (unsigned i = 0; i < GUEST_RAM_MAX_REGIONS; i++)
         ram->regions[i].memfd = -1;
@@ -142,6 +143,7 @@ void guest_ram_destroy(struct guest_ram *ram)
             close(r->memfd);
     }
     free(ram->vmm_dirty);
+    g_mutex_clear(&ram->release_lock);
     g_free(ram);
 }
 
@@ -358,8 +360,11 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
 
-    if (ram->released)
+    g_mutex_lock(&ram->release_lock);
+    if (ram->released) {
+        g_mutex_unlock(&ram->release_lock);
         return 0;
+    }
 
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
@@ -376,6 +381,7 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
         }
         crc = crc32_extend_zeros(crc, r->size - off);
     }
+    g_mutex_unlock(&ram->release_lock);
     return (uint32_t)crc;
 }
 
@@ -486,6 +492,7 @@ void guest_ram_clear_dirty(struct guest_ram *ram)
 
 void guest_ram_release(struct guest_ram *ram)
 {
+    g_mutex_lock(&ram->release_lock);
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         struct ram_region *r = &ram->regions[i];
 
@@ -500,4 +507,5 @@ void guest_ram_release(struct guest_ram *ram)
         r->memfd = -1;
     }
     __atomic_store_n(&ram->released, true, __ATOMIC_RELEASE);
+    g_mutex_unlock(&ram->release_lock);
 }

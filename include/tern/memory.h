@@ -35,6 +35,9 @@ struct guest_ram {
     unsigned long *vmm_dirty;
     /* Handed over to another process (cpr-transfer): unmapped, never touched again. */
     bool released;
+    /* Held by guest_ram_release() and by guest_ram_crc32(), which the main
+     * thread may run while a sender thread hands the RAM over. */
+    GMutex release_lock;
 };
 
 /* Map (size) bytes of guest RAM (>= GUEST_RAM_MIN, page-aligned), one memfd per
