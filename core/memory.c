@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -37,7 +38,7 @@ static bool region_map(struct ram_region *r, const char *name, uint64_t gpa, uin
 
     r->gpa = gpa;
     r->size = size;
-    r->memfd = memfd_create(name, MFD_CLOEXEC);
+    r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (r->memfd < 0) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
                     "memfd_create(%s): %s", name, g_strerror(errno));
@@ -47,6 +48,13 @@ static bool region_map(struct ram_region *r, const char *name, uint64_t gpa, uin
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
                     "cannot size guest RAM region %s to %" G_GUINT64_FORMAT " bytes: %s",
                     name, size, g_strerror(errno));
+        return false;
+    }
+    /* A fixed size: a process that receives this memfd (cpr-transfer) can
+     * map all of it without fearing a SIGBUS from someone shrinking it. */
+    if (fcntl(r->memfd, F_ADD_SEALS, GUEST_RAM_SEALS) < 0) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "cannot seal guest RAM region %s: %s", name, g_strerror(errno));
         return false;
     }
     p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->memfd, 0);
@@ -90,6 +98,7 @@ struct guest_ram *guest_ram_create(uint64_t size, GError **errp)
     }
 
     ram = g_new0(struct guest_ram, 1);
+    g_mutex_init(&ram->release_lock);
     ram->size = size;
     for (unsigned i = 0; i < GUEST_RAM_MAX_REGIONS; i++)
         ram->regions[i].memfd = -1;
@@ -134,6 +143,7 @@ void guest_ram_destroy(struct guest_ram *ram)
             close(r->memfd);
     }
     free(ram->vmm_dirty);
+    g_mutex_clear(&ram->release_lock);
     g_free(ram);
 }
 
@@ -153,7 +163,7 @@ void *guest_ram_ptr(struct guest_ram *ram, uint64_t gpa, uint64_t len)
     const struct ram_region *r = guest_ram_region_of(ram, gpa);
     uint64_t off;
 
-    if (!r)
+    if (!r || ram->released)
         return NULL;
     off = gpa - r->gpa;
     if (len > r->size - off)        /* off < size, so no wrap-around */
@@ -260,6 +270,8 @@ static bool region_next_data(const struct ram_region *r, uint64_t off, uint64_t 
 bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *data_start,
                          uint64_t *data_end)
 {
+    if (ram->released)
+        return false;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
         uint64_t off, s, e;
@@ -278,6 +290,8 @@ bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *da
 
 void guest_ram_discard(struct guest_ram *ram)
 {
+    if (ram->released)
+        return;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
         uint64_t off = 0, s, e;
@@ -300,6 +314,8 @@ uint64_t guest_ram_populated_bytes(struct guest_ram *ram)
 {
     uint64_t total = 0;
 
+    if (ram->released)
+        return 0;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
         uint64_t off = 0, s, e;
@@ -344,6 +360,12 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
 
+    g_mutex_lock(&ram->release_lock);
+    if (ram->released) {
+        g_mutex_unlock(&ram->release_lock);
+        return 0;
+    }
+
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
         uint64_t off = 0, s, e;
@@ -359,6 +381,7 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
         }
         crc = crc32_extend_zeros(crc, r->size - off);
     }
+    g_mutex_unlock(&ram->release_lock);
     return (uint32_t)crc;
 }
 
@@ -381,6 +404,10 @@ bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **
         set_range_error(errp, "zero unaligned", gpa, len);
         return false;
     }
+    if (ram->released) {
+        set_range_error(errp, "zero (RAM handed over)", gpa, len);
+        return false;
+    }
     /* Check the whole range first: nothing changes unless all of it is RAM. */
     for (uint64_t done = 0; done < len;) {
         const struct ram_region *r = guest_ram_region_of(ram, gpa + done);
@@ -401,4 +428,84 @@ bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **
     }
     mark_dirty(ram->vmm_dirty, gpa, len);
     return true;
+}
+
+/* ---- cpr-transfer: handing the memfds to another process ---- */
+
+bool guest_ram_check_fd(const struct guest_ram *ram, unsigned index, int fd, GError **errp)
+{
+    const struct ram_region *r;
+    struct stat st;
+    int seals;
+
+    if (index >= ram->nr_regions) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "RAM region %u: this VM has %u region(s)", index, ram->nr_regions);
+        return false;
+    }
+    r = &ram->regions[index];
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "RAM region %u: the file descriptor is not a memory file", index);
+        return false;
+    }
+    if ((uint64_t)st.st_size != r->size) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "RAM region %u: the memfd holds %" G_GUINT64_FORMAT " bytes, this VM's "
+                    "region at 0x%" G_GINT64_MODIFIER "x has %" G_GUINT64_FORMAT, index,
+                    (uint64_t)st.st_size, r->gpa, r->size);
+        return false;
+    }
+    seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & GUEST_RAM_SEALS) != GUEST_RAM_SEALS) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "RAM region %u: the memfd is not sealed against shrinking and growing "
+                    "(seals 0x%x)", index, seals < 0 ? 0 : seals);
+        return false;
+    }
+    return true;
+}
+
+bool guest_ram_adopt_fd(struct guest_ram *ram, unsigned index, int fd, GError **errp)
+{
+    struct ram_region *r = &ram->regions[index];
+    void *p;
+
+    /* Over our own mapping, at the same address: the accelerator's memory
+     * slots and the software CPU's pointers stay valid as they are. */
+    p = mmap(r->hva, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED,
+             fd, 0);
+    if (p == MAP_FAILED) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "cannot map the received RAM region %u: %s", index, g_strerror(errno));
+        return false;
+    }
+    close(r->memfd);
+    r->memfd = fd;
+    return true;
+}
+
+void guest_ram_clear_dirty(struct guest_ram *ram)
+{
+    memset(ram->vmm_dirty, 0, BITMAP_LONGS(ram->nr_gfns) * sizeof(unsigned long));
+}
+
+void guest_ram_release(struct guest_ram *ram)
+{
+    g_mutex_lock(&ram->release_lock);
+    for (unsigned i = 0; i < ram->nr_regions; i++) {
+        struct ram_region *r = &ram->regions[i];
+
+        /* An inaccessible reservation, not a hole: nothing else can be mapped
+         * where the accelerator's slots still point, and any access faults. */
+        if (r->hva && mmap(r->hva, r->size, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                           -1, 0) == MAP_FAILED)
+            munmap(r->hva, r->size);
+        if (r->memfd >= 0)
+            close(r->memfd);
+        r->memfd = -1;
+    }
+    __atomic_store_n(&ram->released, true, __ATOMIC_RELEASE);
+    g_mutex_unlock(&ram->release_lock);
 }

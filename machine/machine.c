@@ -341,8 +341,21 @@ bool machine_stop(struct machine *m, GError **errp)
     return true;
 }
 
+/* After a cpr-transfer hand-over another process runs the guest on its RAM. */
+static bool refuse_if_handed_over(struct machine *m, GError **errp)
+{
+    if (!guest_ram_released(m->ram))
+        return false;
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                "this VM's guest RAM was handed over to another process (cpr-transfer): "
+                "it cannot run here again; quit this process");
+    return true;
+}
+
 bool machine_cont(struct machine *m, GError **errp)
 {
+    if (refuse_if_handed_over(m, errp))
+        return false;
     g_mutex_lock(&m->lock);
     enum runstate s = m->state;
     switch (s) {
@@ -378,6 +391,8 @@ bool machine_cont(struct machine *m, GError **errp)
  * (the discarded and reloaded pages are marked in Tern's own dirty bitmap). */
 static bool machine_reset(struct machine *m, bool guest, GError **errp)
 {
+    if (refuse_if_handed_over(m, errp))
+        return false;
     g_mutex_lock(&m->lock);
     bool ok = false;
     bool was_running = m->state == RUNSTATE_RUNNING;

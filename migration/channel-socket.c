@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -19,11 +20,97 @@
  * large enough to keep a fast link busy while the sender prepares a batch. */
 #define SOCKET_BUF_BYTES    (4 << 20)
 
+/* Descriptors one connection may carry (cpr-transfer: one per RAM region). */
+#define SOCK_MAX_FDS        8
+
 struct sock_backend {
     int fd;
     bool is_socket;
     char *name;
+    int send_fds[SOCK_MAX_FDS];     /* to attach to the next sendmsg */
+    unsigned nr_send_fds;
+    int recv_fds[SOCK_MAX_FDS];     /* arrived, not yet taken */
+    unsigned nr_recv_fds;
 };
+
+/* Fill (msg)'s control data in (buf) with the descriptors to send. */
+static void sock_put_fds(struct sock_backend *s, struct msghdr *msg, char *buf, size_t size)
+{
+    struct cmsghdr *c;
+
+    memset(buf, 0, size);
+    msg->msg_control = buf;
+    msg->msg_controllen = CMSG_SPACE(sizeof(int) * s->nr_send_fds);
+    c = CMSG_FIRSTHDR(msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * s->nr_send_fds);
+    memcpy(CMSG_DATA(c), s->send_fds, sizeof(int) * s->nr_send_fds);
+}
+
+/* recvmsg, keeping descriptors that arrive (beyond SOCK_MAX_FDS: closed). */
+static ssize_t sock_recv(struct sock_backend *s, void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                          .msg_controllen = sizeof(ctl.buf) };
+    ssize_t n = recvmsg(s->fd, &msg, MSG_CMSG_CLOEXEC);
+
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+            if (s->nr_recv_fds < SOCK_MAX_FDS)
+                s->recv_fds[s->nr_recv_fds++] = fd;
+            else
+                close(fd);
+        }
+    }
+    return n;
+}
+
+static bool sock_send_fds(void *opaque, const int *fds, unsigned nfds, GError **errp)
+{
+    struct sock_backend *s = opaque;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (!s->is_socket || getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0 ||
+        ss.ss_family != AF_UNIX) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%s: file descriptors pass only over a unix: socket", s->name);
+        return false;
+    }
+    if (nfds == 0 || nfds > SOCK_MAX_FDS) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %u file descriptors (1 to %d)",
+                    s->name, nfds, SOCK_MAX_FDS);
+        return false;
+    }
+    memcpy(s->send_fds, fds, sizeof(int) * nfds);
+    s->nr_send_fds = nfds;
+    return true;
+}
+
+static unsigned sock_take_fds(void *opaque, int *fds, unsigned max)
+{
+    struct sock_backend *s = opaque;
+    unsigned n = MIN(max, s->nr_recv_fds);
+
+    memcpy(fds, s->recv_fds, sizeof(int) * n);
+    memmove(s->recv_fds, s->recv_fds + n, sizeof(int) * (s->nr_recv_fds - n));
+    s->nr_recv_fds -= n;
+    return n;
+}
 
 /* Wait until (fd) is ready for (events); for fds someone made non-blocking. */
 static void sock_wait(int fd, short events)
@@ -44,8 +131,16 @@ static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
         if (s->is_socket) {
             /* MSG_NOSIGNAL: a peer that went away is EPIPE, not SIGPIPE. */
             struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+            union {
+                char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
+                struct cmsghdr align;
+            } ctl;
 
+            if (s->nr_send_fds)
+                sock_put_fds(s, &msg, ctl.buf, sizeof(ctl.buf));
             n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+            if (n > 0)
+                s->nr_send_fds = 0;         /* they went with these bytes */
         } else {
             n = writev(s->fd, iov, iovcnt);
         }
@@ -64,7 +159,7 @@ static ssize_t sock_read(void *opaque, void *buf, size_t len)
     struct sock_backend *s = opaque;
 
     for (;;) {
-        ssize_t n = read(s->fd, buf, len);
+        ssize_t n = s->is_socket ? sock_recv(s, buf, len) : read(s->fd, buf, len);
 
         if (n >= 0)
             return n;
@@ -129,6 +224,8 @@ static void sock_close(void *opaque)
     struct sock_backend *s = opaque;
 
     close(s->fd);
+    for (unsigned i = 0; i < s->nr_recv_fds; i++)
+        close(s->recv_fds[i]);
     g_free(s->name);
     g_free(s);
 }
@@ -140,6 +237,8 @@ static const struct channel_ops sock_ops = {
     .shutdown = sock_shutdown,
     .linger = sock_linger,
     .return_path = sock_return_path,
+    .send_fds = sock_send_fds,
+    .take_fds = sock_take_fds,
     .close = sock_close,
 };
 
@@ -417,4 +516,18 @@ int channel_socket_accept(int listen_fd, GError **errp)
     }
     socket_tune(fd, ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
     return fd;
+}
+
+int channel_socket_peer_pidfd(struct channel *ch)
+{
+    struct sock_backend *s;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (channel_get_ops(ch) != &sock_ops)
+        return -1;
+    s = channel_opaque(ch);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+        return -1;
+    return (int)syscall(SYS_pidfd_open, cred.pid, 0);
 }

@@ -633,3 +633,21 @@ struct channel *channel_return_path(struct channel *ch, GError **errp)
     }
     return ch->ops->return_path(ch->opaque, errp);
 }
+
+bool channel_send_fds(struct channel *ch, const int *fds, unsigned nfds, GError **errp)
+{
+    if (!channel_flush(ch, errp))
+        return false;
+    if (!ch->ops->send_fds) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%s channel %s cannot pass file descriptors (a unix: socket can)",
+                    ch->ops->kind, ch->name);
+        return false;
+    }
+    return ch->ops->send_fds(ch->opaque, fds, nfds, errp);
+}
+
+unsigned channel_take_fds(struct channel *ch, int *fds, unsigned max)
+{
+    return ch->ops->take_fds ? ch->ops->take_fds(ch->opaque, fds, max) : 0;
+}

@@ -36,6 +36,8 @@ struct incoming {
     uint32_t stream_flags;      /* from the image header */
     struct stream_mapped_ram layout;
     unsigned devices;           /* DEVICE_STATE records loaded */
+    bool cpr;                   /* mode cpr-transfer: expects RAM as memfds */
+    bool adopted;               /* the source's memfds are mapped as our RAM */
     bool done;                  /* END accepted */
 };
 
@@ -154,6 +156,54 @@ static bool load_end(struct incoming *inc, const struct stream_record *rec,
     return true;
 }
 
+/* RAM_FDS: the source's memfds, checked against this machine, then mapped
+ * over our own RAM at the same host addresses. The source still runs the
+ * guest on them until it pauses: nothing here reads or writes them. */
+static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
+                         const struct stream_body *b, GError **errp)
+{
+    struct guest_ram *ram = machine_ram(inc->mig->m);
+    const struct stream_ram_fds *l = &b->ram_fds;
+    int fds[GUEST_RAM_MAX_REGIONS * 4];
+    unsigned n = channel_take_fds(inc->ch, fds, G_N_ELEMENTS(fds));
+    unsigned adopted = 0;
+    bool ok = true;
+
+    (void)rec;
+    if (n != l->nr_regions) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%u memfd(s) came with the record, which describes %u RAM region(s)", n,
+                    l->nr_regions);
+        ok = false;
+    } else if (l->nr_regions != ram->nr_regions) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%u RAM regions handed over, this VM has %u", l->nr_regions,
+                    ram->nr_regions);
+        ok = false;
+    }
+    for (unsigned i = 0; ok && i < l->nr_regions; i++) {
+        const struct ram_region *r = &ram->regions[i];
+
+        if (l->regions[i].gpa != r->gpa || l->regions[i].size != r->size) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "RAM region %u differs: stream [0x%" G_GINT64_MODIFIER "x+0x%"
+                        G_GINT64_MODIFIER "x), this VM [0x%" G_GINT64_MODIFIER "x+0x%"
+                        G_GINT64_MODIFIER "x)", i, l->regions[i].gpa, l->regions[i].size,
+                        r->gpa, r->size);
+            ok = false;
+        }
+    }
+    for (unsigned i = 0; ok && i < l->nr_regions; i++)
+        ok = guest_ram_check_fd(ram, i, fds[i], errp);
+    if (ok)
+        inc->adopted = true;
+    for (; ok && adopted < l->nr_regions; adopted++)
+        ok = guest_ram_adopt_fd(ram, adopted, fds[adopted], errp);
+    for (unsigned i = ok ? n : adopted; i < n; i++)
+        close(fds[i]);
+    return ok;
+}
+
 typedef bool (*load_fn)(struct incoming *inc, const struct stream_record *rec,
                         const struct stream_body *b, GError **errp);
 
@@ -174,6 +224,7 @@ static const struct load_step {
     [MIG_REC_END] = { load_end },
     [MIG_REC_MAPPED_RAM] = { load_mapped_ram },
     [MIG_REC_RAM_INDEX] = { load_ram_index },
+    [MIG_REC_RAM_FDS] = { load_ram_fds },
 };
 
 /* Apply one record through its type's descriptor and step; (inc->done) at END. */
@@ -192,6 +243,48 @@ static bool load_record(struct incoming *inc, const struct stream_record *rec, G
     if (step->to_device)
         mig_status_set(&inc->mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE);
     return stream_record_parse(rec, &ctx, &b, errp) && step->apply(inc, rec, &b, errp);
+}
+
+/* Both sides must be set up for the same mode: a hand-over offered to a
+ * normal target, or the reverse, fails here, before READY, so the source
+ * has not paused. */
+static bool cpr_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
+{
+    bool handover = flags & MIG_HDR_F_RAM_FD;
+
+    if (handover && !inc->cpr) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "the source offers a cpr-transfer hand-over (RAM as memfds), but this "
+                    "target's migration mode is normal: start it with -migrate-mode "
+                    "cpr-transfer, or set the parameter mode before migrate_incoming");
+        return false;
+    }
+    if (!handover && inc->cpr) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "this target is set up for a cpr-transfer hand-over (mode cpr-transfer), "
+                    "but the source sent a normal migration stream: set the same mode on both");
+        return false;
+    }
+    /* What Tern wrote into its own RAM before is gone with it: the dirty log
+     * of the handed-over RAM starts clean (a later migration's first pass
+     * sends every populated page anyway). */
+    if (handover)
+        guest_ram_clear_dirty(machine_ram(inc->mig->m));
+    return true;
+}
+
+/* Tests only: TERN_TEST_STALL_AFTER=TYPE holds the loader for good once a
+ * record of TYPE (e.g. RAM_FDS, END) is loaded, so that a test can kill the
+ * target at that point of a hand-over (tests/functional/test_cpr.py). */
+static void test_stall_after(const struct stream_record *rec)
+{
+    const char *type = g_getenv("TERN_TEST_STALL_AFTER");
+
+    if (!type || strcmp(type, mig_rec_type_name(rec->type)))
+        return;
+    fprintf(stderr, "tern: test: stalling after %s\n", type);
+    for (;;)
+        pause();
 }
 
 static bool load_stream(struct incoming *inc, GError **errp)
@@ -214,6 +307,10 @@ static bool load_stream(struct incoming *inc, GError **errp)
         stream_reader_cleanup(&r);
         return false;
     }
+    if (!cpr_setup_check(inc, r.flags, errp)) {
+        stream_reader_cleanup(&r);
+        return false;
+    }
     stream_order_init_flags(&order, r.flags);
     while (ok && !inc->done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
@@ -223,6 +320,8 @@ static bool load_stream(struct incoming *inc, GError **errp)
             continue;
         GError *err = NULL;
         ok = load_record(inc, &rec, &err);
+        if (ok)
+            test_stall_after(&rec);
         if (!ok) {
             /* Name the record the error came from. */
             g_autofree char *where = stream_record_describe(&rec);
@@ -246,6 +345,9 @@ static gpointer incoming_thread(gpointer opaque)
     uint64_t t0 = clock_ns();
 
     bool ok = true;
+    g_mutex_lock(&mig->lock);
+    inc->cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
+    g_mutex_unlock(&mig->lock);
     if (!inc->from_file) {
         inc->rp_ch = channel_return_path(inc->ch, &err);
         ok = inc->rp_ch != NULL;
@@ -275,6 +377,9 @@ static gpointer incoming_thread(gpointer opaque)
     int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
     if (!mig_status_is_terminal(cur))
         mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
+    /* The source resumes on that memory: let go of it before anything else. */
+    if (inc->adopted)
+        guest_ram_release(machine_ram(mig->m));
     machine_incoming_failed(mig->m);
     return NULL;
 }
@@ -319,7 +424,17 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     if (!channel_uri_parse(uri, &parsed, errp))
         return false;
     bool from_file = parsed.kind == CHANNEL_URI_FILE;
+    bool unix_uri = parsed.kind == CHANNEL_URI_UNIX;
     channel_uri_clear(&parsed);
+    g_mutex_lock(&mig->lock);
+    bool cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
+    g_mutex_unlock(&mig->lock);
+    if (cpr && !unix_uri) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
+                    "pass over a UNIX socket), not '%s'", uri);
+        return false;
+    }
 
     struct incoming *inc = g_new0(struct incoming, 1);
     inc->mig = mig;

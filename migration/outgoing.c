@@ -5,8 +5,10 @@
  * a broken connection before END is out resumes the source guest, and so does
  * the target's ERROR; silence after END leaves it paused (in doubt), because
  * the target may be running it. */
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "migration-internal.h"
 #include "tern/channel.h"
@@ -154,6 +156,8 @@ struct sender {
     uint64_t fixed_cost_ns;
     uint64_t final_written;     /* channel bytes after the final pass (state and END follow) */
     bool in_doubt;              /* END went out, then silence: the target may be running */
+    bool cpr;                   /* mode cpr-transfer: RAM goes as memfds, no pages */
+    int peer_pidfd;             /* cpr: the target process, to tell death from silence; -1 */
     struct throttle_state throttle;
 };
 
@@ -165,16 +169,37 @@ static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, v
     g_mutex_unlock(&mig->lock);
 }
 
+/* cpr-transfer: RAM_FDS with the memfds attached, in the head: the target
+ * maps them before it says READY, so the mapping's cost (the accelerator
+ * drops what it had mapped of the old RAM) falls before the pause. The
+ * target only maps them; the guest runs here until the pause. */
+static bool cpr_send_ram_fds(struct sender *s, GError **errp)
+{
+    struct guest_ram *ram = machine_ram(s->mig->m);
+    struct stream_ram_fds layout = { .nr_regions = ram->nr_regions };
+    int fds[GUEST_RAM_MAX_REGIONS];
+
+    for (unsigned i = 0; i < ram->nr_regions; i++) {
+        layout.regions[i].gpa = ram->regions[i].gpa;
+        layout.regions[i].size = ram->regions[i].size;
+        fds[i] = ram->regions[i].memfd;
+    }
+    return channel_send_fds(s->ch, fds, ram->nr_regions, errp) &&
+           stream_write_ram_fds(&s->w, &layout, errp);
+}
+
 /* The sequential head of the stream: header, VM_CONFIG, STATIC_END (and for a
  * file MAPPED_RAM, the layout of the RAM area). */
 static bool write_head(struct sender *s, bool crc, GError **errp)
 {
     struct stream_vm_config cfg;
-    uint32_t flags = (crc ? MIG_HDR_F_CRC32 : 0) | (s->to_file ? MIG_HDR_F_MAPPED_RAM : 0);
+    uint32_t flags = (crc ? MIG_HDR_F_CRC32 : 0) | (s->to_file ? MIG_HDR_F_MAPPED_RAM : 0) |
+                     (s->cpr ? MIG_HDR_F_RAM_FD : 0);
 
     migration_describe_machine(s->mig->m, &cfg);
     stream_writer_init(&s->w, s->ch, flags);
     if (!stream_write_header(&s->w, errp) || !stream_write_vm_config(&s->w, &cfg, errp) ||
+        (s->cpr && !cpr_send_ram_fds(s, errp)) ||
         !stream_write_empty(&s->w, MIG_REC_STATIC_END, errp))
         return false;
     if (s->to_file && (!stream_mapped_ram_plan(&s->w, cfg.nr_gfns, &s->layout, errp) ||
@@ -372,6 +397,20 @@ static bool finish_file(struct sender *s, GError **errp)
            channel_flush(s->ch, errp) && channel_file_commit(s->ch, errp);
 }
 
+/* cpr-transfer, after END and silence: the target is on this host, so its
+ * death can be seen, unlike a network peer's. A target that has exited does
+ * not run the guest, so the source may resume it. A live or unknown one: in
+ * doubt as usual. */
+static bool cpr_target_gone(struct sender *s)
+{
+    struct pollfd pfd = { .fd = s->peer_pidfd, .events = POLLIN };
+
+    if (s->peer_pidfd < 0)
+        return false;
+    /* The socket closes early in the exit; the pidfd says so a moment later. */
+    return poll(&pfd, 1, 2000) == 1 && (pfd.revents & POLLIN);
+}
+
 /* END has gone out but neither RESUMED nor ERROR came back. The target may
  * have died before it read END, or it may be running with its RESUMED lost on
  * the way: nothing here can tell the two apart. Resuming could leave the guest
@@ -384,6 +423,11 @@ static bool lost_after_end(struct sender *s, GError **errp)
     g_mutex_unlock(&s->rp->lock);
     if (refused)
         return false;       /* the target said ERROR: it will not run; resume here */
+    if (s->cpr && cpr_target_gone(s)) {
+        /* The target process has exited: it cannot be running the guest. */
+        g_prefix_error(errp, "the target process exited before it resumed the guest: ");
+        return false;
+    }
     s->in_doubt = true;
     g_autofree char *why = g_strdup((*errp)->message);
     g_clear_error(errp);
@@ -408,6 +452,54 @@ static bool send_end(struct sender *s, GError **errp)
     if (end > before && channel_bytes_written(s->ch) >= end)
         return lost_after_end(s, errp);
     return false;
+}
+
+static void apply_cpr_stats(struct mig_stats *st, void *arg)
+{
+    struct sender *s = arg;
+    uint64_t now = clock_ns();
+
+    /* No RAM crossed the socket: only the memfds and the CPU and device state. */
+    st->transferred = 0;
+    st->precopy_bytes = 0;
+    st->downtime_bytes = 0;
+    st->remaining = 0;
+    st->downtime_ms = (s->rp->resumed_ns - s->pause_ns) / 1000000;
+    st->total_time_ms = (now - s->mig->start_ns) / 1000000;
+}
+
+/* cpr-transfer, once the target has mapped the memfds (READY): pause, send
+ * the state and END, and once the target runs the guest on that memory, let
+ * go of it for good. No dirty logging and no pages: nothing in the pause
+ * depends on the RAM size. */
+static bool cpr_hand_over(struct sender *s, GError **errp)
+{
+    struct migration *mig = s->mig;
+    struct guest_ram *ram = machine_ram(mig->m);
+
+    g_mutex_lock(&mig->lock);
+    mig->stats.setup_time_ms = (clock_ns() - mig->start_ns) / 1000000;
+    g_mutex_unlock(&mig->lock);
+    if (!mig_status_set(&mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
+        return false;
+    }
+    machine_migration_pause(mig->m, &s->was_running);
+    s->paused = true;
+    s->pause_ns = clock_ns();
+    if (!mig_status_set(&mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
+        return false;
+    }
+    if (!send_state(s, errp) || !commit_end(mig, errp) || !send_end(s, errp))
+        return false;
+    if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp))
+        return lost_after_end(s, errp);
+    /* The target runs the guest on this memory now: this process must never
+     * read or write it again (one runner at a time). */
+    guest_ram_release(ram);
+    stats_update(mig, apply_cpr_stats, s);
+    return true;
 }
 
 static bool stop_and_copy(struct sender *s, GError **errp)
@@ -450,6 +542,12 @@ static bool run(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
 
+    if (s->cpr) {
+        if (!connect_and_configure(s, errp))
+            return false;
+        s->peer_pidfd = channel_socket_peer_pidfd(s->ch);
+        return cpr_hand_over(s, errp);
+    }
     if (!connect_and_configure(s, errp))
         return false;
     g_mutex_lock(&mig->lock);
@@ -510,9 +608,34 @@ static gpointer sender_thread(gpointer opaque)
     if (!ok)
         fprintf(stderr, "tern: migration %s: %s\n",
                 cur == MIG_STATUS_CANCELLING ? "cancelled" : "failed", mig->error);
+    if (s->peer_pidfd >= 0)
+        close(s->peer_pidfd);
     g_free(s->uri);
     g_free(s);
     return NULL;
+}
+
+/* Refuse, before anything is paused, what cpr-transfer cannot do, and any
+ * migration once the guest RAM has been handed over. */
+static bool cpr_start_check(struct migration *mig, enum channel_uri_kind kind, const char *uri,
+                            GError **errp)
+{
+    g_mutex_lock(&mig->lock);
+    bool cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
+    g_mutex_unlock(&mig->lock);
+    if (guest_ram_released(machine_ram(mig->m))) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "this VM's guest RAM was handed over to another process (cpr-transfer): "
+                    "it cannot migrate again from here");
+        return false;
+    }
+    if (cpr && kind != CHANNEL_URI_UNIX) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
+                    "pass over a UNIX socket), not '%s'", uri);
+        return false;
+    }
+    return true;
 }
 
 static void join_finished(struct migration *mig)
@@ -546,6 +669,8 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
         return false;
     enum channel_uri_kind parsed_kind = parsed.kind;
     channel_uri_clear(&parsed);
+    if (!cpr_start_check(mig, parsed_kind, uri, errp))
+        return false;
     if (!mig_status_set(&mig->status, mig->status, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
                     mig_status_name(mig->status));
@@ -564,6 +689,10 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     s->mig = mig;
     s->uri = g_strdup(uri);
     s->to_file = parsed_kind == CHANNEL_URI_FILE;
+    s->peer_pidfd = -1;
+    g_mutex_lock(&mig->lock);
+    s->cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
+    g_mutex_unlock(&mig->lock);
     mig->in_progress = true;
     mig->thread = g_thread_new("migration", sender_thread, s);
     return true;

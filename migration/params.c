@@ -15,6 +15,9 @@
 #define MIG_COMPRESS_LEVEL_MAX 9ULL         /* zlib */
 #define MIG_X_PASSES_MAX 100000ULL
 
+/* QEMU's MigMode names, in enum mig_mode order. */
+static const char *const mig_mode_names[] = { "normal", "cpr-transfer", NULL };
+
 #define MIG_FIELD(field) \
     .offset = offsetof(struct mig_params, field), \
     .size = sizeof(((struct mig_params *)0)->field)
@@ -58,6 +61,11 @@ static const struct mig_param_desc mig_param_table[] = {
     {
         .name = "x-checksum", .type = MIG_PARAM_BOOL, MIG_FIELD(x_checksum),
         .help = "CRC-32 on every record of the stream",
+    },
+    {
+        .name = "mode", .type = MIG_PARAM_ENUM, MIG_FIELD(mode),
+        .min = 0, .max = G_N_ELEMENTS(mig_mode_names) - 2, .values = mig_mode_names,
+        .help = "normal, or cpr-transfer: hand guest RAM to a process on this host as memfds",
     },
 };
 
@@ -186,6 +194,31 @@ void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_
     }
 }
 
+int mig_param_enum_lookup(const struct mig_param_desc *d, const char *name)
+{
+    for (int i = 0; d->values && name && d->values[i]; i++)
+        if (!strcmp(d->values[i], name))
+            return i;
+    return -1;
+}
+
+const char *mig_param_enum_name(const struct mig_param_desc *d, uint64_t value)
+{
+    return value <= d->max && d->values ? d->values[value] : "?";
+}
+
+/* "Parameter 'mode' does not accept value 'x'" (QEMU's wording), naming the choices. */
+static bool mig_param_enum_error(const struct mig_param_desc *d, const char *text,
+                                 GError **errp)
+{
+    g_autofree char *choices = g_strjoinv(", ", (char **)d->values);
+
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                "Parameter '%s' does not accept value '%s' (one of: %s)", d->name, text,
+                choices);
+    return false;
+}
+
 static void mig_param_range_error(const struct mig_param_desc *d, GError **errp)
 {
     g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
@@ -216,6 +249,18 @@ static bool mig_param_from_json(const struct mig_param_desc *d, JsonNode *v, uin
 {
     GType vt = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : G_TYPE_INVALID;
 
+    if (d->type == MIG_PARAM_ENUM) {
+        if (vt != G_TYPE_STRING) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "Invalid parameter type for '%s', expected: string", d->name);
+            return false;
+        }
+        int i = mig_param_enum_lookup(d, json_node_get_string(v));
+        if (i < 0)
+            return mig_param_enum_error(d, json_node_get_string(v), errp);
+        *out = (uint64_t)i;
+        return true;
+    }
     if (d->type == MIG_PARAM_BOOL) {
         if (vt != G_TYPE_BOOLEAN) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
@@ -275,7 +320,9 @@ JsonObject *mig_params_to_json(const struct mig_params *p)
     for (size_t i = 0; i < G_N_ELEMENTS(mig_param_table); i++) {
         const struct mig_param_desc *d = &mig_param_table[i];
         uint64_t v = mig_param_get(p, d);
-        if (d->type == MIG_PARAM_BOOL) {
+        if (d->type == MIG_PARAM_ENUM) {
+            json_object_set_string_member(o, d->name, mig_param_enum_name(d, v));
+        } else if (d->type == MIG_PARAM_BOOL) {
             json_object_set_boolean_member(o, d->name, v != 0);
         } else {
             /* The table caps every integer at INT64_MAX or below. */
@@ -351,6 +398,13 @@ static bool parse_size_text(const char *text, uint64_t *out)
 bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint64_t *out,
                           GError **errp)
 {
+    if (d->type == MIG_PARAM_ENUM) {
+        int i = mig_param_enum_lookup(d, text);
+        if (i < 0)
+            return mig_param_enum_error(d, text, errp);
+        *out = (uint64_t)i;
+        return true;
+    }
     if (d->type == MIG_PARAM_BOOL) {
         bool b;
         if (!parse_bool_text(text, &b)) {
@@ -378,6 +432,10 @@ bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint
 
 void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t value)
 {
+    if (d->type == MIG_PARAM_ENUM) {
+        g_string_append_printf(out, "%s: %s\n", d->name, mig_param_enum_name(d, value));
+        return;
+    }
     if (d->type == MIG_PARAM_BOOL) {
         g_string_append_printf(out, "%s: %s\n", d->name, value ? "on" : "off");
         return;

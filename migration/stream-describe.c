@@ -194,3 +194,24 @@ char *stream_describe_ram_index(const struct stream_body *body, uint32_t pass,
                            idx->nr_present, idx->nr_gfns, human,
                            idx->crcs ? ", page CRCs OK" : ", no page CRCs");
 }
+
+char *stream_describe_ram_fds(const struct stream_body *body, uint32_t pass,
+                              const struct stream_fields *f)
+{
+    const struct stream_ram_fds *m = &body->ram_fds;
+    GString *out = g_string_new(NULL);
+    uint64_t total = 0;
+
+    (void)pass;
+    put_u64(f, "nr_regions", m->nr_regions);
+    for (uint32_t i = 0; i < m->nr_regions; i++)
+        total += m->regions[i].size;
+    put_u64(f, "ram_bytes", total);
+    g_autofree char *human = stream_human_bytes(total);
+    g_string_append_printf(out, "%u memfd(s) by SCM_RIGHTS, %s of RAM, no pages:",
+                           m->nr_regions, human);
+    for (uint32_t i = 0; i < m->nr_regions; i++)
+        g_string_append_printf(out, " [0x%" PRIx64 "+0x%" PRIx64 ")", m->regions[i].gpa,
+                               m->regions[i].size);
+    return g_string_free(out, false);
+}

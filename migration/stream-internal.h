@@ -52,6 +52,7 @@ STREAM_BODY_FN(stream_body_device_state);
 STREAM_BODY_FN(stream_body_mapped_ram);
 STREAM_BODY_FN(stream_body_ram_index);
 STREAM_BODY_FN(stream_body_rp_error);
+STREAM_BODY_FN(stream_body_ram_fds);
 #undef STREAM_BODY_FN
 
 /* tern-dump's summaries (stream-describe.c). */
@@ -68,6 +69,7 @@ STREAM_DESCRIBE_FN(stream_describe_device_state);
 STREAM_DESCRIBE_FN(stream_describe_end);
 STREAM_DESCRIBE_FN(stream_describe_mapped_ram);
 STREAM_DESCRIBE_FN(stream_describe_ram_index);
+STREAM_DESCRIBE_FN(stream_describe_ram_fds);
 #undef STREAM_DESCRIBE_FN
 
 #endif

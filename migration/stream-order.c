@@ -10,6 +10,7 @@ enum {
     ORDER_STATIC_END,       /* expect STATIC_END */
     ORDER_MAPPED_RAM,       /* mapped: expect MAPPED_RAM (the head's last record) */
     ORDER_RAM_INDEX,        /* mapped: expect RAM_INDEX (the tail's first) */
+    ORDER_RAM_FDS,          /* hand-over: expect RAM_FDS, then the state */
     ORDER_PASSES,           /* PAGE_DATA, ZERO_PAGES, ITERATION_END (mapped: ITERATION_END) */
     ORDER_VCPUS,            /* VCPU_STATE x nr_vcpus, then VM_STATE */
     ORDER_DEVICES,          /* DEVICE_STATE*, END */
@@ -34,6 +35,7 @@ void stream_order_init_flags(struct stream_order *o, uint32_t stream_flags)
 {
     stream_order_init(o);
     o->mapped = stream_flags & MIG_HDR_F_MAPPED_RAM;
+    o->handover = stream_flags & MIG_HDR_F_RAM_FD;
 }
 
 bool stream_order_done(const struct stream_order *o)
@@ -54,18 +56,31 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
     if (!o->mapped && t && t->where == STREAM_REC_MAPPED)
         return stream_rec_fail(rec, errp, "out of order: %s only appears in a mapped-RAM file",
                                mig_rec_type_name(rec->type));
+    if (!o->handover && t && t->where == STREAM_REC_HANDOVER)
+        return stream_rec_fail(rec, errp, "out of order: %s only appears in a cpr-transfer "
+                               "stream", mig_rec_type_name(rec->type));
+    if (o->handover && t && (t->where == STREAM_REC_SOCKET ||
+                             rec->type == MIG_REC_ITERATION_END))
+        return stream_rec_fail(rec, errp, "out of order: no %s records in a cpr-transfer "
+                               "stream (RAM comes as memfds)", mig_rec_type_name(rec->type));
     switch (o->state) {
     case ORDER_CONFIG:
         if (rec->type != MIG_REC_VM_CONFIG)
             return stream_rec_fail(rec, errp, "out of order: the stream must start with VM_CONFIG");
         if (head_ok(rec))
             o->nr_vcpus = mig_load_le32(rec->body + offsetof(struct mig_rec_vm_config, nr_vcpus));
-        o->state = ORDER_STATIC_END;
+        o->state = o->handover ? ORDER_RAM_FDS : ORDER_STATIC_END;
         return true;
     case ORDER_STATIC_END:
         if (rec->type != MIG_REC_STATIC_END)
-            return stream_rec_fail(rec, errp, "out of order: expected STATIC_END after VM_CONFIG");
-        o->state = o->mapped ? ORDER_MAPPED_RAM : ORDER_PASSES;
+            return stream_rec_fail(rec, errp, "out of order: expected STATIC_END after %s",
+                                   o->handover ? "RAM_FDS" : "VM_CONFIG");
+        o->state = o->mapped ? ORDER_MAPPED_RAM : o->handover ? ORDER_VCPUS : ORDER_PASSES;
+        return true;
+    case ORDER_RAM_FDS:
+        if (rec->type != MIG_REC_RAM_FDS)
+            return stream_rec_fail(rec, errp, "out of order: expected RAM_FDS after VM_CONFIG");
+        o->state = ORDER_STATIC_END;
         return true;
     case ORDER_MAPPED_RAM:
         if (rec->type != MIG_REC_MAPPED_RAM)

@@ -87,6 +87,8 @@ bool stream_read_header(struct stream_reader *r, GError **errp)
                                1ULL << page_shift, 1u << MIG_STREAM_PAGE_SHIFT);
         return stream_fail(errp, "stream header: page shift %u not supported", page_shift);
     }
+    if ((flags & MIG_HDR_F_MAPPED_RAM) && (flags & MIG_HDR_F_RAM_FD))
+        return stream_fail(errp, "stream header: a mapped-RAM file cannot pass RAM as memfds");
     r->flags = flags;
     r->page_shift = page_shift;
     return true;

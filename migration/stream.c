@@ -100,6 +100,11 @@ const struct stream_record_type stream_record_types[] = {
     { MIG_REC_RAM_INDEX, "RAM_INDEX", false, STREAM_REC_MAPPED,
       AT_LEAST(mig_rec_ram_index),
       stream_body_ram_index, stream_describe_ram_index },
+    { MIG_REC_RAM_FDS, "RAM_FDS", false, STREAM_REC_HANDOVER,
+      sizeof(struct mig_rec_ram_fds),
+      sizeof(struct mig_rec_ram_fds) +
+      MIG_VM_CONFIG_MAX_REGIONS * sizeof(struct mig_vm_config_region),
+      stream_body_ram_fds, stream_describe_ram_fds },
     { MIG_RP_READY, "READY", true, STREAM_REC_ANY,
       EMPTY, body_empty, NULL },
     { MIG_RP_RESUMED, "RESUMED", true, STREAM_REC_ANY,

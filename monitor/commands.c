@@ -414,6 +414,18 @@ static void fmt_cpus(GString *out, JsonNode *result)
 }
 
 
+static const char *package_name = TERN_PACKAGE;
+
+void commands_set_package(const char *package)
+{
+    package_name = package;
+}
+
+const char *commands_package(void)
+{
+    return package_name;
+}
+
 static JsonNode *cmd_query_version(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
@@ -425,7 +437,7 @@ static JsonNode *cmd_query_version(struct machine *m, JsonObject *args, GError *
     json_object_set_int_member(q, "major", TERN_VERSION_MAJOR);
     JsonObject *o = json_object_new();
     json_object_set_object_member(o, "qemu", q);
-    json_object_set_string_member(o, "package", TERN_PACKAGE);
+    json_object_set_string_member(o, "package", commands_package());
     return command_result_object(o);
 }
 
@@ -466,8 +478,10 @@ static JsonNode *cmd_ram_digest(struct machine *m, JsonObject *args, GError **er
 {
     (void)args;
     struct guest_ram *ram = machine_ram(m);
-    if (!ram) {
-        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "guest RAM is not available");
+    if (!ram || guest_ram_released(ram)) {
+        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, ram
+                    ? "guest RAM was handed over to another process (cpr-transfer)"
+                    : "guest RAM is not available");
         return NULL;
     }
     /* Runs on the main thread and reads all of RAM: slow for big guests, but

@@ -356,7 +356,11 @@ static void fmt_migrate_parameters(GString *out, JsonNode *result)
             continue;
         }
         uint64_t value;
-        if (d->type == MIG_PARAM_BOOL) {
+        if (d->type == MIG_PARAM_ENUM) {
+            int e = json_node_get_value_type(v) == G_TYPE_STRING
+                    ? mig_param_enum_lookup(d, json_node_get_string(v)) : -1;
+            value = e < 0 ? UINT64_MAX : (uint64_t)e;
+        } else if (d->type == MIG_PARAM_BOOL) {
             value = json_node_get_boolean(v);
         } else {
             gint64 i64 = json_node_get_int(v);
@@ -666,7 +670,8 @@ void migration_commands_register(struct migration *mig)
     for (size_t i = 0; i < count; i++) {
         args_migrate_set_parameters[i] = (struct cmd_arg) {
             table[i].name,
-            table[i].type == MIG_PARAM_BOOL ? CMD_ARG_BOOL : CMD_ARG_INT,
+            table[i].type == MIG_PARAM_BOOL ? CMD_ARG_BOOL
+                : table[i].type == MIG_PARAM_ENUM ? CMD_ARG_STRING : CMD_ARG_INT,
             true,
         };
     }

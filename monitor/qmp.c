@@ -74,7 +74,7 @@ static void qmp_send_greeting(struct qmp_session *s)
     json_object_set_int_member(qemu, "minor", TERN_VERSION_MINOR);
     json_object_set_int_member(qemu, "major", TERN_VERSION_MAJOR);
     json_object_set_object_member(version, "qemu", qemu);
-    json_object_set_string_member(version, "package", TERN_PACKAGE);
+    json_object_set_string_member(version, "package", commands_package());
     json_object_set_object_member(qmp, "version", version);
     json_object_set_array_member(qmp, "capabilities", json_array_new());
     json_object_set_object_member(greeting, "QMP", qmp);

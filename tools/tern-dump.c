@@ -117,6 +117,8 @@ static char *flags_text(uint32_t flags)
         g_string_append(s, " CRC32");
     if (flags & MIG_HDR_F_MAPPED_RAM)
         g_string_append(s, " MAPPED_RAM");
+    if (flags & MIG_HDR_F_RAM_FD)
+        g_string_append(s, " RAM_FD");
     if (!s->len)
         g_string_append(s, " none");
     g_string_erase(s, 0, 1);
@@ -487,7 +489,9 @@ static bool walk(struct dump *d, GError **errp)
 
         printf("%s: Tern migration stream version %u, flags 0x%x (%s), page size %u%s\n",
                d->path, MIG_STREAM_VERSION, d->r.flags, flags, 1u << d->r.page_shift,
-               (d->r.flags & MIG_HDR_F_MAPPED_RAM) ? ", a mapped-RAM checkpoint" : "");
+               (d->r.flags & MIG_HDR_F_MAPPED_RAM) ? ", a mapped-RAM checkpoint" :
+               (d->r.flags & MIG_HDR_F_RAM_FD) ? ", a cpr-transfer hand-over (RAM by memfd)"
+                                                : "");
         printf("%6s  %-13s %9s  %-13s %s\n", "record", "type", "length", "@offset", "summary");
     }
     if (d->jb) {
@@ -501,6 +505,8 @@ static bool walk(struct dump *d, GError **errp)
         json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_CRC32));
         json_builder_set_member_name(d->jb, "mapped_ram");
         json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_MAPPED_RAM));
+        json_builder_set_member_name(d->jb, "ram_fd");
+        json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_RAM_FD));
         json_builder_set_member_name(d->jb, "page_size");
         json_builder_add_int_value(d->jb, 1 << d->r.page_shift);
         json_builder_end_object(d->jb);

@@ -5,12 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tern/commands.h"
 #include "tern/hmp.h"
 #include "tern/machine.h"
 #include "tern/migration-cmds.h"
 #include "tern/migration.h"
+#include "tern/migration-params.h"
 #include "tern/qmp.h"
 #include "tern/util.h"
+
+/* The build's version: meson's project version and its option version_suffix
+ * (tern-next, the second build for hand-over tests, adds "-next"). */
+#ifndef TERN_VERSION_SUFFIX
+#define TERN_VERSION_SUFFIX ""
+#endif
+#define TERN_VERSION_STRING "0.1.0" TERN_VERSION_SUFFIX
+#define TERN_PACKAGE_STRING TERN_PACKAGE TERN_VERSION_SUFFIX
 
 static gchar *opt_mem = NULL;
 static gint opt_smp = 1;
@@ -22,6 +32,7 @@ static gchar **opt_qmp = NULL;
 static gboolean opt_paused = FALSE;
 static gchar *opt_incoming = NULL;
 static gchar *opt_accel = NULL;
+static gchar *opt_migrate_mode = NULL;
 static gboolean opt_version = FALSE;
 
 static const GOptionEntry options[] = {
@@ -34,6 +45,7 @@ static const GOptionEntry options[] = {
     { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp, "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
     { "S", 0, 0, G_OPTION_ARG_NONE, &opt_paused, "start paused (resume with cont)", NULL },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming, "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
+    { "migrate-mode", 0, 0, G_OPTION_ARG_STRING, &opt_migrate_mode, "the migration parameter mode before anything starts: normal | cpr-transfer (a target for a local hand-over)", "MODE" },
     { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel, "kvm[,dirty-ring-size=N] | emu (the software CPU) | auto (default: KVM if /dev/kvm opens, else emu)", "ACCEL" },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
     { NULL },
@@ -88,6 +100,20 @@ static bool parse_accel(const char *spec, struct machine_config *cfg, GError **e
     return true;
 }
 
+/* -migrate-mode MODE: the parameter "mode", as migrate-set-parameters sets it. */
+static bool set_migrate_mode(struct migration *mig, const char *text, GError **errp)
+{
+    const struct mig_param_desc *d = mig_param_find("mode");
+    struct mig_params p;
+    uint64_t value;
+
+    if (!mig_param_parse_text(d, text, &value, errp))
+        return false;
+    migration_get_params(mig, &p);
+    mig_param_set(&p, d, value);
+    return migration_set_params(mig, &p, errp);
+}
+
 static gboolean on_signal(gpointer opaque)
 {
     machine_quit(opaque);
@@ -123,7 +149,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (opt_version) {
-        printf("tern 0.1.0\n");
+        printf("tern %s\n", TERN_VERSION_STRING);
         return 0;
     }
     if (g_strv_length(args) > 1) {
@@ -162,6 +188,13 @@ int main(int argc, char **argv)
     /* The migration object is ours, handed to its commands: the machine
      * knows nothing of migration. */
     struct migration *mig = migration_new(m);
+    if (opt_migrate_mode && !set_migrate_mode(mig, opt_migrate_mode, &err)) {
+        fprintf(stderr, "tern: -migrate-mode: %s\n", err->message);
+        migration_free(mig);
+        machine_destroy(m);
+        return 1;
+    }
+    commands_set_package(TERN_PACKAGE_STRING);
     bool listen = opt_incoming && strcmp(opt_incoming, "defer") != 0;
     if (!start_monitors(m, mig, &err) || !machine_start(m, &err) ||
         (listen && !incoming_start(mig, opt_incoming, &err))) {

@@ -48,6 +48,12 @@ struct channel_ops {
     bool (*write_at)(void *opaque, uint64_t offset, const void *buf, size_t len, GError **errp);
     /* Wait until every write_at has landed (or failed). With write_at. */
     bool (*drain)(void *opaque, GError **errp);
+    /* Attach (fds) (SCM_RIGHTS) to the first byte the next writev sends; the
+     * caller keeps its copies. Optional: only a UNIX socket has it. */
+    bool (*send_fds)(void *opaque, const int *fds, unsigned nfds, GError **errp);
+    /* Move up to (max) file descriptors received so far into (fds); returns
+     * how many. Optional. */
+    unsigned (*take_fds)(void *opaque, int *fds, unsigned max);
     /* Release (opaque) (close the fd). Optional. */
     void (*close)(void *opaque);
 };
@@ -148,6 +154,16 @@ bool channel_rate_limit_exceeded(struct channel *ch);
  * never the main loop. Returns the nanoseconds slept. */
 uint64_t channel_rate_limit_wait(struct channel *ch);
 
+/* ---- File descriptors (cpr-transfer over a UNIX socket) ---- */
+
+/* Flush what is pending, then make (fds) travel with the next bytes put and
+ * flushed (SCM_RIGHTS; the kernel duplicates them, the caller keeps its
+ * copies). False with (errp) on a backend that cannot pass descriptors. */
+bool channel_send_fds(struct channel *ch, const int *fds, unsigned nfds, GError **errp);
+/* Move up to (max) descriptors that arrived with the bytes read so far into
+ * (fds) (close-on-exec, the caller owns them); returns how many. */
+unsigned channel_take_fds(struct channel *ch, int *fds, unsigned max);
+
 /* ---- Reading ---- */
 
 /* Read exactly (len) bytes into (buf); returns the bytes read, (len) unless
@@ -217,5 +233,8 @@ int channel_socket_accept(int listen_fd, GError **errp);
 /* A channel over connected socket or other fd (fd), which it takes over and
  * closes. Its return path is a second channel on a dup of (fd). */
 struct channel *channel_socket_new(int fd, const char *name);
+/* A pidfd of the process at the other end of UNIX socket channel (ch) (the
+ * one that connected or accepted), or -1 (not a UNIX socket, no pidfds). */
+int channel_socket_peer_pidfd(struct channel *ch);
 
 #endif

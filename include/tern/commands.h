@@ -123,5 +123,9 @@ JsonNode *commands_dispatch(const struct command *cmd, struct machine *m, JsonOb
 #define TERN_VERSION_MINOR 1
 #define TERN_VERSION_MICRO 0
 #define TERN_PACKAGE "tern"
+/* The "package" string query-version and the QMP greeting report (default
+ * TERN_PACKAGE): the program sets its build's version there. */
+void commands_set_package(const char *package);
+const char *commands_package(void);
 
 #endif

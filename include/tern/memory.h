@@ -2,6 +2,7 @@
 #ifndef TERN_MEMORY_H
 #define TERN_MEMORY_H
 
+#include <fcntl.h>
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +16,8 @@
 #define GUEST_HIGH_RAM_BASE (4ULL << 30)
 #define GUEST_RAM_MIN (16ULL << 20)
 #define GUEST_RAM_MAX_REGIONS 2
+/* Seals every RAM memfd carries, and a received one must carry (cpr-transfer). */
+#define GUEST_RAM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 struct ram_region {
     uint64_t gpa;          /* first guest-physical address */
@@ -30,6 +33,11 @@ struct guest_ram {
     uint64_t nr_gfns;                   /* highest guest frame number + 1 (hole included) */
     /* One bit per guest frame: pages Tern itself wrote (KVM logs only vCPU writes). */
     unsigned long *vmm_dirty;
+    /* Handed over to another process (cpr-transfer): unmapped, never touched again. */
+    bool released;
+    /* Held by guest_ram_release() and by guest_ram_crc32(), which the main
+     * thread may run while a sender thread hands the RAM over. */
+    GMutex release_lock;
 };
 
 /* Map (size) bytes of guest RAM (>= GUEST_RAM_MIN, page-aligned), one memfd per
@@ -80,5 +88,22 @@ struct e820_range { uint64_t addr, size; uint32_t type; };
 #define E820_RAM 1
 #define E820_RESERVED 2
 unsigned guest_ram_e820(const struct guest_ram *ram, struct e820_range *out, unsigned max);
+
+/* cpr-transfer. Is (fd) fit to be region (index) of (ram): a memory file of
+ * exactly the region's size, sealed with GUEST_RAM_SEALS? */
+bool guest_ram_check_fd(const struct guest_ram *ram, unsigned index, int fd, GError **errp);
+/* Map (fd) (checked) over region (index) at the same host address and take
+ * it over (our own memfd is closed). Call with the vCPUs never run since. */
+bool guest_ram_adopt_fd(struct guest_ram *ram, unsigned index, int fd, GError **errp);
+/* Forget what Tern itself wrote: the dirty bitmap starts clean. */
+void guest_ram_clear_dirty(struct guest_ram *ram);
+/* Give guest RAM up for good (it now belongs to another process): every
+ * region becomes an inaccessible reservation and its memfd is closed; reads,
+ * writes and digests are refused from then on. vCPUs must never run again. */
+void guest_ram_release(struct guest_ram *ram);
+static inline bool guest_ram_released(const struct guest_ram *ram)
+{
+    return __atomic_load_n(&ram->released, __ATOMIC_ACQUIRE);
+}
 
 #endif

@@ -15,6 +15,7 @@
 enum mig_param_type {
     MIG_PARAM_INT,          /* unsigned integer field of 4 or 8 bytes */
     MIG_PARAM_BOOL,         /* bool field */
+    MIG_PARAM_ENUM,         /* uint32_t field holding an index into (values); JSON: a string */
 };
 
 struct mig_param_desc {
@@ -26,6 +27,7 @@ struct mig_param_desc {
     const char *unit;       /* printed after the value ("ms"); NULL: none */
     bool hmp_mib;           /* HMP text is a size: a bare number means MiB (QEMU) */
     const char *help;       /* one line */
+    const char *const *values;  /* MIG_PARAM_ENUM: the names, NULL-terminated */
 };
 
 /* The table, in QEMU's print order; (count) gets its length. */
@@ -39,6 +41,11 @@ uint64_t mig_param_get(const struct mig_params *p, const struct mig_param_desc *
 void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_t value);
 /* Whether (value) is within (d)'s range; the error names the parameter. */
 bool mig_param_check(const struct mig_param_desc *d, uint64_t value, GError **errp);
+
+/* MIG_PARAM_ENUM: the index of (name) among (d)'s values, or -1. */
+int mig_param_enum_lookup(const struct mig_param_desc *d, const char *name);
+/* MIG_PARAM_ENUM: the name of (value) ("?" out of range). */
+const char *mig_param_enum_name(const struct mig_param_desc *d, uint64_t value);
 
 /* Apply every member of (args) (a migrate-set-parameters request) to (p).
  * All-or-nothing: on any unknown name, wrong type or out-of-range value,

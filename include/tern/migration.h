@@ -45,6 +45,13 @@ struct mig_params {
     uint32_t max_cpu_throttle;      /* max-cpu-throttle: the ceiling, % (99) */
     bool auto_converge;             /* capability auto-converge: throttle vCPUs that
                                      * dirty memory faster than it can be sent (off) */
+    uint32_t mode;                  /* mode: enum mig_mode (normal) */
+};
+
+/* QEMU's MigMode, the subset Tern has. */
+enum mig_mode {
+    MIG_MODE_NORMAL,                /* pages over the stream */
+    MIG_MODE_CPR_TRANSFER,          /* same host: guest RAM handed over as memfds */
 };
 void migration_params_default(struct mig_params *p);
 

@@ -22,7 +22,8 @@
 
 #define MIG_HDR_F_CRC32         (1u << 0)       /* every record has a CRC-32 trailer */
 #define MIG_HDR_F_MAPPED_RAM    (1u << 1)       /* a file: RAM at fixed offsets (below) */
-#define MIG_HDR_F_KNOWN         (MIG_HDR_F_CRC32 | MIG_HDR_F_MAPPED_RAM)
+#define MIG_HDR_F_RAM_FD        (1u << 2)       /* cpr-transfer: RAM comes as memfds (RAM_FDS) */
+#define MIG_HDR_F_KNOWN         (MIG_HDR_F_CRC32 | MIG_HDR_F_MAPPED_RAM | MIG_HDR_F_RAM_FD)
 
 struct mig_image_header {
     uint8_t magic[8];           /* "TERNMIG\0" */
@@ -73,7 +74,8 @@ static inline uint32_t mig_rec_padding(uint32_t length)
 #define MIG_REC_END             0x00000009u
 #define MIG_REC_MAPPED_RAM      0x0000000Au     /* mapped-RAM files: where RAM lives */
 #define MIG_REC_RAM_INDEX       0x0000000Bu     /* mapped-RAM files: which pages hold data */
-#define MIG_REC_STREAM_MAX_     0x0000000Cu     /* one past the last stream type */
+#define MIG_REC_RAM_FDS         0x0000000Cu     /* cpr-transfer: the RAM memfds (SCM_RIGHTS) */
+#define MIG_REC_STREAM_MAX_     0x0000000Du     /* one past the last stream type */
 
 /* Target to source (the return path, same framing). */
 #define MIG_RP_READY            0x00000100u
@@ -198,6 +200,16 @@ struct mig_rec_ram_index {
     uint64_t nr_present;        /* set bits = CRC entries */
 };
 
+/* ---- cpr-transfer (MIG_HDR_F_RAM_FD) ---------------------------------------- */
+
+/* RAM_FDS: this header, then nr_regions x struct mig_vm_config_region, the
+ * layout of the memfds that travel with the record's first byte (SCM_RIGHTS),
+ * one per region in this order. No page records in such a stream. */
+struct mig_rec_ram_fds {
+    uint32_t nr_regions;        /* 1..MIG_VM_CONFIG_MAX_REGIONS, = VM_CONFIG's */
+    uint32_t reserved;          /* zero */
+};
+
 /* Smallest FDT blob (its header) and the alignment every FDT starts at. */
 #define MIG_FDT_MIN_SIZE            40u
 
@@ -230,6 +242,7 @@ static_assert(sizeof(struct mig_rec_device_state) == 40, "device state");
 static_assert(MIG_REC_LENGTH_MAX % MIG_REC_ALIGN == 0, "max length aligned");
 static_assert(sizeof(struct mig_rec_mapped_ram) == 24, "MAPPED_RAM body");
 static_assert(sizeof(struct mig_rec_ram_index) == 16, "RAM_INDEX header");
+static_assert(sizeof(struct mig_rec_ram_fds) == 8, "RAM_FDS header");
 static_assert(8 + MIG_PAGE_DATA_MAX_PAGES * (16 + (1u << MIG_STREAM_PAGE_SHIFT))
               <= MIG_REC_LENGTH_MAX, "a full page batch fits in one record");
 

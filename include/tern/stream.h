@@ -121,10 +121,13 @@ bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **er
  * in index order, VM_STATE, DEVICE_STATE*, END.
  * A mapped-RAM file (MIG_HDR_F_MAPPED_RAM): VM_CONFIG, STATIC_END, MAPPED_RAM,
  * then the tail: RAM_INDEX, ITERATION_END+ (no page records), VCPU_STATE...,
- * VM_STATE, DEVICE_STATE*, END. Each mode refuses the other's RAM records. */
+ * VM_STATE, DEVICE_STATE*, END. Each mode refuses the other's RAM records.
+ * A cpr-transfer stream (MIG_HDR_F_RAM_FD): VM_CONFIG, RAM_FDS, STATIC_END,
+ * VCPU_STATE..., VM_STATE, DEVICE_STATE*, END (no pages, no passes). */
 struct stream_order {
     int state;
     bool mapped;                /* MIG_HDR_F_MAPPED_RAM grammar */
+    bool handover;              /* MIG_HDR_F_RAM_FD grammar: RAM_FDS, no passes */
     uint32_t nr_vcpus;
     uint32_t next_vcpu;
     uint32_t passes;
@@ -336,6 +339,22 @@ bool stream_ram_index_check_run(const struct stream_ram_index *idx,
                                 uint64_t npages, uint64_t first_crc, const uint8_t *pages,
                                 GError **errp);
 
+/* ---- cpr-transfer: RAM_FDS ---- */
+
+struct stream_ram_fds {
+    uint32_t nr_regions;
+    struct { uint64_t gpa, size; } regions[MIG_VM_CONFIG_MAX_REGIONS];
+};
+
+/* Write RAM_FDS (m) ((w) must have MIG_HDR_F_RAM_FD). The memfds themselves
+ * go with channel_send_fds() just before. */
+bool stream_write_ram_fds(struct stream_writer *w, const struct stream_ram_fds *m,
+                          GError **errp);
+/* Decode and validate RAM_FDS: the header flag, the exact length, regions
+ * page aligned, non-empty, sorted and disjoint, reserved zero. */
+bool stream_parse_ram_fds(const struct stream_record *rec, uint32_t stream_flags,
+                          struct stream_ram_fds *out, GError **errp);
+
 /* ---- Return path ---- */
 
 /* Write RP_ERROR with (message) (cut to MIG_RP_ERROR_MAX bytes at a UTF-8 boundary). */
@@ -367,6 +386,7 @@ struct stream_body {
         } state;
         struct stream_mapped_ram mapped_ram;            /* MAPPED_RAM */
         struct stream_ram_index ram_index;              /* RAM_INDEX */
+        struct stream_ram_fds ram_fds;                  /* RAM_FDS */
         struct {                                        /* RP_ERROR: not NUL-terminated */
             const char *text;
             size_t len;
@@ -406,6 +426,7 @@ enum stream_rec_where {
     STREAM_REC_ANY,             /* socket streams and mapped-RAM files */
     STREAM_REC_SOCKET,          /* not in a mapped-RAM file (PAGE_DATA, ZERO_PAGES) */
     STREAM_REC_MAPPED,          /* only in a mapped-RAM file (MAPPED_RAM, RAM_INDEX) */
+    STREAM_REC_HANDOVER,        /* only in a cpr-transfer stream (RAM_FDS) */
 };
 
 struct stream_record_type {

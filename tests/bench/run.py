@@ -8,6 +8,10 @@ Scenarios (1 GiB guest, TCP on 127.0.0.1, default parameters):
   fill768  768 MiB of random data written once: throughput
   ck-idle, ck-fill768   the same guests checkpointed to a file (migrate file:PATH):
            checkpoint time, downtime, file size (apparent and allocated), restore time
+  cpr      a guest rewriting 64 MiB handed over to a new process on the same host
+           (mode cpr-transfer, RAM passed as memfds) at 1, 4 and 16 GiB (sparse):
+           the pause (source STOP to target RESUME), downtime, guest max gap,
+           RAM bytes on the wire; its own section (migration-cpr-ACCEL)
 
 Each runs --runs times (default 3) on every accelerator there is (KVM where
 /dev/kvm exists, and the software CPU); the table shows min - max. The results
@@ -162,6 +166,89 @@ def one_checkpoint(binary, append):
         }
 
 
+CPR_SIZES_GIB = (1, 4, 16)
+CPR_METRICS = [("pause_ms", "pause: source STOP to target RESUME (ms)", "%.2f"),
+               ("downtime_ms", "downtime, query-migrate (ms)", "%.0f"),
+               ("gap_ms", "guest max gap (ms)", "%.1f"),
+               ("ram_bytes", "RAM bytes on the wire", "%.0f")]
+
+
+def event_time(qmp, name):
+    """The timestamp (s) of the last event (name) seen on (qmp)."""
+    qmp.poll_events()
+    evs = [e for e in qmp.history if e["event"] == name]
+    if not evs:
+        raise RuntimeError("no %s event" % name)
+    ts = evs[-1]["timestamp"]
+    return ts["seconds"] + ts["microseconds"] / 1e6
+
+
+def one_cpr(binary, gib):
+    """Hand a running guest over to a new process (cpr-transfer); returns the measurements."""
+    with Lab(binary) as lab:
+        size = "%dG" % gib
+        src = lab.source("-m", size, append="ws=64 tick_ms=200")
+        sock = os.path.join(lab.dir, "handover.sock")
+        dst = lab.start("dst", ["-m", size, "-incoming", "unix:" + sock,
+                                "-migrate-mode", "cpr-transfer"])
+        src.wait_running(timeout=60)
+        last = src.serial.wait_ticks(2, proc=src.proc)[-1]
+        src.qmp.cmd("migrate-set-parameters", mode="cpr-transfer")
+        start_migration(src.qmp, "unix:" + sock)
+        info = wait_migration(src.qmp, timeout=120)
+        if info["status"] != "completed":
+            raise RuntimeError("hand-over %s: %s" % (info["status"], info.get("error-desc")))
+        ticks = dst.serial.wait_ticks(3, timeout=20, proc=dst.proc)
+        if any(t["errors"] for t in ticks) or ticks[0]["tick"] <= last["tick"]:
+            raise RuntimeError("guest unhealthy after the hand-over: %s" % ticks)
+        dst.qmp.wait_event("RESUME", 10)
+        pause = event_time(dst.qmp, "RESUME") - event_time(src.qmp, "STOP")
+        return {
+            "pause_ms": pause * 1000,
+            "downtime_ms": info["downtime"],
+            "gap_ms": max(t["max_gap_us"] for t in ticks[:2]) / 1000,
+            "ram_bytes": info["ram"]["transferred"],
+        }
+
+
+def bench_cpr(binary, accel, runs):
+    """The hand-over pause at each size; returns the doc section."""
+    ternlib.ACCEL = accel
+    ternlib.SLOW = 4 if accel == "emu" else 1
+    lines = ["| guest RAM | metric | min – max, %d runs |" % runs, "|---|---|---|"]
+    for gib in CPR_SIZES_GIB:
+        rs = []
+        for i in range(runs):
+            try:
+                rs.append(one_cpr(binary, gib))
+            except Exception as e:
+                sys.exit("bench: %s cpr %d GiB run %d failed: %s: %s" % (accel, gib, i + 1,
+                                                                        type(e).__name__, e))
+            print("bench: %-4s cpr %2d GiB run %d: %s" % (accel, gib, i + 1, ", ".join(
+                "%s %s" % (k, fmt % rs[-1][k]) for k, _, fmt in CPR_METRICS)), flush=True)
+        for key, label, fmt in CPR_METRICS:
+            lines.append("| %d GiB | %s | %s |" % (gib, label, span([r[key] for r in rs], fmt)))
+    who = ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
+           else "the software CPU (-accel emu)")
+    return "\n".join([
+        "## Local hand-over (cpr-transfer) on %s" % who,
+        "",
+        "Produced by `make bench  (python3 tests/bench/run.py --runs %d)` on %s."
+        % (runs, datetime.date.today().isoformat()),
+        "",
+        "Machine: %s." % machine_notes(),
+        "",
+        "A guest rewriting 64 MiB (`ws=64`) handed to a new process on the same host "
+        "(`migrate_set_parameter mode cpr-transfer`, `migrate unix:PATH`; target "
+        "`-incoming unix:PATH -migrate-mode cpr-transfer`). The pause is the source's "
+        "STOP event to the target's RESUME event (QMP timestamps, microseconds); the "
+        "guest max gap is the longest pause the guest measured in its first two ticks "
+        "on the target. RAM is sparse: only what the guest touched is backed.",
+        "",
+        "\n".join(lines),
+    ])
+
+
 def span(values, fmt):
     lo, hi = min(values), max(values)
     return fmt % lo if fmt % lo == fmt % hi else "%s – %s" % (fmt % lo, fmt % hi)
@@ -304,19 +391,26 @@ def main():
     ap.add_argument("--baseline", help="an older tern binary: compare KVM exit round trips")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
+    ap.add_argument("--only", choices=["migration", "cpr"],
+                    help="only the migration scenarios, or only the cpr-transfer hand-over")
     args = ap.parse_args()
     accels = args.accel or (["kvm"] if os.path.exists("/dev/kvm") else []) + ["emu"]
     binary = os.path.abspath(args.tern)
     for accel in accels:
         print("bench: measuring on accelerator %s" % accel, flush=True)
-        section = bench_accel(binary, accel, args.runs,
-                              os.path.abspath(args.baseline) if args.baseline and accel == "kvm"
-                              else None)
-        print()
-        print(section)
-        if not args.no_doc:
-            write_doc(args.doc, section, accel)
-            print("\nbench: wrote %s" % os.path.relpath(args.doc))
+        sections = []
+        if args.only != "cpr":
+            sections.append((accel, bench_accel(
+                binary, accel, args.runs,
+                os.path.abspath(args.baseline) if args.baseline and accel == "kvm" else None)))
+        if args.only != "migration":
+            sections.append(("cpr-" + accel, bench_cpr(binary, accel, args.runs)))
+        for key, section in sections:
+            print()
+            print(section)
+            if not args.no_doc:
+                write_doc(args.doc, section, key)
+                print("\nbench: wrote %s" % os.path.relpath(args.doc))
 
 
 if __name__ == "__main__":

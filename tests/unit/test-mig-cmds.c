@@ -401,7 +401,7 @@ static void test_capabilities(void **state)
 
 #define DEFAULT_PARAMS_JSON \
     "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
-    "\"x-checksum\":true}"
+    "\"x-checksum\":true,\"mode\":\"normal\"}"
 
 static void test_query_parameters(void **state)
 {
@@ -416,7 +416,8 @@ static void test_query_parameters(void **state)
                "cpu-throttle-increment: 10 %\r\n"
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 0\r\n"
-               "x-checksum: on\r\n");
+               "x-checksum: on\r\n"
+               "mode: normal\r\n");
 
     /* Defaults match migration_params_default(). */
     struct mig_params p;
@@ -428,6 +429,25 @@ static void test_query_parameters(void **state)
     assert_true(p.x_checksum);
 }
 
+/* mode: a string parameter with QEMU's values, over QMP and HMP. */
+static void test_mode_parameter(void **state)
+{
+    struct machine *m = *state;
+    g_autofree char *out = NULL;
+
+    assert_qmp(m, "migrate-set-parameters", "{\"mode\": \"cpr-transfer\"}", "{}");
+    out = qmp(m, "query-migrate-parameters", NULL, NULL);
+    assert_non_null(strstr(out, "\"mode\":\"cpr-transfer\""));
+    assert_qmp_error(m, "migrate-set-parameters", "{\"mode\": \"sideways\"}",
+                     "Parameter 'mode' does not accept value 'sideways' (one of: normal, "
+                     "cpr-transfer)");
+    assert_qmp_error(m, "migrate-set-parameters", "{\"mode\": 1}",
+                     "Invalid parameter type for 'mode', expected: string");
+    assert_hmp(m, "migrate_set_parameter mode normal", "");
+    g_autofree char *info = hmp(m, "info migrate_parameters");
+    assert_non_null(strstr(info, "mode: normal\r\n"));
+}
+
 static void test_set_parameters(void **state)
 {
     struct machine *m = *state;
@@ -437,12 +457,12 @@ static void test_set_parameters(void **state)
                "{\"downtime-limit\": 100, \"max-bandwidth\": 125000000}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":0,\"x-checksum\":true}");
+               "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\"}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false}");
+               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
     unsigned calls = fake_migration_set_params_calls();
 
     /* Every error leaves everything as it was: all or nothing. */
@@ -475,14 +495,14 @@ static void test_set_parameters(void **state)
     assert_int_equal(fake_migration_set_params_calls(), calls);
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false}");
+               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 2000000, \"compress-level\": 0, "
                "\"max-bandwidth\": 9223372036854775807}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
-               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false}");
+               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
 }
 
 /* The table-level API the commands are built on. */
@@ -493,7 +513,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 8);
+    assert_int_equal(count, 9);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -563,7 +583,8 @@ static void test_hmp_set_parameter(void **state)
                "cpu-throttle-increment: 10 %\r\n"
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 2\r\n"
-               "x-checksum: on\r\n");
+               "x-checksum: on\r\n"
+               "mode: normal\r\n");
 
     unsigned calls = fake_migration_set_params_calls();
     assert_hmp(m, "migrate_set_parameter downtime-limit 2000001",
@@ -929,6 +950,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_info_migrate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mode_parameter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_param_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmp_set_parameter, setup, teardown),

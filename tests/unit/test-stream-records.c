@@ -354,6 +354,90 @@ static void test_order(void **state)
     assert_true(stream_order_done(&o));
 }
 
+/* A cpr-transfer hand-over: VM_CONFIG, RAM_FDS, STATIC_END, then the state;
+ * no pages or passes, and RAM_FDS nowhere else. */
+static void test_handover_order(void **state)
+{
+    struct stream_order o;
+    uint8_t cfg[160] = { 0 };
+    uint8_t fds[24] = { 0 };
+    uint8_t vcpu[12] = { 0 };
+    uint8_t it[48] = { 0 };
+    const uint8_t *none = NULL;
+
+    (void)state;
+    mig_store_le32(cfg + 16, 1);
+    stream_order_init(&o);
+    CHECK(MIG_REC_VM_CONFIG, cfg, true);
+    CHECK(MIG_REC_RAM_FDS, fds, false);         /* not in a normal stream */
+
+    stream_order_init_flags(&o, MIG_HDR_F_CRC32 | MIG_HDR_F_RAM_FD);
+    CHECK(MIG_REC_VM_CONFIG, cfg, true);
+    CHECK(MIG_REC_STATIC_END, none, false);     /* RAM_FDS first */
+    CHECK(MIG_REC_RAM_FDS, fds, true);
+    CHECK(MIG_REC_PAGE_DATA, none, false);      /* no pages */
+    CHECK(MIG_REC_STATIC_END, none, true);
+    mig_store_le32(it + 4, MIG_ITER_F_FINAL);
+    mig_store_le32(it, 1);
+    CHECK(MIG_REC_ITERATION_END, it, false);    /* no passes */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, true);
+    CHECK(MIG_REC_VM_STATE, none, true);
+    CHECK(MIG_REC_DEVICE_STATE, none, true);
+    CHECK(MIG_REC_END, none, true);
+    assert_true(stream_order_done(&o));
+}
+
+/* RAM_FDS written, read back and parsed; its checks name what is wrong. */
+static void test_ram_fds_record(void **state)
+{
+    struct stream_ram_fds in = { .nr_regions = 2 }, out;
+    struct channel *ch = channel_mem_new(NULL, 0);
+    struct stream_writer w;
+    struct stream_reader r;
+    struct stream_record rec;
+    GError *err = NULL;
+    const uint8_t *data;
+    size_t len;
+
+    (void)state;
+    in.regions[0].gpa = 0;
+    in.regions[0].size = 3ULL << 30;
+    in.regions[1].gpa = 4ULL << 30;
+    in.regions[1].size = 1ULL << 30;
+    stream_writer_init(&w, ch, MIG_HDR_F_CRC32);
+    assert_false(stream_write_ram_fds(&w, &in, &err));     /* the header lacks the flag */
+    assert_error(err, "without the RAM-by-fd flag");
+    g_clear_error(&err);
+    stream_writer_init(&w, ch, MIG_HDR_F_CRC32 | MIG_HDR_F_RAM_FD);
+    assert_true(stream_write_header(&w, NULL));
+    assert_true(stream_write_ram_fds(&w, &in, NULL));
+    assert_true(channel_flush(ch, NULL));
+    data = channel_mem_data(ch, &len);
+    struct channel *rd = channel_mem_new(data, len);
+    channel_close(ch);
+    stream_reader_init(&r, rd, false);
+    assert_true(stream_read_header(&r, NULL));
+    assert_true(stream_read_record(&r, &rec, NULL));
+    assert_int_equal(rec.length, 8 + 2 * 16);
+    assert_true(stream_parse_ram_fds(&rec, r.flags, &out, NULL));
+    assert_int_equal(out.nr_regions, 2);
+    assert_int_equal(out.regions[1].gpa, 4ULL << 30);
+    assert_int_equal(out.regions[1].size, 1ULL << 30);
+    assert_false(stream_parse_ram_fds(&rec, MIG_HDR_F_CRC32, &out, &err));
+    assert_error(err, "lacks the RAM-by-fd flag");
+    g_clear_error(&err);
+    /* Overlapping regions. */
+    uint8_t *body = g_memdup2(rec.body, rec.length);
+    mig_store_le64(body + 8 + 16, 1ULL << 30);
+    rec.body = body;
+    assert_false(stream_parse_ram_fds(&rec, r.flags, &out, &err));
+    assert_error(err, "overlaps");
+    g_clear_error(&err);
+    g_free(body);
+    stream_reader_cleanup(&r);
+    channel_close(rd);
+}
+
 /* ---- the record table ---- */
 
 /* Every type of tern/stream-format.h has one descriptor, in type order, with
@@ -569,6 +653,8 @@ int main(void)
         cmocka_unit_test(test_vm_config_validation),
         cmocka_unit_test(test_state_validation),
         cmocka_unit_test(test_order),
+        cmocka_unit_test(test_handover_order),
+        cmocka_unit_test(test_ram_fds_record),
         cmocka_unit_test(test_record_table),
         cmocka_unit_test(test_record_size_rules),
         cmocka_unit_test(test_record_table_parse_describe),
