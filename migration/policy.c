@@ -48,8 +48,18 @@ enum precopy_decision precopy_default_policy(const struct precopy_stats *s, void
     if (s->forced_passes) {
         return s->pass >= s->forced_passes ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
     }
-    return precopy_expected_downtime_ns(s) <= s->downtime_limit_ns
-        ? PRECOPY_STOP_AND_COPY : PRECOPY_CONTINUE;
+    uint64_t expected = precopy_expected_downtime_ns(s);
+    if (expected <= s->downtime_limit_ns) {
+        return PRECOPY_STOP_AND_COPY;
+    }
+    /* When the fixed part alone exceeds the limit, no pass can meet it: aim
+     * for the pages alone fitting the limit (QEMU's rule), instead of
+     * spinning through passes that cannot help. Nothing left always fits. */
+    if (s->fixed_cost_ns >= s->downtime_limit_ns && expected != UINT64_MAX &&
+        expected - s->fixed_cost_ns <= s->downtime_limit_ns) {
+        return PRECOPY_STOP_AND_COPY;
+    }
+    return PRECOPY_CONTINUE;
 }
 
 /* What pausing costs beyond sending pages, to a target: state save and load. */

@@ -104,8 +104,17 @@ static void test_fixed_cost(void **state)
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
     s.fixed_cost_ns = 100 * MS + 1;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
-    /* The fixed cost alone can exceed the limit. */
-    s = stats(2, 0, 1e9);
+    /* The fixed cost alone can exceed the limit: then the pages alone must
+     * fit it (QEMU's rule), and nothing left always does, so the loop never
+     * spins through passes that cannot help. */
+    s = stats(2, 300 * 1000000, 1e9);       /* 300 ms of pages */
+    s.fixed_cost_ns = 301 * MS;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+    s.remaining_bytes++;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
+    s.remaining_bytes = 0;
+    assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
+    s = stats(2, 4096, 0.0);                /* unknown bandwidth: never fits */
     s.fixed_cost_ns = 301 * MS;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
 }
