@@ -7,26 +7,27 @@
 #include "tern/util.h"
 
 struct vcpu_thread {
-    struct cpus *cpus;
+    struct cpus *cpus;      /* fixed */
     struct accel_vcpu *vcpu;
-    GThread *thread;
-    int tid;
-    bool parked;            /* out of the guest and waiting (under cpus->lock) */
+    GThread *thread;        /* set under cpus->lock by cpus_start() (main thread) */
+    int tid;                /* atomic: set by the thread itself, read by monitors */
+    /* Under cpus->lock: */
+    bool parked;            /* out of the guest and waiting */
     bool stopped;           /* stopped itself on an event; waits for resume */
     gint64 throttle_until;  /* monotonic µs: sleep until then (auto-converge) */
 };
 
 struct cpus {
-    struct io_bus *bus;
+    struct io_bus *bus;     /* fixed after cpus_create() */
     cpus_event_fn *on_event;
     void *opaque;
-    GMutex lock;
+    unsigned n;
+    struct vcpu_thread *threads;
+    GMutex lock;            /* guards the fields below and each thread's */
     GCond cond;             /* parked count changed, or a request changed */
     bool pause_requested;
     bool quit;
     unsigned nr_parked;
-    unsigned n;
-    struct vcpu_thread *threads;
     unsigned throttle_pct;  /* share of time vCPUs are kept out of the guest */
     GThread *throttler;
 };
@@ -141,11 +142,15 @@ void cpus_destroy(struct cpus *c)
 
 void cpus_start(struct cpus *c, bool paused)
 {
+    /* Under the lock like every other access to these: a new thread blocks
+     * on it in wait_until_runnable() until all are started. */
+    g_mutex_lock(&c->lock);
     c->pause_requested = paused;
     for (unsigned i = 0; i < c->n; i++) {
         g_autofree char *name = g_strdup_printf("vcpu%u", i);
         c->threads[i].thread = g_thread_new(name, vcpu_thread_main, &c->threads[i]);
     }
+    g_mutex_unlock(&c->lock);
 }
 
 void cpus_pause_all(struct cpus *c)

@@ -374,7 +374,7 @@ static gpointer incoming_thread(gpointer opaque)
         rp_send(inc, MIG_RP_ERROR, msg, NULL);
         channel_linger(inc->ch, INCOMING_LINGER_MS);
     }
-    int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
+    enum mig_status cur = mig_status_get(&mig->status);
     if (!mig_status_is_terminal(cur))
         mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
     /* The source resumes on that memory: let go of it before anything else. */

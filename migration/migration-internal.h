@@ -12,21 +12,28 @@
 struct channel;
 struct incoming;
 
+/* Each field has one discipline (docs/architecture.md, "Locks"). */
 struct migration {
-    struct machine *m;
-    GMutex lock;                /* everything below but (status) */
-    int status;                 /* enum mig_status, changed by mig_status_set() (CAS) */
-    struct mig_params params;
+    struct machine *m;          /* fixed */
+
+    /* Atomic only, never under (lock): */
+    int status;                 /* enum mig_status: mig_status_get() and mig_status_set() (CAS) */
+    uint64_t max_bandwidth;     /* params.max_bandwidth as the sender's batches read it */
+    struct ram_counters ram;    /* the sender's (or loader's) counters */
+
+    GMutex lock;                /* guards the fields up to the next comment */
+    struct mig_params params;   /* max_bandwidth also stored in (max_bandwidth) */
     precopy_policy_fn *policy;  /* when to stop iterating (default precopy_default_policy) */
     void *policy_opaque;
     struct mig_stats stats;
-    struct ram_counters ram;    /* updated by the sender with atomics */
     char *error;                /* why it failed or was cancelled */
-    GThread *thread;            /* outgoing sender */
     struct channel *ch;         /* outgoing forward channel, for cancel */
     bool end_sent;              /* the target holds the complete state: too late to cancel */
-    bool in_progress;           /* a sender thread exists and has not been joined */
     uint64_t start_ns;
+
+    /* Main thread only (the commands and teardown): */
+    GThread *thread;            /* outgoing sender */
+    bool in_progress;           /* a sender thread exists and has not been joined */
     struct incoming *incoming;
     /* Set by incoming_start(): stops and frees (incoming) at teardown, so the
      * object needs no knowledge of the incoming side. */

@@ -21,6 +21,7 @@ struct migration *migration_new(struct machine *m)
     mig->m = m;
     g_mutex_init(&mig->lock);
     migration_params_default(&mig->params);
+    mig->max_bandwidth = mig->params.max_bandwidth;     /* no other thread yet */
     mig->policy = precopy_default_policy;
     return mig;
 }
@@ -59,7 +60,7 @@ bool migration_cancel(struct migration *mig, GError **errp)
 {
 
     g_mutex_lock(&mig->lock);
-    if (mig->end_sent && !mig_status_is_terminal(mig->status)) {
+    if (mig->end_sent && !mig_status_is_terminal(mig_status_get(&mig->status))) {
         g_mutex_unlock(&mig->lock);
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
                     "too late to cancel: the target already holds the complete state");
@@ -82,7 +83,7 @@ void migration_info(struct migration *mig, struct mig_info *out)
 {
 
     g_mutex_lock(&mig->lock);
-    out->status = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
+    out->status = mig_status_get(&mig->status);
     out->stats = mig->stats;
     out->error_desc = g_strdup(mig->error);
     if (!mig_status_is_terminal(out->status) && out->status != MIG_STATUS_NONE && mig->start_ns)
@@ -113,10 +114,11 @@ bool migration_set_params(struct migration *mig, const struct mig_params *p, GEr
     (void)errp;
     g_mutex_lock(&mig->lock);
     mig->params = *p;
+    /* The sender picks max-bandwidth up within a batch, reading its own
+     * atomic copy without the lock; the rest at its next decision. Stored
+     * under the lock so two setters leave both copies agreeing. */
+    __atomic_store_n(&mig->max_bandwidth, p->max_bandwidth, __ATOMIC_RELAXED);
     g_mutex_unlock(&mig->lock);
-    /* The sender picks max-bandwidth up within a batch (an atomic read); the
-     * rest at its next decision. */
-    __atomic_store_n(&mig->params.max_bandwidth, p->max_bandwidth, __ATOMIC_RELAXED);
     return true;
 }
 

@@ -32,7 +32,7 @@ struct return_path {
     struct channel *ch;         /* target -> source */
     struct channel *fwd;        /* shut down when the target gives up */
     GThread *thread;
-    GMutex lock;
+    GMutex lock;                /* guards the fields below */
     GCond cond;
     bool ready, resumed, closed;
     bool target_error;          /* the target said ERROR: it will not run */
@@ -43,13 +43,14 @@ struct return_path {
 static void rp_close(struct return_path *rp, const char *why)
 {
     g_mutex_lock(&rp->lock);
-    if (!rp->error && !rp->resumed)
+    bool resumed = rp->resumed;
+    if (!rp->error && !resumed)
         rp->error = g_strdup(why);
     rp->closed = true;
     g_cond_broadcast(&rp->cond);
     g_mutex_unlock(&rp->lock);
     /* Wake the sender at once rather than at its next full socket buffer. */
-    if (!rp->resumed)
+    if (!resumed)
         channel_shutdown(rp->fwd, why);
 }
 
@@ -95,8 +96,10 @@ closed:
     return NULL;
 }
 
-/* Wait until (*flag) or the return path closed, at most (timeout_s). */
-static bool rp_wait(struct return_path *rp, bool *flag, int timeout_s, GError **errp)
+/* Wait until (*flag) or the return path closed, at most (timeout_s); when
+ * (*flag) came, (*at) is the time it did ((when) read under the lock). */
+static bool rp_wait(struct return_path *rp, bool *flag, const uint64_t *when, uint64_t *at,
+                    int timeout_s, GError **errp)
 {
     gint64 deadline = g_get_monotonic_time() + (gint64)timeout_s * G_TIME_SPAN_SECOND;
     bool timed_out = false;
@@ -105,6 +108,7 @@ static bool rp_wait(struct return_path *rp, bool *flag, int timeout_s, GError **
     while (!*flag && !rp->closed && !timed_out)
         timed_out = !g_cond_wait_until(&rp->cond, &rp->lock, deadline);
     bool ok = *flag;
+    *at = *when;
     if (!ok)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s",
                     rp->error ? rp->error : "no answer from the target");
@@ -152,6 +156,8 @@ struct sender {
     struct ram_save *rs;
     bool paused;                /* we paused the guest (device phase) */
     bool was_running;
+    uint64_t ready_ns;          /* when the target said READY, RESUMED */
+    uint64_t resumed_ns;
     uint64_t pause_ns;
     uint64_t fixed_cost_ns;
     uint64_t final_written;     /* channel bytes after the final pass (state and END follow) */
@@ -223,9 +229,11 @@ static bool connect_and_configure(struct sender *s, GError **errp)
     g_mutex_lock(&mig->lock);
     mig->ch = s->ch;
     bool crc = mig->params.x_checksum;
+    /* A cancel that came while we connected found no channel: look again.
+     * Under the lock, so a cancel either sees (ch) or is seen here. */
+    bool cancelled = mig_status_get(&mig->status) == MIG_STATUS_CANCELLING;
     g_mutex_unlock(&mig->lock);
-    /* A cancel that came while we connected finds no channel: look again. */
-    if (mig->status == MIG_STATUS_CANCELLING)
+    if (cancelled)
         channel_shutdown(s->ch, "migration cancelled");
 
     if (s->to_file) {
@@ -240,9 +248,10 @@ static bool connect_and_configure(struct sender *s, GError **errp)
     if (!write_head(s, crc, errp))
         return false;
     /* The target checks the configuration before any page is sent. */
-    if (!rp_wait(s->rp, &s->rp->ready, RESUMED_TIMEOUT_S, errp))
+    if (!rp_wait(s->rp, &s->rp->ready, &s->rp->ready_ns, &s->ready_ns, RESUMED_TIMEOUT_S,
+                 errp))
         return false;
-    s->fixed_cost_ns = precopy_fixed_cost_ns(s->rp->ready_ns - t0, false);
+    s->fixed_cost_ns = precopy_fixed_cost_ns(s->ready_ns - t0, false);
     return true;
 }
 
@@ -363,7 +372,7 @@ static bool send_state(struct sender *s, GError **errp)
 static bool commit_end(struct migration *mig, GError **errp)
 {
     g_mutex_lock(&mig->lock);
-    bool cancelled = mig->status == MIG_STATUS_CANCELLING;
+    bool cancelled = mig_status_get(&mig->status) == MIG_STATUS_CANCELLING;
     if (!cancelled)
         mig->end_sent = true;
     g_mutex_unlock(&mig->lock);
@@ -378,7 +387,7 @@ static void apply_final_stats(struct mig_stats *st, void *arg)
     uint64_t now = clock_ns();
     /* The guest is back in business when the target resumed it, or, for a
      * checkpoint, when the file is safely on disk. */
-    uint64_t resumed = s->rp ? s->rp->resumed_ns : now;
+    uint64_t resumed = s->rp ? s->resumed_ns : now;
     st->transferred = __atomic_load_n(&s->mig->ram.transferred, __ATOMIC_RELAXED) +
                       (channel_bytes_written(s->ch) - s->final_written);
     st->downtime_bytes = st->transferred - MIN(st->precopy_bytes, st->transferred);
@@ -464,7 +473,7 @@ static void apply_cpr_stats(struct mig_stats *st, void *arg)
     st->precopy_bytes = 0;
     st->downtime_bytes = 0;
     st->remaining = 0;
-    st->downtime_ms = (s->rp->resumed_ns - s->pause_ns) / 1000000;
+    st->downtime_ms = (s->resumed_ns - s->pause_ns) / 1000000;
     st->total_time_ms = (now - s->mig->start_ns) / 1000000;
 }
 
@@ -493,7 +502,8 @@ static bool cpr_hand_over(struct sender *s, GError **errp)
     }
     if (!send_state(s, errp) || !commit_end(mig, errp) || !send_end(s, errp))
         return false;
-    if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp))
+    if (!rp_wait(s->rp, &s->rp->resumed, &s->rp->resumed_ns, &s->resumed_ns, RESUMED_TIMEOUT_S,
+                 errp))
         return lost_after_end(s, errp);
     /* The target runs the guest on this memory now: this process must never
      * read or write it again (one runner at a time). */
@@ -531,7 +541,8 @@ static bool stop_and_copy(struct sender *s, GError **errp)
         return false;
     } else if (!send_end(s, errp)) {
         return false;
-    } else if (!rp_wait(s->rp, &s->rp->resumed, RESUMED_TIMEOUT_S, errp)) {
+    } else if (!rp_wait(s->rp, &s->rp->resumed, &s->rp->resumed_ns, &s->resumed_ns,
+                        RESUMED_TIMEOUT_S, errp)) {
         return lost_after_end(s, errp);
     }
     stats_update(mig, apply_final_stats, s);
@@ -554,7 +565,7 @@ static bool run(struct sender *s, GError **errp)
     int level = mig->params.compress_level;
     g_mutex_unlock(&mig->lock);
     s->rs = ram_save_new(machine_ram(mig->m), machine_accel(mig->m), &s->w, level, &mig->ram,
-                         &mig->params.max_bandwidth);
+                         &mig->max_bandwidth);
     if (s->to_file)
         ram_save_set_mapped(s->rs, &s->layout);
     if (!ram_save_setup(s->rs, errp))
@@ -592,13 +603,14 @@ static gpointer sender_thread(gpointer opaque)
     g_mutex_lock(&mig->lock);
     mig->ch = NULL;
     mig->stats.total_time_ms = (clock_ns() - mig->start_ns) / 1000000;
+    g_autofree char *why = g_strdup(mig->error);
     g_mutex_unlock(&mig->lock);
     if (s->ch)
         channel_close(s->ch);
 
     /* The sender holds the status from here on; a cancel may have moved it
      * to cancelling meanwhile, nothing else. */
-    int cur = __atomic_load_n(&mig->status, __ATOMIC_ACQUIRE);
+    enum mig_status cur = mig_status_get(&mig->status);
     if (ok)
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
     else if (cur == MIG_STATUS_CANCELLING)
@@ -607,7 +619,7 @@ static gpointer sender_thread(gpointer opaque)
         mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
     if (!ok)
         fprintf(stderr, "tern: migration %s: %s\n",
-                cur == MIG_STATUS_CANCELLING ? "cancelled" : "failed", mig->error);
+                cur == MIG_STATUS_CANCELLING ? "cancelled" : "failed", why);
     if (s->peer_pidfd >= 0)
         close(s->peer_pidfd);
     g_free(s->uri);
@@ -638,9 +650,22 @@ static bool cpr_start_check(struct migration *mig, enum channel_uri_kind kind, c
     return true;
 }
 
+/* The counters are atomic only: zeroed one by one, never by memset. */
+static void ram_counters_reset(struct ram_counters *c)
+{
+    _Static_assert(sizeof(*c) == 7 * sizeof(uint64_t), "a counter is missing here");
+    __atomic_store_n(&c->normal, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->normal_bytes, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->duplicate, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->compressed, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->skipped, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->transferred, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->remaining, 0, __ATOMIC_RELAXED);
+}
+
 static void join_finished(struct migration *mig)
 {
-    if (mig->in_progress && mig_status_is_terminal(mig->status)) {
+    if (mig->in_progress && mig_status_is_terminal(mig_status_get(&mig->status))) {
         g_thread_join(mig->thread);
         mig->thread = NULL;
         mig->in_progress = false;
@@ -653,8 +678,9 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     enum runstate rs = machine_runstate(m);
 
     join_finished(mig);
+    enum mig_status cur = mig_status_get(&mig->status);
     /* A VM that arrived by migration may leave again once it has arrived. */
-    bool incoming_busy = mig->incoming && !mig_status_is_terminal(mig->status);
+    bool incoming_busy = mig->incoming && !mig_status_is_terminal(cur);
     if (mig->in_progress || incoming_busy) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "There's a migration process in progress");
         return false;
@@ -671,15 +697,15 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     channel_uri_clear(&parsed);
     if (!cpr_start_check(mig, parsed_kind, uri, errp))
         return false;
-    if (!mig_status_set(&mig->status, mig->status, MIG_STATUS_SETUP)) {
+    if (!mig_status_set(&mig->status, cur, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
-                    mig_status_name(mig->status));
+                    mig_status_name(mig_status_get(&mig->status)));
         return false;
     }
+    ram_counters_reset(&mig->ram);
     g_mutex_lock(&mig->lock);
     g_clear_pointer(&mig->error, g_free);
     memset(&mig->stats, 0, sizeof(mig->stats));
-    memset(&mig->ram, 0, sizeof(mig->ram));
     mig->stats.total = machine_ram(m)->size;
     mig->end_sent = false;
     mig->start_ns = clock_ns();

@@ -77,6 +77,11 @@ bool mig_status_set(int *status, enum mig_status from, enum mig_status to)
     return true;
 }
 
+enum mig_status mig_status_get(const int *status)
+{
+    return (enum mig_status)__atomic_load_n(status, __ATOMIC_ACQUIRE);
+}
+
 void mig_info_clear(struct mig_info *info)
 {
     if (!info) {

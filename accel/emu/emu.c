@@ -170,7 +170,10 @@ static bool op_dirty_log_start(struct accel *a, GError **errp)
 {
     struct emu_vm *vm = EMU_OF(a);
     (void)errp;
-    memset(vm->dirty, 0, BITMAP_LONGS(vm->mem.nr_gfns) * sizeof(unsigned long));
+    /* Atomic like every other access to the log: a vCPU that read the
+     * pointer before the last stop may still be setting a bit. */
+    for (size_t i = 0; i < BITMAP_LONGS(vm->mem.nr_gfns); i++)
+        __atomic_store_n(&vm->dirty[i], 0UL, __ATOMIC_RELAXED);
     /* From here every vCPU write marks its page (the interpreter's write path). */
     __atomic_store_n(&vm->mem.dirty, vm->dirty, __ATOMIC_SEQ_CST);
     vm->dirty_logging = true;

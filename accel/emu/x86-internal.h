@@ -219,7 +219,8 @@ static inline void x86_note_write(struct x86_cpu *cpu, uint64_t gpa)
 {
     const unsigned lb = 8 * sizeof(unsigned long);
     uint64_t gfn = gpa >> 12, b = gfn % X86_CODE_FILTER_BITS;
-    const unsigned long *d = cpu->mem->dirty;
+    /* Set and cleared by the migration thread (op_dirty_log_start/stop). */
+    const unsigned long *d = __atomic_load_n(&cpu->mem->dirty, __ATOMIC_ACQUIRE);
 
     if ((__atomic_load_n(&x86_code_filter[b / lb], __ATOMIC_RELAXED) >> (b % lb)) & 1)
         x86_mark_dirty(cpu, gpa);

@@ -56,12 +56,14 @@ void x86_mark_dirty(struct x86_cpu *cpu, uint64_t gpa)
     struct x86_memory *mem = cpu->mem;
     uint64_t gfn = gpa >> 12, b = gfn % X86_CODE_FILTER_BITS;
     unsigned long bit, *w;
+    /* Read once: the migration thread may clear it meanwhile. */
+    unsigned long *dirty = __atomic_load_n(&mem->dirty, __ATOMIC_ACQUIRE);
 
     if (__atomic_load_n(&x86_code_filter[b / LBITS], __ATOMIC_RELAXED) & (1ul << (b % LBITS)))
         x86_code_page_hit(gfn);
-    if (!mem->dirty || gfn >= mem->nr_gfns)
+    if (!dirty || gfn >= mem->nr_gfns)
         return;
-    w = &mem->dirty[gfn / LBITS];
+    w = &dirty[gfn / LBITS];
     bit = 1ul << (gfn % LBITS);
     if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
         __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);

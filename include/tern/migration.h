@@ -31,6 +31,9 @@ bool mig_status_transition_allowed(enum mig_status from, enum mig_status to);
 /* Compare-and-swap (*status) from (from) to (to) if legal; emits the MIGRATION
  * event {"status": NAME} on success. False if (*status) was not (from). */
 bool mig_status_set(int *status, enum mig_status from, enum mig_status to);
+/* (*status), read atomically: a status is only ever read with this and
+ * changed with mig_status_set(), never accessed plainly. */
+enum mig_status mig_status_get(const int *status);
 bool mig_status_is_terminal(enum mig_status s);
 
 /* Tunables (QEMU names in the comments). Defaults in migration_params_default(). */
