@@ -33,9 +33,10 @@ for f in "${files[@]}"; do
 done
 
 if [ ${#bad[@]} -gt 0 ]; then
-    echo "check-format: ${#bad[@]} of ${#files[@]} C files are not formatted as .clang-format says:" >&2
+    echo "check-format: these C files are not formatted as .clang-format says:" >&2
     printf '  %s\n' "${bad[@]}" >&2
-    echo "check-format: run 'make format' to fix them (it rewrites them in place with clang-format)." >&2
+    echo "check-format: ${#bad[@]} of ${#files[@]} C files unformatted; run 'make format' to fix them" \
+         "(it rewrites them in place with clang-format)." >&2
     version=$(clang-format --version)
     case "$version" in
     *" version 14."*) ;;
