@@ -53,7 +53,9 @@ static struct x86_segment *sreg_slot(struct x86_sregs *s, enum x86_seg seg)
 }
 
 /* MSRs the interpreter keeps, saved by index as the KVM backend saves its list. */
+/* clang-format off */
 #define CPU_MSR(idx, field) { idx, offsetof(struct x86_cpu, field) }
+/* clang-format on */
 static const struct { uint32_t index; size_t offset; } cpu_msrs[] = {
     CPU_MSR(MSR_STAR, star), CPU_MSR(MSR_LSTAR, lstar), CPU_MSR(MSR_CSTAR, cstar),
     CPU_MSR(MSR_SFMASK, sfmask), CPU_MSR(MSR_KERNEL_GS_BASE, kernel_gs_base),

@@ -17,7 +17,9 @@ struct kvm_required_cap {
     const char *name;
 };
 
+/* clang-format off */
 #define CAP(c) { c, #c }
+/* clang-format on */
 /* What Tern cannot do without: state save/restore needs all of these. */
 static const struct kvm_required_cap required_caps[] = {
     CAP(KVM_CAP_USER_MEMORY),

@@ -28,7 +28,9 @@ struct cmd_arg {
     enum cmd_arg_type type;
     bool optional;
 };
+/* clang-format off */
 #define CMD_ARGS_END { NULL, CMD_ARG_ANY, false }
+/* clang-format on */
 
 /* Run the command on the main thread with validated (args) (never NULL; an
  * empty object when the client sent none). Return the QMP "return" value

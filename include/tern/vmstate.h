@@ -39,6 +39,7 @@ struct vmstate_desc {
 #define VMSTATE_CHECK_SIZE(T, f, sz) \
     (0 * sizeof(char[(sizeof(((T *)0)->f) == (sz)) ? 1 : -1]))
 
+/* clang-format off */
 #define VMSTATE_SCALAR_(T, f, ty, sz, opt) \
     { .name = #f, .offset = offsetof(T, f) + VMSTATE_CHECK_SIZE(T, f, sz), .size = (sz), \
       .count = 1, .type = (ty), .optional = (opt) }
@@ -73,6 +74,7 @@ struct vmstate_desc {
           sizeof(((T *)0)->f[0]) * (n)), \
       .size = sizeof(((T *)0)->f[0]), .count = (n), .type = VMS_STRUCT, .sub = &(desc) }
 #define VMSTATE_END { .name = NULL }
+/* clang-format on */
 
 /* Smallest FDT vmstate_fdt_new() makes. */
 #define VMSTATE_FDT_MIN 256

@@ -1119,11 +1119,13 @@ static void t_csmem(struct gen *g, const struct tmpl *t)
 }
 
 static const struct tmpl templates[] = {
+    /* clang-format off */
 #define ALU4(op, nm) \
     { nm " rm,r", DT_ALU, t_alu, op, 0, 0 }, { nm " r,rm", DT_ALU, t_alu, op, 1, 0 }, \
     { nm " rm,imm", DT_ALU, t_alu, op, 2, 0 }, { nm " acc,imm", DT_ALU, t_alu, op, 3, 0 }
     ALU4(0, "add"), ALU4(1, "or"), ALU4(2, "adc"), ALU4(3, "sbb"),
     ALU4(4, "and"), ALU4(5, "sub"), ALU4(6, "xor"), ALU4(7, "cmp"),
+    /* clang-format on */
     { "test rm,r", DT_ALU, t_alu, 8, 0, 0 },
     { "test rm,imm", DT_ALU, t_alu, 8, 2, 0 },
     { "test acc,imm", DT_ALU, t_alu, 8, 3, 0 },
@@ -1133,11 +1135,13 @@ static const struct tmpl templates[] = {
     { "dec", DT_INCDEC, t_unary, 1, 0, 0 },
     { "not", DT_INCDEC, t_unary, 2, 0, 0 },
     { "neg", DT_INCDEC, t_unary, 3, 0, 0 },
+    /* clang-format off */
 #define SH3(op, nm) \
     { nm " rm,1", DT_SHIFT, t_shift, op, 0, 0 }, { nm " rm,imm8", DT_SHIFT, t_shift, op, 1, 0 }, \
     { nm " rm,cl", DT_SHIFT, t_shift, op, 2, 0 }
     SH3(0, "rol"), SH3(1, "ror"), SH3(2, "rcl"), SH3(3, "rcr"),
     SH3(4, "shl"), SH3(5, "shr"), SH3(6, "sal"), SH3(7, "sar"),
+    /* clang-format on */
     { "shld rm,r,imm8", DT_SHIFT, t_shxd, 0, 0, 0 },
     { "shld rm,r,cl", DT_SHIFT, t_shxd, 0, 1, 0 },
     { "shrd rm,r,imm8", DT_SHIFT, t_shxd, 1, 0, 0 },

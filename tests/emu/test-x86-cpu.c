@@ -590,6 +590,7 @@ static void *lock_thread(void *arg)
 static void test_lock_atomicity(void **state)
 {
     static const uint8_t code[] = {
+        /* clang-format off */
         0xb9, LOCK_LOOPS & 0xff, (LOCK_LOOPS >> 8) & 0xff, LOCK_LOOPS >> 16, 0x00, /* mov ecx, N */
         0xb8, 0x01, 0x00, 0x00, 0x00,                           /* 1: mov eax, 1 */
         0xf0, 0x0f, 0xc1, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00,   /* lock xadd [0x200000], eax */
@@ -597,6 +598,7 @@ static void test_lock_atomicity(void **state)
         0xff, 0xc9,                                             /* dec ecx */
         0x75, 0xe5,                                             /* jnz 1b */
         0xf4,
+        /* clang-format on */
     };
     struct tvm *a = tvm_long(state, code, sizeof(code), false);
     struct tvm *b = calloc(1, sizeof(*b));
