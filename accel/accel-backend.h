@@ -22,8 +22,7 @@ struct accel_ops {
     void (*vcpu_destroy)(struct accel_vcpu *vcpu);
     bool (*vcpu_set_pvh_entry)(struct accel_vcpu *vcpu, uint32_t entry, uint32_t start_info,
                                GError **errp);
-    enum vcpu_run_result (*vcpu_run)(struct accel_vcpu *vcpu, struct io_bus *bus,
-                                     GError **errp);
+    enum vcpu_run_result (*vcpu_run)(struct accel_vcpu *vcpu, struct io_bus *bus, GError **errp);
     void (*vcpu_bind_thread)(struct accel_vcpu *vcpu);
     void (*vcpu_kick)(struct accel_vcpu *vcpu);
     void (*vcpu_clear_kick)(struct accel_vcpu *vcpu);
@@ -56,7 +55,10 @@ struct x86_segment;
 void x86_pvh_segments(struct x86_segment *code, struct x86_segment *data);
 
 /* Shared by both backends: MSR child node save/load helpers over (index, value) pairs. */
-struct x86_msr { uint32_t index; uint64_t value; };
+struct x86_msr {
+    uint32_t index;
+    uint64_t value;
+};
 bool x86_msrs_save(const struct x86_msr *msrs, unsigned n, void *fdt, int node, GError **errp);
 /* Fills (out) (room for (max)); returns the count or -1 with (errp) set. */
 int x86_msrs_load(struct x86_msr *out, unsigned max, const void *fdt, int node, GError **errp);

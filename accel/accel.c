@@ -130,8 +130,7 @@ bool accel_vcpu_set_pvh_entry(struct accel_vcpu *vcpu, uint32_t entry, uint32_t 
     return vcpu->accel->ops->vcpu_set_pvh_entry(vcpu, entry, start_info, errp);
 }
 
-enum vcpu_run_result accel_vcpu_run(struct accel_vcpu *vcpu, struct io_bus *bus,
-                                    GError **errp)
+enum vcpu_run_result accel_vcpu_run(struct accel_vcpu *vcpu, struct io_bus *bus, GError **errp)
 {
     return vcpu->accel->ops->vcpu_run(vcpu, bus, errp);
 }

@@ -26,14 +26,14 @@ enum chardev_kind {
 
 struct chardev {
     enum chardev_kind kind;
-    char *path;                 /* file or socket path */
+    char *path; /* file or socket path */
 
     /* Main thread only. */
-    int listen_fd;              /* unix server, -1 otherwise */
+    int listen_fd; /* unix server, -1 otherwise */
     guint listen_watch;
-    int in_fd;                  /* stdin or the connected client, -1: none */
+    int in_fd; /* stdin or the connected client, -1: none */
     guint in_watch;
-    bool connected;             /* output has a destination */
+    bool connected; /* output has a destination */
     chardev_input_fn *input;
     chardev_connect_fn *connect;
     void *opaque;
@@ -41,10 +41,10 @@ struct chardev {
     /* Output path, shared with any writer thread: under (lock). */
     GMutex lock;
     GCond cond;
-    int out_fd;                 /* -1: drop output */
+    int out_fd; /* -1: drop output */
     bool out_is_socket;
-    bool out_broken;            /* a write failed: drop until reconnect */
-    bool writing;               /* the writer thread is inside write() on out_fd */
+    bool out_broken; /* a write failed: drop until reconnect */
+    bool writing;    /* the writer thread is inside write() on out_fd */
     bool quit;
     GByteArray *outbuf;
     uint64_t dropped;
@@ -153,7 +153,7 @@ static void chardev_set_out_fd(struct chardev *chr, int fd, bool is_socket)
 {
     g_mutex_lock(&chr->lock);
     if (chr->out_fd >= 0 && chr->out_is_socket) {
-        shutdown(chr->out_fd, SHUT_RDWR);   /* unblocks a send() to a stuck peer */
+        shutdown(chr->out_fd, SHUT_RDWR); /* unblocks a send() to a stuck peer */
     }
     while (chr->writing) {
         g_cond_wait(&chr->cond, &chr->lock);
@@ -172,8 +172,8 @@ static gboolean chardev_read_cb(gint fd, GIOCondition cond, gpointer opaque);
 static void chardev_watch_input(struct chardev *chr)
 {
     if (chr->in_fd >= 0 && !chr->in_watch) {
-        chr->in_watch = g_unix_fd_add(chr->in_fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                      chardev_read_cb, chr);
+        chr->in_watch = g_unix_fd_add(chr->in_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, chardev_read_cb,
+                                      chr);
     }
 }
 
@@ -219,9 +219,9 @@ static gboolean chardev_read_cb(gint fd, GIOCondition cond, gpointer opaque)
         return G_SOURCE_CONTINUE;
     }
     if (n <= 0) {
-        chr->in_watch = 0;      /* this source goes away on return */
+        chr->in_watch = 0; /* this source goes away on return */
         if (chr->kind == CHR_STDIO) {
-            chr->in_fd = -1;    /* end of stdin: output keeps working */
+            chr->in_fd = -1; /* end of stdin: output keeps working */
         } else {
             chardev_disconnect(chr, true);
         }
@@ -251,7 +251,7 @@ static gboolean chardev_listen_cb(gint fd, GIOCondition cond, gpointer opaque)
     (void)cond;
     int client = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     if (client < 0) {
-        return G_SOURCE_CONTINUE;   /* EAGAIN, or the peer already gave up */
+        return G_SOURCE_CONTINUE; /* EAGAIN, or the peer already gave up */
     }
     /* One client at a time, like QEMU: others wait in the backlog. */
     chr->listen_watch = 0;
@@ -268,8 +268,7 @@ bool chardev_parse_unix(const char *spec, char **path, bool *server, GError **er
     }
     g_auto(GStrv) parts = g_strsplit(spec + 5, ",", -1);
     if (!parts[0] || !parts[0][0]) {
-        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                    "'%s': missing socket path", spec);
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "'%s': missing socket path", spec);
         return false;
     }
     bool is_server = false;
@@ -283,14 +282,14 @@ bool chardev_parse_unix(const char *spec, char **path, bool *server, GError **er
                    !strcmp(o, "wait=off")) {
             /* Never wait for a client at start-up. */
         } else {
-            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                        "'%s': unknown socket option '%s'", spec, o);
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "'%s': unknown socket option '%s'",
+                        spec, o);
             return false;
         }
     }
     if (strlen(parts[0]) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                    "socket path '%s' is too long", parts[0]);
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "socket path '%s' is too long",
+                    parts[0]);
         return false;
     }
     *path = g_strdup(parts[0]);
@@ -303,8 +302,7 @@ static bool unix_addr(const char *path, struct sockaddr_un *sa, GError **errp)
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
     if (strlen(path) >= sizeof(sa->sun_path)) {
-        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                    "socket path '%s' is too long", path);
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "socket path '%s' is too long", path);
         return false;
     }
     strcpy(sa->sun_path, path);
@@ -322,22 +320,22 @@ int chardev_unix_listen(const char *path, GError **errp)
     /* Replace a socket left behind, never an ordinary file. */
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST,
-                        "'%s' exists and is not a socket", path);
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST, "'%s' exists and is not a socket",
+                        path);
             return -1;
         }
         unlink(path);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
-        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                    "socket: %s", g_strerror(errno));
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno), "socket: %s",
+                    g_strerror(errno));
         return -1;
     }
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
         int e = errno;
-        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e),
-                    "cannot listen on '%s': %s", path, g_strerror(e));
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on '%s': %s",
+                    path, g_strerror(e));
         close(fd);
         return -1;
     }
@@ -354,8 +352,8 @@ static int unix_connect(const char *path, GError **errp)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         int e = errno;
-        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e),
-                    "cannot connect to '%s': %s", path, g_strerror(e));
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot connect to '%s': %s",
+                    path, g_strerror(e));
         if (fd >= 0) {
             close(fd);
         }
@@ -410,8 +408,8 @@ struct chardev *chardev_open(const char *spec, GError **errp)
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) {
             int e = errno;
-            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e),
-                        "cannot open '%s': %s", path, g_strerror(e));
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open '%s': %s",
+                        path, g_strerror(e));
             return NULL;
         }
         chr = chardev_new(CHR_FILE);
@@ -451,7 +449,8 @@ struct chardev *chardev_open(const char *spec, GError **errp)
     }
     g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                 "unknown character back-end '%s' (stdio, file:PATH, "
-                "unix:PATH,server,nowait, none)", spec);
+                "unix:PATH,server,nowait, none)",
+                spec);
     return NULL;
 }
 
@@ -531,8 +530,8 @@ void chardev_printf(struct chardev *chr, const char *fmt, ...)
     chardev_write(chr, text, strlen(text));
 }
 
-void chardev_set_handlers(struct chardev *chr, chardev_input_fn *input,
-                          chardev_connect_fn *connect, void *opaque)
+void chardev_set_handlers(struct chardev *chr, chardev_input_fn *input, chardev_connect_fn *connect,
+                          void *opaque)
 {
     chr->input = input;
     chr->connect = connect;

@@ -43,7 +43,8 @@ bool io_bus_register(struct io_bus *bus, enum io_space space, uint64_t base, uin
     if (len > UINT64_MAX - base || (space == IO_SPACE_PIO && base + len > PIO_SPACE_END)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "%s range at 0x%" G_GINT64_MODIFIER "x of length 0x%" G_GINT64_MODIFIER
-                    "x goes beyond the address space", space_name(space), base, len);
+                    "x goes beyond the address space",
+                    space_name(space), base, len);
         return false;
     }
 
@@ -60,12 +61,16 @@ bool io_bus_register(struct io_bus *bus, enum io_space space, uint64_t base, uin
         }
     }
     if (bus->nr_ranges >= IO_BUS_MAX_RANGES) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "too many I/O ranges (at most %d)", IO_BUS_MAX_RANGES);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "too many I/O ranges (at most %d)",
+                    IO_BUS_MAX_RANGES);
         goto out;
     }
     bus->ranges[bus->nr_ranges++] = (struct io_range){
-        .space = space, .base = base, .len = len, .handler = handler, .opaque = opaque,
+        .space = space,
+        .base = base,
+        .len = len,
+        .handler = handler,
+        .opaque = opaque,
     };
     ok = true;
 out:

@@ -11,8 +11,9 @@
 
 _Static_assert(PVH_MEMMAP_GPA == PVH_START_INFO_GPA + sizeof(struct hvm_start_info),
                "memory map follows start_info");
-_Static_assert(PVH_MEMMAP_GPA + PVH_MEMMAP_MAX * sizeof(struct hvm_memmap_table_entry)
-               <= PVH_CMDLINE_GPA, "memory map fits below the command line");
+_Static_assert(PVH_MEMMAP_GPA + PVH_MEMMAP_MAX * sizeof(struct hvm_memmap_table_entry) <=
+                   PVH_CMDLINE_GPA,
+               "memory map fits below the command line");
 _Static_assert(PVH_CMDLINE_GPA + PVH_CMDLINE_MAX + 1 <= PVH_BOOT_DATA_END,
                "command line fits in the boot data area");
 
@@ -28,7 +29,7 @@ struct elf {
     size_t len;
     bool is64;
     unsigned phnum;
-    struct seg *segs;               /* phnum entries */
+    struct seg *segs; /* phnum entries */
 };
 
 #define LOADER_ERR(errp, ...) g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, __VA_ARGS__)
@@ -40,9 +41,8 @@ static bool in_image(const struct elf *e, uint64_t off, uint64_t size)
     return off <= e->len && size <= e->len - off;
 }
 
-static bool elf_read_header(struct elf *e, uint64_t *phoff, unsigned *phentsize,
-                            uint64_t *shoff, unsigned *shnum, unsigned *shentsize,
-                            GError **errp)
+static bool elf_read_header(struct elf *e, uint64_t *phoff, unsigned *phentsize, uint64_t *shoff,
+                            unsigned *shnum, unsigned *shentsize, GError **errp)
 {
     const uint8_t *id = e->buf;
     unsigned machine, type;
@@ -121,8 +121,10 @@ static bool elf_read_phdrs(struct elf *e, uint64_t phoff, unsigned phentsize, GE
         return false;
     }
     if (!in_image(e, phoff, (uint64_t)e->phnum * phentsize)) {
-        LOADER_ERR(errp, "program header table [" X64 "-" X64 ") lies outside the image "
-                   "(%zu bytes)", phoff, phoff + (uint64_t)e->phnum * phentsize, e->len);
+        LOADER_ERR(errp,
+                   "program header table [" X64 "-" X64 ") lies outside the image "
+                   "(%zu bytes)",
+                   phoff, phoff + (uint64_t)e->phnum * phentsize, e->len);
         return false;
     }
     e->segs = g_new0(struct seg, e->phnum);
@@ -134,14 +136,14 @@ static bool elf_read_phdrs(struct elf *e, uint64_t phoff, unsigned phentsize, GE
             Elf64_Phdr ph;
 
             memcpy(&ph, p, sizeof(ph));
-            *s = (struct seg){ ph.p_type, ph.p_offset, ph.p_paddr, ph.p_filesz, ph.p_memsz,
-                               ph.p_align };
+            *s = (struct seg){ ph.p_type,   ph.p_offset, ph.p_paddr,
+                               ph.p_filesz, ph.p_memsz,  ph.p_align };
         } else {
             Elf32_Phdr ph;
 
             memcpy(&ph, p, sizeof(ph));
-            *s = (struct seg){ ph.p_type, ph.p_offset, ph.p_paddr, ph.p_filesz, ph.p_memsz,
-                               ph.p_align };
+            *s = (struct seg){ ph.p_type,   ph.p_offset, ph.p_paddr,
+                               ph.p_filesz, ph.p_memsz,  ph.p_align };
         }
     }
     return true;
@@ -167,8 +169,7 @@ static int notes_find_entry(const struct elf *e, uint64_t off, uint64_t size, ui
         desc_off = name_off + ALIGN_UP((uint64_t)namesz, align);
         next = desc_off + ALIGN_UP((uint64_t)descsz, align);
         if (desc_off > size || descsz > size - desc_off || name_off + namesz > size) {
-            LOADER_ERR(errp, "ELF note at offset " X64 " in %s is truncated", off + pos,
-                       where);
+            LOADER_ERR(errp, "ELF note at offset " X64 " in %s is truncated", off + pos, where);
             return -1;
         }
         if (type == XEN_ELFNOTE_PHYS32_ENTRY && (namesz == 4 || namesz == 3) &&
@@ -188,8 +189,10 @@ static int notes_find_entry(const struct elf *e, uint64_t off, uint64_t size, ui
                 }
                 *entry = (uint32_t)v;
             } else {
-                LOADER_ERR(errp, "PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) has bad size %u "
-                           "(expected 4 or 8)", descsz);
+                LOADER_ERR(errp,
+                           "PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) has bad size %u "
+                           "(expected 4 or 8)",
+                           descsz);
                 return -1;
             }
             return 1;
@@ -199,8 +202,8 @@ static int notes_find_entry(const struct elf *e, uint64_t off, uint64_t size, ui
     return 0;
 }
 
-static bool elf_find_entry(const struct elf *e, uint64_t shoff, unsigned shnum,
-                           unsigned shentsize, uint32_t *entry, GError **errp)
+static bool elf_find_entry(const struct elf *e, uint64_t shoff, unsigned shnum, unsigned shentsize,
+                           uint32_t *entry, GError **errp)
 {
     /* Program headers first (what a loader is meant to use) ... */
     for (unsigned i = 0; i < e->phnum; i++) {
@@ -211,13 +214,14 @@ static bool elf_find_entry(const struct elf *e, uint64_t shoff, unsigned shnum,
         if (s->type != PT_NOTE)
             continue;
         if (!in_image(e, s->offset, s->filesz)) {
-            LOADER_ERR(errp, "note segment %u [" X64 "-" X64 ") lies outside the image "
-                       "(%zu bytes)", i, s->offset, s->offset + s->filesz, e->len);
+            LOADER_ERR(errp,
+                       "note segment %u [" X64 "-" X64 ") lies outside the image "
+                       "(%zu bytes)",
+                       i, s->offset, s->offset + s->filesz, e->len);
             return false;
         }
         snprintf(where, sizeof(where), "segment %u", i);
-        r = notes_find_entry(e, s->offset, s->filesz, s->align == 8 ? 8 : 4, where, entry,
-                             errp);
+        r = notes_find_entry(e, s->offset, s->filesz, s->align == 8 ? 8 : 4, where, entry, errp);
         if (r != 0)
             return r > 0;
     }
@@ -276,34 +280,37 @@ static bool elf_check_loads(const struct elf *e, struct guest_ram *ram, struct b
         if (s->type != PT_LOAD)
             continue;
         if (s->filesz > s->memsz) {
-            LOADER_ERR(errp, "segment %u: file size " X64 " exceeds memory size " X64, i,
-                       s->filesz, s->memsz);
+            LOADER_ERR(errp, "segment %u: file size " X64 " exceeds memory size " X64, i, s->filesz,
+                       s->memsz);
             return false;
         }
         if (!in_image(e, s->offset, s->filesz)) {
-            LOADER_ERR(errp, "segment %u: file data [" X64 "-" X64 ") lies outside the image "
-                       "(%zu bytes)", i, s->offset, s->offset + s->filesz, e->len);
+            LOADER_ERR(errp,
+                       "segment %u: file data [" X64 "-" X64 ") lies outside the image "
+                       "(%zu bytes)",
+                       i, s->offset, s->offset + s->filesz, e->len);
             return false;
         }
         if (s->memsz == 0)
             continue;
         if (s->memsz > UINT64_MAX - s->paddr) {
-            LOADER_ERR(errp, "segment %u at " X64 " of size " X64 " wraps around", i,
-                       s->paddr, s->memsz);
+            LOADER_ERR(errp, "segment %u at " X64 " of size " X64 " wraps around", i, s->paddr,
+                       s->memsz);
             return false;
         }
         end = s->paddr + s->memsz;
         if (!guest_ram_ptr(ram, s->paddr, s->memsz)) {
             bool in_hole = s->paddr < GUEST_HIGH_RAM_BASE && end > GUEST_LOW_RAM_END;
 
-            LOADER_ERR(errp, "segment %u [" X64 "-" X64 ") lies outside guest RAM%s", i,
-                       s->paddr, end, in_hole ? " (in the MMIO hole)" : "");
+            LOADER_ERR(errp, "segment %u [" X64 "-" X64 ") lies outside guest RAM%s", i, s->paddr,
+                       end, in_hole ? " (in the MMIO hole)" : "");
             return false;
         }
         if (s->paddr < PVH_BOOT_DATA_END && end > PVH_BOOT_DATA_START) {
-            LOADER_ERR(errp, "segment %u [" X64 "-" X64 ") overlaps the boot data area "
-                       "[0x%x-0x%x)", i, s->paddr, end, PVH_BOOT_DATA_START,
-                       PVH_BOOT_DATA_END);
+            LOADER_ERR(errp,
+                       "segment %u [" X64 "-" X64 ") overlaps the boot data area "
+                       "[0x%x-0x%x)",
+                       i, s->paddr, end, PVH_BOOT_DATA_START, PVH_BOOT_DATA_END);
             return false;
         }
         out->kernel_start = MIN(out->kernel_start, s->paddr);
@@ -329,7 +336,7 @@ static bool elf_load_segments(const struct elf *e, struct guest_ram *ram, GError
             continue;
         if (!guest_ram_write(ram, s->paddr, e->buf + s->offset, s->filesz, errp))
             return false;
-        for (gpa = s->paddr + s->filesz; gpa < s->paddr + s->memsz; ) {
+        for (gpa = s->paddr + s->filesz; gpa < s->paddr + s->memsz;) {
             uint64_t n = MIN(sizeof(zeros), s->paddr + s->memsz - gpa);
 
             if (!guest_ram_write(ram, gpa, zeros, n, errp))
@@ -364,8 +371,8 @@ static bool write_boot_data(struct guest_ram *ram, const char *cmdline, GError *
            guest_ram_write(ram, PVH_CMDLINE_GPA, cmdline, strlen(cmdline) + 1, errp);
 }
 
-bool loader_load_pvh(struct guest_ram *ram, const void *image, size_t len,
-                     const char *cmdline, struct boot_info *out, GError **errp)
+bool loader_load_pvh(struct guest_ram *ram, const void *image, size_t len, const char *cmdline,
+                     struct boot_info *out, GError **errp)
 {
     struct elf e = { .buf = image, .len = len };
     struct boot_info bi = { .start_info = PVH_START_INFO_GPA };
@@ -393,8 +400,8 @@ bool loader_load_pvh(struct guest_ram *ram, const void *image, size_t len,
         goto out;
     if (!guest_ram_ptr(ram, bi.entry, 1) || bi.entry < bi.kernel_start ||
         bi.entry >= bi.kernel_end) {
-        LOADER_ERR(errp, "PVH entry point 0x%x is not inside the loaded kernel [" X64 "-" X64
-                   ")", bi.entry, bi.kernel_start, bi.kernel_end);
+        LOADER_ERR(errp, "PVH entry point 0x%x is not inside the loaded kernel [" X64 "-" X64 ")",
+                   bi.entry, bi.kernel_start, bi.kernel_end);
         goto out;
     }
     if (!elf_load_segments(&e, ram, errp) || !write_boot_data(ram, cmdline, errp))

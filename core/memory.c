@@ -24,7 +24,7 @@ static void host_memory(uint64_t *ram, uint64_t *swap)
     struct sysinfo si;
 
     if (sysinfo(&si) < 0) {
-        *ram = *swap = UINT64_MAX / 4;      /* unknown: let mmap/ftruncate decide */
+        *ram = *swap = UINT64_MAX / 4; /* unknown: let mmap/ftruncate decide */
         return;
     }
     *ram = (uint64_t)si.totalram * si.mem_unit;
@@ -40,14 +40,14 @@ static bool region_map(struct ram_region *r, const char *name, uint64_t gpa, uin
     r->size = size;
     r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (r->memfd < 0) {
-        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                    "memfd_create(%s): %s", name, g_strerror(errno));
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno), "memfd_create(%s): %s",
+                    name, g_strerror(errno));
         return false;
     }
     if (ftruncate(r->memfd, (off_t)size) < 0) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                    "cannot size guest RAM region %s to %" G_GUINT64_FORMAT " bytes: %s",
-                    name, size, g_strerror(errno));
+                    "cannot size guest RAM region %s to %" G_GUINT64_FORMAT " bytes: %s", name,
+                    size, g_strerror(errno));
         return false;
     }
     /* A fixed size: a process that receives this memfd (cpr-transfer) can
@@ -60,8 +60,8 @@ static bool region_map(struct ram_region *r, const char *name, uint64_t gpa, uin
     p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->memfd, 0);
     if (p == MAP_FAILED) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
-                    "cannot map guest RAM region %s (%" G_GUINT64_FORMAT " bytes): %s",
-                    name, size, g_strerror(errno));
+                    "cannot map guest RAM region %s (%" G_GUINT64_FORMAT " bytes): %s", name, size,
+                    g_strerror(errno));
         return false;
     }
     r->hva = p;
@@ -82,7 +82,8 @@ struct guest_ram *guest_ram_create(uint64_t size, GError **errp)
     if (!IS_ALIGNED(size, GUEST_PAGE_SIZE)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "guest RAM size %" G_GUINT64_FORMAT " bytes is not a multiple of the "
-                    "page size (%llu)", size, GUEST_PAGE_SIZE);
+                    "page size (%llu)",
+                    size, GUEST_PAGE_SIZE);
         return NULL;
     }
     host_memory(&host_ram, &host_swap);
@@ -93,7 +94,8 @@ struct guest_ram *guest_ram_create(uint64_t size, GError **errp)
 
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "guest RAM size %s (%" G_GUINT64_FORMAT " bytes) exceeds what the host "
-                    "can back: %s physical RAM + %s swap", s, size, r, w);
+                    "can back: %s physical RAM + %s swap",
+                    s, size, r, w);
         return NULL;
     }
 
@@ -109,8 +111,7 @@ struct guest_ram *guest_ram_create(uint64_t size, GError **errp)
     ram->nr_regions = 1;
     end = low;
     if (size > low) {
-        if (!region_map(&ram->regions[1], "tern-ram-high", GUEST_HIGH_RAM_BASE, size - low,
-                        errp))
+        if (!region_map(&ram->regions[1], "tern-ram-high", GUEST_HIGH_RAM_BASE, size - low, errp))
             goto fail;
         ram->nr_regions = 2;
         end = GUEST_HIGH_RAM_BASE + (size - low);
@@ -166,7 +167,7 @@ void *guest_ram_ptr(struct guest_ram *ram, uint64_t gpa, uint64_t len)
     if (!r || ram->released)
         return NULL;
     off = gpa - r->gpa;
-    if (len > r->size - off)        /* off < size, so no wrap-around */
+    if (len > r->size - off) /* off < size, so no wrap-around */
         return NULL;
     return r->hva + off;
 }
@@ -189,11 +190,13 @@ static void set_range_error(GError **errp, const char *what, uint64_t gpa, uint6
     if (len > UINT64_MAX - gpa)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "guest RAM %s at 0x%" G_GINT64_MODIFIER "x of %" G_GUINT64_FORMAT
-                    " bytes wraps around the address space", what, gpa, len);
+                    " bytes wraps around the address space",
+                    what, gpa, len);
     else
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "guest RAM %s [0x%" G_GINT64_MODIFIER "x-0x%" G_GINT64_MODIFIER
-                    "x) is not inside one RAM region", what, gpa, gpa + len);
+                    "x) is not inside one RAM region",
+                    what, gpa, gpa + len);
 }
 
 bool guest_ram_write(struct guest_ram *ram, uint64_t gpa, const void *src, uint64_t len,
@@ -223,8 +226,7 @@ bool guest_ram_write(struct guest_ram *ram, uint64_t gpa, const void *src, uint6
     return true;
 }
 
-bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len,
-                    GError **errp)
+bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len, GError **errp)
 {
     const void *src;
 
@@ -301,8 +303,7 @@ void guest_ram_discard(struct guest_ram *ram)
             mark_dirty(ram->vmm_dirty, r->gpa + s, e - s);
             off = e;
         }
-        if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-                      (off_t)r->size) == 0)
+        if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)r->size) == 0)
             continue;
         /* No hole punching here: zero the data ranges by hand. */
         for (off = 0; region_next_data(r, off, &s, &e); off = e)
@@ -332,8 +333,8 @@ uint64_t guest_ram_populated_bytes(struct guest_ram *ram)
 static uint32_t crc32_of_zeros(uint64_t n)
 {
     static const uint8_t zero;
-    uLong result = crc32(0L, Z_NULL, 0);    /* the CRC of nothing */
-    uLong block = crc32(0L, &zero, 1);      /* CRC of (block_len) zero bytes */
+    uLong result = crc32(0L, Z_NULL, 0); /* the CRC of nothing */
+    uLong block = crc32(0L, &zero, 1);   /* CRC of (block_len) zero bytes */
     uint64_t block_len = 1;
 
     while (n) {
@@ -421,8 +422,8 @@ bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **
         const struct ram_region *r = guest_ram_region_of(ram, gpa + done);
         uint64_t off = gpa + done - r->gpa;
         uint64_t n = MIN(len - done, r->size - off);
-        if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-                      (off_t)n) != 0)
+        if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n) !=
+            0)
             memset(r->hva + off, 0, n);
         done += n;
     }
@@ -439,8 +440,8 @@ bool guest_ram_check_fd(const struct guest_ram *ram, unsigned index, int fd, GEr
     int seals;
 
     if (index >= ram->nr_regions) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "RAM region %u: this VM has %u region(s)", index, ram->nr_regions);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "RAM region %u: this VM has %u region(s)",
+                    index, ram->nr_regions);
         return false;
     }
     r = &ram->regions[index];
@@ -452,15 +453,16 @@ bool guest_ram_check_fd(const struct guest_ram *ram, unsigned index, int fd, GEr
     if ((uint64_t)st.st_size != r->size) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "RAM region %u: the memfd holds %" G_GUINT64_FORMAT " bytes, this VM's "
-                    "region at 0x%" G_GINT64_MODIFIER "x has %" G_GUINT64_FORMAT, index,
-                    (uint64_t)st.st_size, r->gpa, r->size);
+                    "region at 0x%" G_GINT64_MODIFIER "x has %" G_GUINT64_FORMAT,
+                    index, (uint64_t)st.st_size, r->gpa, r->size);
         return false;
     }
     seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0 || (seals & GUEST_RAM_SEALS) != GUEST_RAM_SEALS) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "RAM region %u: the memfd is not sealed against shrinking and growing "
-                    "(seals 0x%x)", index, seals < 0 ? 0 : seals);
+                    "(seals 0x%x)",
+                    index, seals < 0 ? 0 : seals);
         return false;
     }
     return true;
@@ -473,8 +475,8 @@ bool guest_ram_adopt_fd(struct guest_ram *ram, unsigned index, int fd, GError **
 
     /* Over our own mapping, at the same address: the accelerator's memory
      * slots and the software CPU's pointers stay valid as they are. */
-    p = mmap(r->hva, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED,
-             fd, 0);
+    p = mmap(r->hva, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd,
+             0);
     if (p == MAP_FAILED) {
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
                     "cannot map the received RAM region %u: %s", index, g_strerror(errno));
@@ -498,9 +500,9 @@ void guest_ram_release(struct guest_ram *ram)
 
         /* An inaccessible reservation, not a hole: nothing else can be mapped
          * where the accelerator's slots still point, and any access faults. */
-        if (r->hva && mmap(r->hva, r->size, PROT_NONE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                           -1, 0) == MAP_FAILED)
+        if (r->hva &&
+            mmap(r->hva, r->size, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
             munmap(r->hva, r->size);
         if (r->memfd >= 0)
             close(r->memfd);

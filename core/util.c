@@ -28,7 +28,7 @@ int parse_size(const char *text, uint64_t *out)
     if (!text || !out)
         return -EINVAL;
     if (!isdigit((unsigned char)*p))
-        return -EINVAL;         /* no sign, no leading blanks, no empty string */
+        return -EINVAL; /* no sign, no leading blanks, no empty string */
     for (; isdigit((unsigned char)*p); p++) {
         unsigned digit = (unsigned)(*p - '0');
 
@@ -37,11 +37,28 @@ int parse_size(const char *text, uint64_t *out)
         value = value * 10 + digit;
     }
     switch (*p) {
-    case 'k': case 'K': shift = 10; p++; break;
-    case 'm': case 'M': shift = 20; p++; break;
-    case 'g': case 'G': shift = 30; p++; break;
-    case 't': case 'T': shift = 40; p++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        p++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        p++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        p++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        p++;
+        break;
+    default:
+        break;
     }
     if (shift) {
         if (*p == 'i' && (p[1] == 'B' || p[1] == 'b'))
@@ -49,7 +66,7 @@ int parse_size(const char *text, uint64_t *out)
         else if (*p == 'B' || *p == 'b')
             p++;
     } else if (*p == 'B' || *p == 'b') {
-        p++;                    /* "4096B" */
+        p++; /* "4096B" */
     }
     if (*p != '\0')
         return -EINVAL;

@@ -19,11 +19,16 @@
 static size_t type_size(enum vmstate_type type)
 {
     switch (type) {
-    case VMS_U8: return 1;
-    case VMS_U16: return 2;
-    case VMS_U32: return 4;
-    case VMS_U64: return 8;
-    default: return 0;
+    case VMS_U8:
+        return 1;
+    case VMS_U16:
+        return 2;
+    case VMS_U32:
+        return 4;
+    case VMS_U64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -76,7 +81,7 @@ static int child_exact(const void *fdt, int node, const char *name)
         if (n && strcmp(n, name) == 0)
             return child;
     }
-    return child;       /* -FDT_ERR_NOTFOUND, or a corrupt tree */
+    return child; /* -FDT_ERR_NOTFOUND, or a corrupt tree */
 }
 
 /* Turn a libfdt error (err) while writing (what) at (path) into (errp). */
@@ -86,13 +91,12 @@ static void save_error(GError **errp, int err, const char *path, const char *wha
         g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE,
                     "%s: no space left in the FDT for %s (grow it and retry)", path, what);
     else
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot write %s: %s", path,
-                    what, fdt_strerror(err));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot write %s: %s", path, what,
+                    fdt_strerror(err));
 }
 
-static bool save_node(const struct vmstate_desc *desc, const void *opaque, void *fdt,
-                      int parent, const char *node_name, const char *path, unsigned depth,
-                      GError **errp);
+static bool save_node(const struct vmstate_desc *desc, const void *opaque, void *fdt, int parent,
+                      const char *node_name, const char *path, unsigned depth, GError **errp);
 
 /* The node of element (i) of struct field (f): "name", or "name@i" in an array. */
 static char *child_name(const struct vmstate_field *f, unsigned i)
@@ -100,8 +104,8 @@ static char *child_name(const struct vmstate_field *f, unsigned i)
     return f->count == 1 ? g_strdup(f->name) : g_strdup_printf("%s@%u", f->name, i);
 }
 
-static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, void *fdt,
-                        int node, const char *path, unsigned depth, GError **errp)
+static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, void *fdt, int node,
+                        const char *path, unsigned depth, GError **errp)
 {
     int err = fdt_setprop_u32(fdt, node, "version", desc->version);
 
@@ -115,8 +119,8 @@ static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, voi
                 g_autofree char *child = child_name(f, i);
                 g_autofree char *child_path = g_strdup_printf("%s/%s", path, child);
 
-                if (!save_node(f->sub, obj + f->offset + (size_t)i * f->size, fdt, node,
-                               child, child_path, depth + 1, errp))
+                if (!save_node(f->sub, obj + f->offset + (size_t)i * f->size, fdt, node, child,
+                               child_path, depth + 1, errp))
                     return false;
             }
             continue;
@@ -138,9 +142,8 @@ static bool save_fields(const struct vmstate_desc *desc, const uint8_t *obj, voi
     return true;
 }
 
-static bool save_node(const struct vmstate_desc *desc, const void *opaque, void *fdt,
-                      int parent, const char *node_name, const char *path, unsigned depth,
-                      GError **errp)
+static bool save_node(const struct vmstate_desc *desc, const void *opaque, void *fdt, int parent,
+                      const char *node_name, const char *path, unsigned depth, GError **errp)
 {
     int node;
 
@@ -163,12 +166,11 @@ static bool save_node(const struct vmstate_desc *desc, const void *opaque, void 
     return save_fields(desc, opaque, fdt, node, path, depth, errp);
 }
 
-bool vmstate_save(const struct vmstate_desc *desc, const void *opaque, void *fdt,
-                  int parent, const char *node_name, GError **errp)
+bool vmstate_save(const struct vmstate_desc *desc, const void *opaque, void *fdt, int parent,
+                  const char *node_name, GError **errp)
 {
     if (child_exact(fdt, parent, node_name) >= 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: node already exists",
-                    node_name);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: node already exists", node_name);
         return false;
     }
     if (!save_node(desc, opaque, fdt, parent, node_name, node_name, 0, errp)) {
@@ -189,8 +191,8 @@ bool vmstate_fdt_grow(void **fdt, GError **errp)
     int err;
 
     if (size >= VMSTATE_FDT_MAX) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE,
-                    "state FDT would exceed %u MiB", VMSTATE_FDT_MAX >> 20);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_NOSPACE, "state FDT would exceed %u MiB",
+                    VMSTATE_FDT_MAX >> 20);
         return false;
     }
     size = MIN(size * 2, (size_t)VMSTATE_FDT_MAX);
@@ -207,8 +209,8 @@ bool vmstate_fdt_grow(void **fdt, GError **errp)
     return true;
 }
 
-bool vmstate_save_grow(const struct vmstate_desc *desc, const void *opaque, void **fdt,
-                       int parent, const char *node_name, GError **errp)
+bool vmstate_save_grow(const struct vmstate_desc *desc, const void *opaque, void **fdt, int parent,
+                       const char *node_name, GError **errp)
 {
     for (;;) {
         GError *err = NULL;
@@ -227,8 +229,8 @@ bool vmstate_save_grow(const struct vmstate_desc *desc, const void *opaque, void
 
 /* Validate (apply false) or load (apply true) node (node) into (obj). The
  * validation pass writes nothing, so a bad blob leaves the object untouched. */
-static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void *fdt,
-                      int node, const char *path, unsigned depth, bool apply, GError **errp)
+static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void *fdt, int node,
+                      const char *path, unsigned depth, bool apply, GError **errp)
 {
     const fdt32_t *ver;
     int len;
@@ -247,8 +249,8 @@ static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void 
         return false;
     }
     if (fdt32_ld(ver) < desc->min_version || fdt32_ld(ver) > desc->version) {
-        VMS_ERR(errp, "%s: version %u not in [%u, %u]", path, fdt32_ld(ver),
-                desc->min_version, desc->version);
+        VMS_ERR(errp, "%s: version %u not in [%u, %u]", path, fdt32_ld(ver), desc->min_version,
+                desc->version);
         return false;
     }
     for (const struct vmstate_field *f = desc->fields; f && f->name; f++) {
@@ -264,8 +266,8 @@ static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void 
                     VMS_ERR(errp, "%s: missing node \"%s\"", path, child);
                     return false;
                 }
-                if (!load_node(f->sub, obj + f->offset + (size_t)i * f->size, fdt, sub,
-                               child_path, depth + 1, apply, errp))
+                if (!load_node(f->sub, obj + f->offset + (size_t)i * f->size, fdt, sub, child_path,
+                               depth + 1, apply, errp))
                     return false;
             }
             continue;
@@ -280,8 +282,8 @@ static bool load_node(const struct vmstate_desc *desc, uint8_t *obj, const void 
                 return false;
             }
             if ((size_t)len != field_bytes(f)) {
-                VMS_ERR(errp, "%s: property \"%s\" is %d bytes, expected %zu", path, f->name,
-                        len, field_bytes(f));
+                VMS_ERR(errp, "%s: property \"%s\" is %d bytes, expected %zu", path, f->name, len,
+                        field_bytes(f));
                 return false;
             }
             if (apply)
@@ -342,8 +344,7 @@ bool vmstate_fdt_check(const void *fdt, size_t len, GError **errp)
         return false;
     }
     if (fdt_totalsize(fdt) > len || fdt_totalsize(fdt) < sizeof(struct fdt_header)) {
-        VMS_ERR(errp, "state FDT claims %u bytes but %zu were received", fdt_totalsize(fdt),
-                len);
+        VMS_ERR(errp, "state FDT claims %u bytes but %zu were received", fdt_totalsize(fdt), len);
         return false;
     }
     err = fdt_check_full(fdt, len);
@@ -407,12 +408,14 @@ static bool desc_check(const struct vmstate_desc *desc, unsigned depth, GError *
             return false;
         }
         if (f->size == 0 || f->size > VMSTATE_PROP_MAX / f->count) {
-            VMS_ERR(errp, "%s.%s: size %zu x %u out of range", dname, f->name, f->size,
-                    f->count);
+            VMS_ERR(errp, "%s.%s: size %zu x %u out of range", dname, f->name, f->size, f->count);
             return false;
         }
         switch (f->type) {
-        case VMS_U8: case VMS_U16: case VMS_U32: case VMS_U64:
+        case VMS_U8:
+        case VMS_U16:
+        case VMS_U32:
+        case VMS_U64:
             if (f->size != ts) {
                 VMS_ERR(errp, "%s.%s: element size %zu does not match its type (%zu)", dname,
                         f->name, f->size, ts);

@@ -22,8 +22,7 @@ static void debug_exit_io(void *opaque, uint64_t offset, uint8_t *data, unsigned
 
 /* Only the reset command of the i8042 controller: the status reads as idle
  * (no data, input buffer empty) so polling guests do not wait forever. */
-static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
-                     bool is_write)
+static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size, bool is_write)
 {
     struct power *p = opaque;
     (void)offset;
@@ -33,8 +32,7 @@ static void i8042_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size
         memset(data, 0, size);
 }
 
-struct power *power_create(struct io_bus *bus, power_request_fn *fn, void *opaque,
-                           GError **errp)
+struct power *power_create(struct io_bus *bus, power_request_fn *fn, void *opaque, GError **errp)
 {
     struct power *p = g_new0(struct power, 1);
     p->request = fn;

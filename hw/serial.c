@@ -10,20 +10,26 @@
 #define UART_FIFO_SIZE 16
 
 enum {
-    UART_RBR_THR = 0, UART_IER = 1, UART_IIR_FCR = 2, UART_LCR = 3,
-    UART_MCR = 4, UART_LSR = 5, UART_MSR = 6, UART_SCR = 7,
+    UART_RBR_THR = 0,
+    UART_IER = 1,
+    UART_IIR_FCR = 2,
+    UART_LCR = 3,
+    UART_MCR = 4,
+    UART_LSR = 5,
+    UART_MSR = 6,
+    UART_SCR = 7,
 };
-#define IER_RDI  0x01   /* received data available */
-#define IER_THRI 0x02   /* transmitter holding register empty */
+#define IER_RDI 0x01  /* received data available */
+#define IER_THRI 0x02 /* transmitter holding register empty */
 #define IIR_NONE 0x01
 #define IIR_THRI 0x02
-#define IIR_RDI  0x04
+#define IIR_RDI 0x04
 #define IIR_FIFO 0xc0
 #define FCR_ENABLE 0x01
 #define FCR_CLEAR_RX 0x02
 #define LCR_DLAB 0x80
 #define MCR_OUT2 0x08
-#define LSR_DR   0x01
+#define LSR_DR 0x01
 #define LSR_THRE 0x20
 #define LSR_TEMT 0x40
 #define MSR_CTS_DSR_DCD 0xb0
@@ -31,14 +37,14 @@ enum {
 /* The architectural registers: what migrates. */
 struct uart_regs {
     uint8_t ier, fcr, lcr, mcr, scr, dll, dlm;
-    uint8_t thr_pending;        /* THR-empty interrupt latched, until IIR read or THR write */
+    uint8_t thr_pending; /* THR-empty interrupt latched, until IIR read or THR write */
     uint8_t rx_count, rx_head;
     uint8_t rx_fifo[UART_FIFO_SIZE];
 };
 
 struct serial {
     struct uart_regs regs;
-    GMutex *lock;               /* the I/O bus lock: vCPU accesses and input agree */
+    GMutex *lock; /* the I/O bus lock: vCPU accesses and input agree */
     struct chardev *chr;
     unsigned irq;
     serial_irq_fn *raise;
@@ -48,8 +54,17 @@ struct serial {
 
 #define U(f) VMSTATE_U8(struct uart_regs, f)
 static const struct vmstate_field uart_fields[] = {
-    U(ier), U(fcr), U(lcr), U(mcr), U(scr), U(dll), U(dlm), U(thr_pending),
-    U(rx_count), U(rx_head), VMSTATE_U8_ARRAY(struct uart_regs, rx_fifo, UART_FIFO_SIZE),
+    U(ier),
+    U(fcr),
+    U(lcr),
+    U(mcr),
+    U(scr),
+    U(dll),
+    U(dlm),
+    U(thr_pending),
+    U(rx_count),
+    U(rx_head),
+    VMSTATE_U8_ARRAY(struct uart_regs, rx_fifo, UART_FIFO_SIZE),
     VMSTATE_END,
 };
 #undef U
@@ -65,7 +80,10 @@ static bool uart_post_load(void *opaque, GError **errp)
 }
 
 static const struct vmstate_desc uart_desc = {
-    .name = "serial", .version = 1, .min_version = 1, .fields = uart_fields,
+    .name = "serial",
+    .version = 1,
+    .min_version = 1,
+    .fields = uart_fields,
     .post_load = uart_post_load,
 };
 
@@ -108,7 +126,7 @@ static uint8_t uart_read(struct serial *s, unsigned reg)
     case UART_IIR_FCR:
         v = uart_iir(r);
         if ((v & 0x0f) == IIR_THRI)
-            r->thr_pending = 0;     /* reading IIR acknowledges THR empty */
+            r->thr_pending = 0; /* reading IIR acknowledges THR empty */
         return v;
     case UART_LCR:
         return r->lcr;
@@ -162,12 +180,11 @@ static void uart_write(struct serial *s, unsigned reg, uint8_t v)
         r->scr = v;
         return;
     default:
-        return;     /* LSR and MSR are read-only */
+        return; /* LSR and MSR are read-only */
     }
 }
 
-static void serial_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
-                      bool is_write)
+static void serial_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size, bool is_write)
 {
     struct serial *s = opaque;
     if (is_write)
@@ -193,9 +210,8 @@ static void serial_input(void *opaque, const uint8_t *buf, size_t len)
     g_mutex_unlock(s->lock);
 }
 
-struct serial *serial_create(struct io_bus *bus, uint16_t base, unsigned irq,
-                             struct chardev *chr, serial_irq_fn *raise, void *opaque,
-                             GError **errp)
+struct serial *serial_create(struct io_bus *bus, uint16_t base, unsigned irq, struct chardev *chr,
+                             serial_irq_fn *raise, void *opaque, GError **errp)
 {
     struct serial *s = g_new0(struct serial, 1);
     s->lock = &bus->lock;
@@ -223,7 +239,7 @@ void serial_destroy(struct serial *s)
 void serial_reset(struct serial *s)
 {
     memset(&s->regs, 0, sizeof(s->regs));
-    s->regs.dll = 12;       /* 9600 baud, as after power-on */
+    s->regs.dll = 12; /* 9600 baud, as after power-on */
     s->irq_level = false;
 }
 

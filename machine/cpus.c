@@ -7,28 +7,28 @@
 #include "tern/util.h"
 
 struct vcpu_thread {
-    struct cpus *cpus;      /* fixed */
+    struct cpus *cpus; /* fixed */
     struct accel_vcpu *vcpu;
-    GThread *thread;        /* set under cpus->lock by cpus_start() (main thread) */
-    int tid;                /* atomic: set by the thread itself, read by monitors */
+    GThread *thread; /* set under cpus->lock by cpus_start() (main thread) */
+    int tid;         /* atomic: set by the thread itself, read by monitors */
     /* Under cpus->lock: */
-    bool parked;            /* out of the guest and waiting */
-    bool stopped;           /* stopped itself on an event; waits for resume */
-    gint64 throttle_until;  /* monotonic µs: sleep until then (auto-converge) */
+    bool parked;           /* out of the guest and waiting */
+    bool stopped;          /* stopped itself on an event; waits for resume */
+    gint64 throttle_until; /* monotonic µs: sleep until then (auto-converge) */
 };
 
 struct cpus {
-    struct io_bus *bus;     /* fixed after cpus_create() */
+    struct io_bus *bus; /* fixed after cpus_create() */
     cpus_event_fn *on_event;
     void *opaque;
     unsigned n;
     struct vcpu_thread *threads;
-    GMutex lock;            /* guards the fields below and each thread's */
-    GCond cond;             /* parked count changed, or a request changed */
+    GMutex lock; /* guards the fields below and each thread's */
+    GCond cond;  /* parked count changed, or a request changed */
     bool pause_requested;
     bool quit;
     unsigned nr_parked;
-    unsigned throttle_pct;  /* share of time vCPUs are kept out of the guest */
+    unsigned throttle_pct; /* share of time vCPUs are kept out of the guest */
     GThread *throttler;
 };
 
@@ -157,7 +157,7 @@ void cpus_pause_all(struct cpus *c)
 {
     g_mutex_lock(&c->lock);
     c->pause_requested = true;
-    g_cond_broadcast(&c->cond);     /* throttled sleepers park at once */
+    g_cond_broadcast(&c->cond); /* throttled sleepers park at once */
     g_mutex_unlock(&c->lock);
     for (unsigned i = 0; i < c->n; i++)
         accel_vcpu_kick(c->threads[i].vcpu);

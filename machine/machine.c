@@ -28,8 +28,8 @@ struct machine {
     bool start_paused;
     bool incoming;
     uint32_t dirty_ring_size;
-    GBytes *kernel;             /* the PVH ELF, reloaded on reset */
-    void *boot_state;           /* vCPU/VM/device state right after loading, for reset */
+    GBytes *kernel;   /* the PVH ELF, reloaded on reset */
+    void *boot_state; /* vCPU/VM/device state right after loading, for reset */
     size_t boot_state_len;
 
     struct guest_ram *ram;
@@ -44,7 +44,7 @@ struct machine {
     unsigned nr_devices;
 
     GMainLoop *loop;
-    GMutex lock;                /* run state transitions */
+    GMutex lock; /* run state transitions */
     enum runstate state;
     int exit_status;
 };
@@ -148,8 +148,7 @@ void machine_request_reset(struct machine *m)
     defer(m, DEFER_RESET, 0, NULL);
 }
 
-static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r,
-                          const GError *error)
+static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r, const GError *error)
 {
     struct machine *m = opaque;
 
@@ -176,7 +175,9 @@ static void on_vcpu_event(void *opaque, unsigned index, enum vcpu_run_result r,
 static bool build_vm(struct machine *m, GError **errp)
 {
     struct accel_options opts = {
-        .kind = m->accel_kind, .dirty_ring_size = m->dirty_ring_size, .bus = &m->bus,
+        .kind = m->accel_kind,
+        .dirty_ring_size = m->dirty_ring_size,
+        .bus = &m->bus,
     };
     m->accel = accel_open(&opts, errp);
     if (!m->accel)
@@ -260,8 +261,7 @@ struct machine *machine_create(const struct machine_config *cfg, GError **errp)
     io_bus_init(&m->bus);
 
     if (m->smp > 64) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-smp %u: at most 64 vCPUs",
-                    m->smp);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "-smp %u: at most 64 vCPUs", m->smp);
         goto fail;
     }
     m->ram = guest_ram_create(cfg->ram_size, errp);
@@ -409,8 +409,7 @@ static bool machine_reset(struct machine *m, bool guest, GError **errp)
     cpus_pause_all(m->cpus);
     guest_ram_discard(m->ram);
     serial_reset(m->serial);
-    if (!load_kernel(m, errp) ||
-        !machine_load_state(m, m->boot_state, m->boot_state_len, errp)) {
+    if (!load_kernel(m, errp) || !machine_load_state(m, m->boot_state, m->boot_state_len, errp)) {
         m->state = RUNSTATE_INTERNAL_ERROR;
         goto out;
     }
@@ -451,8 +450,7 @@ unsigned machine_vcpu_count(struct machine *m)
     return m->smp;
 }
 
-bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
-                       GError **errp)
+bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out, GError **errp)
 {
     struct vcpu_summary sum;
     if (index >= m->smp) {
@@ -462,7 +460,9 @@ bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
     if (!accel_vcpu_summary(cpus_vcpu(m->cpus, index), &sum, errp))
         return false;
     *out = (struct vcpu_info){
-        .index = index, .thread_id = cpus_thread_id(m->cpus, index), .rip = sum.rip,
+        .index = index,
+        .thread_id = cpus_thread_id(m->cpus, index),
+        .rip = sum.rip,
     };
     return true;
 }
@@ -493,8 +493,7 @@ GMainLoop *machine_main_loop(struct machine *m)
 typedef bool save_fn(struct machine *m, unsigned index, void *fdt, int parent, GError **errp);
 
 /* Run (fn) into a fresh FDT, growing it while it says NOSPACE. */
-static void *save_blob(struct machine *m, unsigned index, save_fn *fn, size_t *len,
-                       GError **errp)
+static void *save_blob(struct machine *m, unsigned index, save_fn *fn, size_t *len, GError **errp)
 {
     for (size_t size = 64 * KiB; size <= 64 * MiB; size *= 2) {
         g_autoptr(GError) err = NULL;
@@ -525,8 +524,7 @@ static bool save_vm(struct machine *m, unsigned index, void *fdt, int parent, GE
     return accel_vm_save_state(m->accel, fdt, parent, errp);
 }
 
-static bool save_device(struct machine *m, unsigned index, void *fdt, int parent,
-                        GError **errp)
+static bool save_device(struct machine *m, unsigned index, void *fdt, int parent, GError **errp)
 {
     const struct device *d = &m->devices[index];
     return vmstate_save(d->vmsd, d->state, fdt, parent, d->id, errp);
@@ -697,8 +695,9 @@ void machine_migration_finish(struct machine *m, bool success, bool was_running)
     g_mutex_lock(&m->lock);
     bool resume = !success && was_running && m->state == RUNSTATE_FINISH_MIGRATE;
     if (m->state == RUNSTATE_FINISH_MIGRATE)
-        m->state = success ? RUNSTATE_POSTMIGRATE : was_running ? RUNSTATE_RUNNING
-                                                                : RUNSTATE_PAUSED;
+        m->state = success       ? RUNSTATE_POSTMIGRATE
+                   : was_running ? RUNSTATE_RUNNING
+                                 : RUNSTATE_PAUSED;
     if (resume)
         cpus_resume_all(m->cpus);
     g_mutex_unlock(&m->lock);

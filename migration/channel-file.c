@@ -14,11 +14,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define ALIGN           CHANNEL_FILE_ALIGN
-#define QDEPTH          CHANNEL_FILE_QUEUE_DEPTH
-#define SEQ_BUF_SIZE    (1u << 20)                      /* sequential bounce buffer */
-#define SLOT_IOV_MAX    (CHANNEL_FILE_RUN_MAX / ALIGN)  /* pieces of one merged run */
-#define READ_CHUNK      (256u << 10)                    /* one positional read request */
+#define ALIGN CHANNEL_FILE_ALIGN
+#define QDEPTH CHANNEL_FILE_QUEUE_DEPTH
+#define SEQ_BUF_SIZE (1u << 20)                     /* sequential bounce buffer */
+#define SLOT_IOV_MAX (CHANNEL_FILE_RUN_MAX / ALIGN) /* pieces of one merged run */
+#define READ_CHUNK (256u << 10)                     /* one positional read request */
 
 /* One request: a run of positional writes (or one chunk of a positional read). */
 struct file_slot {
@@ -31,14 +31,14 @@ struct file_slot {
 
 struct file_backend {
     struct channel *ch;
-    char *path;                 /* the checkpoint's final name */
-    char *tmp_path;             /* writing: the temporary file, until commit or removal */
+    char *path;     /* the checkpoint's final name */
+    char *tmp_path; /* writing: the temporary file, until commit or removal */
     bool writing;
     bool committed;
-    bool direct;                /* dfd is O_DIRECT */
-    bool merge;                 /* merge adjacent positional writes */
-    int dfd;                    /* O_DIRECT descriptor, or -1 */
-    int bfd;                    /* buffered descriptor of the same file */
+    bool direct; /* dfd is O_DIRECT */
+    bool merge;  /* merge adjacent positional writes */
+    int dfd;     /* O_DIRECT descriptor, or -1 */
+    int bfd;     /* buffered descriptor of the same file */
 
     /* Sequential writes: sbuf[seq_start, seq_end) belongs at file offset
      * seq_base + seq_start; seq_base is block aligned, and so is sbuf. */
@@ -98,8 +98,8 @@ static bool fb_fail(struct file_backend *fb, GError **errp, const char *fmt, ...
 static struct file_backend *file_of(struct channel *ch, const char *what, GError **errp)
 {
     if (channel_get_ops(ch) != &file_ops) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %s channel %s is not a file",
-                    what, channel_get_ops(ch)->kind, channel_name(ch));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %s channel %s is not a file", what,
+                    channel_get_ops(ch)->kind, channel_name(ch));
         return NULL;
     }
     return channel_opaque(ch);
@@ -255,10 +255,10 @@ static bool reap(struct file_backend *fb, int min_nr, GError **errp)
             ok = fb_fail(fb, errp, "%s of %zu bytes at offset %" PRIu64 " failed: %s",
                          write ? "write" : "read", s->len, s->offset, g_strerror(err));
         } else if (!write) {
-            ok = fb_fail(fb, errp, "short read at offset %" PRIu64 ": the file ends there "
+            ok = fb_fail(fb, errp,
+                         "short read at offset %" PRIu64 ": the file ends there "
                          "(reading %zu bytes at offset %" PRIu64 ", file size %" PRIu64 ")",
-                         s->offset + (uint64_t)res, s->len, s->offset,
-                         channel_file_size(fb->ch));
+                         s->offset + (uint64_t)res, s->len, s->offset, channel_file_size(fb->ch));
         }
         put_slot(fb, s);
     }
@@ -317,8 +317,8 @@ static bool submit_run(struct file_backend *fb, GError **errp)
 
         put_slot(fb, s);
         if (err)
-            return fb_fail(fb, errp, "write of %zu bytes at offset %" PRIu64 " failed: %s",
-                           s->len, s->offset, g_strerror(err));
+            return fb_fail(fb, errp, "write of %zu bytes at offset %" PRIu64 " failed: %s", s->len,
+                           s->offset, g_strerror(err));
         return true;
     }
     if (s->iovcnt == 1)
@@ -361,7 +361,7 @@ static ssize_t file_writev(void *opaque, const struct iovec *iov, int iovcnt)
             len -= n;
             total += n;
             if (fb->seq_end == SEQ_BUF_SIZE && !seq_flush(fb, NULL))
-                return -EIO;    /* the channel error, naming the cause, is set */
+                return -EIO; /* the channel error, naming the cause, is set */
         }
     }
     return (ssize_t)total;
@@ -392,7 +392,7 @@ static void file_close(void *opaque)
     struct file_backend *fb = opaque;
 
     if (fb->open_run) {
-        put_slot(fb, fb->open_run);     /* never submitted: nothing to wait for */
+        put_slot(fb, fb->open_run); /* never submitted: nothing to wait for */
         fb->open_run = NULL;
     }
     /* Requests in flight read from or write to caller memory: wait for them. */
@@ -537,7 +537,7 @@ struct channel *channel_file_create(const char *path, GError **errp)
     }
     fb = backend_new(path, true);
     fb->tmp_path = g_strdup_printf("%s.tmp-XXXXXX", path);
-    fb->bfd = mkostemp(fb->tmp_path, O_CLOEXEC);       /* mode 0600 */
+    fb->bfd = mkostemp(fb->tmp_path, O_CLOEXEC); /* mode 0600 */
     if (fb->bfd < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot create a file: %s", path,
                     g_strerror(errno));
@@ -549,7 +549,7 @@ struct channel *channel_file_create(const char *path, GError **errp)
         file_close(fb);
         return NULL;
     }
-    if (fb->direct && ftruncate(fb->bfd, 0) < 0) {      /* drop the probe's block */
+    if (fb->direct && ftruncate(fb->bfd, 0) < 0) { /* drop the probe's block */
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: truncate: %s", path,
                     g_strerror(errno));
         file_close(fb);
@@ -608,8 +608,9 @@ static bool file_write_at(void *opaque, uint64_t offset, const void *page, size_
     if (!fb->writing || fb->committed)
         return fb_fail(fb, errp, "positional write on a channel that is not writing");
     if (!len || len % ALIGN || offset % ALIGN)
-        return fb_fail(fb, errp, "positional write of %zu bytes at offset %" PRIu64
-                       " is not %u-byte aligned", len, offset, ALIGN);
+        return fb_fail(fb, errp,
+                       "positional write of %zu bytes at offset %" PRIu64 " is not %u-byte aligned",
+                       len, offset, ALIGN);
     if (fb->direct && (uintptr_t)page % ALIGN) {
         /* Not usable by O_DIRECT: through the page cache, at once. */
         size_t done;
@@ -690,7 +691,8 @@ static bool read_buffered(struct file_backend *fb, uint64_t offset, uint8_t *buf
             return fb_fail(fb, errp, "read of %zu bytes at offset %" PRIu64 " failed: %s",
                            len - done, offset + done, g_strerror(errno));
         if (n == 0)
-            return fb_fail(fb, errp, "short read at offset %" PRIu64 ": the file ends there "
+            return fb_fail(fb, errp,
+                           "short read at offset %" PRIu64 ": the file ends there "
                            "(reading %zu bytes at offset %" PRIu64 ", file size %" PRIu64 ")",
                            offset + done, len, offset, channel_file_size(fb->ch));
         done += (size_t)n;
@@ -698,8 +700,7 @@ static bool read_buffered(struct file_backend *fb, uint64_t offset, uint8_t *buf
     return true;
 }
 
-bool channel_file_read_at(struct channel *ch, uint64_t offset, void *buf, size_t len,
-                          GError **errp)
+bool channel_file_read_at(struct channel *ch, uint64_t offset, void *buf, size_t len, GError **errp)
 {
     struct file_backend *fb = file_of(ch, "positional read", errp);
     uint8_t *dst = buf;
@@ -816,7 +817,7 @@ bool channel_file_next_data(struct channel *ch, uint64_t from, uint64_t *start, 
         return false;
     data = lseek(fb->bfd, (off_t)from, SEEK_DATA);
     if (data < 0)
-        return false;           /* ENXIO: only a hole (or nothing) after (from) */
+        return false; /* ENXIO: only a hole (or nothing) after (from) */
     hole = lseek(fb->bfd, data, SEEK_HOLE);
     if (hole < 0)
         hole = (off_t)channel_file_size(ch);

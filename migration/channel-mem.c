@@ -10,7 +10,7 @@ struct mem_backend {
     uint8_t *in;
     size_t in_len;
     size_t in_pos;
-    size_t max_io;              /* 0: no limit */
+    size_t max_io; /* 0: no limit */
     gint shut;
 };
 

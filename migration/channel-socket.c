@@ -18,18 +18,18 @@
 
 /* Socket buffers asked for (the kernel caps them at net.core.{w,r}mem_max):
  * large enough to keep a fast link busy while the sender prepares a batch. */
-#define SOCKET_BUF_BYTES    (4 << 20)
+#define SOCKET_BUF_BYTES (4 << 20)
 
 /* Descriptors one connection may carry (cpr-transfer: one per RAM region). */
-#define SOCK_MAX_FDS        8
+#define SOCK_MAX_FDS 8
 
 struct sock_backend {
     int fd;
     bool is_socket;
     char *name;
-    int send_fds[SOCK_MAX_FDS];     /* to attach to the next sendmsg */
+    int send_fds[SOCK_MAX_FDS]; /* to attach to the next sendmsg */
     unsigned nr_send_fds;
-    int recv_fds[SOCK_MAX_FDS];     /* arrived, not yet taken */
+    int recv_fds[SOCK_MAX_FDS]; /* arrived, not yet taken */
     unsigned nr_recv_fds;
 };
 
@@ -56,8 +56,9 @@ static ssize_t sock_recv(struct sock_backend *s, void *buf, size_t len)
         char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                          .msg_controllen = sizeof(ctl.buf) };
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)
+    };
     ssize_t n = recvmsg(s->fd, &msg, MSG_CMSG_CLOEXEC);
 
     if (n < 0)
@@ -140,7 +141,7 @@ static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
                 sock_put_fds(s, &msg, ctl.buf, sizeof(ctl.buf));
             n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
             if (n > 0)
-                s->nr_send_fds = 0;         /* they went with these bytes */
+                s->nr_send_fds = 0; /* they went with these bytes */
         } else {
             n = writev(s->fd, iov, iovcnt);
         }
@@ -211,8 +212,8 @@ static struct channel *sock_return_path(void *opaque, GError **errp)
     int fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
 
     if (fd < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: return path: dup: %s",
-                    s->name, g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: return path: dup: %s", s->name,
+                    g_strerror(errno));
         return NULL;
     }
     name = g_strdup_printf("%s (return path)", s->name);
@@ -257,8 +258,7 @@ struct channel *channel_socket_new(int fd, const char *name)
 
 static bool uri_error(GError **errp, const char *uri, const char *why)
 {
-    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "invalid migration URI '%s': %s",
-                uri, why);
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "invalid migration URI '%s': %s", uri, why);
     return false;
 }
 
@@ -350,11 +350,10 @@ static void unix_addr(struct sockaddr_un *sun, const char *path)
 {
     memset(sun, 0, sizeof(*sun));
     sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, path, strlen(path) + 1);     /* length checked by the parser */
+    memcpy(sun->sun_path, path, strlen(path) + 1); /* length checked by the parser */
 }
 
-static int tcp_open(const struct channel_uri *u, const char *uri, bool listening,
-                    GError **errp)
+static int tcp_open(const struct channel_uri *u, const char *uri, bool listening, GError **errp)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC };
     struct addrinfo *res, *ai;
@@ -403,8 +402,7 @@ static int tcp_open(const struct channel_uri *u, const char *uri, bool listening
     return fd;
 }
 
-static int unix_open(const struct channel_uri *u, const char *uri, bool listening,
-                     GError **errp)
+static int unix_open(const struct channel_uri *u, const char *uri, bool listening, GError **errp)
 {
     struct sockaddr_un sun;
     int fd, rc;
@@ -412,8 +410,7 @@ static int unix_open(const struct channel_uri *u, const char *uri, bool listenin
     unix_addr(&sun, u->path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: socket: %s", uri,
-                    g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: socket: %s", uri, g_strerror(errno));
         return -1;
     }
     if (listening) {
@@ -495,8 +492,7 @@ char *channel_socket_local_uri(int listen_fd, GError **errp)
     case AF_UNIX:
         return g_strdup_printf("unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
     default:
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "unknown socket family %d",
-                    ss.ss_family);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "unknown socket family %d", ss.ss_family);
         return NULL;
     }
 }

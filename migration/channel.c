@@ -7,7 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#define RATE_WINDOW_US  (100 * 1000)    /* rate limit accounting window */
+#define RATE_WINDOW_US (100 * 1000) /* rate limit accounting window */
 
 struct channel {
     const struct channel_ops *ops;
@@ -30,7 +30,7 @@ struct channel {
     uint64_t written;
 
     /* Rate limit: bytes put in the current window, which started at window_start_us. */
-    const struct channel_clock *clock;  /* NULL: g_get_monotonic_time() */
+    const struct channel_clock *clock; /* NULL: g_get_monotonic_time() */
     uint64_t rate_limit;
     int64_t window_start_us;
     uint64_t window_used;
@@ -98,7 +98,7 @@ void channel_set_error(struct channel *ch, GError *err)
     }
     g_mutex_unlock(&ch->lock);
     if (err)
-        g_error_free(err);      /* not the first error: the first one stays */
+        g_error_free(err); /* not the first error: the first one stays */
 }
 
 void channel_set_error_literal(struct channel *ch, int code, const char *msg)
@@ -183,15 +183,14 @@ static void channel_flush_pending(struct channel *ch)
         if (n > 0)
             ch->written += (uint64_t)n;
         if (channel_has_error(ch))
-            break;              /* shut down meanwhile: keep that reason */
+            break; /* shut down meanwhile: keep that reason */
         if (n < 0) {
             channel_set_errorf(ch, TERN_ERROR_FAILED, "write to %s failed: %s", ch->name,
                                g_strerror((int)-n));
             break;
         }
         if (n == 0) {
-            channel_set_errorf(ch, TERN_ERROR_FAILED, "write to %s made no progress",
-                               ch->name);
+            channel_set_errorf(ch, TERN_ERROR_FAILED, "write to %s made no progress", ch->name);
             break;
         }
         /* Partial write: skip whole iovecs, then trim the first remaining one. */
@@ -334,8 +333,10 @@ uint64_t channel_bytes_written(struct channel *ch)
 
 static bool channel_refuse_positional(struct channel *ch, const char *what, GError **errp)
 {
-    channel_set_errorf(ch, TERN_ERROR_FAILED, "%s: %s channel %s cannot do positional writes "
-                       "(not a file)", what, ch->ops->kind, ch->name);
+    channel_set_errorf(ch, TERN_ERROR_FAILED,
+                       "%s: %s channel %s cannot do positional writes "
+                       "(not a file)",
+                       what, ch->ops->kind, ch->name);
     return channel_check(ch, errp);
 }
 
@@ -459,7 +460,7 @@ static bool channel_fill(struct channel *ch)
         n = ch->ops->read(ch->opaque, ch->rbuf + ch->rlen, CHANNEL_BUF_SIZE - ch->rlen);
     } while (n == -EINTR);
     if (channel_has_error(ch))
-        return false;           /* shut down meanwhile */
+        return false; /* shut down meanwhile */
     if (n < 0) {
         channel_set_errorf(ch, TERN_ERROR_FAILED, "read from %s failed: %s", ch->name,
                            g_strerror((int)-n));
@@ -499,8 +500,8 @@ size_t channel_get_bytes(struct channel *ch, void *buf, size_t len)
             if (n == -EINTR || channel_has_error(ch))
                 continue;
             if (n < 0) {
-                channel_set_errorf(ch, TERN_ERROR_FAILED, "read from %s failed: %s",
-                                   ch->name, g_strerror((int)-n));
+                channel_set_errorf(ch, TERN_ERROR_FAILED, "read from %s failed: %s", ch->name,
+                                   g_strerror((int)-n));
             } else if (n == 0) {
                 ch->eof = true;
             } else {

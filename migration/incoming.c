@@ -21,31 +21,31 @@
 /* How long a failed target keeps draining the source's stream after its
  * ERROR, so that the source reads ERROR rather than a reset: the source stops
  * sending as soon as ERROR arrives, so this is rarely waited out. */
-#define INCOMING_LINGER_MS  2000
+#define INCOMING_LINGER_MS 2000
 
 struct incoming {
     struct migration *mig;
     int listen_fd;
     guint watch;
     GThread *thread;
-    struct channel *ch;         /* source -> target */
-    struct channel *rp_ch;      /* target -> source; NULL when restoring a file */
+    struct channel *ch;    /* source -> target */
+    struct channel *rp_ch; /* target -> source; NULL when restoring a file */
     struct stream_writer rp;
     bool rp_started;
-    bool from_file;             /* a checkpoint: mapped RAM, no return path */
-    uint32_t stream_flags;      /* from the image header */
+    bool from_file;        /* a checkpoint: mapped RAM, no return path */
+    uint32_t stream_flags; /* from the image header */
     struct stream_mapped_ram layout;
-    unsigned devices;           /* DEVICE_STATE records loaded */
-    bool cpr;                   /* mode cpr-transfer: expects RAM as memfds */
-    bool adopted;               /* the source's memfds are mapped as our RAM */
-    bool done;                  /* END accepted */
+    unsigned devices; /* DEVICE_STATE records loaded */
+    bool cpr;         /* mode cpr-transfer: expects RAM as memfds */
+    bool adopted;     /* the source's memfds are mapped as our RAM */
+    bool done;        /* END accepted */
 };
 
 /* The return path begins with its own header, written with the first message. */
 static bool rp_send(struct incoming *inc, uint32_t type, const char *error, GError **errp)
 {
     if (!inc->rp_ch)
-        return true;            /* a file has nobody to tell */
+        return true; /* a file has nobody to tell */
     if (!inc->rp_started) {
         stream_writer_init(&inc->rp, inc->rp_ch, MIG_HDR_F_CRC32);
         if (!stream_write_header(&inc->rp, errp))
@@ -99,8 +99,7 @@ static bool load_ram_index(struct incoming *inc, const struct stream_record *rec
                            const struct stream_body *b, GError **errp)
 {
     (void)rec;
-    return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index,
-                           errp);
+    return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index, errp);
 }
 
 /* ITERATION_END: nothing to do beyond its checks. */
@@ -118,8 +117,7 @@ static bool load_vcpu(struct incoming *inc, const struct stream_record *rec,
                       const struct stream_body *b, GError **errp)
 {
     (void)rec;
-    return machine_load_vcpu(inc->mig->m, b->state.index, b->state.fdt, b->state.fdt_len,
-                             errp);
+    return machine_load_vcpu(inc->mig->m, b->state.index, b->state.fdt, b->state.fdt_len, errp);
 }
 
 static bool load_vm(struct incoming *inc, const struct stream_record *rec,
@@ -147,9 +145,8 @@ static bool load_end(struct incoming *inc, const struct stream_record *rec,
     (void)rec;
     (void)b;
     if (inc->devices != machine_device_count(m)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "END after %u of %u devices' state", inc->devices,
-                    machine_device_count(m));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "END after %u of %u devices' state",
+                    inc->devices, machine_device_count(m));
         return false;
     }
     inc->done = true;
@@ -177,8 +174,7 @@ static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
         ok = false;
     } else if (l->nr_regions != ram->nr_regions) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "%u RAM regions handed over, this VM has %u", l->nr_regions,
-                    ram->nr_regions);
+                    "%u RAM regions handed over, this VM has %u", l->nr_regions, ram->nr_regions);
         ok = false;
     }
     for (unsigned i = 0; ok && i < l->nr_regions; i++) {
@@ -186,10 +182,10 @@ static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
 
         if (l->regions[i].gpa != r->gpa || l->regions[i].size != r->size) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "RAM region %u differs: stream [0x%" G_GINT64_MODIFIER "x+0x%"
-                        G_GINT64_MODIFIER "x), this VM [0x%" G_GINT64_MODIFIER "x+0x%"
-                        G_GINT64_MODIFIER "x)", i, l->regions[i].gpa, l->regions[i].size,
-                        r->gpa, r->size);
+                        "RAM region %u differs: stream [0x%" G_GINT64_MODIFIER
+                        "x+0x%" G_GINT64_MODIFIER "x), this VM [0x%" G_GINT64_MODIFIER
+                        "x+0x%" G_GINT64_MODIFIER "x)",
+                        i, l->regions[i].gpa, l->regions[i].size, r->gpa, r->size);
             ok = false;
         }
     }
@@ -218,7 +214,7 @@ static const struct load_step {
     [MIG_REC_PAGE_DATA] = { load_pages },
     [MIG_REC_ZERO_PAGES] = { load_pages },
     [MIG_REC_ITERATION_END] = { load_nothing },
-    [MIG_REC_VCPU_STATE] = { load_vcpu, true },     /* the first CPU state: pages are done */
+    [MIG_REC_VCPU_STATE] = { load_vcpu, true }, /* the first CPU state: pages are done */
     [MIG_REC_VM_STATE] = { load_vm },
     [MIG_REC_DEVICE_STATE] = { load_device },
     [MIG_REC_END] = { load_end },
@@ -230,8 +226,7 @@ static const struct load_step {
 /* Apply one record through its type's descriptor and step; (inc->done) at END. */
 static bool load_record(struct incoming *inc, const struct stream_record *rec, GError **errp)
 {
-    const struct load_step *step = rec->type < MIG_REC_STREAM_MAX_ ? &load_steps[rec->type]
-                                                                    : NULL;
+    const struct load_step *step = rec->type < MIG_REC_STREAM_MAX_ ? &load_steps[rec->type] : NULL;
     const struct stream_parse_ctx ctx = { .stream_flags = inc->stream_flags,
                                           .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
     struct stream_body b;
@@ -301,9 +296,10 @@ static bool load_stream(struct incoming *inc, GError **errp)
     }
     inc->stream_flags = r.flags;
     if (!!(r.flags & MIG_HDR_F_MAPPED_RAM) != inc->from_file) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, inc->from_file
-                    ? "not a checkpoint file (a live migration stream: use tern-dump on it)"
-                    : "a checkpoint file's stream cannot come over a socket");
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    inc->from_file
+                        ? "not a checkpoint file (a live migration stream: use tern-dump on it)"
+                        : "a checkpoint file's stream cannot come over a socket");
         stream_reader_cleanup(&r);
         return false;
     }
@@ -314,8 +310,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
     stream_order_init_flags(&order, r.flags);
     while (ok && !inc->done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
-        __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch),
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch), __ATOMIC_RELAXED);
         if (!ok || rec.skip)
             continue;
         GError *err = NULL;
@@ -432,7 +427,8 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     if (cpr && !unix_uri) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
-                    "pass over a UNIX socket), not '%s'", uri);
+                    "pass over a UNIX socket), not '%s'",
+                    uri);
         return false;
     }
 

@@ -14,26 +14,26 @@ struct incoming;
 
 /* Each field has one discipline (docs/architecture.md, "Locks"). */
 struct migration {
-    struct machine *m;          /* fixed */
+    struct machine *m; /* fixed */
 
     /* Atomic only, never under (lock): */
-    int status;                 /* enum mig_status: mig_status_get() and mig_status_set() (CAS) */
-    uint64_t max_bandwidth;     /* params.max_bandwidth as the sender's batches read it */
-    struct ram_counters ram;    /* the sender's (or loader's) counters */
+    int status;              /* enum mig_status: mig_status_get() and mig_status_set() (CAS) */
+    uint64_t max_bandwidth;  /* params.max_bandwidth as the sender's batches read it */
+    struct ram_counters ram; /* the sender's (or loader's) counters */
 
-    GMutex lock;                /* guards the fields up to the next comment */
-    struct mig_params params;   /* max_bandwidth also stored in (max_bandwidth) */
-    precopy_policy_fn *policy;  /* when to stop iterating (default precopy_default_policy) */
+    GMutex lock;               /* guards the fields up to the next comment */
+    struct mig_params params;  /* max_bandwidth also stored in (max_bandwidth) */
+    precopy_policy_fn *policy; /* when to stop iterating (default precopy_default_policy) */
     void *policy_opaque;
     struct mig_stats stats;
-    char *error;                /* why it failed or was cancelled */
-    struct channel *ch;         /* outgoing forward channel, for cancel */
-    bool end_sent;              /* the target holds the complete state: too late to cancel */
+    char *error;        /* why it failed or was cancelled */
+    struct channel *ch; /* outgoing forward channel, for cancel */
+    bool end_sent;      /* the target holds the complete state: too late to cancel */
     uint64_t start_ns;
 
     /* Main thread only (the commands and teardown): */
-    GThread *thread;            /* outgoing sender */
-    bool in_progress;           /* a sender thread exists and has not been joined */
+    GThread *thread;  /* outgoing sender */
+    bool in_progress; /* a sender thread exists and has not been joined */
     struct incoming *incoming;
     /* Set by incoming_start(): stops and frees (incoming) at teardown, so the
      * object needs no knowledge of the incoming side. */

@@ -12,7 +12,6 @@
 #include "tern/stream.h"
 #include "tern/util.h"
 
-
 /* ---- the per-machine object ---- */
 
 struct migration *migration_new(struct machine *m)
@@ -21,7 +20,7 @@ struct migration *migration_new(struct machine *m)
     mig->m = m;
     g_mutex_init(&mig->lock);
     migration_params_default(&mig->params);
-    mig->max_bandwidth = mig->params.max_bandwidth;     /* no other thread yet */
+    mig->max_bandwidth = mig->params.max_bandwidth; /* no other thread yet */
     mig->policy = precopy_default_policy;
     return mig;
 }

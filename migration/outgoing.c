@@ -22,20 +22,19 @@
 #include "tern/stream.h"
 #include "tern/util.h"
 
-
 /* How long the source waits for the target's verdict once it has everything. */
 #define RESUMED_TIMEOUT_S 60
 
 /* ---- the return path: READY, RESUMED or ERROR from the target ---- */
 
 struct return_path {
-    struct channel *ch;         /* target -> source */
-    struct channel *fwd;        /* shut down when the target gives up */
+    struct channel *ch;  /* target -> source */
+    struct channel *fwd; /* shut down when the target gives up */
     GThread *thread;
-    GMutex lock;                /* guards the fields below */
+    GMutex lock; /* guards the fields below */
     GCond cond;
     bool ready, resumed, closed;
-    bool target_error;          /* the target said ERROR: it will not run */
+    bool target_error; /* the target said ERROR: it will not run */
     uint64_t ready_ns, resumed_ns;
     char *error;
 };
@@ -81,7 +80,8 @@ static gpointer rp_thread(gpointer opaque)
             rp->target_error = true;
             g_mutex_unlock(&rp->lock);
             g_autofree char *why = stream_parse_rp_error(&rec, &msg, NULL)
-                ? g_strdup_printf("target: %s", msg) : g_strdup("target sent a bad ERROR");
+                                       ? g_strdup_printf("target: %s", msg)
+                                       : g_strdup("target sent a bad ERROR");
             g_free(msg);
             rp_close(rp, why);
             stream_reader_cleanup(&r);
@@ -148,27 +148,26 @@ static void rp_stop(struct return_path *rp)
 struct sender {
     struct migration *mig;
     char *uri;
-    bool to_file;               /* file:PATH: a mapped-RAM checkpoint, no return path */
+    bool to_file; /* file:PATH: a mapped-RAM checkpoint, no return path */
     struct stream_mapped_ram layout;
     struct channel *ch;
     struct stream_writer w;
     struct return_path *rp;
     struct ram_save *rs;
-    bool paused;                /* we paused the guest (device phase) */
+    bool paused; /* we paused the guest (device phase) */
     bool was_running;
-    uint64_t ready_ns;          /* when the target said READY, RESUMED */
+    uint64_t ready_ns; /* when the target said READY, RESUMED */
     uint64_t resumed_ns;
     uint64_t pause_ns;
     uint64_t fixed_cost_ns;
-    uint64_t final_written;     /* channel bytes after the final pass (state and END follow) */
-    bool in_doubt;              /* END went out, then silence: the target may be running */
-    bool cpr;                   /* mode cpr-transfer: RAM goes as memfds, no pages */
-    int peer_pidfd;             /* cpr: the target process, to tell death from silence; -1 */
+    uint64_t final_written; /* channel bytes after the final pass (state and END follow) */
+    bool in_doubt;          /* END went out, then silence: the target may be running */
+    bool cpr;               /* mode cpr-transfer: RAM goes as memfds, no pages */
+    int peer_pidfd;         /* cpr: the target process, to tell death from silence; -1 */
     struct throttle_state throttle;
 };
 
-static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, void *),
-                         void *arg)
+static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, void *), void *arg)
 {
     g_mutex_lock(&mig->lock);
     fn(&mig->stats, arg);
@@ -248,8 +247,7 @@ static bool connect_and_configure(struct sender *s, GError **errp)
     if (!write_head(s, crc, errp))
         return false;
     /* The target checks the configuration before any page is sent. */
-    if (!rp_wait(s->rp, &s->rp->ready, &s->rp->ready_ns, &s->ready_ns, RESUMED_TIMEOUT_S,
-                 errp))
+    if (!rp_wait(s->rp, &s->rp->ready, &s->rp->ready_ns, &s->ready_ns, RESUMED_TIMEOUT_S, errp))
         return false;
     s->fixed_cost_ns = precopy_fixed_cost_ns(s->ready_ns - t0, false);
     return true;
@@ -275,8 +273,8 @@ static void apply_pass_stats(struct mig_stats *st, void *arg)
     /* What the user sees is the throughput achieved, rate limit included; the
      * policy uses the busy bandwidth (the pause is not rate limited). */
     st->mbps = p->res.duration_ns ? p->res.bytes * 8e3 / p->res.duration_ns : 0;
-    st->pages_per_second = p->res.duration_ns ? p->res.pages * 1000000000ULL /
-                                                p->res.duration_ns : 0;
+    st->pages_per_second = p->res.duration_ns ? p->res.pages * 1000000000ULL / p->res.duration_ns
+                                              : 0;
     st->expected_downtime_ms = p->expected_ns == UINT64_MAX ? 0 : p->expected_ns / 1000000;
     st->cpu_throttle_percentage = p->throttle;
 }
@@ -310,8 +308,7 @@ static bool live_pass(void *opaque, uint32_t pass, struct precopy_stats *out, GE
         .fixed_cost_ns = s->fixed_cost_ns,
         .downtime_limit_ns = mig->params.downtime_limit_ms * 1000000ULL,
         .forced_passes = mig->params.x_passes,
-        .dirty_rate = p.res.duration_ns ? p.pending * GUEST_PAGE_SIZE * 1e9 /
-                                          p.res.duration_ns : 0,
+        .dirty_rate = p.res.duration_ns ? p.pending * GUEST_PAGE_SIZE * 1e9 / p.res.duration_ns : 0,
     };
     struct mig_params params = mig->params;
     g_mutex_unlock(&mig->lock);
@@ -401,9 +398,9 @@ static void apply_final_stats(struct mig_stats *st, void *arg)
 static bool finish_file(struct sender *s, GError **errp)
 {
     return channel_file_seek(s->ch, s->layout.tail_offset, errp) &&
-           ram_save_write_index(s->rs, errp) && send_state(s, errp) &&
-           commit_end(s->mig, errp) && stream_write_empty(&s->w, MIG_REC_END, errp) &&
-           channel_flush(s->ch, errp) && channel_file_commit(s->ch, errp);
+           ram_save_write_index(s->rs, errp) && send_state(s, errp) && commit_end(s->mig, errp) &&
+           stream_write_empty(&s->w, MIG_REC_END, errp) && channel_flush(s->ch, errp) &&
+           channel_file_commit(s->ch, errp);
 }
 
 /* cpr-transfer, after END and silence: the target is on this host, so its
@@ -431,7 +428,7 @@ static bool lost_after_end(struct sender *s, GError **errp)
     bool refused = s->rp->target_error;
     g_mutex_unlock(&s->rp->lock);
     if (refused)
-        return false;       /* the target said ERROR: it will not run; resume here */
+        return false; /* the target said ERROR: it will not run; resume here */
     if (s->cpr && cpr_target_gone(s)) {
         /* The target process has exited: it cannot be running the guest. */
         g_prefix_error(errp, "the target process exited before it resumed the guest: ");
@@ -443,7 +440,8 @@ static bool lost_after_end(struct sender *s, GError **errp)
     g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
                 "lost contact with the target after it was sent the complete state (%s): "
                 "it may be running the guest, so this copy stays paused; 'cont' resumes it "
-                "if the target is not running", why);
+                "if the target is not running",
+                why);
     return false;
 }
 
@@ -644,7 +642,8 @@ static bool cpr_start_check(struct migration *mig, enum channel_uri_kind kind, c
     if (cpr && kind != CHANNEL_URI_UNIX) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
-                    "pass over a UNIX socket), not '%s'", uri);
+                    "pass over a UNIX socket), not '%s'",
+                    uri);
         return false;
     }
     return true;
@@ -723,4 +722,3 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     mig->thread = g_thread_new("migration", sender_thread, s);
     return true;
 }
-

@@ -12,59 +12,91 @@
 
 /* Largest values a client may set. QEMU's cap for downtime-limit: 2000 s. */
 #define MIG_DOWNTIME_LIMIT_MAX_MS 2000000ULL
-#define MIG_COMPRESS_LEVEL_MAX 9ULL         /* zlib */
+#define MIG_COMPRESS_LEVEL_MAX 9ULL /* zlib */
 #define MIG_X_PASSES_MAX 100000ULL
 
 /* QEMU's MigMode names, in enum mig_mode order. */
 static const char *const mig_mode_names[] = { "normal", "cpr-transfer", NULL };
 
 #define MIG_FIELD(field) \
-    .offset = offsetof(struct mig_params, field), \
-    .size = sizeof(((struct mig_params *)0)->field)
+    .offset = offsetof(struct mig_params, field), .size = sizeof(((struct mig_params *)0)->field)
 
 static const struct mig_param_desc mig_param_table[] = {
     {
-        .name = "downtime-limit", .type = MIG_PARAM_INT, MIG_FIELD(downtime_limit_ms),
-        .min = 0, .max = MIG_DOWNTIME_LIMIT_MAX_MS, .unit = "ms",
+        .name = "downtime-limit",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(downtime_limit_ms),
+        .min = 0,
+        .max = MIG_DOWNTIME_LIMIT_MAX_MS,
+        .unit = "ms",
         .help = "longest pause of the guest the policy aims for, in milliseconds",
     },
     {
-        .name = "max-bandwidth", .type = MIG_PARAM_INT, MIG_FIELD(max_bandwidth),
-        .min = 0, .max = INT64_MAX, .unit = "bytes/second", .hmp_mib = true,
+        .name = "max-bandwidth",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(max_bandwidth),
+        .min = 0,
+        .max = INT64_MAX,
+        .unit = "bytes/second",
+        .hmp_mib = true,
         .help = "rate limit of the migration stream in bytes/s, 0 = unlimited",
     },
     {
-        .name = "compress-level", .type = MIG_PARAM_INT, MIG_FIELD(compress_level),
-        .min = 0, .max = MIG_COMPRESS_LEVEL_MAX,
+        .name = "compress-level",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(compress_level),
+        .min = 0,
+        .max = MIG_COMPRESS_LEVEL_MAX,
         .help = "zlib level for page data, 0 = no compression",
     },
     {
-        .name = "cpu-throttle-initial", .type = MIG_PARAM_INT, MIG_FIELD(cpu_throttle_initial),
-        .min = 1, .max = 99, .unit = "%",
+        .name = "cpu-throttle-initial",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(cpu_throttle_initial),
+        .min = 1,
+        .max = 99,
+        .unit = "%",
         .help = "auto-converge: share of vCPU time taken away at the first step",
     },
     {
-        .name = "cpu-throttle-increment", .type = MIG_PARAM_INT,
-        MIG_FIELD(cpu_throttle_increment), .min = 1, .max = 99, .unit = "%",
+        .name = "cpu-throttle-increment",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(cpu_throttle_increment),
+        .min = 1,
+        .max = 99,
+        .unit = "%",
         .help = "auto-converge: added at each further step",
     },
     {
-        .name = "max-cpu-throttle", .type = MIG_PARAM_INT, MIG_FIELD(max_cpu_throttle),
-        .min = 1, .max = 99, .unit = "%",
+        .name = "max-cpu-throttle",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(max_cpu_throttle),
+        .min = 1,
+        .max = 99,
+        .unit = "%",
         .help = "auto-converge: the most vCPU time ever taken away",
     },
     {
-        .name = "x-passes", .type = MIG_PARAM_INT, MIG_FIELD(x_passes),
-        .min = 0, .max = MIG_X_PASSES_MAX,
+        .name = "x-passes",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(x_passes),
+        .min = 0,
+        .max = MIG_X_PASSES_MAX,
         .help = "testing: exactly this many live passes, 0 = decide by downtime-limit",
     },
     {
-        .name = "x-checksum", .type = MIG_PARAM_BOOL, MIG_FIELD(x_checksum),
+        .name = "x-checksum",
+        .type = MIG_PARAM_BOOL,
+        MIG_FIELD(x_checksum),
         .help = "CRC-32 on every record of the stream",
     },
     {
-        .name = "mode", .type = MIG_PARAM_ENUM, MIG_FIELD(mode),
-        .min = 0, .max = G_N_ELEMENTS(mig_mode_names) - 2, .values = mig_mode_names,
+        .name = "mode",
+        .type = MIG_PARAM_ENUM,
+        MIG_FIELD(mode),
+        .min = 0,
+        .max = G_N_ELEMENTS(mig_mode_names) - 2,
+        .values = mig_mode_names,
         .help = "normal, or cpr-transfer: hand guest RAM to a process on this host as memfds",
     },
 };
@@ -86,7 +118,9 @@ void migration_params_default(struct mig_params *p)
 /* Capabilities: on/off switches set with migrate-set-capabilities (QEMU's split). */
 static const struct mig_param_desc mig_cap_table[] = {
     {
-        .name = "auto-converge", .type = MIG_PARAM_BOOL, MIG_FIELD(auto_converge),
+        .name = "auto-converge",
+        .type = MIG_PARAM_BOOL,
+        MIG_FIELD(auto_converge),
         .help = "throttle vCPUs while they dirty memory faster than it is sent",
     },
 };
@@ -122,8 +156,8 @@ bool mig_caps_apply_json(struct mig_params *p, JsonArray *caps, GError **errp)
         }
         const struct mig_param_desc *d = mig_cap_find(json_node_get_string(name));
         if (!d) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "Capability '%s' is not supported", json_node_get_string(name));
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "Capability '%s' is not supported",
+                        json_node_get_string(name));
             return false;
         }
         mig_param_set(&next, d, json_node_get_boolean(state));
@@ -208,30 +242,28 @@ const char *mig_param_enum_name(const struct mig_param_desc *d, uint64_t value)
 }
 
 /* "Parameter 'mode' does not accept value 'x'" (QEMU's wording), naming the choices. */
-static bool mig_param_enum_error(const struct mig_param_desc *d, const char *text,
-                                 GError **errp)
+static bool mig_param_enum_error(const struct mig_param_desc *d, const char *text, GError **errp)
 {
     g_autofree char *choices = g_strjoinv(", ", (char **)d->values);
 
     g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                "Parameter '%s' does not accept value '%s' (one of: %s)", d->name, text,
-                choices);
+                "Parameter '%s' does not accept value '%s' (one of: %s)", d->name, text, choices);
     return false;
 }
 
 static void mig_param_range_error(const struct mig_param_desc *d, GError **errp)
 {
     g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                "Parameter '%s' expects an integer in the range of %" PRIu64 " to %" PRIu64
-                "%s%s", d->name, d->min, d->max, d->unit ? " " : "", d->unit ? d->unit : "");
+                "Parameter '%s' expects an integer in the range of %" PRIu64 " to %" PRIu64 "%s%s",
+                d->name, d->min, d->max, d->unit ? " " : "", d->unit ? d->unit : "");
 }
 
 bool mig_param_check(const struct mig_param_desc *d, uint64_t value, GError **errp)
 {
     if (d->type == MIG_PARAM_BOOL) {
         if (value > 1) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "Parameter '%s' expects a boolean", d->name);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "Parameter '%s' expects a boolean",
+                        d->name);
             return false;
         }
         return true;
@@ -296,11 +328,9 @@ bool mig_params_apply_json(struct mig_params *p, JsonObject *args, GError **errp
         const struct mig_param_desc *d = mig_param_find(name);
         uint64_t value;
         if (!d) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "Parameter '%s' is unexpected", name);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "Parameter '%s' is unexpected", name);
             ok = false;
-        } else if (!mig_param_from_json(d, json_object_get_member(args, name), &value,
-                                        errp)) {
+        } else if (!mig_param_from_json(d, json_object_get_member(args, name), &value, errp)) {
             ok = false;
         } else {
             mig_param_set(&next, d, value);
@@ -420,7 +450,8 @@ bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint
         if (d->hmp_mib) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                         "Parameter '%s' expects a size (a number of MiB, or with a "
-                        "K/M/G/T/B suffix), not '%s'", d->name, text);
+                        "K/M/G/T/B suffix), not '%s'",
+                        d->name, text);
         } else {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                         "Parameter '%s' expects an integer, not '%s'", d->name, text);
@@ -440,6 +471,6 @@ void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t val
         g_string_append_printf(out, "%s: %s\n", d->name, value ? "on" : "off");
         return;
     }
-    g_string_append_printf(out, "%s: %" PRIu64 "%s%s\n", d->name, value,
-                           d->unit ? " " : "", d->unit ? d->unit : "");
+    g_string_append_printf(out, "%s: %" PRIu64 "%s%s\n", d->name, value, d->unit ? " " : "",
+                           d->unit ? d->unit : "");
 }

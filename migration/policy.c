@@ -32,7 +32,7 @@ uint64_t precopy_expected_downtime_ns(const struct precopy_stats *s)
     }
     uint64_t ns = (uint64_t)send_ns;
     if ((double)ns < send_ns) {
-        ns++;               /* round up: never promise less than it costs */
+        ns++; /* round up: never promise less than it costs */
     }
     return add_saturating(ns, s->fixed_cost_ns);
 }
@@ -73,9 +73,8 @@ uint64_t precopy_fixed_cost_ns(uint64_t rtt_ns, bool to_file)
     return add_saturating(FIXED_COST_BASE_NS, rtt_ns > UINT64_MAX / 2 ? UINT64_MAX : 2 * rtt_ns);
 }
 
-bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque,
-                        precopy_pass_fn *do_pass, void *opaque, uint32_t *passes,
-                        GError **errp)
+bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque, precopy_pass_fn *do_pass,
+                        void *opaque, uint32_t *passes, GError **errp)
 {
     for (uint32_t pass = 1;; pass++) {
         struct precopy_stats ps = { 0 };

@@ -23,14 +23,14 @@ struct ram_save {
     struct stream_writer *w;
     int compress_level;
     struct ram_counters *counters;
-    const uint64_t *max_bandwidth;  /* max-bandwidth, changed by other threads */
-    unsigned long *to_send;     /* by gfn; only the migration thread touches it */
-    uint64_t pending;           /* bits set in (to_send) at the start of a pass */
+    const uint64_t *max_bandwidth; /* max-bandwidth, changed by other threads */
+    unsigned long *to_send;        /* by gfn; only the migration thread touches it */
+    uint64_t pending;              /* bits set in (to_send) at the start of a pass */
     bool logging;
 
     struct stream_page pages[RAM_BATCH_PAGES];
     unsigned nr_pages;
-    uint8_t *zbuf;              /* compressed payloads of the current batch */
+    uint8_t *zbuf; /* compressed payloads of the current batch */
     struct stream_gfn_range zero[RAM_ZERO_RANGES];
     unsigned nr_zero;
     bool live;
@@ -41,7 +41,7 @@ struct ram_save {
     struct stream_mapped_ram layout;
     unsigned long *present;
     uint32_t *page_crc;
-    GArray *passes;             /* struct stream_iteration_end */
+    GArray *passes; /* struct stream_iteration_end */
 };
 
 /* Bytes put out so far: the stream, plus pages written to their place in a
@@ -103,8 +103,8 @@ bool ram_save_write_index(struct ram_save *rs, GError **errp)
     if (!stream_write_ram_index(rs->w, rs->ram->nr_gfns, rs->present, rs->page_crc, errp))
         return false;
     for (guint i = 0; i < rs->passes->len; i++)
-        if (!stream_write_iteration_end(rs->w, &g_array_index(rs->passes,
-                                                              struct stream_iteration_end, i),
+        if (!stream_write_iteration_end(rs->w,
+                                        &g_array_index(rs->passes, struct stream_iteration_end, i),
                                         errp))
             return false;
     return true;
@@ -113,8 +113,7 @@ bool ram_save_write_index(struct ram_save *rs, GError **errp)
 /* A mapped-RAM page: to its place in the file, straight from guest RAM. A
  * page a vCPU changes after its CRC was taken is dirty, so a later pass
  * writes it again with a fresh CRC; the final pass runs paused. */
-static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page,
-                            GError **errp)
+static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GError **errp)
 {
     if (rs->page_crc)
         rs->page_crc[gfn] = crc32(0, page, GUEST_PAGE_SIZE);
@@ -136,8 +135,7 @@ bool ram_save_setup(struct ram_save *rs, GError **errp)
         return false;
     rs->logging = true;
     for (uint64_t gpa = 0; guest_ram_next_data(ram, gpa, &start, &end); gpa = end) {
-        bitmap_set_range(rs->to_send, start >> GUEST_PAGE_SHIFT,
-                         (end - start) >> GUEST_PAGE_SHIFT);
+        bitmap_set_range(rs->to_send, start >> GUEST_PAGE_SHIFT, (end - start) >> GUEST_PAGE_SHIFT);
         populated += end - start;
     }
     /* Pages Tern wrote before now are either populated (already marked) or
@@ -193,8 +191,9 @@ static bool add_zero(struct ram_save *rs, uint64_t gfn, GError **errp)
 static bool add_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GError **errp)
 {
     struct stream_page *p = &rs->pages[rs->nr_pages];
-    *p = (struct stream_page){ .gfn = gfn, .encoding = MIG_PAGE_ENC_RAW,
-                               .length = GUEST_PAGE_SIZE, .data = page };
+    *p = (struct stream_page){
+        .gfn = gfn, .encoding = MIG_PAGE_ENC_RAW, .length = GUEST_PAGE_SIZE, .data = page
+    };
     if (rs->compress_level) {
         uint8_t *out = rs->zbuf + rs->nr_pages * GUEST_PAGE_SIZE;
         size_t n = stream_page_compress(page, GUEST_PAGE_SIZE, rs->compress_level, out,
@@ -229,7 +228,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         bitmap_clear_bit(rs->to_send, gfn);
         const uint8_t *page = guest_ram_ptr(ram, gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE);
         if (!page)
-            continue;       /* cannot happen: only RAM pages are ever marked */
+            continue; /* cannot happen: only RAM pages are ever marked */
         bool ok;
         if (rs->mapped && page_is_zero(page)) {
             /* Absent from the index reads as zero on restore. */
@@ -253,7 +252,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         if (!channel_check(ch, errp))
             return false;
         if (!live)
-            continue;       /* the guest is paused: the limit no longer applies */
+            continue; /* the guest is paused: the limit no longer applies */
         uint64_t limit = __atomic_load_n(rs->max_bandwidth, __ATOMIC_RELAXED);
         if (limit != channel_get_rate_limit(ch))
             channel_set_rate_limit(ch, limit);
@@ -271,19 +270,23 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
 
     uint64_t duration = clock_ns() - t0;
     struct stream_iteration_end it = {
-        .pass = pass, .flags = final ? MIG_ITER_F_FINAL : 0,
+        .pass = pass,
+        .flags = final ? MIG_ITER_F_FINAL : 0,
         .pages_sent = handled - (rs->counters->duplicate - zero0),
         .zero_pages = rs->counters->duplicate - zero0,
-        .bytes_sent = bytes_out(rs) - pos0, .duration_ns = duration,
+        .bytes_sent = bytes_out(rs) - pos0,
+        .duration_ns = duration,
     };
     __atomic_store_n(&rs->counters->transferred, bytes_out(rs), __ATOMIC_RELAXED);
     if (rs->mapped)
-        g_array_append_val(rs->passes, it);     /* written in the tail */
+        g_array_append_val(rs->passes, it); /* written in the tail */
     else if (!stream_write_iteration_end(rs->w, &it, errp) || !channel_flush(ch, errp))
         return false;
     *out = (struct ram_pass_result){
-        .pages = handled, .bytes = bytes_out(rs) - pos0,
-        .busy_ns = duration - MIN(slept, duration), .duration_ns = clock_ns() - t0,
+        .pages = handled,
+        .bytes = bytes_out(rs) - pos0,
+        .busy_ns = duration - MIN(slept, duration),
+        .duration_ns = clock_ns() - t0,
     };
     return true;
 }
@@ -345,15 +348,14 @@ static bool load_page(void *opaque, const struct stream_page *page, GError **err
     /* Decode into scratch first: a bad page must not half-write guest RAM. */
     if (!flush_run(rl, errp) || !stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
         return false;
-    return guest_ram_write(rl->ram, page->gfn << GUEST_PAGE_SHIFT, rl->scratch,
-                           GUEST_PAGE_SIZE, errp);
+    return guest_ram_write(rl->ram, page->gfn << GUEST_PAGE_SHIFT, rl->scratch, GUEST_PAGE_SIZE,
+                           errp);
 }
 
 static bool load_zero(void *opaque, uint64_t first_gfn, uint64_t npages, GError **errp)
 {
     struct ram_load *rl = opaque;
-    return guest_ram_zero(rl->ram, first_gfn << GUEST_PAGE_SHIFT, npages << GUEST_PAGE_SHIFT,
-                          errp);
+    return guest_ram_zero(rl->ram, first_gfn << GUEST_PAGE_SHIFT, npages << GUEST_PAGE_SHIFT, errp);
 }
 
 bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp)
@@ -361,8 +363,8 @@ bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GEr
     g_autofree struct ram_load *rl = g_new0(struct ram_load, 1);
     rl->ram = ram;
     if (rec->type == MIG_REC_PAGE_DATA)
-        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl,
-                                      errp) && flush_run(rl, errp);
+        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl, errp) &&
+               flush_run(rl, errp);
     return stream_parse_zero_pages(rec, ram->nr_gfns, load_zero, rl, errp);
 }
 
@@ -376,11 +378,11 @@ struct mapped_load {
     struct channel *ch;
     const struct stream_mapped_ram *layout;
     const struct stream_ram_index *idx;
-    uint8_t *buf;               /* aligned for O_DIRECT */
+    uint8_t *buf; /* aligned for O_DIRECT */
 };
 
-static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages,
-                            uint64_t first_crc, GError **errp)
+static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_t first_crc,
+                            GError **errp)
 {
     struct mapped_load *ml = opaque;
     uint64_t off = stream_mapped_page_offset(ml->layout, first_gfn);
@@ -389,7 +391,8 @@ static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages,
     if (!guest_ram_ptr(ml->ram, first_gfn << GUEST_PAGE_SHIFT, len)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "RAM_INDEX lists pages 0x%" G_GINT64_MODIFIER "x+%" G_GUINT64_FORMAT
-                    " outside guest RAM", first_gfn, npages);
+                    " outside guest RAM",
+                    first_gfn, npages);
         return false;
     }
     if (!channel_file_read_at(ml->ch, off, ml->buf, len, errp))
@@ -402,8 +405,8 @@ static bool load_mapped_run(void *opaque, uint64_t first_gfn, uint64_t npages,
 }
 
 bool ram_load_mapped(struct guest_ram *ram, struct channel *ch,
-                     const struct stream_mapped_ram *layout,
-                     const struct stream_ram_index *idx, GError **errp)
+                     const struct stream_mapped_ram *layout, const struct stream_ram_index *idx,
+                     GError **errp)
 {
     struct mapped_load ml = { .ram = ram, .ch = ch, .layout = layout, .idx = idx };
     void *buf;
@@ -413,8 +416,7 @@ bool ram_load_mapped(struct guest_ram *ram, struct channel *ch,
         return false;
     }
     ml.buf = buf;
-    bool ok = stream_ram_index_for_each_run(idx, RAM_LOAD_RUN_PAGES, load_mapped_run, &ml,
-                                            errp);
+    bool ok = stream_ram_index_for_each_run(idx, RAM_LOAD_RUN_PAGES, load_mapped_run, &ml, errp);
     free(buf);
     return ok;
 }

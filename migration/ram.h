@@ -15,19 +15,19 @@ struct ram_save;
 
 /* Counters of one source; read by other threads with atomic loads. */
 struct ram_counters {
-    uint64_t normal;            /* pages sent with data */
-    uint64_t normal_bytes;      /* their payload bytes (after compression) */
-    uint64_t duplicate;         /* zero pages, sent as ranges */
-    uint64_t compressed;        /* pages sent zlib-compressed */
-    uint64_t skipped;           /* never-touched pages: not read, not sent */
-    uint64_t transferred;       /* bytes on the channel so far (updated every batch) */
-    uint64_t remaining;         /* pages still to send in this pass (every batch) */
+    uint64_t normal;       /* pages sent with data */
+    uint64_t normal_bytes; /* their payload bytes (after compression) */
+    uint64_t duplicate;    /* zero pages, sent as ranges */
+    uint64_t compressed;   /* pages sent zlib-compressed */
+    uint64_t skipped;      /* never-touched pages: not read, not sent */
+    uint64_t transferred;  /* bytes on the channel so far (updated every batch) */
+    uint64_t remaining;    /* pages still to send in this pass (every batch) */
 };
 
 struct ram_pass_result {
-    uint64_t pages;             /* pages handled (data + zero) */
-    uint64_t bytes;             /* bytes put on the channel */
-    uint64_t busy_ns;           /* time spent working, rate-limit sleeps excluded */
+    uint64_t pages;   /* pages handled (data + zero) */
+    uint64_t bytes;   /* bytes put on the channel */
+    uint64_t busy_ns; /* time spent working, rate-limit sleeps excluded */
     uint64_t duration_ns;
 };
 
@@ -60,7 +60,7 @@ bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GEr
  * area of (ch) at (layout), check its CRC, store it. Errors name the gfn and
  * its file offset. */
 bool ram_load_mapped(struct guest_ram *ram, struct channel *ch,
-                     const struct stream_mapped_ram *layout,
-                     const struct stream_ram_index *idx, GError **errp);
+                     const struct stream_mapped_ram *layout, const struct stream_ram_index *idx,
+                     GError **errp);
 
 #endif

@@ -63,12 +63,12 @@ bool mig_status_set(int *status, enum mig_status from, enum mig_status to)
 
     if (!mig_status_transition_allowed(from, to)) {
         /* A caller asking for an illegal move is a bug; refuse it loudly. */
-        g_warning("migration: illegal status transition %s -> %s",
-                  mig_status_name(from), mig_status_name(to));
+        g_warning("migration: illegal status transition %s -> %s", mig_status_name(from),
+                  mig_status_name(to));
         return false;
     }
-    if (!__atomic_compare_exchange_n(status, &expected, (int)to, false,
-                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    if (!__atomic_compare_exchange_n(status, &expected, (int)to, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
         return false;
     }
     JsonObject *data = json_object_new();

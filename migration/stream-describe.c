@@ -58,11 +58,10 @@ char *stream_describe_vm_config(const struct stream_body *body, uint32_t pass,
             g_free(devs[i]);
     }
     return g_strdup_printf("RAM %s in %u region%s (0x%" PRIx64 " frames), %u vCPU%s, "
-                           "%u device%s, machine %s", ram, cfg->nr_regions,
-                           cfg->nr_regions == 1 ? "" : "s", cfg->nr_gfns,
-                           cfg->nr_vcpus, cfg->nr_vcpus == 1 ? "" : "s",
-                           cfg->nr_devices, cfg->nr_devices == 1 ? "" : "s",
-                           cfg->machine);
+                           "%u device%s, machine %s",
+                           ram, cfg->nr_regions, cfg->nr_regions == 1 ? "" : "s", cfg->nr_gfns,
+                           cfg->nr_vcpus, cfg->nr_vcpus == 1 ? "" : "s", cfg->nr_devices,
+                           cfg->nr_devices == 1 ? "" : "s", cfg->machine);
 }
 
 char *stream_describe_static_end(const struct stream_body *body, uint32_t pass,
@@ -85,9 +84,9 @@ char *stream_describe_page_data(const struct stream_body *body, uint32_t pass,
     put_u64(f, "last_gfn", body->page_data.last_gfn);
     put_u64(f, "raw", body->page_data.raw);
     put_u64(f, "zlib", body->page_data.zlib);
-    return g_strdup_printf("pass %u: %u page%s, gfn 0x%" PRIx64 "-0x%" PRIx64
-                           ", raw %" PRIu64 ", zlib %" PRIu64, pass, count,
-                           count == 1 ? "" : "s", body->page_data.first_gfn,
+    return g_strdup_printf("pass %u: %u page%s, gfn 0x%" PRIx64 "-0x%" PRIx64 ", raw %" PRIu64
+                           ", zlib %" PRIu64,
+                           pass, count, count == 1 ? "" : "s", body->page_data.first_gfn,
                            body->page_data.last_gfn, (uint64_t)body->page_data.raw,
                            (uint64_t)body->page_data.zlib);
 }
@@ -100,10 +99,10 @@ char *stream_describe_zero_pages(const struct stream_body *body, uint32_t pass,
     put_u64(f, "pass", pass);
     put_u64(f, "ranges", ranges);
     put_u64(f, "pages", body->zero_pages.pages);
-    return g_strdup_printf("pass %u: %" PRIu64 " range%s, %" PRIu64 " zero pages, gfn 0x%"
-                           PRIx64 "-0x%" PRIx64, pass, ranges, ranges == 1 ? "" : "s",
-                           body->zero_pages.pages, body->zero_pages.first_gfn,
-                           body->zero_pages.last_gfn);
+    return g_strdup_printf("pass %u: %" PRIu64 " range%s, %" PRIu64 " zero pages, gfn 0x%" PRIx64
+                           "-0x%" PRIx64,
+                           pass, ranges, ranges == 1 ? "" : "s", body->zero_pages.pages,
+                           body->zero_pages.first_gfn, body->zero_pages.last_gfn);
 }
 
 char *stream_describe_iteration_end(const struct stream_body *body, uint32_t pass,
@@ -120,11 +119,11 @@ char *stream_describe_iteration_end(const struct stream_body *body, uint32_t pas
     put_u64(f, "bytes_sent", it->bytes_sent);
     put_u64(f, "dirty_pages", it->dirty_pages);
     put_u64(f, "duration_ns", it->duration_ns);
-    return g_strdup_printf("pass %u%s: %" PRIu64 " pages, %" PRIu64 " zero, %s, %.1f ms, %"
-                           PRIu64 " dirty", it->pass,
-                           (it->flags & MIG_ITER_F_FINAL) ? " (final)" : "",
-                           it->pages_sent, it->zero_pages, bytes,
-                           (double)it->duration_ns / 1e6, it->dirty_pages);
+    return g_strdup_printf("pass %u%s: %" PRIu64 " pages, %" PRIu64 " zero, %s, %.1f ms, %" PRIu64
+                           " dirty",
+                           it->pass, (it->flags & MIG_ITER_F_FINAL) ? " (final)" : "",
+                           it->pages_sent, it->zero_pages, bytes, (double)it->duration_ns / 1e6,
+                           it->dirty_pages);
 }
 
 char *stream_describe_vcpu_state(const struct stream_body *body, uint32_t pass,
@@ -190,9 +189,8 @@ char *stream_describe_ram_index(const struct stream_body *body, uint32_t pass,
     put_u64(f, "present", idx->nr_present);
     put_u64(f, "bytes", bytes);
     put_flag(f, "page_crcs", idx->crcs != NULL);
-    return g_strdup_printf("%" PRIu64 " of 0x%" PRIx64 " frames present (%s)%s",
-                           idx->nr_present, idx->nr_gfns, human,
-                           idx->crcs ? ", page CRCs OK" : ", no page CRCs");
+    return g_strdup_printf("%" PRIu64 " of 0x%" PRIx64 " frames present (%s)%s", idx->nr_present,
+                           idx->nr_gfns, human, idx->crcs ? ", page CRCs OK" : ", no page CRCs");
 }
 
 char *stream_describe_ram_fds(const struct stream_body *body, uint32_t pass,
@@ -208,8 +206,8 @@ char *stream_describe_ram_fds(const struct stream_body *body, uint32_t pass,
         total += m->regions[i].size;
     put_u64(f, "ram_bytes", total);
     g_autofree char *human = stream_human_bytes(total);
-    g_string_append_printf(out, "%u memfd(s) by SCM_RIGHTS, %s of RAM, no pages:",
-                           m->nr_regions, human);
+    g_string_append_printf(out, "%u memfd(s) by SCM_RIGHTS, %s of RAM, no pages:", m->nr_regions,
+                           human);
     for (uint32_t i = 0; i < m->nr_regions; i++)
         g_string_append_printf(out, " [0x%" PRIx64 "+0x%" PRIx64 ")", m->regions[i].gpa,
                                m->regions[i].size);

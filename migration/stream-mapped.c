@@ -9,7 +9,7 @@
 #include <zlib.h>
 
 /* Offsets stay below 2^63 so that off_t holds them. */
-#define MAPPED_OFFSET_MAX   ((uint64_t)INT64_MAX)
+#define MAPPED_OFFSET_MAX ((uint64_t)INT64_MAX)
 
 uint64_t stream_record_wire_size(uint32_t stream_flags, uint32_t length)
 {
@@ -40,18 +40,19 @@ static char *mapped_ram_problem(const struct stream_mapped_ram *m, uint64_t head
                                m->nr_gfns, nr_gfns);
     if (m->ram_offset % MIG_MAPPED_ALIGN || m->tail_offset % MIG_MAPPED_ALIGN)
         return g_strdup_printf("ram_offset %" PRIu64 " or tail_offset %" PRIu64
-                               " is not a multiple of %u", m->ram_offset, m->tail_offset,
-                               MIG_MAPPED_ALIGN);
+                               " is not a multiple of %u",
+                               m->ram_offset, m->tail_offset, MIG_MAPPED_ALIGN);
     if (m->ram_offset < head_end)
-        return g_strdup_printf("ram_offset %" PRIu64 " lies inside the head (which ends at %"
-                               PRIu64 ")", m->ram_offset, head_end);
+        return g_strdup_printf("ram_offset %" PRIu64 " lies inside the head (which ends at %" PRIu64
+                               ")",
+                               m->ram_offset, head_end);
     if (!mapped_tail(m->ram_offset, m->nr_gfns, &tail))
         return g_strdup_printf("ram_offset %" PRIu64 " + 0x%" PRIx64 " pages overflows",
                                m->ram_offset, m->nr_gfns);
     if (m->tail_offset != tail)
         return g_strdup_printf("tail_offset %" PRIu64 ", expected %" PRIu64
-                               " (the RAM area's end rounded up to %u)", m->tail_offset, tail,
-                               MIG_MAPPED_ALIGN);
+                               " (the RAM area's end rounded up to %u)",
+                               m->tail_offset, tail, MIG_MAPPED_ALIGN);
     return NULL;
 }
 
@@ -66,8 +67,7 @@ bool stream_mapped_ram_plan(const struct stream_writer *w, uint64_t nr_gfns,
     out->ram_offset = ALIGN_UP(head_end, (uint64_t)MIG_MAPPED_ALIGN);
     out->nr_gfns = nr_gfns;
     if (!mapped_tail(out->ram_offset, nr_gfns, &out->tail_offset))
-        return stream_fail(errp, "MAPPED_RAM: 0x%" PRIx64 " pages do not fit in a file",
-                           nr_gfns);
+        return stream_fail(errp, "MAPPED_RAM: 0x%" PRIx64 " pages do not fit in a file", nr_gfns);
     return true;
 }
 
@@ -106,8 +106,9 @@ bool stream_parse_mapped_ram(const struct stream_record *rec, uint32_t stream_fl
     out->ram_offset = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, ram_offset));
     out->nr_gfns = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, nr_gfns));
     out->tail_offset = mig_load_le64(b + offsetof(struct mig_rec_mapped_ram, tail_offset));
-    problem = mapped_ram_problem(out, rec->offset +
-                                 stream_record_wire_size(stream_flags, rec->length), nr_gfns);
+    problem = mapped_ram_problem(out,
+                                 rec->offset + stream_record_wire_size(stream_flags, rec->length),
+                                 nr_gfns);
     if (problem)
         return stream_rec_fail(rec, errp, "%s", problem);
     return true;
@@ -119,8 +120,8 @@ static uint64_t ram_index_bitmap_bytes(uint64_t nr_gfns)
     return DIV_ROUND_UP(nr_gfns, 64) * 8;
 }
 
-bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns,
-                            const unsigned long *bitmap, const uint32_t *crcs, GError **errp)
+bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns, const unsigned long *bitmap,
+                            const uint32_t *crcs, GError **errp)
 {
     const bool with_crc = w->flags & MIG_HDR_F_CRC32;
     uint8_t hdr[sizeof(struct mig_rec_ram_index)];
@@ -133,16 +134,19 @@ bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns,
     if (with_crc && !crcs)
         return stream_fail(errp, "RAM_INDEX: the stream has CRCs but no page CRCs were given");
     if (nr_gfns > (uint64_t)MIG_REC_LENGTH_MAX * 8)
-        return stream_fail(errp, "RAM_INDEX: 0x%" PRIx64 " frames make the index larger "
-                           "than %u bytes", nr_gfns, MIG_REC_LENGTH_MAX);
+        return stream_fail(errp,
+                           "RAM_INDEX: 0x%" PRIx64 " frames make the index larger "
+                           "than %u bytes",
+                           nr_gfns, MIG_REC_LENGTH_MAX);
     for (uint64_t gfn = 0; gfn < nr_gfns; gfn++)
         present += bitmap_test(bitmap, gfn);
     len = sizeof(hdr) + ram_index_bitmap_bytes(nr_gfns) + (with_crc ? 4 * present : 0);
     if (len > MIG_REC_LENGTH_MAX)
-        return stream_fail(errp, "RAM_INDEX of %" PRIu64 " bytes (%" PRIu64 " present pages) "
+        return stream_fail(errp,
+                           "RAM_INDEX of %" PRIu64 " bytes (%" PRIu64 " present pages) "
                            "exceeds the maximum record of %u bytes: the file format holds "
-                           "about 60 GiB of present pages with CRCs", len, present,
-                           MIG_REC_LENGTH_MAX);
+                           "about 60 GiB of present pages with CRCs",
+                           len, present, MIG_REC_LENGTH_MAX);
     mig_store_le64(hdr + offsetof(struct mig_rec_ram_index, nr_gfns), nr_gfns);
     mig_store_le64(hdr + offsetof(struct mig_rec_ram_index, nr_present), present);
     if (!stream_record_begin(w, MIG_REC_RAM_INDEX, (uint32_t)len, errp))
@@ -195,18 +199,22 @@ bool stream_parse_ram_index(const struct stream_record *rec, uint32_t stream_fla
     out->nr_gfns = mig_load_le64(b + offsetof(struct mig_rec_ram_index, nr_gfns));
     out->nr_present = mig_load_le64(b + offsetof(struct mig_rec_ram_index, nr_present));
     if (out->nr_gfns != nr_gfns)
-        return stream_rec_fail(rec, errp, "nr_gfns 0x%" PRIx64 " differs from VM_CONFIG's 0x%" PRIx64,
+        return stream_rec_fail(rec, errp,
+                               "nr_gfns 0x%" PRIx64 " differs from VM_CONFIG's 0x%" PRIx64,
                                out->nr_gfns, nr_gfns);
     /* Bounded before any arithmetic: the body is at most MIG_REC_LENGTH_MAX. */
     if (out->nr_gfns > (uint64_t)MIG_REC_LENGTH_MAX * 8 || out->nr_present > out->nr_gfns)
-        return stream_rec_fail(rec, errp, "0x%" PRIx64 " present of 0x%" PRIx64
-                               " frames cannot fit in one record", out->nr_present, out->nr_gfns);
+        return stream_rec_fail(rec, errp,
+                               "0x%" PRIx64 " present of 0x%" PRIx64
+                               " frames cannot fit in one record",
+                               out->nr_present, out->nr_gfns);
     bitmap_bytes = ram_index_bitmap_bytes(out->nr_gfns);
     want = sizeof(struct mig_rec_ram_index) + bitmap_bytes + (with_crc ? 4 * out->nr_present : 0);
     if (rec->length != want)
-        return stream_rec_fail(rec, errp, "length %u, but 0x%" PRIx64 " frames with 0x%" PRIx64
-                               " present need %" PRIu64, rec->length, out->nr_gfns, out->nr_present,
-                               want);
+        return stream_rec_fail(rec, errp,
+                               "length %u, but 0x%" PRIx64 " frames with 0x%" PRIx64
+                               " present need %" PRIu64,
+                               rec->length, out->nr_gfns, out->nr_present, want);
     out->bitmap = b + sizeof(struct mig_rec_ram_index);
     words = bitmap_bytes / 8;
     for (uint64_t i = 0; i < words; i++) {
@@ -246,7 +254,7 @@ bool stream_ram_index_for_each_run(const struct stream_ram_index *idx, uint64_t 
         uint64_t v = mig_load_le64(idx->bitmap + i * 8);
 
         if (!v && !run_len)
-            continue;           /* a hole of 64 pages: skip it fast */
+            continue; /* a hole of 64 pages: skip it fast */
         for (unsigned bit = 0; bit < 64; bit++) {
             uint64_t gfn = i * 64 + bit;
             bool set = (v >> bit) & 1;
@@ -282,8 +290,10 @@ bool stream_ram_index_check_page(const struct stream_ram_index *idx, uint64_t cr
     want = stream_ram_index_crc(idx, crc_index);
     got = (uint32_t)crc32(0, page, 1u << MIG_STREAM_PAGE_SHIFT);
     if (want != got)
-        return stream_fail(errp, "gfn 0x%" PRIx64 ": page CRC mismatch (index says 0x%08x, "
-                           "computed 0x%08x)", gfn, want, got);
+        return stream_fail(errp,
+                           "gfn 0x%" PRIx64 ": page CRC mismatch (index says 0x%08x, "
+                           "computed 0x%08x)",
+                           gfn, want, got);
     return true;
 }
 

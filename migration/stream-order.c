@@ -6,14 +6,14 @@
 #include <string.h>
 
 enum {
-    ORDER_CONFIG,           /* expect VM_CONFIG */
-    ORDER_STATIC_END,       /* expect STATIC_END */
-    ORDER_MAPPED_RAM,       /* mapped: expect MAPPED_RAM (the head's last record) */
-    ORDER_RAM_INDEX,        /* mapped: expect RAM_INDEX (the tail's first) */
-    ORDER_RAM_FDS,          /* hand-over: expect RAM_FDS, then the state */
-    ORDER_PASSES,           /* PAGE_DATA, ZERO_PAGES, ITERATION_END (mapped: ITERATION_END) */
-    ORDER_VCPUS,            /* VCPU_STATE x nr_vcpus, then VM_STATE */
-    ORDER_DEVICES,          /* DEVICE_STATE*, END */
+    ORDER_CONFIG,     /* expect VM_CONFIG */
+    ORDER_STATIC_END, /* expect STATIC_END */
+    ORDER_MAPPED_RAM, /* mapped: expect MAPPED_RAM (the head's last record) */
+    ORDER_RAM_INDEX,  /* mapped: expect RAM_INDEX (the tail's first) */
+    ORDER_RAM_FDS,    /* hand-over: expect RAM_FDS, then the state */
+    ORDER_PASSES,     /* PAGE_DATA, ZERO_PAGES, ITERATION_END (mapped: ITERATION_END) */
+    ORDER_VCPUS,      /* VCPU_STATE x nr_vcpus, then VM_STATE */
+    ORDER_DEVICES,    /* DEVICE_STATE*, END */
     ORDER_DONE,
 };
 
@@ -51,18 +51,23 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
         return true;
     t = stream_record_type_find(rec->type);
     if (o->mapped && t && t->where == STREAM_REC_SOCKET)
-        return stream_rec_fail(rec, errp, "out of order: no %s records in a mapped-RAM file "
-                               "(pages live in the RAM area)", mig_rec_type_name(rec->type));
+        return stream_rec_fail(rec, errp,
+                               "out of order: no %s records in a mapped-RAM file "
+                               "(pages live in the RAM area)",
+                               mig_rec_type_name(rec->type));
     if (!o->mapped && t && t->where == STREAM_REC_MAPPED)
         return stream_rec_fail(rec, errp, "out of order: %s only appears in a mapped-RAM file",
                                mig_rec_type_name(rec->type));
     if (!o->handover && t && t->where == STREAM_REC_HANDOVER)
-        return stream_rec_fail(rec, errp, "out of order: %s only appears in a cpr-transfer "
-                               "stream", mig_rec_type_name(rec->type));
-    if (o->handover && t && (t->where == STREAM_REC_SOCKET ||
-                             rec->type == MIG_REC_ITERATION_END))
-        return stream_rec_fail(rec, errp, "out of order: no %s records in a cpr-transfer "
-                               "stream (RAM comes as memfds)", mig_rec_type_name(rec->type));
+        return stream_rec_fail(rec, errp,
+                               "out of order: %s only appears in a cpr-transfer "
+                               "stream",
+                               mig_rec_type_name(rec->type));
+    if (o->handover && t && (t->where == STREAM_REC_SOCKET || rec->type == MIG_REC_ITERATION_END))
+        return stream_rec_fail(rec, errp,
+                               "out of order: no %s records in a cpr-transfer "
+                               "stream (RAM comes as memfds)",
+                               mig_rec_type_name(rec->type));
     switch (o->state) {
     case ORDER_CONFIG:
         if (rec->type != MIG_REC_VM_CONFIG)
@@ -89,7 +94,8 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
         return true;
     case ORDER_RAM_INDEX:
         if (rec->type != MIG_REC_RAM_INDEX)
-            return stream_rec_fail(rec, errp, "out of order: expected RAM_INDEX at the tail offset");
+            return stream_rec_fail(rec, errp,
+                                   "out of order: expected RAM_INDEX at the tail offset");
         o->state = ORDER_PASSES;
         return true;
     case ORDER_PASSES:
@@ -133,7 +139,8 @@ bool stream_order_check(struct stream_order *o, const struct stream_record *rec,
         if (o->next_vcpu < o->nr_vcpus)
             return stream_rec_fail(rec, errp, "out of order: expected VCPU_STATE for vCPU %u of %u",
                                    o->next_vcpu, o->nr_vcpus);
-        return stream_rec_fail(rec, errp, "out of order: expected VM_STATE after %u VCPU_STATE records",
+        return stream_rec_fail(rec, errp,
+                               "out of order: expected VM_STATE after %u VCPU_STATE records",
                                o->nr_vcpus);
     case ORDER_DEVICES:
         if (rec->type == MIG_REC_DEVICE_STATE)

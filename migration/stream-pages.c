@@ -15,17 +15,18 @@ bool stream_write_page_data(struct stream_writer *w, const struct stream_page *p
     uint64_t len = sizeof(hdr) + (uint64_t)count * sizeof(struct mig_page_desc);
 
     if (count < 1 || count > MIG_PAGE_DATA_MAX_PAGES)
-        return stream_fail(errp, "PAGE_DATA: %u pages (1 to %d)", count,
-                           MIG_PAGE_DATA_MAX_PAGES);
+        return stream_fail(errp, "PAGE_DATA: %u pages (1 to %d)", count, MIG_PAGE_DATA_MAX_PAGES);
     for (unsigned i = 0; i < count; i++) {
-        bool ok = pages[i].encoding == MIG_PAGE_ENC_RAW ? pages[i].length == page_size :
-                  pages[i].encoding == MIG_PAGE_ENC_ZLIB &&
-                  pages[i].length >= 1 && pages[i].length <= page_size;
+        bool ok = pages[i].encoding == MIG_PAGE_ENC_RAW
+                      ? pages[i].length == page_size
+                      : pages[i].encoding == MIG_PAGE_ENC_ZLIB && pages[i].length >= 1 &&
+                            pages[i].length <= page_size;
 
         if (!ok)
-            return stream_fail(errp, "PAGE_DATA: page %u (gfn 0x%" PRIx64
-                               ") has encoding %u with length %u", i, pages[i].gfn,
-                               pages[i].encoding, pages[i].length);
+            return stream_fail(errp,
+                               "PAGE_DATA: page %u (gfn 0x%" PRIx64
+                               ") has encoding %u with length %u",
+                               i, pages[i].gfn, pages[i].encoding, pages[i].length);
         len += pages[i].length;
     }
     mig_store_le32(hdr + offsetof(struct mig_rec_page_data, count), count);
@@ -87,11 +88,14 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
     if (mig_load_le32(b + offsetof(struct mig_rec_page_data, reserved)))
         return stream_rec_fail(rec, errp, "reserved field is not zero");
     if (count < 1 || count > MIG_PAGE_DATA_MAX_PAGES)
-        return stream_rec_fail(rec, errp, "page count %u (1 to %d)", count, MIG_PAGE_DATA_MAX_PAGES);
+        return stream_rec_fail(rec, errp, "page count %u (1 to %d)", count,
+                               MIG_PAGE_DATA_MAX_PAGES);
     descs_end = sizeof(struct mig_rec_page_data) + (uint64_t)count * sizeof(struct mig_page_desc);
     if (descs_end > rec->length)
-        return stream_rec_fail(rec, errp, "page count %u needs %" PRIu64
-                               " bytes of descriptors, the body has %u", count, descs_end, rec->length);
+        return stream_rec_fail(rec, errp,
+                               "page count %u needs %" PRIu64
+                               " bytes of descriptors, the body has %u",
+                               count, descs_end, rec->length);
 
     /* Pass 1: validate every descriptor before anyone sees a page. */
     for (uint32_t i = 0; i < count; i++) {
@@ -101,23 +105,30 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
         uint32_t len = mig_load_le32(d + offsetof(struct mig_page_desc, length));
 
         if (gfn >= nr_gfns)
-            return stream_rec_fail(rec, errp, "page %u: gfn 0x%" PRIx64
-                                   " is outside guest memory (0x%" PRIx64 " frames)", i, gfn, nr_gfns);
+            return stream_rec_fail(rec, errp,
+                                   "page %u: gfn 0x%" PRIx64 " is outside guest memory (0x%" PRIx64
+                                   " frames)",
+                                   i, gfn, nr_gfns);
         switch (enc) {
         case MIG_PAGE_ENC_RAW:
             if (len != page_size)
-                return stream_rec_fail(rec, errp, "page %u (gfn 0x%" PRIx64
-                                       "): raw length %u is not the page size %u", i, gfn, len,
-                                       page_size);
+                return stream_rec_fail(rec, errp,
+                                       "page %u (gfn 0x%" PRIx64
+                                       "): raw length %u is not the page size %u",
+                                       i, gfn, len, page_size);
             break;
         case MIG_PAGE_ENC_ZLIB:
             if (len < 1 || len > page_size)
-                return stream_rec_fail(rec, errp, "page %u (gfn 0x%" PRIx64
-                                       "): compressed length %u (1 to %u)", i, gfn, len, page_size);
+                return stream_rec_fail(rec, errp,
+                                       "page %u (gfn 0x%" PRIx64
+                                       "): compressed length %u (1 to %u)",
+                                       i, gfn, len, page_size);
             break;
         case MIG_PAGE_ENC_DELTA:
-            return stream_rec_fail(rec, errp, "page %u (gfn 0x%" PRIx64
-                                   "): encoding DELTA is reserved in stream version 1", i, gfn);
+            return stream_rec_fail(rec, errp,
+                                   "page %u (gfn 0x%" PRIx64
+                                   "): encoding DELTA is reserved in stream version 1",
+                                   i, gfn);
         default:
             return stream_rec_fail(rec, errp, "page %u (gfn 0x%" PRIx64 "): unknown encoding %u", i,
                                    gfn, enc);
@@ -125,9 +136,10 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
         payload += len;
     }
     if (descs_end + payload != rec->length)
-        return stream_rec_fail(rec, errp, "%u pages carry %" PRIu64 " payload bytes, the body has %"
-                               PRIu64 " after the descriptors", count, payload,
-                               rec->length - descs_end);
+        return stream_rec_fail(rec, errp,
+                               "%u pages carry %" PRIu64 " payload bytes, the body has %" PRIu64
+                               " after the descriptors",
+                               count, payload, rec->length - descs_end);
 
     /* Pass 2: hand out the pages. */
     payload = descs_end;
@@ -151,8 +163,8 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
     return true;
 }
 
-bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns,
-                             stream_range_fn fn, void *opaque, GError **errp)
+bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns, stream_range_fn fn,
+                             void *opaque, GError **errp)
 {
     const uint8_t *b = rec->body;
     uint32_t count;
@@ -164,9 +176,8 @@ bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns,
     count = mig_load_le32(b + offsetof(struct mig_rec_zero_pages, count));
     if (mig_load_le32(b + offsetof(struct mig_rec_zero_pages, reserved)))
         return stream_rec_fail(rec, errp, "reserved field is not zero");
-    if (count < 1 ||
-        (uint64_t)count * sizeof(struct mig_gfn_range) !=
-        rec->length - sizeof(struct mig_rec_zero_pages))
+    if (count < 1 || (uint64_t)count * sizeof(struct mig_gfn_range) !=
+                         rec->length - sizeof(struct mig_rec_zero_pages))
         return stream_rec_fail(rec, errp, "range count %u does not match the body length %u", count,
                                rec->length);
     for (int pass = 0; pass < 2; pass++) {
@@ -179,9 +190,11 @@ bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns,
             if (pass == 0) {
                 /* first + n <= nr_gfns, without computing first + n. */
                 if (!n || first >= nr_gfns || n > nr_gfns - first)
-                    return stream_rec_fail(rec, errp, "range %u (gfn 0x%" PRIx64 " + 0x%" PRIx64
+                    return stream_rec_fail(rec, errp,
+                                           "range %u (gfn 0x%" PRIx64 " + 0x%" PRIx64
                                            " pages) is empty or outside guest memory (0x%" PRIx64
-                                           " frames)", i, first, n, nr_gfns);
+                                           " frames)",
+                                           i, first, n, nr_gfns);
             } else if (fn && !fn(opaque, first, n, errp)) {
                 return false;
             }
@@ -207,10 +220,13 @@ bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page
     case MIG_PAGE_ENC_ZLIB:
         rc = uncompress2(dst, &out_len, page->data, &in_len);
         if (rc != Z_OK || out_len != page_size || in_len != page->length)
-            return stream_fail(errp, "gfn 0x%" PRIx64 ": zlib data does not inflate to exactly "
-                               "one page (%s)", page->gfn,
-                               rc == Z_OK ? "size mismatch or trailing bytes" :
-                               rc == Z_BUF_ERROR ? "too long or truncated" : "corrupt");
+            return stream_fail(errp,
+                               "gfn 0x%" PRIx64 ": zlib data does not inflate to exactly "
+                               "one page (%s)",
+                               page->gfn,
+                               rc == Z_OK          ? "size mismatch or trailing bytes"
+                               : rc == Z_BUF_ERROR ? "too long or truncated"
+                                                   : "corrupt");
         return true;
     default:
         return stream_fail(errp, "gfn 0x%" PRIx64 ": unsupported encoding %u", page->gfn,
@@ -327,9 +343,8 @@ bool stream_body_zero_pages(const struct stream_record *rec, const struct stream
     return stream_parse_zero_pages(rec, ctx->nr_gfns, tally_range, &t, errp);
 }
 
-bool stream_body_iteration_end(const struct stream_record *rec,
-                               const struct stream_parse_ctx *ctx, struct stream_body *out,
-                               GError **errp)
+bool stream_body_iteration_end(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
+                               struct stream_body *out, GError **errp)
 {
     (void)ctx;
     return stream_parse_iteration_end(rec, &out->iteration_end, errp);

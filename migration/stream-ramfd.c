@@ -15,22 +15,21 @@ static char *ram_fds_problem(const struct stream_ram_fds *m)
     const uint64_t page = 1ULL << MIG_STREAM_PAGE_SHIFT;
 
     if (m->nr_regions < 1 || m->nr_regions > MIG_VM_CONFIG_MAX_REGIONS)
-        return g_strdup_printf("%u regions (1 to %u)", m->nr_regions,
-                               MIG_VM_CONFIG_MAX_REGIONS);
+        return g_strdup_printf("%u regions (1 to %u)", m->nr_regions, MIG_VM_CONFIG_MAX_REGIONS);
     for (uint32_t i = 0; i < m->nr_regions; i++) {
         uint64_t gpa = m->regions[i].gpa, size = m->regions[i].size;
 
         if (!size || gpa % page || size % page || size > UINT64_MAX - gpa)
             return g_strdup_printf("region %u [0x%" PRIx64 "+0x%" PRIx64 ") is not a "
-                                   "page-aligned, non-empty range", i, gpa, size);
+                                   "page-aligned, non-empty range",
+                                   i, gpa, size);
         if (i && gpa < m->regions[i - 1].gpa + m->regions[i - 1].size)
             return g_strdup_printf("region %u overlaps or precedes region %u", i, i - 1);
     }
     return NULL;
 }
 
-bool stream_write_ram_fds(struct stream_writer *w, const struct stream_ram_fds *m,
-                          GError **errp)
+bool stream_write_ram_fds(struct stream_writer *w, const struct stream_ram_fds *m, GError **errp)
 {
     uint8_t b[RAM_FDS_REGION(MIG_VM_CONFIG_MAX_REGIONS)];
     g_autofree char *problem = ram_fds_problem(m);

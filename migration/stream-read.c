@@ -28,7 +28,7 @@ uint64_t stream_reader_pos(const struct stream_reader *r)
 void stream_reader_set_channel(struct stream_reader *r, struct channel *ch, uint64_t offset)
 {
     r->ch = ch;
-    r->pos_base = offset - channel_read_pos(ch);    /* modular: any start works */
+    r->pos_base = offset - channel_read_pos(ch); /* modular: any start works */
 }
 
 bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **errp)
@@ -37,8 +37,7 @@ bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **er
     GError *err = NULL;
 
     if (offset < pos)
-        return stream_fail(errp, "cannot go back from offset %" PRIu64 " to %" PRIu64, pos,
-                           offset);
+        return stream_fail(errp, "cannot go back from offset %" PRIu64 " to %" PRIu64, pos, offset);
     while (pos < offset) {
         size_t n = (size_t)MIN(offset - pos, (uint64_t)1 << 30);
 
@@ -67,13 +66,15 @@ bool stream_read_header(struct stream_reader *r, GError **errp)
         return stream_fail(errp, "stream header: bad magic (not a Tern migration stream)");
     version = mig_load_le32(h + offsetof(struct mig_image_header, version));
     if (version != MIG_STREAM_VERSION)
-        return stream_fail(errp, "stream header: unsupported stream version %u (this Tern reads %u)",
+        return stream_fail(errp,
+                           "stream header: unsupported stream version %u (this Tern reads %u)",
                            version, MIG_STREAM_VERSION);
     crc = mig_load_le32(h + offsetof(struct mig_image_header, header_crc));
     want = (uint32_t)crc32(0, h, offsetof(struct mig_image_header, header_crc));
     if (crc != want)
-        return stream_fail(errp, "stream header: CRC mismatch (header says 0x%08x, computed 0x%08x)",
-                           crc, want);
+        return stream_fail(errp,
+                           "stream header: CRC mismatch (header says 0x%08x, computed 0x%08x)", crc,
+                           want);
     flags = mig_load_le32(h + offsetof(struct mig_image_header, flags));
     if (flags & ~MIG_HDR_F_KNOWN)
         return stream_fail(errp, "stream header: unknown flags 0x%x", flags & ~MIG_HDR_F_KNOWN);
@@ -83,7 +84,8 @@ bool stream_read_header(struct stream_reader *r, GError **errp)
     page_shift = mig_load_le32(h + offsetof(struct mig_image_header, page_shift));
     if (page_shift != MIG_STREAM_PAGE_SHIFT) {
         if (page_shift < 32)
-            return stream_fail(errp, "stream header: page size %llu not supported (this Tern uses %u)",
+            return stream_fail(errp,
+                               "stream header: page size %llu not supported (this Tern uses %u)",
                                1ULL << page_shift, 1u << MIG_STREAM_PAGE_SHIFT);
         return stream_fail(errp, "stream header: page shift %u not supported", page_shift);
     }
@@ -106,8 +108,9 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
     rec->index = r->records;
     rec->offset = stream_reader_pos(r);
     if (!channel_read_exact(r->ch, h, sizeof(h), &err)) {
-        g_propagate_prefixed_error(errp, err, "record %" PRIu64 " at offset %" PRIu64
-                                   ": truncated header: ", rec->index, rec->offset);
+        g_propagate_prefixed_error(errp, err,
+                                   "record %" PRIu64 " at offset %" PRIu64 ": truncated header: ",
+                                   rec->index, rec->offset);
         return false;
     }
     rec->type = mig_load_le32(h + offsetof(struct mig_rec_header, type));

@@ -12,7 +12,7 @@ bool stream_write_rp_error(struct stream_writer *w, const char *message, GError 
     if (end - message > (ptrdiff_t)MIG_RP_ERROR_MAX) {
         end = message + MIG_RP_ERROR_MAX;
         while (end > message && ((uint8_t)*end & 0xc0) == 0x80)
-            end--;              /* do not cut a UTF-8 sequence */
+            end--; /* do not cut a UTF-8 sequence */
     }
     if (end == message) {
         message = "error";
@@ -48,4 +48,3 @@ bool stream_parse_rp_error(const struct stream_record *rec, char **message, GErr
     *message = g_strndup(body.rp_error.text, body.rp_error.len);
     return true;
 }
-

@@ -16,7 +16,8 @@ bool stream_write_vcpu_state(struct stream_writer *w, uint32_t index, const void
         return false;
     mig_store_le32(h + offsetof(struct mig_rec_vcpu_state, index), index);
     struct stream_part parts[] = {
-        { h, sizeof(h), STREAM_PART_COPY }, { fdt, size, STREAM_PART_COPY },
+        { h, sizeof(h), STREAM_PART_COPY },
+        { fdt, size, STREAM_PART_COPY },
     };
     return stream_write_record(w, MIG_REC_VCPU_STATE, parts, 2, errp);
 }
@@ -44,13 +45,14 @@ bool stream_write_device_state(struct stream_writer *w, const char *id, uint32_t
     stream_store_name(h + offsetof(struct mig_rec_device_state, id), id);
     mig_store_le32(h + offsetof(struct mig_rec_device_state, instance), instance);
     struct stream_part parts[] = {
-        { h, sizeof(h), STREAM_PART_COPY }, { fdt, size, STREAM_PART_COPY },
+        { h, sizeof(h), STREAM_PART_COPY },
+        { fdt, size, STREAM_PART_COPY },
     };
     return stream_write_record(w, MIG_REC_DEVICE_STATE, parts, 2, errp);
 }
 
-bool stream_parse_vcpu_state(const struct stream_record *rec, uint32_t *index,
-                             const void **fdt, size_t *fdt_len, GError **errp)
+bool stream_parse_vcpu_state(const struct stream_record *rec, uint32_t *index, const void **fdt,
+                             size_t *fdt_len, GError **errp)
 {
     const size_t hdr = sizeof(struct mig_rec_vcpu_state);
 
@@ -81,8 +83,7 @@ bool stream_parse_vm_state(const struct stream_record *rec, const void **fdt, si
 }
 
 bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME_LEN],
-                               uint32_t *instance, const void **fdt, size_t *fdt_len,
-                               GError **errp)
+                               uint32_t *instance, const void **fdt, size_t *fdt_len, GError **errp)
 {
     const size_t hdr = sizeof(struct mig_rec_device_state);
 
@@ -109,8 +110,8 @@ bool stream_body_vcpu_state(const struct stream_record *rec, const struct stream
                             struct stream_body *out, GError **errp)
 {
     (void)ctx;
-    return stream_parse_vcpu_state(rec, &out->state.index, &out->state.fdt,
-                                   &out->state.fdt_len, errp);
+    return stream_parse_vcpu_state(rec, &out->state.index, &out->state.fdt, &out->state.fdt_len,
+                                   errp);
 }
 
 bool stream_body_vm_state(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
@@ -120,9 +121,8 @@ bool stream_body_vm_state(const struct stream_record *rec, const struct stream_p
     return stream_parse_vm_state(rec, &out->state.fdt, &out->state.fdt_len, errp);
 }
 
-bool stream_body_device_state(const struct stream_record *rec,
-                              const struct stream_parse_ctx *ctx, struct stream_body *out,
-                              GError **errp)
+bool stream_body_device_state(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
+                              struct stream_body *out, GError **errp)
 {
     (void)ctx;
     return stream_parse_device_state(rec, out->state.id, &out->state.index, &out->state.fdt,

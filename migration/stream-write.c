@@ -20,8 +20,7 @@ bool stream_write_header(struct stream_writer *w, GError **errp)
 
     if (w->flags & ~MIG_HDR_F_KNOWN)
         return stream_fail(errp, "unknown stream flags 0x%x", w->flags & ~MIG_HDR_F_KNOWN);
-    memcpy(h + offsetof(struct mig_image_header, magic), MIG_STREAM_MAGIC,
-           MIG_STREAM_MAGIC_LEN);
+    memcpy(h + offsetof(struct mig_image_header, magic), MIG_STREAM_MAGIC, MIG_STREAM_MAGIC_LEN);
     mig_store_le32(h + offsetof(struct mig_image_header, version), MIG_STREAM_VERSION);
     mig_store_le32(h + offsetof(struct mig_image_header, flags), w->flags);
     mig_store_le32(h + offsetof(struct mig_image_header, page_shift), MIG_STREAM_PAGE_SHIFT);

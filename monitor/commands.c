@@ -8,7 +8,7 @@
 #include "tern/memory.h"
 #include "tern/runstate.h"
 
-G_DEFINE_QUARK(tern-command-error-quark, command_error)
+G_DEFINE_QUARK(tern - command - error - quark, command_error)
 
 const char *command_error_class(const GError *error)
 {
@@ -48,7 +48,7 @@ JsonObject *command_result_as_object(JsonNode *result)
 
 /* ---- the registry ---- */
 
-static GPtrArray *command_list;     /* const struct command *, registration order */
+static GPtrArray *command_list; /* const struct command *, registration order */
 
 static void commands_ensure_builtin(void);
 
@@ -95,10 +95,11 @@ void commands_register(const struct command *table, size_t count)
                 break;
             }
         }
-        if (clash || (c->name && !c->handler) ||
-            (!c->name && !c->handler && !c->hmp_handler)) {
-            g_critical("command '%s' is a duplicate or has no handler; skipped",
-                       c->name ? c->name : c->hmp_name ? c->hmp_name : "?");
+        if (clash || (c->name && !c->handler) || (!c->name && !c->handler && !c->hmp_handler)) {
+            g_critical("command '%s' is a duplicate or has no handler; skipped", c->name ? c->name
+                                                                                 : c->hmp_name
+                                                                                     ? c->hmp_name
+                                                                                     : "?");
             continue;
         }
         g_ptr_array_add(command_list, (gpointer)c);
@@ -154,13 +155,20 @@ void commands_foreach(void (*fn)(const struct command *cmd, void *opaque), void 
 static const char *arg_type_name(enum cmd_arg_type t)
 {
     switch (t) {
-    case CMD_ARG_STRING: return "string";
-    case CMD_ARG_INT: return "integer";
-    case CMD_ARG_BOOL: return "boolean";
-    case CMD_ARG_NUMBER: return "number";
-    case CMD_ARG_OBJECT: return "object";
-    case CMD_ARG_ARRAY: return "array";
-    case CMD_ARG_ANY: return "any";
+    case CMD_ARG_STRING:
+        return "string";
+    case CMD_ARG_INT:
+        return "integer";
+    case CMD_ARG_BOOL:
+        return "boolean";
+    case CMD_ARG_NUMBER:
+        return "number";
+    case CMD_ARG_OBJECT:
+        return "object";
+    case CMD_ARG_ARRAY:
+        return "array";
+    case CMD_ARG_ANY:
+        return "any";
     }
     return "?";
 }
@@ -170,13 +178,20 @@ static bool arg_type_ok(enum cmd_arg_type t, JsonNode *v)
     GType vt = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : G_TYPE_INVALID;
 
     switch (t) {
-    case CMD_ARG_STRING: return vt == G_TYPE_STRING;
-    case CMD_ARG_INT: return vt == G_TYPE_INT64;
-    case CMD_ARG_BOOL: return vt == G_TYPE_BOOLEAN;
-    case CMD_ARG_NUMBER: return vt == G_TYPE_INT64 || vt == G_TYPE_DOUBLE;
-    case CMD_ARG_OBJECT: return JSON_NODE_HOLDS_OBJECT(v);
-    case CMD_ARG_ARRAY: return JSON_NODE_HOLDS_ARRAY(v);
-    case CMD_ARG_ANY: return true;
+    case CMD_ARG_STRING:
+        return vt == G_TYPE_STRING;
+    case CMD_ARG_INT:
+        return vt == G_TYPE_INT64;
+    case CMD_ARG_BOOL:
+        return vt == G_TYPE_BOOLEAN;
+    case CMD_ARG_NUMBER:
+        return vt == G_TYPE_INT64 || vt == G_TYPE_DOUBLE;
+    case CMD_ARG_OBJECT:
+        return JSON_NODE_HOLDS_OBJECT(v);
+    case CMD_ARG_ARRAY:
+        return JSON_NODE_HOLDS_ARRAY(v);
+    case CMD_ARG_ANY:
+        return true;
     }
     return false;
 }
@@ -198,8 +213,8 @@ bool commands_check_args(const struct command *cmd, JsonObject *args, GError **e
         JsonNode *v = args ? json_object_get_member(args, a->name) : NULL;
         if (!v) {
             if (!a->optional) {
-                g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                            "Parameter '%s' is missing", a->name);
+                g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Parameter '%s' is missing",
+                            a->name);
                 return false;
             }
             continue;
@@ -266,7 +281,9 @@ static JsonNode *cmd_qmp_capabilities(struct machine *m, JsonObject *args, GErro
         for (guint i = 0; i < json_array_get_length(en); i++) {
             JsonNode *v = json_array_get_element(en, i);
             const char *cap = JSON_NODE_HOLDS_VALUE(v) &&
-                json_node_get_value_type(v) == G_TYPE_STRING ? json_node_get_string(v) : NULL;
+                                      json_node_get_value_type(v) == G_TYPE_STRING
+                                  ? json_node_get_string(v)
+                                  : NULL;
             if (!cap) {
                 g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
                             "Invalid parameter type for 'enable[%u]', expected: string", i);
@@ -406,13 +423,13 @@ static void fmt_cpus(GString *out, JsonNode *result)
             continue;
         }
         /* '*' marks the monitor's current CPU, the first one. */
-        g_string_append_printf(out, "%c CPU #%" G_GINT64_FORMAT ": thread_id=%" G_GINT64_FORMAT
-                               "\n", i == 0 ? '*' : ' ',
+        g_string_append_printf(out,
+                               "%c CPU #%" G_GINT64_FORMAT ": thread_id=%" G_GINT64_FORMAT "\n",
+                               i == 0 ? '*' : ' ',
                                json_object_get_int_member_with_default(cpu, "cpu-index", i),
                                json_object_get_int_member_with_default(cpu, "thread-id", 0));
     }
 }
-
 
 static const char *package_name = TERN_PACKAGE;
 
@@ -448,8 +465,9 @@ static void fmt_version(GString *out, JsonNode *result)
     if (!q) {
         return;
     }
-    g_string_append_printf(out, "%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT
-                           " (%s)\n", json_object_get_int_member(q, "major"),
+    g_string_append_printf(out,
+                           "%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT " (%s)\n",
+                           json_object_get_int_member(q, "major"),
                            json_object_get_int_member(q, "minor"),
                            json_object_get_int_member(q, "micro"),
                            json_object_get_string_member_with_default(o, "package", ""));
@@ -479,9 +497,9 @@ static JsonNode *cmd_ram_digest(struct machine *m, JsonObject *args, GError **er
     (void)args;
     struct guest_ram *ram = machine_ram(m);
     if (!ram || guest_ram_released(ram)) {
-        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, ram
-                    ? "guest RAM was handed over to another process (cpr-transfer)"
-                    : "guest RAM is not available");
+        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
+                    ram ? "guest RAM was handed over to another process (cpr-transfer)"
+                        : "guest RAM is not available");
         return NULL;
     }
     /* Runs on the main thread and reads all of RAM: slow for big guests, but
@@ -512,48 +530,72 @@ static const struct cmd_arg args_qmp_capabilities[] = {
 
 static const struct command builtin_commands[] = {
     {
-        .name = "qmp_capabilities", .args = args_qmp_capabilities,
-        .handler = cmd_qmp_capabilities, .flags = CMD_ALLOW_PRECAPS,
+        .name = "qmp_capabilities",
+        .args = args_qmp_capabilities,
+        .handler = cmd_qmp_capabilities,
+        .flags = CMD_ALLOW_PRECAPS,
     },
     {
-        .name = "query-status", .handler = cmd_query_status,
-        .hmp_info = "status", .help = "show the current VM status (running|paused)",
+        .name = "query-status",
+        .handler = cmd_query_status,
+        .hmp_info = "status",
+        .help = "show the current VM status (running|paused)",
         .hmp_format = fmt_status,
     },
     {
-        .name = "query-kvm", .handler = cmd_query_kvm,
-        .hmp_info = "kvm", .help = "show KVM information", .hmp_format = fmt_kvm,
+        .name = "query-kvm",
+        .handler = cmd_query_kvm,
+        .hmp_info = "kvm",
+        .help = "show KVM information",
+        .hmp_format = fmt_kvm,
     },
     {
-        .name = "stop", .handler = cmd_stop,
-        .hmp_name = "stop|s", .help = "stop emulation",
+        .name = "stop",
+        .handler = cmd_stop,
+        .hmp_name = "stop|s",
+        .help = "stop emulation",
     },
     {
-        .name = "cont", .handler = cmd_cont,
-        .hmp_name = "cont|c", .help = "resume emulation",
+        .name = "cont",
+        .handler = cmd_cont,
+        .hmp_name = "cont|c",
+        .help = "resume emulation",
     },
     {
-        .name = "quit", .handler = cmd_quit,
-        .hmp_name = "quit|q", .help = "quit the emulator",
+        .name = "quit",
+        .handler = cmd_quit,
+        .hmp_name = "quit|q",
+        .help = "quit the emulator",
     },
     {
-        .name = "system_reset", .handler = cmd_system_reset,
-        .hmp_name = "system_reset", .help = "reset the system",
+        .name = "system_reset",
+        .handler = cmd_system_reset,
+        .hmp_name = "system_reset",
+        .help = "reset the system",
     },
     {
-        .name = "query-cpus-fast", .handler = cmd_query_cpus_fast,
-        .hmp_info = "cpus", .help = "show infos for each CPU", .hmp_format = fmt_cpus,
+        .name = "query-cpus-fast",
+        .handler = cmd_query_cpus_fast,
+        .hmp_info = "cpus",
+        .help = "show infos for each CPU",
+        .hmp_format = fmt_cpus,
     },
     {
-        .name = "query-version", .handler = cmd_query_version,
-        .hmp_info = "version", .help = "show the version of tern", .hmp_format = fmt_version,
+        .name = "query-version",
+        .handler = cmd_query_version,
+        .hmp_info = "version",
+        .help = "show the version of tern",
+        .hmp_format = fmt_version,
     },
     {
-        .name = "query-commands", .handler = cmd_query_commands,
+        .name = "query-commands",
+        .handler = cmd_query_commands,
     },
     {
-        .name = "x-query-ram-digest", .handler = cmd_ram_digest,
-        .hmp_info = "ram-digest", .help = "show a CRC-32 of all guest RAM",
+        .name = "x-query-ram-digest",
+        .handler = cmd_ram_digest,
+        .hmp_info = "ram-digest",
+        .help = "show a CRC-32 of all guest RAM",
         .hmp_format = fmt_ram_digest,
     },
 };

@@ -262,8 +262,8 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
     fmt_ms(out, o, "downtime", "downtime");
     fmt_ms(out, o, "setup-time", "setup");
 
-    JsonObject *ram = json_object_has_member(o, "ram") ?
-        json_object_get_object_member(o, "ram") : NULL;
+    JsonObject *ram = json_object_has_member(o, "ram") ? json_object_get_object_member(o, "ram")
+                                                       : NULL;
     if (ram) {
         g_string_append_printf(out, "transferred ram: %" PRIu64 " kbytes\n",
                                get_u64(ram, "transferred") >> 10);
@@ -271,8 +271,7 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
                                json_object_get_double_member_with_default(ram, "mbps", 0));
         g_string_append_printf(out, "remaining ram: %" PRIu64 " kbytes\n",
                                get_u64(ram, "remaining") >> 10);
-        g_string_append_printf(out, "total ram: %" PRIu64 " kbytes\n",
-                               get_u64(ram, "total") >> 10);
+        g_string_append_printf(out, "total ram: %" PRIu64 " kbytes\n", get_u64(ram, "total") >> 10);
         g_string_append_printf(out, "duplicate: %" PRIu64 " pages\n", get_u64(ram, "duplicate"));
         g_string_append_printf(out, "skipped: %" PRIu64 " pages\n", get_u64(ram, "skipped"));
         g_string_append_printf(out, "normal: %" PRIu64 " pages\n", get_u64(ram, "normal"));
@@ -300,8 +299,9 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
     if (json_object_has_member(o, "cpu-throttle-percentage"))
         g_string_append_printf(out, "cpu throttle percentage: %" PRIu64 "\n",
                                get_u64(o, "cpu-throttle-percentage"));
-    JsonObject *comp = json_object_has_member(o, "compression") ?
-        json_object_get_object_member(o, "compression") : NULL;
+    JsonObject *comp = json_object_has_member(o, "compression")
+                           ? json_object_get_object_member(o, "compression")
+                           : NULL;
     if (comp) {
         g_string_append_printf(out, "compression pages: %" PRIu64 " pages\n",
                                get_u64(comp, "pages"));
@@ -328,8 +328,7 @@ static JsonNode *cmd_migrate_set_parameters(struct machine *m, JsonObject *args,
     return NULL;
 }
 
-static JsonNode *cmd_query_migrate_parameters(struct machine *m, JsonObject *args,
-                                              GError **errp)
+static JsonNode *cmd_query_migrate_parameters(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     (void)args;
@@ -358,7 +357,8 @@ static void fmt_migrate_parameters(GString *out, JsonNode *result)
         uint64_t value;
         if (d->type == MIG_PARAM_ENUM) {
             int e = json_node_get_value_type(v) == G_TYPE_STRING
-                    ? mig_param_enum_lookup(d, json_node_get_string(v)) : -1;
+                        ? mig_param_enum_lookup(d, json_node_get_string(v))
+                        : -1;
             value = e < 0 ? UINT64_MAX : (uint64_t)e;
         } else if (d->type == MIG_PARAM_BOOL) {
             value = json_node_get_boolean(v);
@@ -371,8 +371,7 @@ static void fmt_migrate_parameters(GString *out, JsonNode *result)
 }
 
 /* HMP "migrate_set_parameter NAME VALUE": VALUE converted by the table. */
-static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *args,
-                                               GError **errp)
+static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     const char *name = arg_string(args, "parameter");
@@ -382,8 +381,8 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
     uint64_t value;
 
     if (!d) {
-        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                    "Unknown migration parameter '%s'", name ? name : "");
+        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Unknown migration parameter '%s'",
+                    name ? name : "");
         return NULL;
     }
     if (!text || !mig_param_parse_text(d, text, &value, errp)) {
@@ -397,8 +396,7 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
 
 /* ---- capabilities ---- */
 
-static JsonNode *cmd_migrate_set_capabilities(struct machine *m, JsonObject *args,
-                                              GError **errp)
+static JsonNode *cmd_migrate_set_capabilities(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     struct mig_params p;
@@ -410,8 +408,7 @@ static JsonNode *cmd_migrate_set_capabilities(struct machine *m, JsonObject *arg
     return NULL;
 }
 
-static JsonNode *cmd_query_migrate_capabilities(struct machine *m, JsonObject *args,
-                                                GError **errp)
+static JsonNode *cmd_query_migrate_capabilities(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     (void)args;
@@ -430,13 +427,13 @@ static void fmt_migrate_capabilities(GString *out, JsonNode *result)
         g_string_append_printf(out, "%s: %s\n",
                                json_object_get_string_member_with_default(c, "capability", "?"),
                                json_object_get_boolean_member_with_default(c, "state", FALSE)
-                                   ? "on" : "off");
+                                   ? "on"
+                                   : "off");
     }
 }
 
 /* HMP "migrate_set_capability NAME on|off". */
-static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *args,
-                                                GError **errp)
+static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     const char *name = arg_string(args, "capability");
@@ -444,8 +441,8 @@ static JsonNode *cmd_hmp_migrate_set_capability(struct machine *m, JsonObject *a
     struct mig_params p;
 
     if (!d) {
-        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                    "Capability '%s' is not supported", name ? name : "");
+        g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Capability '%s' is not supported",
+                    name ? name : "");
         return NULL;
     }
     migration_get_params(cmds_mig, &p);
@@ -462,10 +459,10 @@ static uint64_t bytes_to_mib(uint64_t bytes)
 }
 
 struct mig_watch {
-    struct hmp_session *hs;     /* a reference of ours */
+    struct hmp_session *hs; /* a reference of ours */
     struct migration *mig;
-    size_t line_len;            /* width of the progress line on screen */
-    char *line;                 /* its text, not rewritten while unchanged */
+    size_t line_len; /* width of the progress line on screen */
+    char *line;      /* its text, not rewritten while unchanged */
 };
 
 static void mig_watch_erase_line(struct mig_watch *w)
@@ -492,8 +489,8 @@ static void mig_watch_progress(struct mig_watch *w, const struct mig_info *info)
         return;
     }
     /* Pad over whatever was longer last time. */
-    hmp_session_printf(w->hs, "\r%s%*s", line,
-                       (int)(w->line_len > len ? w->line_len - len : 0), "");
+    hmp_session_printf(w->hs, "\r%s%*s", line, (int)(w->line_len > len ? w->line_len - len : 0),
+                       "");
     w->line_len = MAX(len, w->line_len);
     g_free(w->line);
     w->line = g_steal_pointer(&line);
@@ -506,9 +503,11 @@ static void mig_watch_finish(struct mig_watch *w, const struct mig_info *info)
     mig_watch_erase_line(w);
     switch (info->status) {
     case MIG_STATUS_COMPLETED:
-        hmp_session_printf(w->hs, "migration completed: total %" PRIu64 " ms, downtime %"
-                           PRIu64 " ms, %" PRIu64 " MiB\n", st->total_time_ms,
-                           st->downtime_ms, bytes_to_mib(st->transferred + MiB / 2));
+        hmp_session_printf(w->hs,
+                           "migration completed: total %" PRIu64 " ms, downtime %" PRIu64
+                           " ms, %" PRIu64 " MiB\n",
+                           st->total_time_ms, st->downtime_ms,
+                           bytes_to_mib(st->transferred + MiB / 2));
         break;
     case MIG_STATUS_FAILED:
         hmp_session_printf(w->hs, "Error: migration failed: %s\n",
@@ -528,7 +527,7 @@ static gboolean mig_watch_tick(gpointer opaque)
     struct mig_info info = { 0 };
 
     if (hmp_session_is_closed(w->hs)) {
-        return G_SOURCE_REMOVE;     /* the console went away; migration goes on */
+        return G_SOURCE_REMOVE; /* the console went away; migration goes on */
     }
     migration_info(w->mig, &info);
     if (info.status == MIG_STATUS_NONE || mig_status_is_terminal(info.status)) {
@@ -553,8 +552,7 @@ static void mig_watch_free(gpointer opaque)
     g_free(w);
 }
 
-static bool hmp_migrate(struct hmp_session *hs, struct machine *m, JsonObject *args,
-                        GError **errp)
+static bool hmp_migrate(struct hmp_session *hs, struct machine *m, JsonObject *args, GError **errp)
 {
     GError *err = NULL;
 
@@ -605,52 +603,73 @@ static struct cmd_arg args_migrate_set_parameters[MIG_SET_PARAMS_ARGS_MAX + 1];
 
 static const struct command migration_commands[] = {
     {
-        .name = "migrate", .args = args_migrate, .handler = cmd_migrate,
-        .hmp_name = "migrate", .hmp_args = "-d:detach uri:s", .hmp_usage = "[-d] uri",
+        .name = "migrate",
+        .args = args_migrate,
+        .handler = cmd_migrate,
+        .hmp_name = "migrate",
+        .hmp_args = "-d:detach uri:s",
+        .hmp_usage = "[-d] uri",
         .help = "migrate to uri (tcp:HOST:PORT, unix:PATH); -d: do not wait",
         .hmp_handler = hmp_migrate,
     },
     {
-        .name = "migrate-incoming", .args = args_migrate_incoming,
+        .name = "migrate-incoming",
+        .args = args_migrate_incoming,
         .handler = cmd_migrate_incoming,
-        .hmp_name = "migrate_incoming", .hmp_args = "uri:s", .hmp_usage = "uri",
+        .hmp_name = "migrate_incoming",
+        .hmp_args = "uri:s",
+        .hmp_usage = "uri",
         .help = "wait for an incoming migration on uri (needs -incoming defer)",
     },
     {
-        .name = "migrate_cancel", .handler = cmd_migrate_cancel,
-        .hmp_name = "migrate_cancel", .help = "cancel the current migration",
+        .name = "migrate_cancel",
+        .handler = cmd_migrate_cancel,
+        .hmp_name = "migrate_cancel",
+        .help = "cancel the current migration",
     },
     {
-        .name = "query-migrate", .handler = cmd_query_migrate,
-        .hmp_info = "migrate", .help = "show migration status",
+        .name = "query-migrate",
+        .handler = cmd_query_migrate,
+        .hmp_info = "migrate",
+        .help = "show migration status",
         .hmp_format = fmt_info_migrate,
     },
     {
-        .name = "migrate-set-parameters", .args = args_migrate_set_parameters,
+        .name = "migrate-set-parameters",
+        .args = args_migrate_set_parameters,
         .handler = cmd_migrate_set_parameters,
     },
     {
-        .name = "query-migrate-parameters", .handler = cmd_query_migrate_parameters,
-        .hmp_info = "migrate_parameters", .help = "show current migration parameters",
+        .name = "query-migrate-parameters",
+        .handler = cmd_query_migrate_parameters,
+        .hmp_info = "migrate_parameters",
+        .help = "show current migration parameters",
         .hmp_format = fmt_migrate_parameters,
     },
     {
-        .name = "migrate-set-capabilities", .args = args_migrate_set_capabilities,
+        .name = "migrate-set-capabilities",
+        .args = args_migrate_set_capabilities,
         .handler = cmd_migrate_set_capabilities,
     },
     {
-        .name = "query-migrate-capabilities", .handler = cmd_query_migrate_capabilities,
-        .hmp_info = "migrate_capabilities", .help = "show current migration capabilities",
+        .name = "query-migrate-capabilities",
+        .handler = cmd_query_migrate_capabilities,
+        .hmp_info = "migrate_capabilities",
+        .help = "show current migration capabilities",
         .hmp_format = fmt_migrate_capabilities,
     },
     {
-        .hmp_name = "migrate_set_capability", .hmp_args = "capability:s state:b",
-        .hmp_usage = "capability on|off", .help = "enable or disable a migration capability",
+        .hmp_name = "migrate_set_capability",
+        .hmp_args = "capability:s state:b",
+        .hmp_usage = "capability on|off",
+        .help = "enable or disable a migration capability",
         .handler = cmd_hmp_migrate_set_capability,
     },
     {
-        .hmp_name = "migrate_set_parameter", .hmp_args = "parameter:s value:s",
-        .hmp_usage = "parameter value", .help = "set a migration parameter",
+        .hmp_name = "migrate_set_parameter",
+        .hmp_args = "parameter:s value:s",
+        .hmp_usage = "parameter value",
+        .help = "set a migration parameter",
         .handler = cmd_hmp_migrate_set_parameter,
     },
 };
@@ -668,10 +687,11 @@ void migration_commands_register(struct migration *mig)
     done = true;
     g_assert(count <= MIG_SET_PARAMS_ARGS_MAX);
     for (size_t i = 0; i < count; i++) {
-        args_migrate_set_parameters[i] = (struct cmd_arg) {
+        args_migrate_set_parameters[i] = (struct cmd_arg){
             table[i].name,
-            table[i].type == MIG_PARAM_BOOL ? CMD_ARG_BOOL
-                : table[i].type == MIG_PARAM_ENUM ? CMD_ARG_STRING : CMD_ARG_INT,
+            table[i].type == MIG_PARAM_BOOL   ? CMD_ARG_BOOL
+            : table[i].type == MIG_PARAM_ENUM ? CMD_ARG_STRING
+                                              : CMD_ARG_INT,
             true,
         };
     }

@@ -21,11 +21,11 @@ struct hmp_session {
     bool interactive;
     bool tty;
     bool suspended;
-    GString *line;              /* the line being typed */
+    GString *line; /* the line being typed */
     bool line_too_long;
-    bool last_cr;               /* swallow the "\n" of "\r\n" */
-    GQueue pending;             /* complete lines not run yet (char *) */
-    bool running;               /* inside hmp_session_process(): no re-entry */
+    bool last_cr;   /* swallow the "\n" of "\r\n" */
+    GQueue pending; /* complete lines not run yet (char *) */
+    bool running;   /* inside hmp_session_process(): no re-entry */
 };
 
 /* ---- output ---- */
@@ -83,10 +83,18 @@ static char *read_word(const char **p, GError **errp)
             char c = *s++;
             if (c == '\\') {
                 switch (*s) {
-                case 'n': c = '\n'; break;
-                case 't': c = '\t'; break;
-                case '"': c = '"'; break;
-                case '\\': c = '\\'; break;
+                case 'n':
+                    c = '\n';
+                    break;
+                case 't':
+                    c = '\t';
+                    break;
+                case '"':
+                    c = '"';
+                    break;
+                case '\\':
+                    c = '\\';
+                    break;
                 case '\0':
                     continue;
                 default:
@@ -99,8 +107,7 @@ static char *read_word(const char **p, GError **errp)
         }
         if (*s != '"') {
             g_string_free(w, TRUE);
-            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                        "unterminated string literal");
+            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "unterminated string literal");
             return NULL;
         }
         s++;
@@ -157,7 +164,7 @@ static JsonObject *hmp_parse_args(const char *tmpl, const char *text, GError **e
             }
         }
         if (!matched) {
-            break;      /* maybe a negative number for a positional */
+            break; /* maybe a negative number for a positional */
         }
         p += len;
     }
@@ -169,7 +176,7 @@ static JsonObject *hmp_parse_args(const char *tmpl, const char *text, GError **e
         const char *item = items[i];
         const char *colon = strchr(item, ':');
         if (!item[0] || !colon || !colon[1] || item[0] == '-') {
-            continue;   /* empty (double space) or a misplaced flag: template bug */
+            continue; /* empty (double space) or a misplaced flag: template bug */
         }
         g_autofree char *name = g_strndup(item, (gsize)(colon - item));
         char type = colon[1];
@@ -180,8 +187,8 @@ static JsonObject *hmp_parse_args(const char *tmpl, const char *text, GError **e
             if (optional) {
                 continue;
             }
-            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                        "Parameter '%s' is missing", name);
+            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Parameter '%s' is missing",
+                        name);
             return NULL;
         }
         if (type == 'S') {
@@ -232,8 +239,8 @@ static JsonObject *hmp_parse_args(const char *tmpl, const char *text, GError **e
             break;
         }
         default:
-            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC,
-                        "bad argument template '%s'", item);
+            g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "bad argument template '%s'",
+                        item);
             return NULL;
         }
     }
@@ -250,7 +257,7 @@ static JsonObject *hmp_parse_args(const char *tmpl, const char *text, GError **e
 
 struct help_ctx {
     GPtrArray *lines;
-    bool info;          /* list "info" subcommands instead */
+    bool info; /* list "info" subcommands instead */
 };
 
 static void help_collect(const struct command *cmd, void *opaque)
@@ -263,8 +270,7 @@ static void help_collect(const struct command *cmd, void *opaque)
     }
     g_ptr_array_add(ctx->lines,
                     g_strdup_printf("%s%s%s%s -- %s", ctx->info ? "info " : "", name,
-                                    cmd->hmp_usage ? " " : "",
-                                    cmd->hmp_usage ? cmd->hmp_usage : "",
+                                    cmd->hmp_usage ? " " : "", cmd->hmp_usage ? cmd->hmp_usage : "",
                                     cmd->help ? cmd->help : ""));
 }
 
@@ -289,8 +295,7 @@ static void hmp_print_help_list(struct hmp_session *hs, bool info)
     g_ptr_array_free(ctx.lines, TRUE);
 }
 
-static bool hmp_cmd_help(struct hmp_session *hs, struct machine *m, JsonObject *args,
-                         GError **errp)
+static bool hmp_cmd_help(struct hmp_session *hs, struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     (void)errp;
@@ -341,11 +346,15 @@ static const struct cmd_arg args_human_monitor_command[] = {
 
 static const struct command hmp_builtin_commands[] = {
     {
-        .hmp_name = "help|?", .hmp_args = "name:S?", .hmp_usage = "[cmd]",
-        .help = "show the help", .hmp_handler = hmp_cmd_help,
+        .hmp_name = "help|?",
+        .hmp_args = "name:S?",
+        .hmp_usage = "[cmd]",
+        .help = "show the help",
+        .hmp_handler = hmp_cmd_help,
     },
     {
-        .name = "human-monitor-command", .args = args_human_monitor_command,
+        .name = "human-monitor-command",
+        .args = args_human_monitor_command,
         .handler = cmd_human_monitor_command,
     },
 };
@@ -362,8 +371,7 @@ void hmp_commands_register(void)
 
 /* ---- running one line ---- */
 
-static void hmp_run_command(struct hmp_session *hs, const struct command *cmd,
-                            const char *rest)
+static void hmp_run_command(struct hmp_session *hs, const struct command *cmd, const char *rest)
 {
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonObject) args = hmp_parse_args(cmd->hmp_args, rest, &err);
@@ -451,7 +459,7 @@ static void hmp_print_prompt(struct hmp_session *hs)
 static void hmp_session_process(struct hmp_session *hs)
 {
     if (hs->running) {
-        return;     /* a command resumed its own session: the outer loop goes on */
+        return; /* a command resumed its own session: the outer loop goes on */
     }
     hs->running = true;
     hmp_session_ref(hs);
@@ -532,8 +540,7 @@ void hmp_session_feed(struct hmp_session *hs, const void *buf, size_t len)
         hs->last_cr = c == '\r';
         if (c == '\r' || c == '\n') {
             if (hs->line_too_long) {
-                hmp_session_printf(hs, "Error: line longer than %d bytes ignored\n",
-                                   HMP_MAX_LINE);
+                hmp_session_printf(hs, "Error: line longer than %d bytes ignored\n", HMP_MAX_LINE);
                 hmp_print_prompt(hs);
             } else if (g_queue_get_length(&hs->pending) >= HMP_MAX_PENDING_LINES) {
                 /* Suspended and flooded: drop rather than grow without bound. */

@@ -24,14 +24,14 @@ struct qmp_session {
      * and strings; json-glib does the actual parsing. */
     GString *buf;
     unsigned depth;
-    char in_string;         /* the open quote: '"' or '\'' (QEMU accepts both), or 0 */
+    char in_string; /* the open quote: '"' or '\'' (QEMU accepts both), or 0 */
     bool escape;
-    bool scalar;            /* a bare top-level literal or number */
-    bool discarding;        /* skipping the rest of an oversized value */
+    bool scalar;     /* a bare top-level literal or number */
+    bool discarding; /* skipping the rest of an oversized value */
     size_t discarded;
 };
 
-static GList *qmp_sessions;     /* every live session, for events */
+static GList *qmp_sessions; /* every live session, for events */
 
 /* ---- output ---- */
 
@@ -48,8 +48,7 @@ static void qmp_send_object(struct qmp_session *s, JsonObject *obj)
     s->out(s->opaque, line, len + 2);
 }
 
-static void qmp_send_error(struct qmp_session *s, JsonNode *id, const char *klass,
-                           const char *desc)
+static void qmp_send_error(struct qmp_session *s, JsonNode *id, const char *klass, const char *desc)
 {
     g_autoptr(JsonObject) reply = json_object_new();
     JsonObject *err = json_object_new();
@@ -142,8 +141,7 @@ static void qmp_handle_request(struct qmp_session *s, const char *text, size_t l
     }
     JsonNode *args_node = json_object_get_member(req, "arguments");
     if (args_node && !JSON_NODE_HOLDS_OBJECT(args_node)) {
-        qmp_send_error(s, id, "GenericError",
-                       "QMP input member 'arguments' must be an object");
+        qmp_send_error(s, id, "GenericError", "QMP input member 'arguments' must be an object");
         return;
     }
     GList *members = json_object_get_members(req);
@@ -278,7 +276,7 @@ void qmp_session_feed(struct qmp_session *s, const void *data, size_t len)
                 qmp_keep(s, c);
                 continue;
             }
-            qmp_value_done(s);  /* and look at (c) afresh below */
+            qmp_value_done(s); /* and look at (c) afresh below */
         }
         switch (c) {
         case '{':

@@ -11,14 +11,14 @@
 
 /* GLib's own (name), looked up once; a benign race between two first calls
  * stores the same pointer twice. */
-#define REAL(type, name)                                                    \
-    static type real;                                                       \
-    type fn = __atomic_load_n(&real, __ATOMIC_ACQUIRE);                     \
-    if (!fn) {                                                              \
-        fn = (type)dlsym(RTLD_NEXT, #name);                                 \
-        if (!fn)                                                            \
-            g_error("tsan-glib: %s not found", #name);                      \
-        __atomic_store_n(&real, fn, __ATOMIC_RELEASE);                      \
+#define REAL(type, name) \
+    static type real; \
+    type fn = __atomic_load_n(&real, __ATOMIC_ACQUIRE); \
+    if (!fn) { \
+        fn = (type)dlsym(RTLD_NEXT, #name); \
+        if (!fn) \
+            g_error("tsan-glib: %s not found", #name); \
+        __atomic_store_n(&real, fn, __ATOMIC_RELEASE); \
     }
 
 typedef void mutex_fn(GMutex *);
@@ -56,8 +56,8 @@ gboolean g_mutex_trylock(GMutex *mutex)
     REAL(trylock_fn *, g_mutex_trylock);
     __tsan_mutex_pre_lock(mutex, __tsan_mutex_try_lock);
     gboolean ok = fn(mutex);
-    __tsan_mutex_post_lock(mutex, __tsan_mutex_try_lock |
-                                  (ok ? 0 : __tsan_mutex_try_lock_failed), 0);
+    __tsan_mutex_post_lock(mutex, __tsan_mutex_try_lock | (ok ? 0 : __tsan_mutex_try_lock_failed),
+                           0);
     return ok;
 }
 

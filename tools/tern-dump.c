@@ -27,13 +27,13 @@
  * I/O buffer, and at most DUMP_JSON_MAX records and passes kept for JSON.
  */
 
-#define PAGE_SIZE_V1        (1u << MIG_STREAM_PAGE_SHIFT)
-#define IO_PAGES            1024u               /* 4 MiB per positional read */
-#define DUMP_JSON_MAX       100000u             /* records (and passes) kept for --json */
+#define PAGE_SIZE_V1 (1u << MIG_STREAM_PAGE_SHIFT)
+#define IO_PAGES 1024u        /* 4 MiB per positional read */
+#define DUMP_JSON_MAX 100000u /* records (and passes) kept for --json */
 
 struct pass_stat {
     uint32_t pass;
-    bool closed;                /* its ITERATION_END was read */
+    bool closed; /* its ITERATION_END was read */
     /* Counted from the records. */
     uint64_t page_records;
     uint64_t pages;
@@ -41,7 +41,7 @@ struct pass_stat {
     uint64_t zlib;
     uint64_t zero_records;
     uint64_t zero_pages;
-    uint64_t bytes;             /* stream bytes of the pass's records, ITERATION_END excluded */
+    uint64_t bytes; /* stream bytes of the pass's records, ITERATION_END excluded */
     /* Claimed by ITERATION_END. */
     struct stream_iteration_end it;
 };
@@ -50,11 +50,11 @@ struct dump {
     bool verify;
     bool json;
     bool quiet;
-    bool text;                  /* print the header and every record */
+    bool text; /* print the header and every record */
     const char *path;
 
     struct channel *ch;
-    bool is_file;               /* a file channel: seekable, positional reads */
+    bool is_file; /* a file channel: seekable, positional reads */
     struct stream_reader r;
     struct stream_order o;
     bool reader_ready;
@@ -62,25 +62,25 @@ struct dump {
     bool have_header;
     bool have_cfg;
     struct stream_vm_config cfg;
-    bool mapped;                /* MAPPED_RAM accepted */
+    bool mapped; /* MAPPED_RAM accepted */
     struct stream_mapped_ram m;
-    uint64_t present;           /* RAM_INDEX present pages, checked */
+    uint64_t present; /* RAM_INDEX present pages, checked */
     bool have_index;
     bool device_seen[MIG_VM_CONFIG_MAX_DEVICES];
 
-    uint64_t records;           /* records accepted */
-    uint64_t pages;             /* pages carried (PAGE_DATA or present in RAM_INDEX) */
-    uint64_t passes;            /* ITERATION_END records accepted */
+    uint64_t records; /* records accepted */
+    uint64_t pages;   /* pages carried (PAGE_DATA or present in RAM_INDEX) */
+    uint64_t passes;  /* ITERATION_END records accepted */
     struct pass_stat cur;
-    GArray *pass_list;          /* struct pass_stat, at most DUMP_JSON_MAX */
+    GArray *pass_list; /* struct pass_stat, at most DUMP_JSON_MAX */
 
     JsonBuilder *jb;
-    bool jrec;                  /* the current record goes into the JSON array */
+    bool jrec; /* the current record goes into the JSON array */
     uint64_t json_omitted;
 
-    uint8_t *page;              /* scratch page for zlib decoding */
-    uint8_t *io;                /* IO_PAGES pages, aligned for O_DIRECT */
-    char *error;                /* the verdict's reason, NULL if OK */
+    uint8_t *page; /* scratch page for zlib decoding */
+    uint8_t *io;   /* IO_PAGES pages, aligned for O_DIRECT */
+    char *error;   /* the verdict's reason, NULL if OK */
 };
 
 /* ---- Output helpers ---- */
@@ -143,8 +143,8 @@ static bool walk_page(void *opaque, const struct stream_page *page, GError **err
     struct dump *d = opaque;
 
     if (!gfn_in_ram(&d->cfg, page->gfn)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "gfn 0x%" PRIx64 " lies in no RAM region", page->gfn);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "gfn 0x%" PRIx64 " lies in no RAM region",
+                    page->gfn);
         return false;
     }
     return stream_page_decode(page, d->page, PAGE_SIZE_V1, errp);
@@ -167,18 +167,18 @@ static bool check_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_
     size_t len = (size_t)npages * PAGE_SIZE_V1;
 
     if (off > c->file_size || len > c->file_size - off) {
-        uint64_t gfn = first_gfn + (c->file_size > off ?
-                                    (c->file_size - off) / PAGE_SIZE_V1 : 0);
+        uint64_t gfn = first_gfn + (c->file_size > off ? (c->file_size - off) / PAGE_SIZE_V1 : 0);
 
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "gfn 0x%" PRIx64 " at file offset %"
-                    PRIu64 ": beyond the end of the file (%" PRIu64 " bytes): truncated", gfn,
-                    stream_mapped_page_offset(&d->m, gfn), c->file_size);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "gfn 0x%" PRIx64 " at file offset %" PRIu64
+                    ": beyond the end of the file (%" PRIu64 " bytes): truncated",
+                    gfn, stream_mapped_page_offset(&d->m, gfn), c->file_size);
         return false;
     }
     for (uint64_t i = 0; i < npages; i++) {
         if (!gfn_in_ram(&d->cfg, first_gfn + i)) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "gfn 0x%" PRIx64
-                        " is present but lies in no RAM region", first_gfn + i);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "gfn 0x%" PRIx64 " is present but lies in no RAM region", first_gfn + i);
             return false;
         }
     }
@@ -188,14 +188,15 @@ static bool check_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_
 
 /* After MAPPED_RAM: the head's padding is zero, the file reaches the tail;
  * then move the reader to the tail. */
-static bool enter_tail(struct dump *d, const struct stream_record *rec,
-                       const struct stream_body *b, GError **errp)
+static bool enter_tail(struct dump *d, const struct stream_record *rec, const struct stream_body *b,
+                       GError **errp)
 {
     uint64_t head_end = stream_reader_pos(&d->r), size, pos;
 
     (void)b;
     if (!d->is_file) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "a mapped-RAM checkpoint must be "
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "a mapped-RAM checkpoint must be "
                     "read from a regular file (it is not sequential)");
         return false;
     }
@@ -203,9 +204,9 @@ static bool enter_tail(struct dump *d, const struct stream_record *rec,
     if (size < d->m.tail_offset) {
         g_autofree char *what = stream_record_describe(rec);
 
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: the file ends at %" PRIu64
-                    ", before the tail at %" PRIu64 " (truncated)", what, size,
-                    d->m.tail_offset);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "%s: the file ends at %" PRIu64 ", before the tail at %" PRIu64 " (truncated)",
+                    what, size, d->m.tail_offset);
         return false;
     }
     for (pos = head_end; pos < d->m.ram_offset;) {
@@ -215,9 +216,10 @@ static bool enter_tail(struct dump *d, const struct stream_record *rec,
             return false;
         for (size_t i = 0; i < n; i++) {
             if (d->io[i]) {
-                g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "non-zero byte at offset %"
-                            PRIu64 " in the padding between the head and the RAM area at %"
-                            PRIu64, pos + i, d->m.ram_offset);
+                g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                            "non-zero byte at offset %" PRIu64
+                            " in the padding between the head and the RAM area at %" PRIu64,
+                            pos + i, d->m.ram_offset);
                 return false;
             }
         }
@@ -251,8 +253,8 @@ static bool dump_config(struct dump *d, const struct stream_record *rec,
     return true;
 }
 
-static bool dump_pages(struct dump *d, const struct stream_record *rec,
-                       const struct stream_body *b, GError **errp)
+static bool dump_pages(struct dump *d, const struct stream_record *rec, const struct stream_body *b,
+                       GError **errp)
 {
     (void)rec;
     (void)errp;
@@ -264,8 +266,8 @@ static bool dump_pages(struct dump *d, const struct stream_record *rec,
     return true;
 }
 
-static bool dump_zero(struct dump *d, const struct stream_record *rec,
-                      const struct stream_body *b, GError **errp)
+static bool dump_zero(struct dump *d, const struct stream_record *rec, const struct stream_body *b,
+                      GError **errp)
 {
     (void)rec;
     (void)errp;
@@ -316,8 +318,8 @@ static bool dump_device(struct dump *d, const struct stream_record *rec,
     if (d->device_seen[i]) {
         g_autofree char *what = stream_record_describe(rec);
 
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: device %s.%u appears twice",
-                    what, id, idx);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: device %s.%u appears twice", what,
+                    id, idx);
         return false;
     }
     d->device_seen[i] = true;
@@ -336,8 +338,8 @@ static bool dump_mapped(struct dump *d, const struct stream_record *rec,
 
 /* Every present page against its CRC, before going on: the restore path
  * does the same before it writes guest RAM. */
-static bool dump_index(struct dump *d, const struct stream_record *rec,
-                       const struct stream_body *b, GError **errp)
+static bool dump_index(struct dump *d, const struct stream_record *rec, const struct stream_body *b,
+                       GError **errp)
 {
     const struct stream_ram_index *index = &b->ram_index;
     struct run_check c = { .d = d, .idx = index };
@@ -409,8 +411,9 @@ static bool record_body(struct dump *d, const struct stream_record *rec, char **
                         GError **errp)
 {
     const struct stream_record_type *t = stream_record_type_find(rec->type);
-    const struct stream_parse_ctx ctx = { .stream_flags = d->r.flags, .nr_gfns = d->cfg.nr_gfns,
-                                          .page_fn = walk_page, .opaque = d };
+    const struct stream_parse_ctx ctx = {
+        .stream_flags = d->r.flags, .nr_gfns = d->cfg.nr_gfns, .page_fn = walk_page, .opaque = d
+    };
     const struct stream_fields f = { d, field_u64, field_str, field_flag, field_list };
     const struct dump_step *step = NULL;
     struct stream_body b;
@@ -457,8 +460,8 @@ static bool one_record(struct dump *d, struct stream_record *rec, GError **errp)
         d->cur.bytes += stream_record_wire_size(d->r.flags, rec->length);
     if (d->text)
         printf("%6" PRIu64 "  %-13s %9u  @%-12" PRIu64 " %s\n", rec->index,
-               rec->skip ? "OPTIONAL" : mig_rec_type_name(rec->type), rec->length,
-               rec->offset, ok ? summary : "BAD");
+               rec->skip ? "OPTIONAL" : mig_rec_type_name(rec->type), rec->length, rec->offset,
+               ok ? summary : "BAD");
     if (d->jrec) {
         if (ok) {
             jstr(d, "summary", summary);
@@ -487,11 +490,11 @@ static bool walk(struct dump *d, GError **errp)
     if (d->text) {
         g_autofree char *flags = flags_text(d->r.flags);
 
-        printf("%s: Tern migration stream version %u, flags 0x%x (%s), page size %u%s\n",
-               d->path, MIG_STREAM_VERSION, d->r.flags, flags, 1u << d->r.page_shift,
-               (d->r.flags & MIG_HDR_F_MAPPED_RAM) ? ", a mapped-RAM checkpoint" :
-               (d->r.flags & MIG_HDR_F_RAM_FD) ? ", a cpr-transfer hand-over (RAM by memfd)"
-                                                : "");
+        printf("%s: Tern migration stream version %u, flags 0x%x (%s), page size %u%s\n", d->path,
+               MIG_STREAM_VERSION, d->r.flags, flags, 1u << d->r.page_shift,
+               (d->r.flags & MIG_HDR_F_MAPPED_RAM) ? ", a mapped-RAM checkpoint"
+               : (d->r.flags & MIG_HDR_F_RAM_FD)   ? ", a cpr-transfer hand-over (RAM by memfd)"
+                                                   : "");
         printf("%6s  %-13s %9s  %-13s %s\n", "record", "type", "length", "@offset", "summary");
     }
     if (d->jb) {
@@ -523,11 +526,15 @@ static bool walk(struct dump *d, GError **errp)
         if (!channel_check(d->r.ch, errp))
             return false;
         if (d->is_file && channel_file_size(d->ch) > pos)
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%" PRIu64 " trailing bytes "
-                        "after END at offset %" PRIu64, channel_file_size(d->ch) - pos, pos);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "%" PRIu64 " trailing bytes "
+                        "after END at offset %" PRIu64,
+                        channel_file_size(d->ch) - pos, pos);
         else
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "trailing bytes after END at "
-                        "offset %" PRIu64, pos);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "trailing bytes after END at "
+                        "offset %" PRIu64,
+                        pos);
         return false;
     }
     return true;
@@ -543,14 +550,14 @@ static void print_passes(struct dump *d)
 
         if (d->mapped)
             printf("  pass %u%s: %" PRIu64 " pages written to the RAM area, %" PRIu64
-                   " zero, %s, %.1f ms, %" PRIu64 " dirty at start\n", p->pass,
-                   (p->it.flags & MIG_ITER_F_FINAL) ? " (final)" : "", p->it.pages_sent,
+                   " zero, %s, %.1f ms, %" PRIu64 " dirty at start\n",
+                   p->pass, (p->it.flags & MIG_ITER_F_FINAL) ? " (final)" : "", p->it.pages_sent,
                    p->it.zero_pages, bytes, (double)p->it.duration_ns / 1e6, p->it.dirty_pages);
         else
             printf("  pass %u%s: %" PRIu64 " pages in %" PRIu64 " PAGE_DATA (raw %" PRIu64
                    ", zlib %" PRIu64 "), %" PRIu64 " zero pages in %" PRIu64
-                   " ZERO_PAGES, %s, %.1f ms, %" PRIu64 " dirty at start\n", p->pass,
-                   (p->it.flags & MIG_ITER_F_FINAL) ? " (final)" : "", p->pages,
+                   " ZERO_PAGES, %s, %.1f ms, %" PRIu64 " dirty at start\n",
+                   p->pass, (p->it.flags & MIG_ITER_F_FINAL) ? " (final)" : "", p->pages,
                    p->page_records, p->raw, p->zlib, p->zero_pages, p->zero_records, bytes,
                    (double)p->it.duration_ns / 1e6, p->it.dirty_pages);
     }
@@ -566,12 +573,22 @@ static void json_passes(struct dump *d)
     json_builder_begin_array(b);
     for (guint i = 0; i < d->pass_list->len; i++) {
         struct pass_stat *p = &g_array_index(d->pass_list, struct pass_stat, i);
-        const struct { const char *name; uint64_t v; } f[] = {
-            { "pass", p->pass }, { "page_records", p->page_records }, { "pages", p->pages },
-            { "raw", p->raw }, { "zlib", p->zlib }, { "zero_records", p->zero_records },
-            { "zero_pages", p->zero_pages }, { "bytes", p->bytes },
-            { "pages_sent", p->it.pages_sent }, { "zero_pages_sent", p->it.zero_pages },
-            { "bytes_sent", p->it.bytes_sent }, { "dirty_pages", p->it.dirty_pages },
+        const struct {
+            const char *name;
+            uint64_t v;
+        } f[] = {
+            { "pass", p->pass },
+            { "page_records", p->page_records },
+            { "pages", p->pages },
+            { "raw", p->raw },
+            { "zlib", p->zlib },
+            { "zero_records", p->zero_records },
+            { "zero_pages", p->zero_pages },
+            { "bytes", p->bytes },
+            { "pages_sent", p->it.pages_sent },
+            { "zero_pages_sent", p->it.zero_pages },
+            { "bytes_sent", p->it.bytes_sent },
+            { "dirty_pages", p->it.dirty_pages },
             { "duration_ns", p->it.duration_ns },
         };
 
@@ -592,8 +609,8 @@ static char *verdict_line(struct dump *d)
     if (d->error)
         return g_strdup_printf("verdict: BAD — %s", d->error);
     return g_strdup_printf("verdict: OK — %" PRIu64 " records, %" PRIu64 " pass%s, %" PRIu64
-                           " pages", d->records, d->passes, d->passes == 1 ? "" : "es",
-                           d->pages);
+                           " pages",
+                           d->records, d->passes, d->passes == 1 ? "" : "es", d->pages);
 }
 
 static void json_finish(struct dump *d, bool records_open)
@@ -663,11 +680,10 @@ static struct channel *open_input(struct dump *d, GError **errp)
             g_propagate_error(errp, err);
             return NULL;
         }
-        g_clear_error(&err);        /* not a regular file: read it as a pipe */
+        g_clear_error(&err); /* not a regular file: read it as a pipe */
         fd = open(d->path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: %s", d->path,
-                        g_strerror(errno));
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: %s", d->path, g_strerror(errno));
             return NULL;
         }
     } else {
@@ -682,21 +698,20 @@ static struct channel *open_input(struct dump *d, GError **errp)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: tern-dump [--verify] [--json] [--quiet] FILE\n"
-            "Print and check a Tern migration stream: a checkpoint file (migrate file:PATH)\n"
-            "or the source-to-target bytes of a live migration; FILE '-' is stdin\n"
-            "(not for checkpoints, which are read at fixed offsets).\n"
-            "\n"
-            "  --verify  print only the verdict (on stderr when bad); exit 0 only if\n"
-            "            the stream is complete through END and intact: framing, every\n"
-            "            CRC (records and checkpoint pages), order, bodies, FDT blobs,\n"
-            "            no trailing bytes\n"
-            "  --json    one JSON document: header, records, passes, verdict\n"
-            "  --quiet   no output unless the stream is bad\n"
-            "\n"
-            "Exit status: 0 the stream is OK, 1 it is not (the verdict says why),\n"
-            "2 usage error or the file cannot be opened.\n");
+    fprintf(f, "Usage: tern-dump [--verify] [--json] [--quiet] FILE\n"
+               "Print and check a Tern migration stream: a checkpoint file (migrate file:PATH)\n"
+               "or the source-to-target bytes of a live migration; FILE '-' is stdin\n"
+               "(not for checkpoints, which are read at fixed offsets).\n"
+               "\n"
+               "  --verify  print only the verdict (on stderr when bad); exit 0 only if\n"
+               "            the stream is complete through END and intact: framing, every\n"
+               "            CRC (records and checkpoint pages), order, bodies, FDT blobs,\n"
+               "            no trailing bytes\n"
+               "  --json    one JSON document: header, records, passes, verdict\n"
+               "  --quiet   no output unless the stream is bad\n"
+               "\n"
+               "Exit status: 0 the stream is OK, 1 it is not (the verdict says why),\n"
+               "2 usage error or the file cannot be opened.\n");
 }
 
 int main(int argc, char **argv)
@@ -768,8 +783,8 @@ int main(int argc, char **argv)
         }
         if (d.have_index)
             printf("checkpoint: %" PRIu64 " of 0x%" PRIx64 " frames present in the RAM area at "
-                   "%" PRIu64 ", tail at %" PRIu64 "\n", d.present, d.m.nr_gfns,
-                   d.m.ram_offset, d.m.tail_offset);
+                   "%" PRIu64 ", tail at %" PRIu64 "\n",
+                   d.present, d.m.nr_gfns, d.m.ram_offset, d.m.tail_offset);
         printf("%s\n", verdict);
     } else if (d.json) {
         json_finish(&d, d.have_header);

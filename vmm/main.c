@@ -36,17 +36,29 @@ static gchar *opt_migrate_mode = NULL;
 static gboolean opt_version = FALSE;
 
 static const GOptionEntry options[] = {
-    { "m", 0, 0, G_OPTION_ARG_STRING, &opt_mem, "guest RAM size (512M, 1G, 16G ...; default 512M)", "SIZE" },
+    { "m", 0, 0, G_OPTION_ARG_STRING, &opt_mem, "guest RAM size (512M, 1G, 16G ...; default 512M)",
+      "SIZE" },
     { "smp", 0, 0, G_OPTION_ARG_INT, &opt_smp, "number of vCPUs (default 1)", "N" },
-    { "kernel", 0, 0, G_OPTION_ARG_FILENAME, &opt_kernel, "PVH ELF kernel (default: the embedded test guest)", "PATH" },
+    { "kernel", 0, 0, G_OPTION_ARG_FILENAME, &opt_kernel,
+      "PVH ELF kernel (default: the embedded test guest)", "PATH" },
     { "append", 0, 0, G_OPTION_ARG_STRING, &opt_append, "kernel command line", "STRING" },
-    { "serial", 0, 0, G_OPTION_ARG_STRING, &opt_serial, "COM1: stdio | file:PATH | unix:PATH,server,nowait | none", "DEV" },
-    { "monitor", 0, 0, G_OPTION_ARG_STRING, &opt_monitor, "HMP console: stdio | unix:PATH,server,nowait", "DEV" },
-    { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp, "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
+    { "serial", 0, 0, G_OPTION_ARG_STRING, &opt_serial,
+      "COM1: stdio | file:PATH | unix:PATH,server,nowait | none", "DEV" },
+    { "monitor", 0, 0, G_OPTION_ARG_STRING, &opt_monitor,
+      "HMP console: stdio | unix:PATH,server,nowait", "DEV" },
+    { "qmp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_qmp,
+      "QMP server: unix:PATH,server,nowait (repeatable)", "DEV" },
     { "S", 0, 0, G_OPTION_ARG_NONE, &opt_paused, "start paused (resume with cont)", NULL },
-    { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming, "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
-    { "migrate-mode", 0, 0, G_OPTION_ARG_STRING, &opt_migrate_mode, "the migration parameter mode before anything starts: normal | cpr-transfer (a target for a local hand-over)", "MODE" },
-    { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel, "kvm[,dirty-ring-size=N] | emu (the software CPU) | auto (default: KVM if /dev/kvm opens, else emu)", "ACCEL" },
+    { "incoming", 0, 0, G_OPTION_ARG_STRING, &opt_incoming,
+      "wait for an incoming migration (tcp:HOST:PORT, unix:PATH, file:PATH, defer)", "URI" },
+    { "migrate-mode", 0, 0, G_OPTION_ARG_STRING, &opt_migrate_mode,
+      "the migration parameter mode before anything starts: normal | cpr-transfer (a target for a "
+      "local hand-over)",
+      "MODE" },
+    { "accel", 0, 0, G_OPTION_ARG_STRING, &opt_accel,
+      "kvm[,dirty-ring-size=N] | emu (the software CPU) | auto (default: KVM if /dev/kvm opens, "
+      "else emu)",
+      "ACCEL" },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
     { NULL },
 };

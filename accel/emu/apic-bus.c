@@ -54,10 +54,18 @@ static void bus_send(struct emu_apic_bus *bus, struct emu_lapic *src, unsigned s
         if (!a)
             continue;
         switch (shorthand) {
-        case DEST_SELF: hit = a == src; break;
-        case DEST_ALL: hit = true; break;
-        case DEST_ALL_BUT_SELF: hit = a != src; break;
-        default: hit = emu_lapic_match(a, dest, logical); break;
+        case DEST_SELF:
+            hit = a == src;
+            break;
+        case DEST_ALL:
+            hit = true;
+            break;
+        case DEST_ALL_BUT_SELF:
+            hit = a != src;
+            break;
+        default:
+            hit = emu_lapic_match(a, dest, logical);
+            break;
         }
         if (!hit)
             continue;
@@ -77,7 +85,7 @@ static void bus_send(struct emu_apic_bus *bus, struct emu_lapic *src, unsigned s
             bus->ops->sipi(bus->opaque, i, vector);
             break;
         default:
-            break;          /* SMI, NMI, ExtINT: not modelled */
+            break; /* SMI, NMI, ExtINT: not modelled */
         }
     }
 }
@@ -89,13 +97,13 @@ void emu_apic_bus_ipi(struct emu_apic_bus *bus, struct emu_lapic *src, uint32_t 
     /* INIT level de-assert only resets arbitration IDs: nothing to do. */
     if (mode == EMU_APIC_DM_INIT && !(lo & (1u << 14)))
         return;
-    bus_send(bus, src, (lo >> 18) & 3, (uint8_t)(hi >> 24), lo & (1u << 11), mode,
-             (uint8_t)lo, false);
+    bus_send(bus, src, (lo >> 18) & 3, (uint8_t)(hi >> 24), lo & (1u << 11), mode, (uint8_t)lo,
+             false);
 }
 
 void emu_apic_bus_deliver(struct emu_apic_bus *bus, uint8_t dest, bool logical, bool lowest,
                           uint8_t vector, bool level)
 {
-    bus_send(bus, NULL, DEST_FIELD, dest, logical,
-             lowest ? EMU_APIC_DM_LOWEST : EMU_APIC_DM_FIXED, vector, level);
+    bus_send(bus, NULL, DEST_FIELD, dest, logical, lowest ? EMU_APIC_DM_LOWEST : EMU_APIC_DM_FIXED,
+             vector, level);
 }

@@ -87,7 +87,7 @@ void emu_chips_reset(struct emu_chips *chips)
 static void set_irq_locked(struct emu_chips *chips, unsigned irq, bool level)
 {
     if (irq == 2)
-        return;         /* the PIC cascade; GSI 2 belongs to IRQ 0 */
+        return; /* the PIC cascade; GSI 2 belongs to IRQ 0 */
     emu_ioapic_set_irq(&chips->ioapic, chips->bus, irq == 0 ? PIT_GSI : irq, level);
     if (irq < 16) {
         emu_pics_set_irq(&chips->pics, irq, level);
@@ -128,13 +128,13 @@ bool emu_chips_pio_at(struct emu_chips *chips, uint16_t port, uint8_t *data, uns
         if (is_write) {
             if (pic_port(p)) {
                 emu_pics_write(&chips->pics, p, data[i]);
-                pic_kick(chips);    /* an unmask or EOI can let one through */
-            }
-            else if (pit_port(p))
+                pic_kick(chips); /* an unmask or EOI can let one through */
+            } else if (pit_port(p))
                 emu_pit_write(&chips->pit, p, data[i], now_ns);
         } else {
-            data[i] = pic_port(p) ? emu_pics_read(&chips->pics, p) :
-                      pit_port(p) ? emu_pit_read(&chips->pit, p, now_ns) : 0xff;
+            data[i] = pic_port(p)   ? emu_pics_read(&chips->pics, p)
+                      : pit_port(p) ? emu_pit_read(&chips->pit, p, now_ns)
+                                    : 0xff;
         }
     }
     g_mutex_unlock(&chips->lock);
@@ -147,8 +147,8 @@ bool emu_chips_pio(struct emu_chips *chips, uint16_t port, uint8_t *data, unsign
     return emu_chips_pio_at(chips, port, data, size, is_write, emu_now_ns());
 }
 
-void emu_chips_ioapic_mmio(struct emu_chips *chips, uint64_t offset, uint8_t *data,
-                           unsigned size, bool is_write)
+void emu_chips_ioapic_mmio(struct emu_chips *chips, uint64_t offset, uint8_t *data, unsigned size,
+                           bool is_write)
 {
     uint32_t v = 0;
 
@@ -179,7 +179,7 @@ uint64_t emu_chips_timer_poll(struct emu_chips *chips, uint64_t now_ns)
 
     g_mutex_lock(&chips->lock);
     if (emu_pit_poll(&chips->pit, now_ns, &next)) {
-        set_irq_locked(chips, 0, true);     /* a pulse: both chips see an edge */
+        set_irq_locked(chips, 0, true); /* a pulse: both chips see an edge */
         set_irq_locked(chips, 0, false);
     }
     g_mutex_unlock(&chips->lock);
@@ -216,11 +216,13 @@ static const struct vmstate_field chips_fields[] = {
 };
 
 static const struct vmstate_desc chips_vmstate = {
-    .name = "chips", .version = 1, .min_version = 1, .fields = chips_fields,
+    .name = "chips",
+    .version = 1,
+    .min_version = 1,
+    .fields = chips_fields,
 };
 
-bool emu_chips_save(struct emu_chips *chips, void *fdt, int parent, uint64_t now_ns,
-                    GError **errp)
+bool emu_chips_save(struct emu_chips *chips, void *fdt, int parent, uint64_t now_ns, GError **errp)
 {
     struct chips_state st;
 

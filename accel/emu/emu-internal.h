@@ -16,14 +16,14 @@ struct emu_cpuid_entry {
 #define EMU_CPUID_MAX 24
 
 struct emu_vm {
-    struct accel base;              /* first: what accel.h hands out */
-    struct io_bus *bus;             /* MMIO and PIO nobody here claims */
-    struct x86_memory mem;          /* RAM as every vCPU addresses it */
-    unsigned long *dirty;           /* the dirty log, by guest frame number */
+    struct accel base;     /* first: what accel.h hands out */
+    struct io_bus *bus;    /* MMIO and PIO nobody here claims */
+    struct x86_memory mem; /* RAM as every vCPU addresses it */
+    unsigned long *dirty;  /* the dirty log, by guest frame number */
     bool dirty_logging;
 
     struct emu_apic_bus *apic_bus;
-    struct emu_chips *chips;        /* IOAPIC, PICs, PIT (locked inside) */
+    struct emu_chips *chips; /* IOAPIC, PICs, PIT (locked inside) */
 
     GMutex vcpus_lock;
     struct emu_vcpu *vcpus[EMU_MAX_CPUS];
@@ -40,21 +40,21 @@ struct emu_vm {
 };
 
 struct emu_vcpu {
-    struct accel_vcpu base;         /* first: what accel.h hands out */
+    struct accel_vcpu base; /* first: what accel.h hands out */
     struct emu_vm *vm;
     unsigned index;
     struct x86_cpu cpu;
     struct emu_lapic *lapic;
-    struct io_bus *bus;             /* of the current accel_vcpu_run() */
+    struct io_bus *bus; /* of the current accel_vcpu_run() */
 
     /* Sleeping (hlt, waiting for SIPI) and being woken, under (lock). */
     GMutex lock;
     GCond cond;
     bool woken;
-    uint32_t mp_state;              /* X86_MP_* */
+    uint32_t mp_state; /* X86_MP_* */
     bool init_pending;
-    int sipi_vector;                /* -1: none pending */
-    int kicked;                     /* atomic: accel_vcpu_kick() */
+    int sipi_vector; /* -1: none pending */
+    int kicked;      /* atomic: accel_vcpu_kick() */
 
     /* For monitors, updated after each run (atomic). */
     uint64_t summary_rip, summary_rsp, summary_cr3;

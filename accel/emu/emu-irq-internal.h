@@ -10,7 +10,7 @@
 struct emu_apic_bus {
     const struct emu_irq_ops *ops;
     void *opaque;
-    struct emu_lapic *lapics[EMU_MAX_CPUS];     /* by index; g_atomic_pointer_* */
+    struct emu_lapic *lapics[EMU_MAX_CPUS]; /* by index; g_atomic_pointer_* */
     /* Told the vector of every EOI of a level-triggered interrupt (TMR set),
      * after the LAPIC's lock is released: the IOAPIC clears remote IRR. */
     void (*eoi_listener)(void *opaque, uint8_t vector);
@@ -69,15 +69,14 @@ uint8_t emu_lapic_get_cr8(struct emu_lapic *apic);
 /* ---- IOAPIC (ioapic.c) ---- */
 
 struct emu_ioapic {
-    uint32_t id;                /* the ID register (bits 24-27) */
+    uint32_t id; /* the ID register (bits 24-27) */
     uint32_t ioregsel;
-    uint32_t lines;             /* input levels, bit per pin */
+    uint32_t lines; /* input levels, bit per pin */
     uint64_t redir[EMU_IOAPIC_PINS];
 };
 
 void emu_ioapic_reset(struct emu_ioapic *s);
-void emu_ioapic_set_irq(struct emu_ioapic *s, struct emu_apic_bus *bus, unsigned pin,
-                        bool level);
+void emu_ioapic_set_irq(struct emu_ioapic *s, struct emu_apic_bus *bus, unsigned pin, bool level);
 uint32_t emu_ioapic_read(struct emu_ioapic *s, uint64_t offset);
 void emu_ioapic_write(struct emu_ioapic *s, struct emu_apic_bus *bus, uint64_t offset,
                       uint32_t val);
@@ -90,21 +89,21 @@ extern const struct vmstate_desc emu_ioapic_vmstate;
 
 struct emu_pic {
     uint8_t irr, isr, imr, elcr;
-    uint8_t last_irr;           /* line levels, for edge detection */
-    uint8_t vector_base;        /* ICW2 */
-    uint8_t priority_add;       /* rotation: the highest-priority line */
-    uint8_t init_state;         /* 0: ready; 1-3: ICW2-4 expected next */
+    uint8_t last_irr;     /* line levels, for edge detection */
+    uint8_t vector_base;  /* ICW2 */
+    uint8_t priority_add; /* rotation: the highest-priority line */
+    uint8_t init_state;   /* 0: ready; 1-3: ICW2-4 expected next */
     uint8_t init4, single_mode, auto_eoi, rotate_on_aeoi;
-    uint8_t read_isr;           /* OCW3: reads of the command port return ISR */
+    uint8_t read_isr; /* OCW3: reads of the command port return ISR */
     uint8_t poll, special_mask, special_fully_nested;
 };
 
 struct emu_pics {
-    struct emu_pic chip[2];     /* master, slave (on the master's IRQ2) */
+    struct emu_pic chip[2]; /* master, slave (on the master's IRQ2) */
 };
 
 void emu_pics_reset(struct emu_pics *p);
-void emu_pics_set_irq(struct emu_pics *p, unsigned irq, bool level);    /* 0..15 */
+void emu_pics_set_irq(struct emu_pics *p, unsigned irq, bool level); /* 0..15 */
 /* Ports 0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1. */
 uint8_t emu_pics_read(struct emu_pics *p, uint16_t port);
 void emu_pics_write(struct emu_pics *p, uint16_t port, uint8_t val);
@@ -119,26 +118,26 @@ extern const struct vmstate_desc emu_pic_vmstate;
 #define EMU_PIT_HZ 1193182ull
 
 struct emu_pit_channel {
-    uint32_t count;             /* reload value, 1..65536 */
-    uint64_t base_ticks;        /* ticks counted before load_ns (gate pauses) */
-    uint64_t elapsed_ns;        /* saved form of load_ns: now - load_ns */
-    uint64_t next_irq_tick;     /* channel 0: tick of the next interrupt; UINT64_MAX none */
-    uint16_t latch;             /* latched count */
-    uint8_t latch_left;         /* bytes of (latch) still to read */
+    uint32_t count;         /* reload value, 1..65536 */
+    uint64_t base_ticks;    /* ticks counted before load_ns (gate pauses) */
+    uint64_t elapsed_ns;    /* saved form of load_ns: now - load_ns */
+    uint64_t next_irq_tick; /* channel 0: tick of the next interrupt; UINT64_MAX none */
+    uint16_t latch;         /* latched count */
+    uint8_t latch_left;     /* bytes of (latch) still to read */
     uint8_t status, status_latched;
-    uint8_t mode, rw, bcd;      /* from the control word */
+    uint8_t mode, rw, bcd; /* from the control word */
     uint8_t gate;
-    uint8_t armed;              /* a count was written since the control word */
-    uint8_t running;            /* counting since load_ns */
-    uint8_t write_msb;          /* lo/hi access: the next write is the MSB */
-    uint8_t read_msb;           /* lo/hi access: the next read is the MSB */
-    uint8_t wbuf;               /* the LSB written */
-    uint64_t load_ns;           /* host time counting (re)started; not saved */
+    uint8_t armed;     /* a count was written since the control word */
+    uint8_t running;   /* counting since load_ns */
+    uint8_t write_msb; /* lo/hi access: the next write is the MSB */
+    uint8_t read_msb;  /* lo/hi access: the next read is the MSB */
+    uint8_t wbuf;      /* the LSB written */
+    uint64_t load_ns;  /* host time counting (re)started; not saved */
 };
 
 struct emu_pit {
     struct emu_pit_channel ch[3];
-    uint8_t port61;             /* bit 0: channel 2 gate, bit 1: speaker data */
+    uint8_t port61; /* bit 0: channel 2 gate, bit 1: speaker data */
 };
 
 void emu_pit_reset(struct emu_pit *s, uint64_t now_ns);

@@ -42,9 +42,9 @@ struct emu_irq_ops {
  * saved "lapic" node is the same on both accelerators. */
 struct emu_lapic_state {
     uint8_t regs[1024];
-    uint64_t apic_base;             /* IA32_APIC_BASE MSR */
-    uint64_t tsc_deadline;          /* IA32_TSC_DEADLINE; 0: disarmed */
-    uint64_t timer_remaining_ns;    /* one-shot/periodic: time left when saved; 0: idle */
+    uint64_t apic_base;          /* IA32_APIC_BASE MSR */
+    uint64_t tsc_deadline;       /* IA32_TSC_DEADLINE; 0: disarmed */
+    uint64_t timer_remaining_ns; /* one-shot/periodic: time left when saved; 0: idle */
 };
 
 struct emu_lapic;
@@ -85,7 +85,7 @@ void emu_lapic_raise(struct emu_lapic *apic, uint8_t vector);
 /* State, with the vCPUs paused. (now_ns) converts the running timer. */
 void emu_lapic_save(struct emu_lapic *apic, struct emu_lapic_state *out, uint64_t now_ns);
 void emu_lapic_load(struct emu_lapic *apic, const struct emu_lapic_state *in, uint64_t now_ns);
-extern const struct vmstate_desc emu_lapic_vmstate;    /* struct emu_lapic_state */
+extern const struct vmstate_desc emu_lapic_vmstate; /* struct emu_lapic_state */
 
 /* ---- IOAPIC, PICs, PIT: the VM-wide chips ---- */
 
@@ -100,14 +100,13 @@ void emu_chips_set_irq(struct emu_chips *chips, unsigned irq, bool level);
 bool emu_chips_pio(struct emu_chips *chips, uint16_t port, uint8_t *data, unsigned size,
                    bool is_write);
 /* IOAPIC MMIO, (offset) from EMU_IOAPIC_BASE (a 4 KiB page). */
-void emu_chips_ioapic_mmio(struct emu_chips *chips, uint64_t offset, uint8_t *data,
-                           unsigned size, bool is_write);
+void emu_chips_ioapic_mmio(struct emu_chips *chips, uint64_t offset, uint8_t *data, unsigned size,
+                           bool is_write);
 /* Raise PIT channel 0's interrupt if due at (now_ns); next expiry or UINT64_MAX. */
 uint64_t emu_chips_timer_poll(struct emu_chips *chips, uint64_t now_ns);
 
 /* All of the chips' state: saved as the "chips" node of the VM state. */
-bool emu_chips_save(struct emu_chips *chips, void *fdt, int parent, uint64_t now_ns,
-                    GError **errp);
+bool emu_chips_save(struct emu_chips *chips, void *fdt, int parent, uint64_t now_ns, GError **errp);
 bool emu_chips_load(struct emu_chips *chips, const void *fdt, int node, uint64_t now_ns,
                     GError **errp);
 

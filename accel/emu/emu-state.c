@@ -16,8 +16,8 @@
 struct emu_vcpu_extra {
     uint8_t halted;
     uint8_t init_pending;
-    uint32_t sipi_vector;           /* 0xffffffff: none */
-    uint64_t timer_remaining_ns;    /* LAPIC one-shot/periodic timer */
+    uint32_t sipi_vector;        /* 0xffffffff: none */
+    uint64_t timer_remaining_ns; /* LAPIC one-shot/periodic timer */
 };
 
 static const struct vmstate_field extra_fields[] = {
@@ -28,27 +28,38 @@ static const struct vmstate_field extra_fields[] = {
     VMSTATE_END,
 };
 static const struct vmstate_desc extra_desc = {
-    .name = "emu", .version = 1, .min_version = 1, .fields = extra_fields,
+    .name = "emu",
+    .version = 1,
+    .min_version = 1,
+    .fields = extra_fields,
 };
 
 /* struct x86_regs's order of the general registers (KVM's), by encoding number. */
 static const enum x86_reg schema_reg_order[16] = {
     X86_RAX, X86_RBX, X86_RCX, X86_RDX, X86_RSI, X86_RDI, X86_RSP, X86_RBP,
-    X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
+    X86_R8,  X86_R9,  X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
 };
 
 /* Segment registers in the encoding's order, against the schema's names. */
 static struct x86_segment *sreg_slot(struct x86_sregs *s, enum x86_seg seg)
 {
     switch (seg) {
-    case X86_ES: return &s->es;
-    case X86_CS: return &s->cs;
-    case X86_SS: return &s->ss;
-    case X86_DS: return &s->ds;
-    case X86_FS: return &s->fs;
-    case X86_GS: return &s->gs;
-    case X86_TR: return &s->tr;
-    default:     return &s->ldt;
+    case X86_ES:
+        return &s->es;
+    case X86_CS:
+        return &s->cs;
+    case X86_SS:
+        return &s->ss;
+    case X86_DS:
+        return &s->ds;
+    case X86_FS:
+        return &s->fs;
+    case X86_GS:
+        return &s->gs;
+    case X86_TR:
+        return &s->tr;
+    default:
+        return &s->ldt;
     }
 }
 
@@ -56,12 +67,21 @@ static struct x86_segment *sreg_slot(struct x86_sregs *s, enum x86_seg seg)
 /* clang-format off */
 #define CPU_MSR(idx, field) { idx, offsetof(struct x86_cpu, field) }
 /* clang-format on */
-static const struct { uint32_t index; size_t offset; } cpu_msrs[] = {
-    CPU_MSR(MSR_STAR, star), CPU_MSR(MSR_LSTAR, lstar), CPU_MSR(MSR_CSTAR, cstar),
-    CPU_MSR(MSR_SFMASK, sfmask), CPU_MSR(MSR_KERNEL_GS_BASE, kernel_gs_base),
-    CPU_MSR(MSR_IA32_SYSENTER_CS, sysenter_cs), CPU_MSR(MSR_IA32_SYSENTER_ESP, sysenter_esp),
-    CPU_MSR(MSR_IA32_SYSENTER_EIP, sysenter_eip), CPU_MSR(MSR_IA32_PAT, pat),
-    CPU_MSR(MSR_TSC_AUX, tsc_aux), CPU_MSR(MSR_IA32_MISC_ENABLE, misc_enable),
+static const struct {
+    uint32_t index;
+    size_t offset;
+} cpu_msrs[] = {
+    CPU_MSR(MSR_STAR, star),
+    CPU_MSR(MSR_LSTAR, lstar),
+    CPU_MSR(MSR_CSTAR, cstar),
+    CPU_MSR(MSR_SFMASK, sfmask),
+    CPU_MSR(MSR_KERNEL_GS_BASE, kernel_gs_base),
+    CPU_MSR(MSR_IA32_SYSENTER_CS, sysenter_cs),
+    CPU_MSR(MSR_IA32_SYSENTER_ESP, sysenter_esp),
+    CPU_MSR(MSR_IA32_SYSENTER_EIP, sysenter_eip),
+    CPU_MSR(MSR_IA32_PAT, pat),
+    CPU_MSR(MSR_TSC_AUX, tsc_aux),
+    CPU_MSR(MSR_IA32_MISC_ENABLE, misc_enable),
 };
 #undef CPU_MSR
 
@@ -70,8 +90,8 @@ static uint64_t *cpu_msr(struct x86_cpu *cpu, size_t offset)
     return (uint64_t *)((uint8_t *)cpu + offset);
 }
 
-static void to_schema(struct emu_vcpu *v, struct x86_vcpu_state *st,
-                      struct emu_vcpu_extra *extra, const struct emu_lapic_state *lapic)
+static void to_schema(struct emu_vcpu *v, struct x86_vcpu_state *st, struct emu_vcpu_extra *extra,
+                      const struct emu_lapic_state *lapic)
 {
     struct x86_cpu *cpu = &v->cpu;
     uint64_t *r = &st->regs.rax;
@@ -153,7 +173,8 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
     if (extra_node < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "vCPU %u: state was saved by another accelerator (no 'emu' node); "
-                    "the software CPU loads only its own", v->index);
+                    "the software CPU loads only its own",
+                    v->index);
         return false;
     }
     if (!vmstate_load(&extra_desc, &extra, fdt, extra_node, errp))
@@ -184,11 +205,10 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
     cpu->dr6 = st.debugregs.dr6;
     cpu->dr7 = st.debugregs.dr7;
     cpu->halted = extra.halted;
-    v->mp_state = st.mp_state.mp_state == X86_MP_HALTED ? X86_MP_RUNNABLE
-                                                        : st.mp_state.mp_state;
+    v->mp_state = st.mp_state.mp_state == X86_MP_HALTED ? X86_MP_RUNNABLE : st.mp_state.mp_state;
     if (v->mp_state > X86_MP_SIPI_RECEIVED) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "vCPU %u: bad mp_state %u",
-                    v->index, v->mp_state);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "vCPU %u: bad mp_state %u", v->index,
+                    v->mp_state);
         return false;
     }
 
@@ -203,7 +223,7 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
             lapic.tsc_deadline = msrs[i].value;
     }
     emu_lapic_load(v->lapic, &lapic, emu_now_ns());
-    cpu->tpr = emu_lapic_get_cr8(v->lapic);     /* CR8 is the TPR register's view */
+    cpu->tpr = emu_lapic_get_cr8(v->lapic); /* CR8 is the TPR register's view */
 
     g_mutex_lock(&v->lock);
     v->init_pending = extra.init_pending;
@@ -222,7 +242,7 @@ bool emu_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
 struct emu_vm_state {
     uint64_t tsc;
     uint64_t realtime_ns;
-    uint32_t tsc_khz;           /* the guest's TSC rate: the target scales to it */
+    uint32_t tsc_khz; /* the guest's TSC rate: the target scales to it */
 };
 
 static const struct vmstate_field vm_fields[] = {
@@ -232,7 +252,10 @@ static const struct vmstate_field vm_fields[] = {
     VMSTATE_END,
 };
 const struct vmstate_desc emu_vm_vmstate = {
-    .name = "vm", .version = 1, .min_version = 1, .fields = vm_fields,
+    .name = "vm",
+    .version = 1,
+    .min_version = 1,
+    .fields = vm_fields,
 };
 
 static uint64_t realtime_ns(void)
@@ -246,7 +269,9 @@ bool emu_vm_save_state(struct accel *a, void *fdt, int parent, GError **errp)
 {
     struct emu_vm *vm = EMU_OF(a);
     struct emu_vm_state st = {
-        .tsc = emu_guest_tsc(vm), .realtime_ns = realtime_ns(), .tsc_khz = vm->tsc_khz,
+        .tsc = emu_guest_tsc(vm),
+        .realtime_ns = realtime_ns(),
+        .tsc_khz = vm->tsc_khz,
     };
 
     if (!vmstate_save(&emu_vm_vmstate, &st, fdt, parent, "vm", errp))

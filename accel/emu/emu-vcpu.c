@@ -277,8 +277,7 @@ bool emu_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t st
     cpu->cr4 = 0;
     cpu->efer = 0;
     x86_pvh_segments(&cpu->seg[X86_CS], &cpu->seg[X86_DS]);
-    cpu->seg[X86_ES] = cpu->seg[X86_FS] = cpu->seg[X86_GS] = cpu->seg[X86_SS] =
-        cpu->seg[X86_DS];
+    cpu->seg[X86_ES] = cpu->seg[X86_FS] = cpu->seg[X86_GS] = cpu->seg[X86_SS] = cpu->seg[X86_DS];
     memset(cpu->regs, 0, sizeof(cpu->regs));
     cpu->regs[X86_RBX] = start_info;
     cpu->rip = entry;
@@ -291,7 +290,7 @@ bool emu_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t st
 
 void emu_vcpu_bind_thread(struct accel_vcpu *base)
 {
-    (void)base;     /* kicks need no thread: they set flags and signal (cond) */
+    (void)base; /* kicks need no thread: they set flags and signal (cond) */
 }
 
 void emu_vcpu_kick(struct accel_vcpu *base)

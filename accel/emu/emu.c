@@ -59,14 +59,16 @@ void emu_set_guest_tsc(struct emu_vm *vm, uint64_t tsc, uint32_t khz)
 
 /* ---- CPUID: what the interpreter implements, nothing more ---- */
 
-#define CPUID_1_EDX (1u << 0 /* FPU */ | 1u << 3 /* PSE */ | 1u << 4 /* TSC */ | \
-                     1u << 5 /* MSR */ | 1u << 6 /* PAE */ | 1u << 8 /* CX8 */ | \
-                     1u << 9 /* APIC */ | 1u << 11 /* SEP */ | 1u << 13 /* PGE */ | \
-                     1u << 15 /* CMOV */ | 1u << 16 /* PAT */)
-#define CPUID_1_ECX (1u << 13 /* CX16 */ | 1u << 23 /* POPCNT */ | \
-                     1u << 24 /* TSC-deadline */ | 1u << 31 /* hypervisor */)
-#define CPUID_8001_EDX (1u << 11 /* SYSCALL */ | 1u << 20 /* NX */ | 1u << 26 /* 1 GiB pages */ | \
-                        1u << 27 /* RDTSCP */ | 1u << 29 /* long mode */)
+#define CPUID_1_EDX \
+    (1u << 0 /* FPU */ | 1u << 3 /* PSE */ | 1u << 4 /* TSC */ | 1u << 5 /* MSR */ | \
+     1u << 6 /* PAE */ | 1u << 8 /* CX8 */ | 1u << 9 /* APIC */ | 1u << 11 /* SEP */ | \
+     1u << 13 /* PGE */ | 1u << 15 /* CMOV */ | 1u << 16 /* PAT */)
+#define CPUID_1_ECX \
+    (1u << 13 /* CX16 */ | 1u << 23 /* POPCNT */ | 1u << 24 /* TSC-deadline */ | \
+     1u << 31 /* hypervisor */)
+#define CPUID_8001_EDX \
+    (1u << 11 /* SYSCALL */ | 1u << 20 /* NX */ | 1u << 26 /* 1 GiB pages */ | \
+     1u << 27 /* RDTSCP */ | 1u << 29 /* long mode */)
 #define CPUID_8001_ECX (1u << 0 /* LAHF in 64-bit mode */ | 1u << 5 /* LZCNT */)
 
 static void add_cpuid(struct emu_vm *vm, uint32_t function, uint32_t eax, uint32_t ebx,
@@ -74,7 +76,11 @@ static void add_cpuid(struct emu_vm *vm, uint32_t function, uint32_t eax, uint32
 {
     g_assert(vm->nr_cpuid < EMU_CPUID_MAX);
     vm->cpuid[vm->nr_cpuid++] = (struct emu_cpuid_entry){
-        .function = function, .eax = eax, .ebx = ebx, .ecx = ecx, .edx = edx,
+        .function = function,
+        .eax = eax,
+        .ebx = ebx,
+        .ecx = ecx,
+        .edx = edx,
     };
 }
 
@@ -121,7 +127,7 @@ void emu_cpuid_lookup(struct emu_vm *vm, unsigned cpu, uint32_t leaf, uint32_t s
     out[2] = e->ecx;
     out[3] = e->edx;
     if (leaf == 1)
-        out[1] |= cpu << 24;        /* initial APIC ID */
+        out[1] |= cpu << 24; /* initial APIC ID */
 }
 
 static void op_cpuid_fingerprint(const struct accel *a, uint32_t *nr_entries, uint8_t sha256[32])

@@ -4,22 +4,21 @@
 #include "tern/util.h"
 #include "tern/vmstate.h"
 
-#define IOAPIC_VERSION      0x00170011u     /* 24 redirection entries */
-#define REG_ID              0x00
-#define REG_VERSION         0x01
-#define REG_ARB             0x02
-#define REG_REDIR           0x10
+#define IOAPIC_VERSION 0x00170011u /* 24 redirection entries */
+#define REG_ID 0x00
+#define REG_VERSION 0x01
+#define REG_ARB 0x02
+#define REG_REDIR 0x10
 
-#define RTE_VECTOR(e)       ((uint8_t)(e))
-#define RTE_MODE(e)         (((e) >> 8) & 7)
-#define RTE_LOGICAL         (1ull << 11)
-#define RTE_REMOTE_IRR      (1ull << 14)
-#define RTE_LEVEL           (1ull << 15)
-#define RTE_MASKED          (1ull << 16)
-#define RTE_DEST(e)         ((uint8_t)((e) >> 56))
+#define RTE_VECTOR(e) ((uint8_t)(e))
+#define RTE_MODE(e) (((e) >> 8) & 7)
+#define RTE_LOGICAL (1ull << 11)
+#define RTE_REMOTE_IRR (1ull << 14)
+#define RTE_LEVEL (1ull << 15)
+#define RTE_MASKED (1ull << 16)
+#define RTE_DEST(e) ((uint8_t)((e) >> 56))
 /* Bits the guest writes; delivery status (12) and remote IRR (14) are read-only. */
-#define RTE_WRITABLE        (0xff00000000000000ull | 0xfffull | (1ull << 13) | RTE_LEVEL | \
-                             RTE_MASKED)
+#define RTE_WRITABLE (0xff00000000000000ull | 0xfffull | (1ull << 13) | RTE_LEVEL | RTE_MASKED)
 
 void emu_ioapic_reset(struct emu_ioapic *s)
 {
@@ -39,18 +38,17 @@ static void service(struct emu_ioapic *s, struct emu_apic_bus *bus, unsigned pin
     if ((e & RTE_MASKED) || !(s->lines & (1u << pin)))
         return;
     if (RTE_MODE(e) != EMU_APIC_DM_FIXED && RTE_MODE(e) != EMU_APIC_DM_LOWEST)
-        return;                 /* NMI, SMI, INIT, ExtINT: not modelled */
+        return; /* NMI, SMI, INIT, ExtINT: not modelled */
     if (level) {
         if (e & RTE_REMOTE_IRR)
-            return;             /* the last one is not EOIed yet */
+            return; /* the last one is not EOIed yet */
         s->redir[pin] |= RTE_REMOTE_IRR;
     }
-    emu_apic_bus_deliver(bus, RTE_DEST(e), e & RTE_LOGICAL,
-                         RTE_MODE(e) == EMU_APIC_DM_LOWEST, RTE_VECTOR(e), level);
+    emu_apic_bus_deliver(bus, RTE_DEST(e), e & RTE_LOGICAL, RTE_MODE(e) == EMU_APIC_DM_LOWEST,
+                         RTE_VECTOR(e), level);
 }
 
-void emu_ioapic_set_irq(struct emu_ioapic *s, struct emu_apic_bus *bus, unsigned pin,
-                        bool level)
+void emu_ioapic_set_irq(struct emu_ioapic *s, struct emu_apic_bus *bus, unsigned pin, bool level)
 {
     uint32_t bit;
     bool was;
@@ -89,8 +87,7 @@ uint32_t emu_ioapic_read(struct emu_ioapic *s, uint64_t offset)
     }
 }
 
-void emu_ioapic_write(struct emu_ioapic *s, struct emu_apic_bus *bus, uint64_t offset,
-                      uint32_t val)
+void emu_ioapic_write(struct emu_ioapic *s, struct emu_apic_bus *bus, uint64_t offset, uint32_t val)
 {
     uint32_t r = s->ioregsel & 0xff;
 
@@ -126,7 +123,7 @@ void emu_ioapic_eoi(struct emu_ioapic *s, struct emu_apic_bus *bus, uint8_t vect
         if (RTE_VECTOR(e) != vector || !(e & RTE_LEVEL) || !(e & RTE_REMOTE_IRR))
             continue;
         s->redir[pin] &= ~RTE_REMOTE_IRR;
-        service(s, bus, pin);       /* still asserted: again */
+        service(s, bus, pin); /* still asserted: again */
     }
 }
 
@@ -134,8 +131,7 @@ bool emu_ioapic_check(const struct emu_ioapic *s, GError **errp)
 {
     if (s->lines >> EMU_IOAPIC_PINS) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "ioapic: line levels 0x%x name pins beyond %u", s->lines,
-                    EMU_IOAPIC_PINS);
+                    "ioapic: line levels 0x%x name pins beyond %u", s->lines, EMU_IOAPIC_PINS);
         return false;
     }
     return true;
@@ -150,5 +146,8 @@ static const struct vmstate_field ioapic_fields[] = {
 };
 
 const struct vmstate_desc emu_ioapic_vmstate = {
-    .name = "ioapic", .version = 1, .min_version = 1, .fields = ioapic_fields,
+    .name = "ioapic",
+    .version = 1,
+    .min_version = 1,
+    .fields = ioapic_fields,
 };

@@ -7,50 +7,50 @@
 #include "tern/vmstate.h"
 
 /* Register offsets in the MMIO page (and in the KVM-layout regs page). */
-#define APIC_ID         0x20
-#define APIC_VERSION    0x30
-#define APIC_TPR        0x80
-#define APIC_APR        0x90
-#define APIC_PPR        0xa0
-#define APIC_EOI        0xb0
-#define APIC_LDR        0xd0
-#define APIC_DFR        0xe0
-#define APIC_SVR        0xf0
-#define APIC_ISR        0x100
-#define APIC_TMR        0x180
-#define APIC_IRR        0x200
-#define APIC_ESR        0x280
-#define APIC_ICR_LO     0x300
-#define APIC_ICR_HI     0x310
-#define APIC_LVT_TIMER  0x320
-#define APIC_LVT_THERM  0x330
-#define APIC_LVT_PERF   0x340
-#define APIC_LVT_LINT0  0x350
-#define APIC_LVT_LINT1  0x360
-#define APIC_LVT_ERROR  0x370
-#define APIC_TMICT      0x380
-#define APIC_TMCCT      0x390
-#define APIC_TDCR       0x3e0
+#define APIC_ID 0x20
+#define APIC_VERSION 0x30
+#define APIC_TPR 0x80
+#define APIC_APR 0x90
+#define APIC_PPR 0xa0
+#define APIC_EOI 0xb0
+#define APIC_LDR 0xd0
+#define APIC_DFR 0xe0
+#define APIC_SVR 0xf0
+#define APIC_ISR 0x100
+#define APIC_TMR 0x180
+#define APIC_IRR 0x200
+#define APIC_ESR 0x280
+#define APIC_ICR_LO 0x300
+#define APIC_ICR_HI 0x310
+#define APIC_LVT_TIMER 0x320
+#define APIC_LVT_THERM 0x330
+#define APIC_LVT_PERF 0x340
+#define APIC_LVT_LINT0 0x350
+#define APIC_LVT_LINT1 0x360
+#define APIC_LVT_ERROR 0x370
+#define APIC_TMICT 0x380
+#define APIC_TMCCT 0x390
+#define APIC_TDCR 0x3e0
 
-#define APIC_VERSION_VALUE  0x50014     /* 6 LVT entries, integrated APIC */
-#define SVR_ENABLE      0x100
-#define LVT_MASKED      0x10000
-#define LVT_TIMER_MODE(v)   (((v) >> 17) & 3)
-#define TIMER_ONESHOT   0
-#define TIMER_PERIODIC  1
-#define TIMER_TSC       2
-#define ESR_ILLEGAL_VECTOR  0x40
+#define APIC_VERSION_VALUE 0x50014 /* 6 LVT entries, integrated APIC */
+#define SVR_ENABLE 0x100
+#define LVT_MASKED 0x10000
+#define LVT_TIMER_MODE(v) (((v) >> 17) & 3)
+#define TIMER_ONESHOT 0
+#define TIMER_PERIODIC 1
+#define TIMER_TSC 2
+#define ESR_ILLEGAL_VECTOR 0x40
 
-#define MSR_APIC_BASE       0x1b
-#define MSR_TSC_DEADLINE    0x6e0
-#define APIC_BASE_BSP       0x100
-#define APIC_BASE_X2APIC    0x400
-#define APIC_BASE_ENABLE    0x800
+#define MSR_APIC_BASE 0x1b
+#define MSR_TSC_DEADLINE 0x6e0
+#define APIC_BASE_BSP 0x100
+#define APIC_BASE_X2APIC 0x400
+#define APIC_BASE_ENABLE 0x800
 
 /* A periodic timer never fires more often than this: a guest asking for a
  * 1-tick period would otherwise spend all its time in the interrupt (KVM
  * clamps the same way). */
-#define MIN_PERIOD_NS   50000ull
+#define MIN_PERIOD_NS 50000ull
 
 _Static_assert(1000000000ull % EMU_APIC_BUS_HZ == 0, "the bus clock must divide 1 GHz");
 #define NS_PER_BUS_TICK (1000000000ull / EMU_APIC_BUS_HZ)
@@ -58,10 +58,10 @@ _Static_assert(1000000000ull % EMU_APIC_BUS_HZ == 0, "the bus clock must divide 
 struct emu_lapic {
     struct emu_apic_bus *bus;
     unsigned index;
-    GMutex lock;                /* raise and IPIs come from other threads */
-    struct emu_lapic_state s;   /* timer_remaining_ns is only filled by save */
-    uint64_t deadline_ns;       /* next timer expiry; UINT64_MAX: none */
-    uint64_t period_ns;         /* one-shot/periodic: armed length; 0: stopped */
+    GMutex lock;              /* raise and IPIs come from other threads */
+    struct emu_lapic_state s; /* timer_remaining_ns is only filled by save */
+    uint64_t deadline_ns;     /* next timer expiry; UINT64_MAX: none */
+    uint64_t period_ns;       /* one-shot/periodic: armed length; 0: stopped */
 };
 
 uint64_t emu_now_ns(void)
@@ -145,7 +145,7 @@ static int deliverable(const struct emu_lapic *a)
 static uint64_t tick_ns(const struct emu_lapic *a)
 {
     uint32_t d = reg_get(a, APIC_TDCR);
-    unsigned shift = ((d & 3) | ((d >> 1) & 4)) + 1;     /* 1..8; 8 means divide by 1 */
+    unsigned shift = ((d & 3) | ((d >> 1) & 4)) + 1; /* 1..8; 8 means divide by 1 */
 
     return (shift == 8 ? 1ull : 1ull << shift) * NS_PER_BUS_TICK;
 }
@@ -182,7 +182,7 @@ static uint64_t timer_remaining(const struct emu_lapic *a, uint64_t now)
         return 0;
     if (a->deadline_ns > now)
         return a->deadline_ns - now;
-    if (timer_mode(a) == TIMER_PERIODIC)        /* a poll is late: the count wrapped */
+    if (timer_mode(a) == TIMER_PERIODIC) /* a poll is late: the count wrapped */
         return a->period_ns - (now - a->deadline_ns) % a->period_ns;
     return 0;
 }
@@ -225,7 +225,7 @@ uint64_t emu_lapic_timer_poll(struct emu_lapic *apic, uint64_t now_ns)
             if (apic->deadline_ns <= now_ns)
                 apic->deadline_ns = now_ns + apic->period_ns;
         } else {
-            apic->deadline_ns = UINT64_MAX;     /* one-shot: TMCCT now reads 0 */
+            apic->deadline_ns = UINT64_MAX; /* one-shot: TMCCT now reads 0 */
         }
     }
     next = apic->deadline_ns;
@@ -240,8 +240,8 @@ uint64_t emu_lapic_timer_poll(struct emu_lapic *apic, uint64_t now_ns)
 static void regs_reset(struct emu_lapic *a, uint32_t id)
 {
     static const unsigned lvts[] = {
-        APIC_LVT_TIMER, APIC_LVT_THERM, APIC_LVT_PERF, APIC_LVT_LINT0, APIC_LVT_LINT1,
-        APIC_LVT_ERROR,
+        APIC_LVT_TIMER, APIC_LVT_THERM, APIC_LVT_PERF,
+        APIC_LVT_LINT0, APIC_LVT_LINT1, APIC_LVT_ERROR,
     };
 
     memset(a->s.regs, 0, sizeof(a->s.regs));
@@ -260,8 +260,7 @@ void emu_lapic_reset(struct emu_lapic *apic)
 {
     g_mutex_lock(&apic->lock);
     regs_reset(apic, (uint32_t)apic->index << 24);
-    apic->s.apic_base = EMU_LAPIC_BASE | APIC_BASE_ENABLE |
-                        (apic->index == 0 ? APIC_BASE_BSP : 0);
+    apic->s.apic_base = EMU_LAPIC_BASE | APIC_BASE_ENABLE | (apic->index == 0 ? APIC_BASE_BSP : 0);
     g_mutex_unlock(&apic->lock);
 }
 
@@ -340,9 +339,9 @@ bool emu_lapic_match(struct emu_lapic *apic, uint8_t dest, bool logical)
         return true;
     if (!logical)
         return dest == id;
-    if (dfr == 0xf)                             /* flat: a bitmap of 8 CPUs */
+    if (dfr == 0xf) /* flat: a bitmap of 8 CPUs */
         return (ldr & dest) != 0;
-    return (ldr >> 4) == (uint32_t)(dest >> 4) && (ldr & dest & 0xf);   /* cluster */
+    return (ldr >> 4) == (uint32_t)(dest >> 4) && (ldr & dest & 0xf); /* cluster */
 }
 
 static bool extint_on(const struct emu_lapic *a)
@@ -420,7 +419,7 @@ uint8_t emu_lapic_get_cr8(struct emu_lapic *apic)
 
 /* What a register write asks of the bus once the lock is dropped. */
 struct lapic_effects {
-    int eoi_vector;             /* level-triggered EOI for the listener, or -1 */
+    int eoi_vector; /* level-triggered EOI for the listener, or -1 */
     bool ipi;
     uint32_t icr_lo, icr_hi;
 };
@@ -441,7 +440,7 @@ static uint32_t reg_read(struct emu_lapic *a, unsigned off, uint64_t now)
     case APIC_TMCCT:
         return timer_mode(a) == TIMER_TSC ? 0 : timer_current(a, now);
     case APIC_ICR_LO:
-        return reg_get(a, off) & ~(1u << 12);   /* delivery status: always idle */
+        return reg_get(a, off) & ~(1u << 12); /* delivery status: always idle */
     default:
         return off < sizeof(a->s.regs) ? reg_get(a, off) : 0;
     }
@@ -465,7 +464,7 @@ static void lvt_timer_write(struct emu_lapic *a, uint32_t v)
     unsigned old_mode = timer_mode(a);
 
     v &= 0x600ff | LVT_MASKED;
-    if (LVT_TIMER_MODE(v) == 3)                 /* reserved: keep it one-shot */
+    if (LVT_TIMER_MODE(v) == 3) /* reserved: keep it one-shot */
         v &= ~0x40000u;
     reg_set(a, APIC_LVT_TIMER, v);
     if ((LVT_TIMER_MODE(v) == TIMER_TSC) != (old_mode == TIMER_TSC)) {
@@ -475,7 +474,7 @@ static void lvt_timer_write(struct emu_lapic *a, uint32_t v)
         a->s.tsc_deadline = 0;
     } else if (LVT_TIMER_MODE(v) == TIMER_PERIODIC && a->period_ns &&
                a->period_ns < MIN_PERIOD_NS) {
-        a->period_ns = MIN_PERIOD_NS;           /* a running one-shot became periodic */
+        a->period_ns = MIN_PERIOD_NS; /* a running one-shot became periodic */
     }
 }
 
@@ -525,7 +524,7 @@ static void reg_write(struct emu_lapic *a, unsigned off, uint32_t v, uint64_t no
     case APIC_LVT_ERROR: {
         bool lint = off == APIC_LVT_LINT0 || off == APIC_LVT_LINT1;
         uint32_t writable = lint ? 0x1a7ff : off == APIC_LVT_ERROR ? 0x100ff : 0x107ff;
-        uint32_t remote_irr = lint ? reg_get(a, off) & 0x4000 : 0;     /* read-only */
+        uint32_t remote_irr = lint ? reg_get(a, off) & 0x4000 : 0; /* read-only */
 
         reg_set(a, off, (v & writable) | remote_irr | (sw_enabled(a) ? 0 : LVT_MASKED));
         break;
@@ -544,14 +543,14 @@ static void reg_write(struct emu_lapic *a, unsigned off, uint32_t v, uint64_t no
             /* The running count goes on at the new rate. */
             uint64_t count = reg_get(a, APIC_TMICT);
 
-            a->period_ns = MAX(count * tick_ns(a), timer_mode(a) == TIMER_PERIODIC ?
-                                                   MIN_PERIOD_NS : 0);
+            a->period_ns = MAX(count * tick_ns(a),
+                               timer_mode(a) == TIMER_PERIODIC ? MIN_PERIOD_NS : 0);
             a->deadline_ns = now + MIN(left, a->period_ns);
         }
         break;
     }
     default:
-        break;              /* read-only or reserved */
+        break; /* read-only or reserved */
     }
 }
 
@@ -588,7 +587,7 @@ void emu_lapic_mmio_at(struct emu_lapic *apic, uint64_t offset, uint8_t *data, u
         apic->bus->eoi_listener(apic->bus->eoi_opaque, (uint8_t)fx.eoi_vector);
     if (fx.ipi)
         emu_apic_bus_ipi(apic->bus, apic, fx.icr_lo, fx.icr_hi);
-    if (is_write && emu_lapic_pending(apic))      /* an EOI or TPR write unmasked one */
+    if (is_write && emu_lapic_pending(apic)) /* an EOI or TPR write unmasked one */
         apic->bus->ops->wake(apic->bus->opaque, apic->index);
 }
 
@@ -616,7 +615,7 @@ bool emu_lapic_rdmsr(struct emu_lapic *apic, uint32_t msr, uint64_t *value, bool
         *ok = true;
         return true;
     default:
-        return false;       /* x2APIC (0x800-0x8ff) included: #GP */
+        return false; /* x2APIC (0x800-0x8ff) included: #GP */
     }
 }
 
@@ -636,7 +635,7 @@ bool emu_lapic_wrmsr(struct emu_lapic *apic, uint32_t msr, uint64_t value, bool 
         }
         g_mutex_lock(&apic->lock);
         if (hw_enabled(apic) && !(value & APIC_BASE_ENABLE))
-            regs_reset(apic, reg_get(apic, APIC_ID));   /* disabling loses the state */
+            regs_reset(apic, reg_get(apic, APIC_ID)); /* disabling loses the state */
         apic->s.apic_base = (value & ~keep) | (apic->s.apic_base & keep);
         g_mutex_unlock(&apic->lock);
         *ok = true;
@@ -669,8 +668,9 @@ void emu_lapic_save(struct emu_lapic *apic, struct emu_lapic_state *out, uint64_
         uint32_t cur = timer_current(apic, now_ns);
 
         /* Overdue (not polled yet): fire right after load. */
-        out->timer_remaining_ns = apic->deadline_ns == UINT64_MAX ? 0 :
-                                  apic->deadline_ns > now_ns ? apic->deadline_ns - now_ns : 1;
+        out->timer_remaining_ns = apic->deadline_ns == UINT64_MAX ? 0
+                                  : apic->deadline_ns > now_ns    ? apic->deadline_ns - now_ns
+                                                                  : 1;
         memcpy(&out->regs[APIC_TMCCT], &cur, 4);
     }
     g_mutex_unlock(&apic->lock);
@@ -687,7 +687,7 @@ void emu_lapic_tsc_changed(struct emu_lapic *apic)
         apic->deadline_ns = ops->tsc_to_ns(apic->bus->opaque, apic->s.tsc_deadline);
     g_mutex_unlock(&apic->lock);
     if (armed)
-        ops->wake(apic->bus->opaque, apic->index);     /* a sleeper re-reads its deadline */
+        ops->wake(apic->bus->opaque, apic->index); /* a sleeper re-reads its deadline */
 }
 
 void emu_lapic_load(struct emu_lapic *apic, const struct emu_lapic_state *in, uint64_t now_ns)
@@ -699,8 +699,7 @@ void emu_lapic_load(struct emu_lapic *apic, const struct emu_lapic_state *in, ui
     memcpy(apic->s.regs, in->regs, sizeof(apic->s.regs));
     /* Absent (0, e.g. a KVM "lapic" node without it) or malformed: keep ours. */
     if ((in->apic_base & ~(APIC_BASE_ENABLE | APIC_BASE_BSP)) == EMU_LAPIC_BASE)
-        apic->s.apic_base = (in->apic_base & ~APIC_BASE_BSP) |
-                            (apic->s.apic_base & APIC_BASE_BSP);
+        apic->s.apic_base = (in->apic_base & ~APIC_BASE_BSP) | (apic->s.apic_base & APIC_BASE_BSP);
     apic->s.tsc_deadline = in->tsc_deadline;
     apic->s.timer_remaining_ns = 0;
     reg_set(apic, APIC_VERSION, APIC_VERSION_VALUE);
@@ -711,14 +710,15 @@ void emu_lapic_load(struct emu_lapic *apic, const struct emu_lapic_state *in, ui
             apic->deadline_ns = ops->tsc_to_ns(apic->bus->opaque, apic->s.tsc_deadline);
     } else if (reg_get(apic, APIC_TMICT)) {
         /* Without timer_remaining_ns (a KVM source), TMCCT says how much was left. */
-        uint64_t left = in->timer_remaining_ns ? in->timer_remaining_ns :
-                        (uint64_t)reg_get(apic, APIC_TMCCT) * tick_ns(apic);
+        uint64_t left = in->timer_remaining_ns
+                            ? in->timer_remaining_ns
+                            : (uint64_t)reg_get(apic, APIC_TMCCT) * tick_ns(apic);
 
         timer_arm_count(apic, now_ns);
         if (left)
             apic->deadline_ns = now_ns + MIN(left, apic->period_ns);
         else if (timer_mode(apic) != TIMER_PERIODIC)
-            timer_stop(apic);                   /* an expired one-shot */
+            timer_stop(apic); /* an expired one-shot */
     }
     memset(&apic->s.regs[APIC_TMCCT], 0, 4);
     pending = deliverable(apic) >= 0;
@@ -736,5 +736,8 @@ static const struct vmstate_field lapic_fields[] = {
 };
 
 const struct vmstate_desc emu_lapic_vmstate = {
-    .name = "lapic", .version = 1, .min_version = 1, .fields = lapic_fields,
+    .name = "lapic",
+    .version = 1,
+    .min_version = 1,
+    .fields = lapic_fields,
 };

@@ -42,7 +42,7 @@ static void chip_set_irq(struct emu_pic *s, unsigned irq, bool level)
     if (s->elcr & mask) {
         s->irr = level ? s->irr | mask : s->irr & ~mask;
     } else if (level && !(s->last_irr & mask)) {
-        s->irr |= mask;             /* a rising edge */
+        s->irr |= mask; /* a rising edge */
     }
     s->last_irr = level ? s->last_irr | mask : s->last_irr & ~mask;
 }
@@ -61,14 +61,14 @@ static void chip_intack(struct emu_pic *s, int irq)
     } else {
         s->isr |= (uint8_t)(1u << irq);
     }
-    if (!(s->elcr & (1u << irq)))   /* a level line stays requested */
-        s->irr &= (uint8_t)~(1u << irq);
+    if (!(s->elcr & (1u << irq))) /* a level line stays requested */
+        s->irr &= (uint8_t) ~(1u << irq);
 }
 
 static void chip_init_reset(struct emu_pic *s)
 {
-    uint8_t elcr = s->elcr;         /* ELCR is not the 8259's: it survives ICW1 */
-    uint8_t irr = s->irr & elcr;    /* level lines stay requested */
+    uint8_t elcr = s->elcr;      /* ELCR is not the 8259's: it survives ICW1 */
+    uint8_t irr = s->irr & elcr; /* level lines stay requested */
 
     *s = (struct emu_pic){ .elcr = elcr, .irr = irr };
 }
@@ -101,7 +101,7 @@ uint8_t emu_pics_intack(struct emu_pics *p)
     uint8_t vector;
 
     if (irq < 0)
-        return (uint8_t)(m->vector_base + 7);       /* spurious */
+        return (uint8_t)(m->vector_base + 7); /* spurious */
     if (irq == 2) {
         int irq2 = chip_irq(sl, false);
 
@@ -135,14 +135,14 @@ static void chip_command(struct emu_pic *s, uint8_t val)
 {
     int p, irq;
 
-    if (val & 0x10) {                   /* ICW1 */
+    if (val & 0x10) { /* ICW1 */
         chip_init_reset(s);
         s->init_state = 1;
         s->init4 = val & 1;
         s->single_mode = (val >> 1) & 1;
         return;
     }
-    if (val & 0x08) {                   /* OCW3 */
+    if (val & 0x08) { /* OCW3 */
         if (val & 0x04)
             s->poll = 1;
         if (val & 0x02)
@@ -151,29 +151,29 @@ static void chip_command(struct emu_pic *s, uint8_t val)
             s->special_mask = (val >> 5) & 1;
         return;
     }
-    switch (val >> 5) {                 /* OCW2 */
+    switch (val >> 5) { /* OCW2 */
     case 0:
     case 4:
         s->rotate_on_aeoi = val >> 7;
         break;
-    case 1:                             /* non-specific EOI */
-    case 5:                             /* ... and rotate */
+    case 1: /* non-specific EOI */
+    case 5: /* ... and rotate */
         p = priority(s, s->isr);
         if (p != 8) {
             irq = (p + s->priority_add) & 7;
-            s->isr &= (uint8_t)~(1u << irq);
+            s->isr &= (uint8_t) ~(1u << irq);
             if (val >> 5 == 5)
                 s->priority_add = (uint8_t)((irq + 1) & 7);
         }
         break;
-    case 3:                             /* specific EOI */
-        s->isr &= (uint8_t)~(1u << (val & 7));
+    case 3: /* specific EOI */
+        s->isr &= (uint8_t) ~(1u << (val & 7));
         break;
-    case 6:                             /* set priority */
+    case 6: /* set priority */
         s->priority_add = (uint8_t)((val + 1) & 7);
         break;
-    case 7:                             /* specific EOI and rotate */
-        s->isr &= (uint8_t)~(1u << (val & 7));
+    case 7: /* specific EOI and rotate */
+        s->isr &= (uint8_t) ~(1u << (val & 7));
         s->priority_add = (uint8_t)((val + 1) & 7);
         break;
     default:
@@ -184,17 +184,17 @@ static void chip_command(struct emu_pic *s, uint8_t val)
 static void chip_data(struct emu_pic *s, uint8_t val)
 {
     switch (s->init_state) {
-    case 0:                             /* OCW1 */
+    case 0: /* OCW1 */
         s->imr = val;
         break;
-    case 1:                             /* ICW2 */
+    case 1: /* ICW2 */
         s->vector_base = val & 0xf8;
         s->init_state = s->single_mode ? (s->init4 ? 3 : 0) : 2;
         break;
-    case 2:                             /* ICW3: the cascade wiring is fixed */
+    case 2: /* ICW3: the cascade wiring is fixed */
         s->init_state = s->init4 ? 3 : 0;
         break;
-    default:                            /* ICW4 */
+    default: /* ICW4 */
         s->special_fully_nested = (val >> 4) & 1;
         s->auto_eoi = (val >> 1) & 1;
         s->init_state = 0;
@@ -204,7 +204,7 @@ static void chip_data(struct emu_pic *s, uint8_t val)
 
 uint8_t emu_pics_read(struct emu_pics *p, uint16_t port)
 {
-    unsigned c = (port >> 7) & 1;       /* 0x20/0x21: 0; 0xa0/0xa1: 1 */
+    unsigned c = (port >> 7) & 1; /* 0x20/0x21: 0; 0xa0/0xa1: 1 */
     struct emu_pic *s;
 
     if (port == 0x4d0 || port == 0x4d1)
@@ -238,8 +238,8 @@ bool emu_pics_check(const struct emu_pics *p, GError **errp)
 
         if (s->init_state > 3 || s->priority_add > 7) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                        "pic@%d: init_state %u or priority_add %u out of range", i,
-                        s->init_state, s->priority_add);
+                        "pic@%d: init_state %u or priority_add %u out of range", i, s->init_state,
+                        s->priority_add);
             return false;
         }
     }
@@ -267,5 +267,8 @@ static const struct vmstate_field pic_fields[] = {
 };
 
 const struct vmstate_desc emu_pic_vmstate = {
-    .name = "pic", .version = 1, .min_version = 1, .fields = pic_fields,
+    .name = "pic",
+    .version = 1,
+    .min_version = 1,
+    .fields = pic_fields,
 };

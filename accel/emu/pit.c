@@ -14,8 +14,8 @@ static uint64_t ns_to_ticks(uint64_t ns)
 /* The first host nanosecond by which (t) ticks have elapsed. */
 static uint64_t ticks_to_ns(uint64_t t)
 {
-    return t / EMU_PIT_HZ * NS_PER_SEC + (t % EMU_PIT_HZ * NS_PER_SEC + EMU_PIT_HZ - 1) /
-                                         EMU_PIT_HZ;
+    return t / EMU_PIT_HZ * NS_PER_SEC +
+           (t % EMU_PIT_HZ * NS_PER_SEC + EMU_PIT_HZ - 1) / EMU_PIT_HZ;
 }
 
 /* Ticks counted since the count was loaded. */
@@ -35,7 +35,7 @@ static bool out(const struct emu_pit_channel *c, uint64_t now)
     if ((c->mode == 2 || c->mode == 3) && !c->gate)
         return true;
     if ((c->mode == 1 || c->mode == 5) && !c->running && !c->base_ticks)
-        return true;                    /* not triggered yet */
+        return true; /* not triggered yet */
     t = ticks(c, now);
     switch (c->mode) {
     case 0:
@@ -45,7 +45,7 @@ static bool out(const struct emu_pit_channel *c, uint64_t now)
         return c->count < 2 || t % c->count != c->count - 1;
     case 3:
         return t % c->count < (c->count + 1) / 2;
-    default:                            /* 4, 5: low for one tick at terminal count */
+    default: /* 4, 5: low for one tick at terminal count */
         return t != c->count;
     }
 }
@@ -60,10 +60,10 @@ static uint16_t value(const struct emu_pit_channel *c, uint64_t now)
     switch (c->mode) {
     case 2:
         return (uint16_t)(c->count - t % c->count);
-    case 3:                             /* counts down by two, twice a period */
+    case 3: /* counts down by two, twice a period */
         return (uint16_t)(c->count - (2 * t) % c->count);
     default:
-        return (uint16_t)(c->count - t);    /* wraps past 0, as the 8254 */
+        return (uint16_t)(c->count - t); /* wraps past 0, as the 8254 */
     }
 }
 
@@ -78,13 +78,13 @@ static void load_count(struct emu_pit_channel *c, unsigned ch, uint32_t v, uint6
 {
     c->count = v ? v : 0x10000;
     if (c->mode == 2 && c->count == 1)
-        c->count = 2;                   /* a rate of 1 is illegal; avoid an interrupt storm */
+        c->count = 2; /* a rate of 1 is illegal; avoid an interrupt storm */
     c->armed = 1;
     c->running = 0;
     c->base_ticks = 0;
     c->next_irq_tick = UINT64_MAX;
     if (c->mode == 1 || c->mode == 5)
-        return;                         /* waits for a gate trigger */
+        return; /* waits for a gate trigger */
     if (c->gate)
         start(c, now);
     if (ch == 0 && (c->mode == 0 || c->mode == 2 || c->mode == 3 || c->mode == 4))
@@ -100,7 +100,7 @@ static void set_gate(struct emu_pit_channel *c, unsigned ch, bool gate, uint64_t
         return;
     switch (c->mode) {
     case 0:
-    case 4:                             /* the gate pauses the count */
+    case 4: /* the gate pauses the count */
         if (gate) {
             c->load_ns = now;
             c->running = 1;
@@ -109,7 +109,7 @@ static void set_gate(struct emu_pit_channel *c, unsigned ch, bool gate, uint64_t
             c->running = 0;
         }
         break;
-    default:                            /* 1, 2, 3, 5: a rising gate restarts */
+    default: /* 1, 2, 3, 5: a rising gate restarts */
         if (gate) {
             start(c, now);
             if (ch == 0)
@@ -125,8 +125,12 @@ static void set_gate(struct emu_pit_channel *c, unsigned ch, bool gate, uint64_t
 static void channel_reset(struct emu_pit_channel *c, unsigned ch, uint64_t now)
 {
     *c = (struct emu_pit_channel){
-        .count = 0x10000, .mode = 3, .rw = 3, .gate = ch != 2,
-        .next_irq_tick = UINT64_MAX, .load_ns = now,
+        .count = 0x10000,
+        .mode = 3,
+        .rw = 3,
+        .gate = ch != 2,
+        .next_irq_tick = UINT64_MAX,
+        .load_ns = now,
     };
 }
 
@@ -140,7 +144,7 @@ void emu_pit_reset(struct emu_pit *s, uint64_t now_ns)
 static void latch_count(struct emu_pit_channel *c, uint64_t now)
 {
     if (c->latch_left)
-        return;                         /* the first latch holds until read */
+        return; /* the first latch holds until read */
     c->latch = value(c, now);
     c->latch_left = c->rw == 3 ? 2 : 1;
 }
@@ -150,7 +154,7 @@ static void control(struct emu_pit *s, uint8_t val, uint64_t now)
     unsigned sc = val >> 6;
     struct emu_pit_channel *c;
 
-    if (sc == 3) {                      /* read-back */
+    if (sc == 3) { /* read-back */
         for (unsigned i = 0; i < 3; i++) {
             c = &s->ch[i];
             if (!(val & (2u << i)))
@@ -173,7 +177,7 @@ static void control(struct emu_pit *s, uint8_t val, uint64_t now)
     c->rw = (val >> 4) & 3;
     c->mode = (val >> 1) & 7;
     if (c->mode > 5)
-        c->mode -= 4;                   /* 6 and 7 are 2 and 3 */
+        c->mode -= 4; /* 6 and 7 are 2 and 3 */
     c->bcd = val & 1;
     c->armed = 0;
     c->running = 0;
@@ -219,7 +223,7 @@ static void data_write(struct emu_pit_channel *c, unsigned ch, uint8_t val, uint
         if (!c->write_msb) {
             c->wbuf = val;
             c->write_msb = 1;
-            if (c->mode == 0) {         /* the first byte stops a mode 0 count */
+            if (c->mode == 0) { /* the first byte stops a mode 0 count */
                 c->armed = 0;
                 c->running = 0;
                 c->next_irq_tick = UINT64_MAX;
@@ -240,7 +244,7 @@ uint8_t emu_pit_read(struct emu_pit *s, uint16_t port, uint64_t now_ns)
                          (((now_ns / 15085) & 1) << 4));
     if (port >= 0x40 && port <= 0x42)
         return data_read(&s->ch[port - 0x40], now_ns);
-    return 0xff;                        /* the control word is write-only */
+    return 0xff; /* the control word is write-only */
 }
 
 void emu_pit_write(struct emu_pit *s, uint16_t port, uint8_t val, uint64_t now_ns)
@@ -269,8 +273,8 @@ bool emu_pit_poll(struct emu_pit *s, uint64_t now_ns, uint64_t *next)
         if (t >= c->next_irq_tick) {
             due = true;
             /* Periodic modes: the next period after now, never a burst. */
-            c->next_irq_tick = c->mode == 2 || c->mode == 3 ?
-                               (t / c->count + 1) * c->count : UINT64_MAX;
+            c->next_irq_tick = c->mode == 2 || c->mode == 3 ? (t / c->count + 1) * c->count
+                                                            : UINT64_MAX;
         }
     }
     if (c->next_irq_tick != UINT64_MAX)
@@ -289,8 +293,8 @@ bool emu_pit_post_load(struct emu_pit *s, uint64_t now_ns, GError **errp)
     for (unsigned i = 0; i < 3; i++) {
         struct emu_pit_channel *c = &s->ch[i];
 
-        if (c->count < 1 || c->count > 0x10000 || c->mode > 5 || c->rw > 3 ||
-            c->latch_left > 2 || (c->mode == 2 && c->count < 2)) {
+        if (c->count < 1 || c->count > 0x10000 || c->mode > 5 || c->rw > 3 || c->latch_left > 2 ||
+            (c->mode == 2 && c->count < 2)) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                         "pit: channel %u: count %u, mode %u, access %u or latch %u invalid", i,
                         c->count, c->mode, c->rw, c->latch_left);
@@ -326,7 +330,10 @@ static const struct vmstate_field pit_channel_fields[] = {
 };
 
 static const struct vmstate_desc pit_channel_vmstate = {
-    .name = "pit-channel", .version = 1, .min_version = 1, .fields = pit_channel_fields,
+    .name = "pit-channel",
+    .version = 1,
+    .min_version = 1,
+    .fields = pit_channel_fields,
 };
 
 static const struct vmstate_field pit_fields[] = {
@@ -336,5 +343,8 @@ static const struct vmstate_field pit_fields[] = {
 };
 
 const struct vmstate_desc emu_pit_vmstate = {
-    .name = "pit", .version = 1, .min_version = 1, .fields = pit_fields,
+    .name = "pit",
+    .version = 1,
+    .min_version = 1,
+    .fields = pit_fields,
 };

@@ -10,7 +10,11 @@ enum { EXC_BENIGN, EXC_CONTRIB, EXC_PAGE, EXC_DOUBLE };
 static int exc_class(int vec)
 {
     switch (vec) {
-    case X86_EXC_DE: case X86_EXC_TS: case X86_EXC_NP: case X86_EXC_SS: case X86_EXC_GP:
+    case X86_EXC_DE:
+    case X86_EXC_TS:
+    case X86_EXC_NP:
+    case X86_EXC_SS:
+    case X86_EXC_GP:
         return EXC_CONTRIB;
     case X86_EXC_PF:
         return EXC_PAGE;
@@ -41,8 +45,8 @@ void x86_raise_ud(struct x86_cpu *cpu)
     x86_raise(cpu, X86_EXC_UD, 0, false);
 }
 
-static void set_seg(struct x86_segment *s, uint16_t sel, uint64_t base, uint32_t limit, uint8_t type,
-                    bool code_or_data)
+static void set_seg(struct x86_segment *s, uint16_t sel, uint64_t base, uint32_t limit,
+                    uint8_t type, bool code_or_data)
 {
     memset(s, 0, sizeof(*s));
     s->selector = sel;
@@ -218,7 +222,7 @@ static void deliver_prot(struct x86_cpu *cpu, int vec, uint32_t err, bool has_er
         x86_raise(cpu, X86_EXC_NP, (sel & ~3u) | (ext ? 1 : 0), true);
     if (lm && (!cs.l || cs.db))
         x86_raise_gp(cpu, (sel & ~3u) | (ext ? 1 : 0));
-    new_cpl = (cs.type & 4) ? cpl : cs.dpl;      /* conforming keeps CPL */
+    new_cpl = (cs.type & 4) ? cpl : cs.dpl; /* conforming keeps CPL */
 
     uint64_t tss = cpu->seg[X86_TR].base;
     uint64_t old_ss = cpu->seg[X86_SS].selector, old_sp = cpu->regs[X86_RSP];
@@ -305,7 +309,8 @@ static void deliver_prot(struct x86_cpu *cpu, int vec, uint32_t err, bool has_er
         cpu->rflags &= ~(uint64_t)X86_IF;
 }
 
-void x86_deliver(struct x86_cpu *cpu, int vec, uint32_t err, bool has_err, bool soft, uint64_t ret_rip)
+void x86_deliver(struct x86_cpu *cpu, int vec, uint32_t err, bool has_err, bool soft,
+                 uint64_t ret_rip)
 {
     struct x86_internal *in = x86_in(cpu);
 
@@ -327,7 +332,7 @@ static bool handle_exception(struct x86_cpu *cpu)
     bool has_err = in->exc_has_err;
 
     if (in->in_insn) {
-        cpu->rip = in->cur->rip;        /* faults restart the instruction */
+        cpu->rip = in->cur->rip; /* faults restart the instruction */
         in->in_insn = false;
     }
     if (in->stepping) {
@@ -412,7 +417,7 @@ static void single_step(struct x86_cpu *cpu)
 
     in->step_left = in->left - 1;
     in->stepping = true;
-    in->left = 0;           /* no chaining: this one instruction */
+    in->left = 0; /* no chaining: this one instruction */
     x86_step(cpu);
     in->left = in->step_left;
     in->stepping = false;
@@ -456,9 +461,10 @@ enum x86_exit x86_cpu_run(struct x86_cpu *cpu, uint64_t budget)
         if (__builtin_expect(!in->left, 0))
             return leave(cpu, X86_EXIT_BUDGET);
         if (__builtin_expect(cpu->interrupt_shadow | cpu->nmi_pending |
-                             (__atomic_load_n(&cpu->irq_request, __ATOMIC_RELAXED) != 0), 0)) {
+                                 (__atomic_load_n(&cpu->irq_request, __ATOMIC_RELAXED) != 0),
+                             0)) {
             if (cpu->interrupt_shadow)
-                cpu->interrupt_shadow = false;  /* this instruction runs in the shadow */
+                cpu->interrupt_shadow = false; /* this instruction runs in the shadow */
             else
                 try_interrupts(cpu);
         }
@@ -488,6 +494,6 @@ void x86_log_unknown(struct x86_cpu *cpu, struct x86_insn *i)
     for (unsigned k = 0; k < i->len && k < 15; k++)
         n += (unsigned)snprintf(hex + n, sizeof(hex) - n, "%s%02x", k ? " " : "", i->bytes[k]);
     hex[n] = 0;
-    fprintf(stderr, "emu: vcpu %u: #UD at rip 0x%llx: %s\n", cpu->index,
-            (unsigned long long)i->rip, hex);
+    fprintf(stderr, "emu: vcpu %u: #UD at rip 0x%llx: %s\n", cpu->index, (unsigned long long)i->rip,
+            hex);
 }

@@ -8,12 +8,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tern/x86-state.h"    /* struct x86_segment, struct x86_dtable */
+#include "tern/x86-state.h" /* struct x86_segment, struct x86_dtable */
 
 /* General-purpose register numbers, in the encoding's order. */
 enum x86_reg {
-    X86_RAX, X86_RCX, X86_RDX, X86_RBX, X86_RSP, X86_RBP, X86_RSI, X86_RDI,
-    X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
+    X86_RAX,
+    X86_RCX,
+    X86_RDX,
+    X86_RBX,
+    X86_RSP,
+    X86_RBP,
+    X86_RSI,
+    X86_RDI,
+    X86_R8,
+    X86_R9,
+    X86_R10,
+    X86_R11,
+    X86_R12,
+    X86_R13,
+    X86_R14,
+    X86_R15,
 };
 
 /* Segment registers, in the encoding's order, then the system segments. */
@@ -39,30 +53,44 @@ enum x86_seg { X86_ES, X86_CS, X86_SS, X86_DS, X86_FS, X86_GS, X86_TR, X86_LDTR,
 
 /* Exception vectors */
 enum {
-    X86_EXC_DE = 0, X86_EXC_DB = 1, X86_EXC_NMI = 2, X86_EXC_BP = 3, X86_EXC_OF = 4,
-    X86_EXC_BR = 5, X86_EXC_UD = 6, X86_EXC_NM = 7, X86_EXC_DF = 8, X86_EXC_TS = 10,
-    X86_EXC_NP = 11, X86_EXC_SS = 12, X86_EXC_GP = 13, X86_EXC_PF = 14, X86_EXC_MF = 16,
-    X86_EXC_AC = 17, X86_EXC_MC = 18, X86_EXC_XM = 19,
+    X86_EXC_DE = 0,
+    X86_EXC_DB = 1,
+    X86_EXC_NMI = 2,
+    X86_EXC_BP = 3,
+    X86_EXC_OF = 4,
+    X86_EXC_BR = 5,
+    X86_EXC_UD = 6,
+    X86_EXC_NM = 7,
+    X86_EXC_DF = 8,
+    X86_EXC_TS = 10,
+    X86_EXC_NP = 11,
+    X86_EXC_SS = 12,
+    X86_EXC_GP = 13,
+    X86_EXC_PF = 14,
+    X86_EXC_MF = 16,
+    X86_EXC_AC = 17,
+    X86_EXC_MC = 18,
+    X86_EXC_XM = 19,
 };
 
 /* MSRs the CPU keeps itself (everything else goes to ops->rdmsr/wrmsr). */
-#define MSR_IA32_TSC            0x10
-#define MSR_IA32_APIC_BASE      0x1b
-#define MSR_IA32_SYSENTER_CS    0x174
-#define MSR_IA32_SYSENTER_ESP   0x175
-#define MSR_IA32_SYSENTER_EIP   0x176
-#define MSR_IA32_PAT            0x277
-#define MSR_IA32_MISC_ENABLE    0x1a0
-#define MSR_IA32_TSC_DEADLINE   0x6e0
-#define MSR_EFER                0xc0000080
-#define MSR_STAR                0xc0000081
-#define MSR_LSTAR               0xc0000082
-#define MSR_CSTAR               0xc0000083
-#define MSR_SFMASK              0xc0000084
-#define MSR_FS_BASE             0xc0000100
-#define MSR_GS_BASE             0xc0000101
-#define MSR_KERNEL_GS_BASE      0xc0000102
-#define MSR_TSC_AUX             0xc0000103
+#define MSR_IA32_TSC 0x10
+#define MSR_IA32_APIC_BASE 0x1b
+#define MSR_IA32_SYSENTER_CS 0x174
+#define MSR_IA32_SYSENTER_ESP 0x175
+#define MSR_IA32_SYSENTER_EIP 0x176
+#define MSR_IA32_PAT 0x277
+#define MSR_IA32_MISC_ENABLE 0x1a0
+#define MSR_IA32_TSC_DEADLINE 0x6e0
+#define MSR_EFER 0xc0000080
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_CSTAR 0xc0000083
+#define MSR_SFMASK 0xc0000084
+#define MSR_FS_BASE 0xc0000100
+#define MSR_GS_BASE 0xc0000101
+#define MSR_KERNEL_GS_BASE 0xc0000102
+#define MSR_TSC_AUX 0xc0000103
 
 #define EFER_SCE 0x001
 #define EFER_LME 0x100
@@ -111,10 +139,10 @@ struct x86_cpu_ops {
 
 /* Why x86_cpu_run() returned. */
 enum x86_exit {
-    X86_EXIT_KICK,          /* cpu->exit_request was set */
-    X86_EXIT_BUDGET,        /* ran (budget) instructions */
-    X86_EXIT_HLT,           /* hlt with nothing to deliver: cpu->halted is set */
-    X86_EXIT_TRIPLE_FAULT,  /* a fault while delivering a double fault: reset the VM */
+    X86_EXIT_KICK,         /* cpu->exit_request was set */
+    X86_EXIT_BUDGET,       /* ran (budget) instructions */
+    X86_EXIT_HLT,          /* hlt with nothing to deliver: cpu->halted is set */
+    X86_EXIT_TRIPLE_FAULT, /* a fault while delivering a double fault: reset the VM */
 };
 
 /* One page-sized chunk of guest-physical RAM the CPU may address directly. */
@@ -130,7 +158,7 @@ struct x86_ram {
 struct x86_memory {
     struct x86_ram ram[4];
     unsigned nr_ram;
-    unsigned long *dirty;       /* may be NULL: no dirty logging */
+    unsigned long *dirty; /* may be NULL: no dirty logging */
     uint64_t nr_gfns;
 };
 
@@ -139,11 +167,11 @@ struct x86_memory {
 struct x86_cpu {
     uint64_t regs[16];
     uint64_t rip;
-    uint64_t rflags;            /* with valid arithmetic flags: use x86_cpu_get_rflags() */
+    uint64_t rflags; /* with valid arithmetic flags: use x86_cpu_get_rflags() */
     struct x86_segment seg[X86_NR_SEGS];
     struct x86_dtable gdt, idt;
     uint64_t cr0, cr2, cr3, cr4, efer;
-    uint8_t tpr;                /* CR8 */
+    uint8_t tpr; /* CR8 */
     uint64_t dr[4], dr6, dr7;
     uint64_t star, lstar, cstar, sfmask, kernel_gs_base;
     uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
@@ -153,22 +181,22 @@ struct x86_cpu {
     uint8_t fxsave[512];
     uint64_t xcr0;
 
-    bool halted;                /* in hlt until an interrupt (or NMI/INIT) */
-    bool interrupt_shadow;      /* one instruction after sti / mov ss / pop ss */
+    bool halted;           /* in hlt until an interrupt (or NMI/INIT) */
+    bool interrupt_shadow; /* one instruction after sti / mov ss / pop ss */
     bool nmi_pending;
 
     /* Cross-thread requests, set atomically by other threads: */
-    int exit_request;           /* leave x86_cpu_run() as soon as possible */
-    int irq_request;            /* ops->irq_ack may have something to deliver */
+    int exit_request; /* leave x86_cpu_run() as soon as possible */
+    int irq_request;  /* ops->irq_ack may have something to deliver */
 
-    uint64_t insns;             /* instructions retired (statistics) */
+    uint64_t insns; /* instructions retired (statistics) */
 
     const struct x86_cpu_ops *ops;
     void *opaque;
     struct x86_memory *mem;
-    unsigned index;             /* for log lines */
+    unsigned index; /* for log lines */
 
-    void *internal;             /* interpreter-private (TLB, decode cache) */
+    void *internal; /* interpreter-private (TLB, decode cache) */
 };
 
 /* Set up (cpu) in its power-on (reset) state: real mode at F000:FFF0, as

@@ -16,8 +16,8 @@ static const uint32_t modrm_0f[8] = {
 struct fetch {
     struct x86_cpu *cpu;
     struct x86_insn *i;
-    uint64_t la;            /* linear address of the first byte */
-    unsigned avail;         /* bytes in i->bytes valid */
+    uint64_t la;    /* linear address of the first byte */
+    unsigned avail; /* bytes in i->bytes valid */
 };
 
 static void fetch_more(struct fetch *f)
@@ -90,8 +90,10 @@ static void decode_modrm(struct fetch *f, bool *riprel)
     i->index_reg = -1;
     i->scale = 0;
     if (i->addrsize == 2) {
-        static const int8_t base16[8] = { X86_RBX, X86_RBX, X86_RBP, X86_RBP, -1, -1, X86_RBP, X86_RBX };
-        static const int8_t idx16[8] = { X86_RSI, X86_RDI, X86_RSI, X86_RDI, X86_RSI, X86_RDI, -1, -1 };
+        static const int8_t base16[8] = { X86_RBX, X86_RBX, X86_RBP, X86_RBP,
+                                          -1,      -1,      X86_RBP, X86_RBX };
+        static const int8_t idx16[8] = { X86_RSI, X86_RDI, X86_RSI, X86_RDI,
+                                         X86_RSI, X86_RDI, -1,      -1 };
         if (i->mod == 0 && i->rm == 6) {
             disp = fetchn(f, 2);
         } else {
@@ -150,16 +152,45 @@ static unsigned imm_size(struct x86_cpu *cpu, struct x86_insn *i)
     if (op < 0x40 && (op & 7) == 5)
         return z;
     switch (op) {
-    case 0x6a: case 0x6b: case 0x80: case 0x82: case 0x83: case 0xa8: case 0xc0: case 0xc1:
-    case 0xc6: case 0xcd: case 0xd4: case 0xd5: case 0xe4: case 0xe5: case 0xe6: case 0xe7:
-    case 0x1a4: case 0x1ac: case 0x1ba:
-    case 0x170: case 0x171: case 0x172: case 0x173: case 0x1c2: case 0x1c4: case 0x1c5: case 0x1c6:
+    case 0x6a:
+    case 0x6b:
+    case 0x80:
+    case 0x82:
+    case 0x83:
+    case 0xa8:
+    case 0xc0:
+    case 0xc1:
+    case 0xc6:
+    case 0xcd:
+    case 0xd4:
+    case 0xd5:
+    case 0xe4:
+    case 0xe5:
+    case 0xe6:
+    case 0xe7:
+    case 0x1a4:
+    case 0x1ac:
+    case 0x1ba:
+    case 0x170:
+    case 0x171:
+    case 0x172:
+    case 0x173:
+    case 0x1c2:
+    case 0x1c4:
+    case 0x1c5:
+    case 0x1c6:
         return 1;
-    case 0x68: case 0x69: case 0x81: case 0xa9: case 0xc7:
+    case 0x68:
+    case 0x69:
+    case 0x81:
+    case 0xa9:
+    case 0xc7:
         return z;
-    case 0xe8: case 0xe9:
+    case 0xe8:
+    case 0xe9:
         return x86_mode64(cpu) ? 4 : z;
-    case 0xc2: case 0xca:
+    case 0xc2:
+    case 0xca:
         return 2;
     case 0xc8:
         return 3;
@@ -213,18 +244,35 @@ void x86_decode(struct x86_cpu *cpu, struct x86_insn *i)
     for (;;) {
         b = fetch8(&f);
         switch (b) {
-        case 0x66: i->opsize_prefix = 1; i->rex = 0; continue;
-        case 0x67: adsz = true; i->rex = 0; continue;
-        case 0xf0: i->lock = 1; i->rex = 0; continue;
-        case 0xf2: case 0xf3: i->rep = b; i->rex = 0; continue;
-        case 0x26: case 0x2e: case 0x36: case 0x3e:
+        case 0x66:
+            i->opsize_prefix = 1;
+            i->rex = 0;
+            continue;
+        case 0x67:
+            adsz = true;
+            i->rex = 0;
+            continue;
+        case 0xf0:
+            i->lock = 1;
+            i->rex = 0;
+            continue;
+        case 0xf2:
+        case 0xf3:
+            i->rep = b;
+            i->rex = 0;
+            continue;
+        case 0x26:
+        case 0x2e:
+        case 0x36:
+        case 0x3e:
             if (!m64) {
                 i->seg = (b >> 3) & 3;
                 i->seg_override = true;
             }
             i->rex = 0;
             continue;
-        case 0x64: case 0x65:
+        case 0x64:
+        case 0x65:
             i->seg = b == 0x64 ? X86_FS : X86_GS;
             i->seg_override = true;
             i->rex = 0;

@@ -58,8 +58,8 @@ void x86_rm_write(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, uint64
 /* ---- read-modify-write, atomic on RAM when locked ---- */
 
 struct rmw {
-    uint8_t *host;          /* aligned RAM location for a CAS, or NULL */
-    uint64_t gpa;           /* its guest-physical address: dirty once the CAS stored */
+    uint8_t *host; /* aligned RAM location for a CAS, or NULL */
+    uint64_t gpa;  /* its guest-physical address: dirty once the CAS stored */
 };
 
 static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, struct rmw *m,
@@ -78,10 +78,14 @@ static uint64_t rmw_load(struct x86_cpu *cpu, struct x86_insn *i, unsigned size,
                 m->host = p + (la & 0xfff);
                 m->gpa = gpa;
                 switch (size) {
-                case 1: return __atomic_load_n(m->host, __ATOMIC_SEQ_CST);
-                case 2: return __atomic_load_n((uint16_t *)m->host, __ATOMIC_SEQ_CST);
-                case 4: return __atomic_load_n((uint32_t *)m->host, __ATOMIC_SEQ_CST);
-                default: return __atomic_load_n((uint64_t *)m->host, __ATOMIC_SEQ_CST);
+                case 1:
+                    return __atomic_load_n(m->host, __ATOMIC_SEQ_CST);
+                case 2:
+                    return __atomic_load_n((uint16_t *)m->host, __ATOMIC_SEQ_CST);
+                case 4:
+                    return __atomic_load_n((uint32_t *)m->host, __ATOMIC_SEQ_CST);
+                default:
+                    return __atomic_load_n((uint64_t *)m->host, __ATOMIC_SEQ_CST);
                 }
             }
         }
@@ -104,7 +108,8 @@ static bool cas(uint8_t *p, unsigned size, uint64_t *old, uint64_t nv)
     switch (size) {
     case 1: {
         uint8_t o = (uint8_t)*old;
-        ok = __atomic_compare_exchange_n(p, &o, (uint8_t)nv, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        ok = __atomic_compare_exchange_n(p, &o, (uint8_t)nv, false, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST);
         *old = o;
         break;
     }
@@ -180,19 +185,42 @@ static uint64_t alu(struct x86_cpu *cpu, unsigned kind, uint64_t a, uint64_t b, 
     a &= mask;
     b &= mask;
     switch (kind & 7) {
-    case 0: r = a + b; x86_cc_set(cpu, CC_ADD, size, a, b, r, 0); break;
-    case 1: r = a | b; x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0); break;
-    case 2: r = a + b + cin; x86_cc_set(cpu, CC_ADD, size, a, b, r, cin); break;
-    case 3: r = a - b - cin; x86_cc_set(cpu, CC_SUB, size, a, b, r, cin); break;
-    case 4: r = a & b; x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0); break;
-    case 5: case 7: r = a - b; x86_cc_set(cpu, CC_SUB, size, a, b, r, 0); break;
-    default: r = a ^ b; x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0); break;
+    case 0:
+        r = a + b;
+        x86_cc_set(cpu, CC_ADD, size, a, b, r, 0);
+        break;
+    case 1:
+        r = a | b;
+        x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0);
+        break;
+    case 2:
+        r = a + b + cin;
+        x86_cc_set(cpu, CC_ADD, size, a, b, r, cin);
+        break;
+    case 3:
+        r = a - b - cin;
+        x86_cc_set(cpu, CC_SUB, size, a, b, r, cin);
+        break;
+    case 4:
+        r = a & b;
+        x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0);
+        break;
+    case 5:
+    case 7:
+        r = a - b;
+        x86_cc_set(cpu, CC_SUB, size, a, b, r, 0);
+        break;
+    default:
+        r = a ^ b;
+        x86_cc_set(cpu, CC_LOGIC, size, a, b, r, 0);
+        break;
     }
     return r & mask;
 }
 
 /* ALU op (kind) on the r/m operand with (src). */
-static void alu_rm(struct x86_cpu *cpu, struct x86_insn *i, unsigned kind, unsigned size, uint64_t src)
+static void alu_rm(struct x86_cpu *cpu, struct x86_insn *i, unsigned kind, unsigned size,
+                   uint64_t src)
 {
     uint64_t cin = (kind == 2 || kind == 3) ? x86_cf(cpu) : 0, old, r;
     struct rmw m;
@@ -221,7 +249,8 @@ static void inc_dec(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, bool
 
 /* ---- shifts and rotates (eager flags) ---- */
 
-static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigned count, unsigned size)
+static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigned count,
+                         unsigned size)
 {
     unsigned bits = size * 8;
     uint64_t mask = x86_size_mask(size), r, cf, of, f;
@@ -232,7 +261,7 @@ static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigne
         return a;
     f = x86_flags(cpu);
     switch (kind & 7) {
-    case 0: {   /* rol */
+    case 0: { /* rol */
         unsigned c = count % bits;
         r = c ? ((a << c) | (a >> (bits - c))) & mask : a;
         cf = r & 1;
@@ -240,7 +269,7 @@ static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigne
         set_flags(cpu, (cf ? X86_CF : 0) | (of ? X86_OF : 0), X86_CF | X86_OF);
         return r;
     }
-    case 1: {   /* ror */
+    case 1: { /* ror */
         unsigned c = count % bits;
         r = c ? ((a >> c) | (a << (bits - c))) & mask : a;
         cf = msb(r, size);
@@ -248,7 +277,7 @@ static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigne
         set_flags(cpu, (cf ? X86_CF : 0) | (of ? X86_OF : 0), X86_CF | X86_OF);
         return r;
     }
-    case 2: {   /* rcl */
+    case 2: { /* rcl */
         unsigned c = count % (bits + 1);
         cf = (f & X86_CF) != 0;
         r = a;
@@ -261,7 +290,7 @@ static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigne
         set_flags(cpu, (cf ? X86_CF : 0) | (of ? X86_OF : 0), X86_CF | X86_OF);
         return r;
     }
-    case 3: {   /* rcr */
+    case 3: { /* rcr */
         unsigned c = count % (bits + 1);
         cf = (f & X86_CF) != 0;
         r = a;
@@ -274,19 +303,20 @@ static uint64_t shift_op(struct x86_cpu *cpu, unsigned kind, uint64_t a, unsigne
         set_flags(cpu, (cf ? X86_CF : 0) | (of ? X86_OF : 0), X86_CF | X86_OF);
         return r;
     }
-    case 4: case 6: /* shl */
+    case 4:
+    case 6: /* shl */
         r = (a << count) & mask;
         cf = count <= bits ? (a >> (bits - count)) & 1 : 0;
         if (count == 64)
             cf = a & 1;
         of = msb(r, size) ^ cf;
         break;
-    case 5:     /* shr */
+    case 5: /* shr */
         r = a >> count;
         cf = (a >> (count - 1)) & 1;
         of = msb(a, size);
         break;
-    default: {  /* sar */
+    default: { /* sar */
         int64_t s = (int64_t)sext(a, size);
         r = (uint64_t)(s >> count) & mask;
         cf = (uint64_t)(s >> (count - 1)) & 1;
@@ -394,7 +424,7 @@ static void group3_muldiv(struct x86_cpu *cpu, struct x86_insn *i, unsigned size
     unsigned bits = size * 8;
 
     switch (kind) {
-    case 4:     /* mul */
+    case 4: /* mul */
         if (size == 8) {
             unsigned __int128 p = (unsigned __int128)*rax * src;
             *rax = (uint64_t)p;
@@ -411,7 +441,7 @@ static void group3_muldiv(struct x86_cpu *cpu, struct x86_insn *i, unsigned size
             mul_flags(cpu, p, size, hi != 0);
         }
         return;
-    case 5:     /* imul */
+    case 5: /* imul */
         if (size == 8) {
             __int128 p = (__int128)(int64_t)*rax * (int64_t)src;
             *rax = (uint64_t)p;
@@ -428,7 +458,7 @@ static void group3_muldiv(struct x86_cpu *cpu, struct x86_insn *i, unsigned size
             mul_flags(cpu, (uint64_t)p, size, p != (int64_t)sext((uint64_t)p & mask, size));
         }
         return;
-    case 6:     /* div */
+    case 6: /* div */
         if (!src)
             x86_raise(cpu, X86_EXC_DE, 0, false);
         if (size == 8) {
@@ -450,7 +480,7 @@ static void group3_muldiv(struct x86_cpu *cpu, struct x86_insn *i, unsigned size
             }
         }
         return;
-    default:    /* idiv */
+    default: /* idiv */
         if (!src)
             x86_raise(cpu, X86_EXC_DE, 0, false);
         if (size == 8) {
@@ -469,8 +499,9 @@ static void group3_muldiv(struct x86_cpu *cpu, struct x86_insn *i, unsigned size
             *rax = (uint64_t)(int64_t)q;
             *rdx = (uint64_t)(int64_t)r;
         } else {
-            int64_t n = size == 1 ? (int64_t)sext(*rax & 0xffff, 2)
-                                  : (int64_t)sext(((*rdx & mask) << bits) | (*rax & mask), size * 2);
+            int64_t n = size == 1
+                            ? (int64_t)sext(*rax & 0xffff, 2)
+                            : (int64_t)sext(((*rdx & mask) << bits) | (*rax & mask), size * 2);
             int64_t d = (int64_t)sext(src, size), q = n / d, r = n % d;
             int64_t lim = (int64_t)1 << (bits - 1);
             if (q >= lim || q < -lim)
@@ -511,7 +542,8 @@ static void group3(struct x86_cpu *cpu, struct x86_insn *i, unsigned size)
     struct rmw m;
 
     switch (kind) {
-    case 0: case 1:
+    case 0:
+    case 1:
         alu(cpu, 4, x86_rm_read(cpu, i, size), i->imm, size, 0);
         return;
     case 2:
@@ -589,7 +621,7 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
         uint64_t old = exp_lo | (exp_hi << 32);
         p += la & 0xfff;
         eq = cas(p, 8, &old, new_lo | (new_hi << 32));
-        x86_mark_dirty(cpu, gpa);       /* after the store, as every write */
+        x86_mark_dirty(cpu, gpa); /* after the store, as every write */
         lo = old & mask;
         hi = old >> 32;
     } else {
@@ -612,7 +644,8 @@ static void cmpxchg_wide(struct x86_cpu *cpu, struct x86_insn *i)
             eq = lo == exp_lo && hi == exp_hi;
             if (eq) {
                 x86_mem_write(cpu, i->seg, i->ea, new_lo, half);
-                x86_mem_write(cpu, i->seg, (i->ea + half) & x86_size_mask(i->addrsize), new_hi, half);
+                x86_mem_write(cpu, i->seg, (i->ea + half) & x86_size_mask(i->addrsize), new_hi,
+                              half);
             }
         }
     }
@@ -689,15 +722,33 @@ static bool lock_ok(struct x86_insn *i)
     if (op < 0x40)
         return (op & 7) < 2 && (op & 0x38) != 0x38;
     switch (op) {
-    case 0x80: case 0x81: case 0x82: case 0x83: return r != 7;
-    case 0x86: case 0x87: case 0x1ab: case 0x1b3: case 0x1bb: case 0x1b0: case 0x1b1:
-    case 0x1c0: case 0x1c1:
+    case 0x80:
+    case 0x81:
+    case 0x82:
+    case 0x83:
+        return r != 7;
+    case 0x86:
+    case 0x87:
+    case 0x1ab:
+    case 0x1b3:
+    case 0x1bb:
+    case 0x1b0:
+    case 0x1b1:
+    case 0x1c0:
+    case 0x1c1:
         return true;
-    case 0xf6: case 0xf7: return r == 2 || r == 3;
-    case 0xfe: case 0xff: return r < 2;
-    case 0x1ba: return r >= 5;
-    case 0x1c7: return r == 1;
-    default: return false;
+    case 0xf6:
+    case 0xf7:
+        return r == 2 || r == 3;
+    case 0xfe:
+    case 0xff:
+        return r < 2;
+    case 0x1ba:
+        return r >= 5;
+    case 0x1c7:
+        return r == 1;
+    default:
+        return false;
     }
 }
 
@@ -757,10 +808,12 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     if (op < 0x40 && (op & 7) < 6) {
         unsigned kind = op >> 3;
         switch (op & 7) {
-        case 0: case 1:
+        case 0:
+        case 1:
             alu_rm(cpu, i, kind, size, x86_reg_get(cpu, i, i->reg, size));
             return;
-        case 2: case 3:
+        case 2:
+        case 3:
             v = alu(cpu, kind, x86_reg_get(cpu, i, i->reg, size), x86_rm_read(cpu, i, size), size,
                     (kind == 2 || kind == 3) ? x86_cf(cpu) : 0);
             if (kind != 7)
@@ -776,21 +829,28 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         }
     }
     switch (op) {
-    case 0x06: case 0x0e: case 0x16: case 0x1e:     /* push es/cs/ss/ds */
+    case 0x06:
+    case 0x0e:
+    case 0x16:
+    case 0x1e: /* push es/cs/ss/ds */
         if (m64)
             undefined(cpu, i);
         push(cpu, cpu->seg[op >> 3].selector, i->opsize);
         return;
-    case 0x07: case 0x17: case 0x1f:                /* pop es/ss/ds */
+    case 0x07:
+    case 0x17:
+    case 0x1f: /* pop es/ss/ds */
         if (m64)
             undefined(cpu, i);
-        v = x86_mem_read(cpu, X86_SS, cpu->regs[X86_RSP] & x86_size_mask(stack_size(cpu)), i->opsize);
+        v = x86_mem_read(cpu, X86_SS, cpu->regs[X86_RSP] & x86_size_mask(stack_size(cpu)),
+                         i->opsize);
         x86_seg_load(cpu, op >> 3, (uint16_t)v);
         set_rsp(cpu, cpu->regs[X86_RSP] + i->opsize);
         if (op == 0x17)
             cpu->interrupt_shadow = true;
         return;
-    case 0x27: case 0x2f: {                         /* daa / das */
+    case 0x27:
+    case 0x2f: { /* daa / das */
         uint64_t f = x86_flags(cpu), al = cpu->regs[X86_RAX] & 0xff, old_al = al;
         bool cf = f & X86_CF, af = f & X86_AF, ncf = false;
         if (m64)
@@ -808,10 +868,12 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         }
         al &= 0xff;
         x86_reg_set(cpu, i, X86_RAX, 1, al);
-        set_flags(cpu, szp(al, 1) | (ncf ? X86_CF : 0) | (af ? X86_AF : 0), X86_ARITH_FLAGS & ~X86_OF);
+        set_flags(cpu, szp(al, 1) | (ncf ? X86_CF : 0) | (af ? X86_AF : 0),
+                  X86_ARITH_FLAGS & ~X86_OF);
         return;
     }
-    case 0x37: case 0x3f: {                         /* aaa / aas */
+    case 0x37:
+    case 0x3f: { /* aaa / aas */
         uint64_t f = x86_flags(cpu), ax = cpu->regs[X86_RAX] & 0xffff;
         bool adj = (ax & 0xf) > 9 || (f & X86_AF);
         if (m64)
@@ -823,24 +885,52 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         set_flags(cpu, adj ? X86_CF | X86_AF : 0, X86_CF | X86_AF);
         return;
     }
-    case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45: case 0x46: case 0x47:
-    case 0x48: case 0x49: case 0x4a: case 0x4b: case 0x4c: case 0x4d: case 0x4e: case 0x4f:
+    case 0x40:
+    case 0x41:
+    case 0x42:
+    case 0x43:
+    case 0x44:
+    case 0x45:
+    case 0x46:
+    case 0x47:
+    case 0x48:
+    case 0x49:
+    case 0x4a:
+    case 0x4b:
+    case 0x4c:
+    case 0x4d:
+    case 0x4e:
+    case 0x4f:
         i->mem = false;
         i->rm = op & 7;
         inc_dec(cpu, i, i->opsize, op & 8);
         return;
-    case 0x50: case 0x51: case 0x52: case 0x53: case 0x54: case 0x55: case 0x56: case 0x57: {
+    case 0x50:
+    case 0x51:
+    case 0x52:
+    case 0x53:
+    case 0x54:
+    case 0x55:
+    case 0x56:
+    case 0x57: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3), s = stack_opsize(cpu, i);
         push(cpu, cpu->regs[r] & x86_size_mask(s), s);
         return;
     }
-    case 0x58: case 0x59: case 0x5a: case 0x5b: case 0x5c: case 0x5d: case 0x5e: case 0x5f: {
+    case 0x58:
+    case 0x59:
+    case 0x5a:
+    case 0x5b:
+    case 0x5c:
+    case 0x5d:
+    case 0x5e:
+    case 0x5f: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3), s = stack_opsize(cpu, i);
         v = pop(cpu, s);
         x86_reg_set(cpu, i, r, s, v);
         return;
     }
-    case 0x60: {                                    /* pusha */
+    case 0x60: { /* pusha */
         uint64_t sp0 = cpu->regs[X86_RSP];
         if (m64)
             undefined(cpu, i);
@@ -848,7 +938,7 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             push(cpu, r == X86_RSP ? sp0 : cpu->regs[r], i->opsize);
         return;
     }
-    case 0x61:                                      /* popa */
+    case 0x61: /* popa */
         if (m64)
             undefined(cpu, i);
         for (int r = 7; r >= 0; r--) {
@@ -857,30 +947,59 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
                 x86_reg_set(cpu, i, (unsigned)r, i->opsize, v);
         }
         return;
-    case 0x63:                                      /* movsxd */
+    case 0x63: /* movsxd */
         if (!m64)
-            undefined(cpu, i);      /* arpl */
+            undefined(cpu, i); /* arpl */
         v = x86_rm_read(cpu, i, 4);
         x86_reg_set(cpu, i, i->reg, i->opsize, i->opsize == 8 ? sext(v, 4) : v);
         return;
-    case 0x68: case 0x6a:
+    case 0x68:
+    case 0x6a:
         push(cpu, i->imm & x86_size_mask(stack_opsize(cpu, i)), stack_opsize(cpu, i));
         return;
-    case 0x69: case 0x6b:
+    case 0x69:
+    case 0x6b:
         v = imul2(cpu, x86_rm_read(cpu, i, i->opsize), i->imm, i->opsize);
         x86_reg_set(cpu, i, i->reg, i->opsize, v);
         return;
-    case 0x6c: case 0x6d: case 0x6e: case 0x6f:
-    case 0xa4: case 0xa5: case 0xa6: case 0xa7: case 0xaa: case 0xab: case 0xac: case 0xad:
-    case 0xae: case 0xaf:
+    case 0x6c:
+    case 0x6d:
+    case 0x6e:
+    case 0x6f:
+    case 0xa4:
+    case 0xa5:
+    case 0xa6:
+    case 0xa7:
+    case 0xaa:
+    case 0xab:
+    case 0xac:
+    case 0xad:
+    case 0xae:
+    case 0xaf:
         x86_exec_string(cpu, i);
         return;
-    case 0x70: case 0x71: case 0x72: case 0x73: case 0x74: case 0x75: case 0x76: case 0x77:
-    case 0x78: case 0x79: case 0x7a: case 0x7b: case 0x7c: case 0x7d: case 0x7e: case 0x7f:
+    case 0x70:
+    case 0x71:
+    case 0x72:
+    case 0x73:
+    case 0x74:
+    case 0x75:
+    case 0x76:
+    case 0x77:
+    case 0x78:
+    case 0x79:
+    case 0x7a:
+    case 0x7b:
+    case 0x7c:
+    case 0x7d:
+    case 0x7e:
+    case 0x7f:
         if (x86_cond(cpu, op & 0xf))
             jump(cpu, i, i->next_rip + i->imm);
         return;
-    case 0x80: case 0x81: case 0x83:
+    case 0x80:
+    case 0x81:
+    case 0x83:
         alu_rm(cpu, i, i->reg & 7, size, i->imm);
         return;
     case 0x82:
@@ -888,10 +1007,12 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             undefined(cpu, i);
         alu_rm(cpu, i, i->reg & 7, 1, i->imm);
         return;
-    case 0x84: case 0x85:
+    case 0x84:
+    case 0x85:
         alu(cpu, 4, x86_rm_read(cpu, i, size), x86_reg_get(cpu, i, i->reg, size), size, 0);
         return;
-    case 0x86: case 0x87: {                         /* xchg: always locked */
+    case 0x86:
+    case 0x87: { /* xchg: always locked */
         struct rmw m;
         uint64_t r = x86_reg_get(cpu, i, i->reg, size);
         if (!i->mem) {
@@ -906,23 +1027,25 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         x86_reg_set(cpu, i, i->reg, size, v);
         return;
     }
-    case 0x88: case 0x89:
+    case 0x88:
+    case 0x89:
         x86_rm_write(cpu, i, size, x86_reg_get(cpu, i, i->reg, size));
         return;
-    case 0x8a: case 0x8b:
+    case 0x8a:
+    case 0x8b:
         x86_reg_set(cpu, i, i->reg, size, x86_rm_read(cpu, i, size));
         return;
-    case 0x8c:                                      /* mov r/m, sreg */
+    case 0x8c: /* mov r/m, sreg */
         if ((i->reg & 7) > 5)
             undefined(cpu, i);
         x86_rm_write(cpu, i, i->mem ? 2 : i->opsize, cpu->seg[i->reg & 7].selector);
         return;
-    case 0x8d:                                      /* lea */
+    case 0x8d: /* lea */
         if (!i->mem)
             undefined(cpu, i);
         x86_reg_set(cpu, i, i->reg, i->opsize, i->ea);
         return;
-    case 0x8e: {                                    /* mov sreg, r/m */
+    case 0x8e: { /* mov sreg, r/m */
         unsigned s = i->reg & 7;
         if (s == X86_CS || s > 5)
             undefined(cpu, i);
@@ -931,7 +1054,7 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             cpu->interrupt_shadow = true;
         return;
     }
-    case 0x8f: {                                    /* pop r/m */
+    case 0x8f: { /* pop r/m */
         unsigned s = stack_opsize(cpu, i);
         uint64_t sp = cpu->regs[X86_RSP];
         if ((i->reg & 7) != 0)
@@ -959,9 +1082,15 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     case 0x90:
         if (i->rex & 1)
             goto xchg_ax;
-        return;                                     /* nop, pause */
-    case 0x91: case 0x92: case 0x93: case 0x94: case 0x95: case 0x96: case 0x97:
-    xchg_ax: {
+        return; /* nop, pause */
+    case 0x91:
+    case 0x92:
+    case 0x93:
+    case 0x94:
+    case 0x95:
+    case 0x96:
+    case 0x97:
+    xchg_ax : {
         unsigned r = (op & 7) | ((i->rex & 1) << 3);
         v = cpu->regs[r];
         x86_reg_set(cpu, i, r, i->opsize, cpu->regs[X86_RAX]);
@@ -976,14 +1105,14 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         v = msb(cpu->regs[X86_RAX], i->opsize) ? ~(uint64_t)0 : 0;
         x86_reg_set(cpu, i, X86_RDX, i->opsize, v);
         return;
-    case 0x9a:                                      /* call far ptr */
+    case 0x9a: /* call far ptr */
         if (m64)
             undefined(cpu, i);
         x86_far_jump(cpu, (uint16_t)i->imm2, i->imm, i->opsize, true, i->next_rip);
         return;
-    case 0x9b:                                      /* fwait */
+    case 0x9b: /* fwait */
         return;
-    case 0x9c: {                                    /* pushf */
+    case 0x9c: { /* pushf */
         unsigned s = stack_opsize(cpu, i);
         if ((cpu->rflags & X86_VM) && ((cpu->rflags >> 12) & 3) != 3)
             x86_raise_gp(cpu, 0);
@@ -993,29 +1122,55 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     case 0x9d:
         popf(cpu, stack_opsize(cpu, i));
         return;
-    case 0x9e:                                      /* sahf */
-        set_flags(cpu, (cpu->regs[X86_RAX] >> 8) & 0xff, X86_SF | X86_ZF | X86_AF | X86_PF | X86_CF);
+    case 0x9e: /* sahf */
+        set_flags(cpu, (cpu->regs[X86_RAX] >> 8) & 0xff,
+                  X86_SF | X86_ZF | X86_AF | X86_PF | X86_CF);
         return;
-    case 0x9f:                                      /* lahf */
-        cpu->regs[X86_RAX] = (cpu->regs[X86_RAX] & ~0xff00ull) | (((x86_flags(cpu) & 0xd5) | 2) << 8);
+    case 0x9f: /* lahf */
+        cpu->regs[X86_RAX] = (cpu->regs[X86_RAX] & ~0xff00ull) |
+                             (((x86_flags(cpu) & 0xd5) | 2) << 8);
         return;
-    case 0xa0: case 0xa1:
+    case 0xa0:
+    case 0xa1:
         x86_reg_set(cpu, i, X86_RAX, size, x86_mem_read(cpu, i->seg, i->ea, size));
         return;
-    case 0xa2: case 0xa3:
+    case 0xa2:
+    case 0xa3:
         x86_mem_write(cpu, i->seg, i->ea, cpu->regs[X86_RAX], size);
         return;
-    case 0xa8: case 0xa9:
+    case 0xa8:
+    case 0xa9:
         alu(cpu, 4, cpu->regs[X86_RAX], i->imm, size, 0);
         return;
-    case 0xb0: case 0xb1: case 0xb2: case 0xb3: case 0xb4: case 0xb5: case 0xb6: case 0xb7:
+    case 0xb0:
+    case 0xb1:
+    case 0xb2:
+    case 0xb3:
+    case 0xb4:
+    case 0xb5:
+    case 0xb6:
+    case 0xb7:
         x86_reg_set(cpu, i, (op & 7) | ((i->rex & 1) << 3), 1, i->imm);
         return;
-    case 0xb8: case 0xb9: case 0xba: case 0xbb: case 0xbc: case 0xbd: case 0xbe: case 0xbf:
+    case 0xb8:
+    case 0xb9:
+    case 0xba:
+    case 0xbb:
+    case 0xbc:
+    case 0xbd:
+    case 0xbe:
+    case 0xbf:
         x86_reg_set(cpu, i, (op & 7) | ((i->rex & 1) << 3), i->opsize, i->imm);
         return;
-    case 0xc0: case 0xc1: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-        unsigned cnt = op >= 0xd2 ? (unsigned)cpu->regs[X86_RCX] & 0xff : op >= 0xd0 ? 1 : (unsigned)i->imm;
+    case 0xc0:
+    case 0xc1:
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+        unsigned cnt = op >= 0xd2   ? (unsigned)cpu->regs[X86_RCX] & 0xff
+                       : op >= 0xd0 ? 1
+                                    : (unsigned)i->imm;
         v = rm_read_rmw(cpu, i, size);
         t = shift_op(cpu, i->reg & 7, v, cnt, size);
         /* a 32-bit register destination is written (zero-extended) even for count 0 */
@@ -1023,7 +1178,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             x86_rm_write(cpu, i, size, t);
         return;
     }
-    case 0xc2: case 0xc3: {                         /* ret near */
+    case 0xc2:
+    case 0xc3: { /* ret near */
         unsigned s = stack_opsize(cpu, i);
         v = pop(cpu, s);
         if (op == 0xc2)
@@ -1033,7 +1189,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             cpu->rip = v & x86_size_mask(s);
         return;
     }
-    case 0xc4: case 0xc5:                           /* les/lds, or VEX */
+    case 0xc4:
+    case 0xc5: /* les/lds, or VEX */
         if (m64 || !i->mem)
             x86_exec_fpu(cpu, i);
         else {
@@ -1044,12 +1201,13 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             x86_reg_set(cpu, i, i->reg, i->opsize, off);
         }
         return;
-    case 0xc6: case 0xc7:
+    case 0xc6:
+    case 0xc7:
         if ((i->reg & 7) != 0)
             undefined(cpu, i);
         x86_rm_write(cpu, i, size, i->imm);
         return;
-    case 0xc8: {                                    /* enter */
+    case 0xc8: { /* enter */
         unsigned s = stack_opsize(cpu, i), level = (unsigned)i->imm2 & 31;
         uint64_t ss_mask = x86_size_mask(stack_size(cpu));
         uint64_t sp = cpu->regs[X86_RSP], bp = cpu->regs[X86_RBP], frame;
@@ -1071,7 +1229,7 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         set_rsp(cpu, sp);
         return;
     }
-    case 0xc9: {                                    /* leave */
+    case 0xc9: { /* leave */
         unsigned s = stack_opsize(cpu, i), ss = stack_size(cpu);
         uint64_t sp = cpu->regs[X86_RBP] & x86_size_mask(ss);
         v = x86_mem_read(cpu, X86_SS, sp, s);
@@ -1079,7 +1237,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         x86_reg_set(cpu, i, X86_RBP, s, v);
         return;
     }
-    case 0xca: case 0xcb:
+    case 0xca:
+    case 0xcb:
         x86_far_ret(cpu, i->opsize, op == 0xca ? (uint16_t)i->imm : 0);
         return;
     case 0xcc:
@@ -1099,7 +1258,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     case 0xcf:
         x86_iret(cpu, i->opsize);
         return;
-    case 0xd4: case 0xd5: {                         /* aam / aad */
+    case 0xd4:
+    case 0xd5: { /* aam / aad */
         uint64_t al = cpu->regs[X86_RAX] & 0xff, ah = (cpu->regs[X86_RAX] >> 8) & 0xff;
         unsigned base = (unsigned)i->imm & 0xff;
         if (m64)
@@ -1117,12 +1277,17 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         set_flags(cpu, szp(al, 1), X86_ARITH_FLAGS);
         return;
     }
-    case 0xd7:                                      /* xlat */
-        v = x86_mem_read(cpu, i->seg, (cpu->regs[X86_RBX] + (cpu->regs[X86_RAX] & 0xff)) &
-                         x86_size_mask(i->addrsize), 1);
+    case 0xd7: /* xlat */
+        v = x86_mem_read(cpu, i->seg,
+                         (cpu->regs[X86_RBX] + (cpu->regs[X86_RAX] & 0xff)) &
+                             x86_size_mask(i->addrsize),
+                         1);
         x86_reg_set(cpu, i, X86_RAX, 1, v);
         return;
-    case 0xe0: case 0xe1: case 0xe2: case 0xe3: {   /* loopne/loope/loop/jrcxz */
+    case 0xe0:
+    case 0xe1:
+    case 0xe2:
+    case 0xe3: { /* loopne/loope/loop/jrcxz */
         uint64_t am = x86_size_mask(i->addrsize), c = cpu->regs[X86_RCX] & am;
         bool take;
         if (op == 0xe3) {
@@ -1143,23 +1308,27 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             jump(cpu, i, i->next_rip + i->imm);
         return;
     }
-    case 0xe4: case 0xe5:
+    case 0xe4:
+    case 0xe5:
         size = (op & 1) ? (i->opsize == 2 ? 2 : 4) : 1;
         x86_reg_set(cpu, i, X86_RAX, size, port_in(cpu, (uint16_t)i->imm, size));
         return;
-    case 0xe6: case 0xe7:
+    case 0xe6:
+    case 0xe7:
         size = (op & 1) ? (i->opsize == 2 ? 2 : 4) : 1;
         port_out(cpu, (uint16_t)i->imm, cpu->regs[X86_RAX], size);
         return;
-    case 0xec: case 0xed:
+    case 0xec:
+    case 0xed:
         size = (op & 1) ? (i->opsize == 2 ? 2 : 4) : 1;
         x86_reg_set(cpu, i, X86_RAX, size, port_in(cpu, (uint16_t)cpu->regs[X86_RDX], size));
         return;
-    case 0xee: case 0xef:
+    case 0xee:
+    case 0xef:
         size = (op & 1) ? (i->opsize == 2 ? 2 : 4) : 1;
         port_out(cpu, (uint16_t)cpu->regs[X86_RDX], cpu->regs[X86_RAX], size);
         return;
-    case 0xe8: {                                    /* call rel */
+    case 0xe8: { /* call rel */
         unsigned s = stack_opsize(cpu, i);
         uint64_t target = i->next_rip + i->imm;
         if (m64 && !x86_canonical(target))
@@ -1168,7 +1337,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         jump(cpu, i, target);
         return;
     }
-    case 0xe9: case 0xeb:
+    case 0xe9:
+    case 0xeb:
         jump(cpu, i, i->next_rip + i->imm);
         return;
     case 0xea:
@@ -1179,31 +1349,34 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     case 0xf1:
         x86_deliver(cpu, X86_EXC_DB, 0, false, false, i->next_rip);
         return;
-    case 0xf4:                                      /* hlt */
+    case 0xf4: /* hlt */
         need_cpl0(cpu);
         cpu->halted = true;
         return;
     case 0xf5:
         set_flags(cpu, x86_flags(cpu) ^ X86_CF, X86_CF);
         return;
-    case 0xf6: case 0xf7:
+    case 0xf6:
+    case 0xf7:
         group3(cpu, i, size);
         return;
-    case 0xf8: case 0xf9:
+    case 0xf8:
+    case 0xf9:
         set_flags(cpu, op == 0xf9 ? X86_CF : 0, X86_CF);
         return;
-    case 0xfa:                                      /* cli */
+    case 0xfa: /* cli */
         need_iopl(cpu);
         cpu->rflags &= ~(uint64_t)X86_IF;
         return;
-    case 0xfb:                                      /* sti */
+    case 0xfb: /* sti */
         need_iopl(cpu);
         if (!(cpu->rflags & X86_IF)) {
             cpu->rflags |= X86_IF;
             cpu->interrupt_shadow = true;
         }
         return;
-    case 0xfc: case 0xfd:
+    case 0xfc:
+    case 0xfd:
         if (op == 0xfd)
             cpu->rflags |= X86_DF;
         else
@@ -1216,10 +1389,11 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         return;
     case 0xff:
         switch (i->reg & 7) {
-        case 0: case 1:
+        case 0:
+        case 1:
             inc_dec(cpu, i, i->opsize, i->reg & 1);
             return;
-        case 2: {                                   /* call r/m */
+        case 2: { /* call r/m */
             unsigned s = m64 ? 8 : i->opsize;
             v = x86_rm_read(cpu, i, s);
             if (m64 && !x86_canonical(v))
@@ -1228,7 +1402,8 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
             cpu->rip = v & x86_size_mask(s);
             return;
         }
-        case 3: case 5: {                           /* call/jmp far m16:xx */
+        case 3:
+        case 5: { /* call/jmp far m16:xx */
             uint16_t sel;
             uint64_t off;
             read_far_ptr(cpu, i, &sel, &off);
@@ -1263,17 +1438,22 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
     uint64_t v, t;
 
     if (i->op >= 0x200) {
-        if (i->op == 0x2f0 || i->op == 0x2f1) {     /* movbe */
+        if (i->op == 0x2f0 || i->op == 0x2f1) { /* movbe */
             if (i->rep == 0xf2 || !i->mem)
                 undefined(cpu, i);
             if (i->op == 0x2f0) {
                 v = x86_mem_read(cpu, i->seg, i->ea, size);
-                x86_reg_set(cpu, i, i->reg, size, size == 8 ? __builtin_bswap64(v) : size == 4 ?
-                            __builtin_bswap32((uint32_t)v) : __builtin_bswap16((uint16_t)v));
+                x86_reg_set(cpu, i, i->reg, size,
+                            size == 8   ? __builtin_bswap64(v)
+                            : size == 4 ? __builtin_bswap32((uint32_t)v)
+                                        : __builtin_bswap16((uint16_t)v));
             } else {
                 v = cpu->regs[i->reg];
-                x86_mem_write(cpu, i->seg, i->ea, size == 8 ? __builtin_bswap64(v) : size == 4 ?
-                              __builtin_bswap32((uint32_t)v) : __builtin_bswap16((uint16_t)v), size);
+                x86_mem_write(cpu, i->seg, i->ea,
+                              size == 8   ? __builtin_bswap64(v)
+                              : size == 4 ? __builtin_bswap32((uint32_t)v)
+                                          : __builtin_bswap16((uint16_t)v),
+                              size);
             }
             return;
         }
@@ -1290,20 +1470,29 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
     case 0x05:
         x86_syscall(cpu);
         return;
-    case 0x06:                                      /* clts */
+    case 0x06: /* clts */
         need_cpl0(cpu);
         cpu->cr0 &= ~(uint64_t)CR0_TS;
         return;
     case 0x07:
         x86_sysret(cpu);
         return;
-    case 0x08: case 0x09:                           /* invd, wbinvd */
+    case 0x08:
+    case 0x09: /* invd, wbinvd */
         need_cpl0(cpu);
         return;
-    case 0x0d: case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e:
-    case 0x1f:                                      /* prefetch, hint nops */
+    case 0x0d:
+    case 0x18:
+    case 0x19:
+    case 0x1a:
+    case 0x1b:
+    case 0x1c:
+    case 0x1d:
+    case 0x1e:
+    case 0x1f: /* prefetch, hint nops */
         return;
-    case 0x20: case 0x22: {                         /* mov cr */
+    case 0x20:
+    case 0x22: { /* mov cr */
         unsigned cr = i->reg;
         if (i->lock)
             cr |= 8;
@@ -1319,7 +1508,8 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         }
         return;
     }
-    case 0x21: case 0x23: {                         /* mov dr */
+    case 0x21:
+    case 0x23: { /* mov dr */
         unsigned dr = i->reg;
         need_cpl0(cpu);
         if (dr == 4 || dr == 5)
@@ -1342,7 +1532,8 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         }
         return;
     }
-    case 0x02: case 0x03:
+    case 0x02:
+    case 0x03:
         x86_exec_lar_lsl(cpu, i, op == 0x03);
         return;
     case 0x34:
@@ -1351,9 +1542,11 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
     case 0x35:
         x86_sysexit(cpu, i->rex & 8);
         return;
-    case 0x0b: case 0xb9: case 0xff:                /* ud2, ud1, ud0 */
+    case 0x0b:
+    case 0xb9:
+    case 0xff: /* ud2, ud1, ud0 */
         x86_raise_ud(cpu);
-    case 0x30: {                                    /* wrmsr */
+    case 0x30: { /* wrmsr */
         need_cpl0(cpu);
         uint32_t msr = (uint32_t)cpu->regs[X86_RCX];
         v = (cpu->regs[X86_RAX] & 0xffffffffu) | (cpu->regs[X86_RDX] << 32);
@@ -1361,12 +1554,12 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
             x86_raise_gp(cpu, 0);
         return;
     }
-    case 0x31:                                      /* rdtsc */
+    case 0x31: /* rdtsc */
         v = cpu->ops->rdtsc(cpu->opaque);
         cpu->regs[X86_RAX] = v & 0xffffffffu;
         cpu->regs[X86_RDX] = v >> 32;
         return;
-    case 0x32: {                                    /* rdmsr */
+    case 0x32: { /* rdmsr */
         need_cpl0(cpu);
         if (!x86_rdmsr(cpu, (uint32_t)cpu->regs[X86_RCX], &v))
             x86_raise_gp(cpu, 0);
@@ -1374,46 +1567,98 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         cpu->regs[X86_RDX] = v >> 32;
         return;
     }
-    case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45: case 0x46: case 0x47:
-    case 0x48: case 0x49: case 0x4a: case 0x4b: case 0x4c: case 0x4d: case 0x4e: case 0x4f:
+    case 0x40:
+    case 0x41:
+    case 0x42:
+    case 0x43:
+    case 0x44:
+    case 0x45:
+    case 0x46:
+    case 0x47:
+    case 0x48:
+    case 0x49:
+    case 0x4a:
+    case 0x4b:
+    case 0x4c:
+    case 0x4d:
+    case 0x4e:
+    case 0x4f:
         v = x86_rm_read(cpu, i, size);
         if (x86_cond(cpu, op & 0xf))
             x86_reg_set(cpu, i, i->reg, size, v);
         else if (size == 4)
             cpu->regs[i->reg] &= 0xffffffffu;
         return;
-    case 0x80: case 0x81: case 0x82: case 0x83: case 0x84: case 0x85: case 0x86: case 0x87:
-    case 0x88: case 0x89: case 0x8a: case 0x8b: case 0x8c: case 0x8d: case 0x8e: case 0x8f:
+    case 0x80:
+    case 0x81:
+    case 0x82:
+    case 0x83:
+    case 0x84:
+    case 0x85:
+    case 0x86:
+    case 0x87:
+    case 0x88:
+    case 0x89:
+    case 0x8a:
+    case 0x8b:
+    case 0x8c:
+    case 0x8d:
+    case 0x8e:
+    case 0x8f:
         if (x86_cond(cpu, op & 0xf))
             jump(cpu, i, i->next_rip + i->imm);
         return;
-    case 0x90: case 0x91: case 0x92: case 0x93: case 0x94: case 0x95: case 0x96: case 0x97:
-    case 0x98: case 0x99: case 0x9a: case 0x9b: case 0x9c: case 0x9d: case 0x9e: case 0x9f:
+    case 0x90:
+    case 0x91:
+    case 0x92:
+    case 0x93:
+    case 0x94:
+    case 0x95:
+    case 0x96:
+    case 0x97:
+    case 0x98:
+    case 0x99:
+    case 0x9a:
+    case 0x9b:
+    case 0x9c:
+    case 0x9d:
+    case 0x9e:
+    case 0x9f:
         x86_rm_write(cpu, i, 1, x86_cond(cpu, op & 0xf));
         return;
-    case 0xa0: case 0xa8: {                         /* push fs/gs */
+    case 0xa0:
+    case 0xa8: { /* push fs/gs */
         unsigned s = stack_opsize(cpu, i);
         push(cpu, cpu->seg[op == 0xa0 ? X86_FS : X86_GS].selector, s);
         return;
     }
-    case 0xa1: case 0xa9: {                         /* pop fs/gs */
+    case 0xa1:
+    case 0xa9: { /* pop fs/gs */
         unsigned s = stack_opsize(cpu, i);
         v = x86_mem_read(cpu, X86_SS, cpu->regs[X86_RSP] & x86_size_mask(stack_size(cpu)), s);
         x86_seg_load(cpu, op == 0xa1 ? X86_FS : X86_GS, (uint16_t)v);
         set_rsp(cpu, cpu->regs[X86_RSP] + s);
         return;
     }
-    case 0xa2: {                                    /* cpuid */
+    case 0xa2: { /* cpuid */
         uint32_t out[4];
-        cpu->ops->cpuid(cpu->opaque, (uint32_t)cpu->regs[X86_RAX], (uint32_t)cpu->regs[X86_RCX], out);
+        cpu->ops->cpuid(cpu->opaque, (uint32_t)cpu->regs[X86_RAX], (uint32_t)cpu->regs[X86_RCX],
+                        out);
         cpu->regs[X86_RAX] = out[0];
         cpu->regs[X86_RBX] = out[1];
         cpu->regs[X86_RCX] = out[2];
         cpu->regs[X86_RDX] = out[3];
         return;
     }
-    case 0xa3: case 0xab: case 0xb3: case 0xbb:     /* bt/bts/btr/btc r */
-        bit_op(cpu, i, op == 0xa3 ? 0 : op == 0xab ? 1 : op == 0xb3 ? 2 : 3,
+    case 0xa3:
+    case 0xab:
+    case 0xb3:
+    case 0xbb: /* bt/bts/btr/btc r */
+        bit_op(cpu, i,
+               op == 0xa3   ? 0
+               : op == 0xab ? 1
+               : op == 0xb3 ? 2
+                            : 3,
                x86_reg_get(cpu, i, i->reg, size), false);
         return;
     case 0xba:
@@ -1421,7 +1666,10 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
             undefined(cpu, i);
         bit_op(cpu, i, (i->reg & 7) - 4, i->imm, true);
         return;
-    case 0xa4: case 0xa5: case 0xac: case 0xad: {   /* shld/shrd */
+    case 0xa4:
+    case 0xa5:
+    case 0xac:
+    case 0xad: { /* shld/shrd */
         unsigned cnt = (op & 1) ? (unsigned)cpu->regs[X86_RCX] & 0xff : (unsigned)i->imm;
         v = rm_read_rmw(cpu, i, size);
         t = shld_op(cpu, v, x86_reg_get(cpu, i, i->reg, size), cnt, size, op >= 0xac);
@@ -1430,11 +1678,11 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         return;
     }
     case 0xae:
-        if (!i->mem && (i->reg & 7) >= 5) {         /* lfence, mfence, sfence */
+        if (!i->mem && (i->reg & 7) >= 5) { /* lfence, mfence, sfence */
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             return;
         }
-        if (i->mem && (i->reg & 7) == 7)            /* clflush */
+        if (i->mem && (i->reg & 7) == 7) /* clflush */
             return;
         x86_exec_fpu(cpu, i);
         return;
@@ -1442,7 +1690,8 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         v = imul2(cpu, x86_reg_get(cpu, i, i->reg, size), x86_rm_read(cpu, i, size), size);
         x86_reg_set(cpu, i, i->reg, size, v);
         return;
-    case 0xb0: case 0xb1: {                         /* cmpxchg */
+    case 0xb0:
+    case 0xb1: { /* cmpxchg */
         struct rmw m;
         unsigned s = op == 0xb0 ? 1 : size;
         uint64_t acc = cpu->regs[X86_RAX] & x86_size_mask(s), src = x86_reg_get(cpu, i, i->reg, s);
@@ -1470,7 +1719,9 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
             x86_reg_set(cpu, i, X86_RAX, s, v);
         return;
     }
-    case 0xb2: case 0xb4: case 0xb5: {              /* lss/lfs/lgs */
+    case 0xb2:
+    case 0xb4:
+    case 0xb5: { /* lss/lfs/lgs */
         uint16_t sel;
         uint64_t off;
         read_far_ptr(cpu, i, &sel, &off);
@@ -1478,22 +1729,25 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         x86_reg_set(cpu, i, i->reg, size, off);
         return;
     }
-    case 0xb6: case 0xb7:                           /* movzx */
+    case 0xb6:
+    case 0xb7: /* movzx */
         v = x86_rm_read(cpu, i, op == 0xb6 ? 1 : 2);
         x86_reg_set(cpu, i, i->reg, size, v);
         return;
-    case 0xbe: case 0xbf:                           /* movsx */
+    case 0xbe:
+    case 0xbf: /* movsx */
         v = sext(x86_rm_read(cpu, i, op == 0xbe ? 1 : 2), op == 0xbe ? 1 : 2);
         x86_reg_set(cpu, i, i->reg, size, v);
         return;
-    case 0xb8:                                      /* popcnt */
+    case 0xb8: /* popcnt */
         if (i->rep != 0xf3)
             undefined(cpu, i);
         v = x86_rm_read(cpu, i, size);
         x86_reg_set(cpu, i, i->reg, size, (uint64_t)__builtin_popcountll(v));
         set_flags(cpu, v ? 0 : X86_ZF, X86_ARITH_FLAGS);
         return;
-    case 0xbc: case 0xbd:                           /* bsf/bsr, tzcnt/lzcnt */
+    case 0xbc:
+    case 0xbd: /* bsf/bsr, tzcnt/lzcnt */
         v = x86_rm_read(cpu, i, size);
         if (i->rep == 0xf3) {
             unsigned bits = size * 8;
@@ -1510,11 +1764,13 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
             set_flags(cpu, X86_ZF, X86_ZF);
             return;
         }
-        x86_reg_set(cpu, i, i->reg, size, op == 0xbc ? (uint64_t)__builtin_ctzll(v)
-                                                     : (uint64_t)(63 - __builtin_clzll(v)));
+        x86_reg_set(cpu, i, i->reg, size,
+                    op == 0xbc ? (uint64_t)__builtin_ctzll(v)
+                               : (uint64_t)(63 - __builtin_clzll(v)));
         set_flags(cpu, 0, X86_ZF);
         return;
-    case 0xc0: case 0xc1: {                         /* xadd */
+    case 0xc0:
+    case 0xc1: { /* xadd */
         struct rmw m;
         unsigned s = op == 0xc0 ? 1 : size;
         uint64_t src = x86_reg_get(cpu, i, i->reg, s), old, r;
@@ -1539,7 +1795,7 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
             cmpxchg_wide(cpu, i);
             return;
         case 7:
-            if (!i->mem && i->rep == 0xf3) {        /* rdpid */
+            if (!i->mem && i->rep == 0xf3) { /* rdpid */
                 cpu->regs[i->rm] = cpu->tsc_aux & 0xffffffffu;
                 return;
             }
@@ -1547,7 +1803,14 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         default:
             undefined(cpu, i);
         }
-    case 0xc8: case 0xc9: case 0xca: case 0xcb: case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+    case 0xc8:
+    case 0xc9:
+    case 0xca:
+    case 0xcb:
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3);
         if (size == 8)
             cpu->regs[r] = __builtin_bswap64(cpu->regs[r]);

@@ -16,7 +16,8 @@ static inline void set_reg(struct x86_cpu *cpu, unsigned r, uint64_t v, unsigned
     cpu->regs[r] = size == 8 ? v : (uint32_t)v;
 }
 
-static inline uint64_t alu_fast(struct x86_cpu *cpu, unsigned kind, uint64_t a, uint64_t b, unsigned size)
+static inline uint64_t alu_fast(struct x86_cpu *cpu, unsigned kind, uint64_t a, uint64_t b,
+                                unsigned size)
 {
     struct x86_internal *in = x86_in(cpu);
     uint64_t m = mask_of(size), r;
@@ -24,11 +25,26 @@ static inline uint64_t alu_fast(struct x86_cpu *cpu, unsigned kind, uint64_t a, 
     a &= m;
     b &= m;
     switch (kind) {
-    case K_ADD: r = a + b; in->cc_op = CC_ADD; break;
-    case K_OR: r = a | b; in->cc_op = CC_LOGIC; break;
-    case K_AND: r = a & b; in->cc_op = CC_LOGIC; break;
-    case K_XOR: r = a ^ b; in->cc_op = CC_LOGIC; break;
-    default: r = a - b; in->cc_op = CC_SUB; break;
+    case K_ADD:
+        r = a + b;
+        in->cc_op = CC_ADD;
+        break;
+    case K_OR:
+        r = a | b;
+        in->cc_op = CC_LOGIC;
+        break;
+    case K_AND:
+        r = a & b;
+        in->cc_op = CC_LOGIC;
+        break;
+    case K_XOR:
+        r = a ^ b;
+        in->cc_op = CC_LOGIC;
+        break;
+    default:
+        r = a - b;
+        in->cc_op = CC_SUB;
+        break;
     }
     r &= m;
     in->cc_size = size;
@@ -72,7 +88,8 @@ static inline uint8_t *tlb_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, 
     return t->hva + (la & 0xfff);
 }
 
-static inline bool read_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, unsigned size, uint64_t *v)
+static inline bool read_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, unsigned size,
+                             uint64_t *v)
 {
     struct x86_tlb_entry *t;
     uint8_t *p = tlb_fast(cpu, seg, ea, size, ACC_READ, &t);
@@ -84,7 +101,8 @@ static inline bool read_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, uns
     return true;
 }
 
-static inline bool write_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, unsigned size, uint64_t v)
+static inline bool write_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, unsigned size,
+                              uint64_t v)
 {
     struct x86_tlb_entry *t;
     uint8_t *p = tlb_fast(cpu, seg, ea, size, ACC_WRITE, &t);
@@ -98,33 +116,33 @@ static inline bool write_fast(struct x86_cpu *cpu, unsigned seg, uint64_t ea, un
 
 /* ---- ALU ---- */
 
-#define DEF_ALU(name, kind)                                                             \
-static void h_##name##_rr(struct x86_cpu *cpu, struct x86_insn *i)                      \
-{                                                                                       \
-    uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], cpu->regs[i->hs], i->opsize);    \
-    if (kind != K_CMP)                                                                  \
-        set_reg(cpu, i->hd, r, i->opsize);                                              \
-    cpu->rip = i->next_rip;                                                             \
-}                                                                                       \
-static void h_##name##_ri(struct x86_cpu *cpu, struct x86_insn *i)                      \
-{                                                                                       \
-    uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], i->imm, i->opsize);              \
-    if (kind != K_CMP)                                                                  \
-        set_reg(cpu, i->hd, r, i->opsize);                                              \
-    cpu->rip = i->next_rip;                                                             \
-}                                                                                       \
-static void h_##name##_rm(struct x86_cpu *cpu, struct x86_insn *i)                      \
-{                                                                                       \
-    uint64_t v;                                                                         \
-    if (!read_fast(cpu, i->seg, ea_of(cpu, i), i->opsize, &v)) {                        \
-        x86_exec_generic(cpu, i);                                                       \
-        return;                                                                         \
-    }                                                                                   \
-    uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], v, i->opsize);                   \
-    if (kind != K_CMP)                                                                  \
-        set_reg(cpu, i->hd, r, i->opsize);                                              \
-    cpu->rip = i->next_rip;                                                             \
-}
+#define DEF_ALU(name, kind) \
+    static void h_##name##_rr(struct x86_cpu *cpu, struct x86_insn *i) \
+    { \
+        uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], cpu->regs[i->hs], i->opsize); \
+        if (kind != K_CMP) \
+            set_reg(cpu, i->hd, r, i->opsize); \
+        cpu->rip = i->next_rip; \
+    } \
+    static void h_##name##_ri(struct x86_cpu *cpu, struct x86_insn *i) \
+    { \
+        uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], i->imm, i->opsize); \
+        if (kind != K_CMP) \
+            set_reg(cpu, i->hd, r, i->opsize); \
+        cpu->rip = i->next_rip; \
+    } \
+    static void h_##name##_rm(struct x86_cpu *cpu, struct x86_insn *i) \
+    { \
+        uint64_t v; \
+        if (!read_fast(cpu, i->seg, ea_of(cpu, i), i->opsize, &v)) { \
+            x86_exec_generic(cpu, i); \
+            return; \
+        } \
+        uint64_t r = alu_fast(cpu, kind, cpu->regs[i->hd], v, i->opsize); \
+        if (kind != K_CMP) \
+            set_reg(cpu, i->hd, r, i->opsize); \
+        cpu->rip = i->next_rip; \
+    }
 
 DEF_ALU(add, K_ADD)
 DEF_ALU(or, K_OR)
@@ -146,9 +164,12 @@ static void h_cmp_mi(struct x86_cpu *cpu, struct x86_insn *i)
     cpu->rip = i->next_rip;
 }
 
-static const handler alu_rr[8] = { h_add_rr, h_or_rr, NULL, NULL, h_and_rr, h_sub_rr, h_xor_rr, h_cmp_rr };
-static const handler alu_ri[8] = { h_add_ri, h_or_ri, NULL, NULL, h_and_ri, h_sub_ri, h_xor_ri, h_cmp_ri };
-static const handler alu_rm[8] = { h_add_rm, h_or_rm, NULL, NULL, h_and_rm, h_sub_rm, h_xor_rm, h_cmp_rm };
+static const handler alu_rr[8] = { h_add_rr, h_or_rr,  NULL,     NULL,
+                                   h_and_rr, h_sub_rr, h_xor_rr, h_cmp_rr };
+static const handler alu_ri[8] = { h_add_ri, h_or_ri,  NULL,     NULL,
+                                   h_and_ri, h_sub_ri, h_xor_ri, h_cmp_ri };
+static const handler alu_rm[8] = { h_add_rm, h_or_rm,  NULL,     NULL,
+                                   h_and_rm, h_sub_rm, h_xor_rm, h_cmp_rm };
 
 static void h_test_rr(struct x86_cpu *cpu, struct x86_insn *i)
 {
@@ -300,12 +321,23 @@ static inline bool cond_fast(struct x86_cpu *cpu, unsigned cc)
             sb = (int32_t)(uint32_t)b;
         }
         switch (cc >> 1) {
-        case 1: r = a < b; break;
-        case 2: r = a == b; break;
-        case 3: r = a <= b; break;
-        case 6: r = sa < sb; break;
-        case 7: r = sa <= sb; break;
-        default: return x86_cond(cpu, cc);
+        case 1:
+            r = a < b;
+            break;
+        case 2:
+            r = a == b;
+            break;
+        case 3:
+            r = a <= b;
+            break;
+        case 6:
+            r = sa < sb;
+            break;
+        case 7:
+            r = sa <= sb;
+            break;
+        default:
+            return x86_cond(cpu, cc);
         }
         return (cc & 1) ? !r : r;
     }
@@ -399,8 +431,8 @@ void x86_try_fuse(struct x86_insn *prev, struct x86_insn *i)
 {
     handler f = prev->fn;
 
-    if (!prev->chain || i->fn != h_jcc || !i->chain || f == h_jcc || f == h_jmp ||
-        f == h_call64 || f == h_ret64 || f == h_fused_jcc)
+    if (!prev->chain || i->fn != h_jcc || !i->chain || f == h_jcc || f == h_jmp || f == h_call64 ||
+        f == h_ret64 || f == h_fused_jcc)
         return;
     prev->prod = f;
     prev->fuse = i;
@@ -439,7 +471,7 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
         if (kind == 2 || kind == 3)
             return;
         switch (op & 7) {
-        case 1:             /* r/m op= reg */
+        case 1: /* r/m op= reg */
             if (reg) {
                 i->hd = i->rm;
                 i->hs = i->reg;
@@ -449,7 +481,7 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
                 i->fn = h_cmp_mi;
             }
             return;
-        case 3:             /* reg op= r/m */
+        case 3: /* reg op= r/m */
             i->hd = i->reg;
             if (reg) {
                 i->hs = i->rm;
@@ -458,7 +490,7 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
                 i->fn = alu_rm[kind];
             }
             return;
-        case 5:             /* eAX op= imm */
+        case 5: /* eAX op= imm */
             i->hd = X86_RAX;
             i->fn = alu_ri[kind];
             return;
@@ -467,7 +499,8 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
         }
     }
     switch (op) {
-    case 0x81: case 0x83:
+    case 0x81:
+    case 0x83:
         kind = i->reg & 7;
         if (!wide || kind == 2 || kind == 3)
             return;
@@ -537,7 +570,8 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
             i->fn = h_load;
         }
         return;
-    case 0x1b6: case 0x1b7:
+    case 0x1b6:
+    case 0x1b7:
         if (m64 && wide && !reg) {
             i->hd = i->reg;
             i->hs = op == 0x1b6 ? 1 : 2;
@@ -554,7 +588,14 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
             i->fn = h_store_i;
         }
         return;
-    case 0xb8: case 0xb9: case 0xba: case 0xbb: case 0xbc: case 0xbd: case 0xbe: case 0xbf:
+    case 0xb8:
+    case 0xb9:
+    case 0xba:
+    case 0xbb:
+    case 0xbc:
+    case 0xbd:
+    case 0xbe:
+    case 0xbf:
         if (wide) {
             i->hd = (op & 7) | ((i->rex & 1) << 3);
             i->fn = h_mov_ri;

@@ -110,14 +110,30 @@ bool x86_cond(struct x86_cpu *cpu, unsigned cc)
     }
     f = x86_flags(cpu);
     switch (cc >> 1) {
-    case 0: r = f & X86_OF; break;
-    case 1: r = f & X86_CF; break;
-    case 2: r = f & X86_ZF; break;
-    case 3: r = f & (X86_CF | X86_ZF); break;
-    case 4: r = f & X86_SF; break;
-    case 5: r = f & X86_PF; break;
-    case 6: r = !(f & X86_SF) != !(f & X86_OF); break;
-    default: r = (f & X86_ZF) || (!(f & X86_SF) != !(f & X86_OF)); break;
+    case 0:
+        r = f & X86_OF;
+        break;
+    case 1:
+        r = f & X86_CF;
+        break;
+    case 2:
+        r = f & X86_ZF;
+        break;
+    case 3:
+        r = f & (X86_CF | X86_ZF);
+        break;
+    case 4:
+        r = f & X86_SF;
+        break;
+    case 5:
+        r = f & X86_PF;
+        break;
+    case 6:
+        r = !(f & X86_SF) != !(f & X86_OF);
+        break;
+    default:
+        r = (f & X86_ZF) || (!(f & X86_SF) != !(f & X86_OF));
+        break;
     }
     return (cc & 1) ? !r : r;
 }

@@ -30,8 +30,8 @@ static void fninit(struct x86_cpu *cpu)
 {
     put16(cpu, FX_FCW, 0x37f);
     put16(cpu, FX_FSW, 0);
-    cpu->fxsave[FX_FTW] = 0;    /* abridged tag: all empty */
-    memset(cpu->fxsave + 6, 0, 18);     /* FOP, FIP, FDP */
+    cpu->fxsave[FX_FTW] = 0;        /* abridged tag: all empty */
+    memset(cpu->fxsave + 6, 0, 18); /* FOP, FIP, FDP */
 }
 
 void x86_fpu_reset(struct x86_cpu *cpu)
@@ -57,7 +57,7 @@ static void check_x87(struct x86_cpu *cpu)
 
 static void check_sse(struct x86_cpu *cpu, struct x86_insn *i)
 {
-    if ((cpu->cr0 & CR0_EM) || !(cpu->cr4 & 0x200))     /* CR4.OSFXSR */
+    if ((cpu->cr0 & CR0_EM) || !(cpu->cr4 & 0x200)) /* CR4.OSFXSR */
         ud(cpu, i);
     if (cpu->cr0 & CR0_TS)
         x86_raise(cpu, X86_EXC_NM, 0, false);
@@ -110,7 +110,7 @@ void x86_exec_fpu(struct x86_cpu *cpu, struct x86_insn *i)
         case 1:
             fx_restore(cpu, i);
             return;
-        case 2: {       /* ldmxcsr */
+        case 2: { /* ldmxcsr */
             check_sse(cpu, i);
             uint32_t v = (uint32_t)x86_mem_read(cpu, i->seg, i->ea, 4);
             if (v & ~MXCSR_MASK)
@@ -118,7 +118,7 @@ void x86_exec_fpu(struct x86_cpu *cpu, struct x86_insn *i)
             put32(cpu, FX_MXCSR, v);
             return;
         }
-        case 3: {       /* stmxcsr */
+        case 3: { /* stmxcsr */
             uint32_t v;
             check_sse(cpu, i);
             memcpy(&v, cpu->fxsave + FX_MXCSR, 4);
@@ -132,27 +132,27 @@ void x86_exec_fpu(struct x86_cpu *cpu, struct x86_insn *i)
     }
     if (op >= 0xd8 && op <= 0xdf) {
         check_x87(cpu);
-        if (op == 0xdb && modrm == 0xe3) {          /* fninit */
+        if (op == 0xdb && modrm == 0xe3) { /* fninit */
             fninit(cpu);
             return;
         }
-        if (op == 0xdb && modrm == 0xe2) {          /* fnclex */
+        if (op == 0xdb && modrm == 0xe2) { /* fnclex */
             put16(cpu, FX_FSW, get16(cpu, FX_FSW) & 0x7f00);
             return;
         }
-        if (op == 0xdf && modrm == 0xe0) {          /* fnstsw ax */
+        if (op == 0xdf && modrm == 0xe0) { /* fnstsw ax */
             cpu->regs[X86_RAX] = (cpu->regs[X86_RAX] & ~0xffffull) | get16(cpu, FX_FSW);
             return;
         }
-        if (i->mem && op == 0xd9 && r == 7) {       /* fnstcw */
+        if (i->mem && op == 0xd9 && r == 7) { /* fnstcw */
             x86_mem_write(cpu, i->seg, i->ea, get16(cpu, FX_FCW), 2);
             return;
         }
-        if (i->mem && op == 0xd9 && r == 5) {       /* fldcw */
+        if (i->mem && op == 0xd9 && r == 5) { /* fldcw */
             put16(cpu, FX_FCW, (uint16_t)x86_mem_read(cpu, i->seg, i->ea, 2));
             return;
         }
-        if (i->mem && op == 0xdd && r == 7) {       /* fnstsw m16 */
+        if (i->mem && op == 0xdd && r == 7) { /* fnstsw m16 */
             x86_mem_write(cpu, i->seg, i->ea, get16(cpu, FX_FSW), 2);
             return;
         }

@@ -15,15 +15,15 @@
 
 /* Lazy arithmetic flags: the last flag-setting operation, evaluated on demand. */
 enum x86_cc_op {
-    CC_EAGER,       /* flags are in cpu->rflags */
-    CC_ADD,         /* src1 + src2 (+ carry in aux) = res */
-    CC_SUB,         /* src1 - src2 (- borrow in aux) = res */
-    CC_LOGIC,       /* CF = OF = AF = 0 */
-    CC_INC,         /* src1 + 1: CF kept in aux */
-    CC_DEC,         /* src1 - 1: CF kept in aux */
-    CC_SHL,         /* src1 << src2 (count 1..bits-1) */
-    CC_SHR,         /* src1 >> src2 (logical) */
-    CC_SAR,         /* src1 >> src2 (arithmetic) */
+    CC_EAGER, /* flags are in cpu->rflags */
+    CC_ADD,   /* src1 + src2 (+ carry in aux) = res */
+    CC_SUB,   /* src1 - src2 (- borrow in aux) = res */
+    CC_LOGIC, /* CF = OF = AF = 0 */
+    CC_INC,   /* src1 + 1: CF kept in aux */
+    CC_DEC,   /* src1 - 1: CF kept in aux */
+    CC_SHL,   /* src1 << src2 (count 1..bits-1) */
+    CC_SHR,   /* src1 >> src2 (logical) */
+    CC_SAR,   /* src1 >> src2 (arithmetic) */
 };
 
 /* Access kinds for the MMU (also the TLB permission index). */
@@ -33,39 +33,39 @@ enum x86_access { ACC_READ, ACC_WRITE, ACC_EXEC };
  * of (vpage | 1) per access kind says that kind is allowed without a walk. */
 struct x86_tlb_entry {
     uint64_t tag[3];
-    uint8_t *hva;           /* host address of the page */
-    uint64_t gpa;           /* guest-physical page */
-    uint64_t vbase, vmask;  /* the guest page it came from (4K/2M/1G), for invlpg */
+    uint8_t *hva;          /* host address of the page */
+    uint64_t gpa;          /* guest-physical page */
+    uint64_t vbase, vmask; /* the guest page it came from (4K/2M/1G), for invlpg */
     bool global;
 };
 
 /* A decoded instruction. */
 struct x86_insn {
-    uint64_t rip;           /* address of its first byte (offset in CS) */
+    uint64_t rip; /* address of its first byte (offset in CS) */
     uint64_t next_rip;
     uint8_t bytes[16];
     unsigned len;
-    unsigned op;            /* opcode: 0x000-0x0ff, 0x100-0x1ff (0f xx), 0x200 (0f 38), 0x300 (0f 3a) */
-    unsigned opsize, addrsize;  /* in bytes */
-    uint8_t rex, rep, lock, opsize_prefix, seg;     /* seg: X86_DS unless overridden */
+    unsigned op; /* opcode: 0x000-0x0ff, 0x100-0x1ff (0f xx), 0x200 (0f 38), 0x300 (0f 3a) */
+    unsigned opsize, addrsize;                  /* in bytes */
+    uint8_t rex, rep, lock, opsize_prefix, seg; /* seg: X86_DS unless overridden */
     bool seg_override;
     bool has_modrm, mem;
-    uint8_t mod, reg, rm;   /* reg, rm with REX bits */
-    uint64_t ea;            /* effective address (offset): computed at execution */
+    uint8_t mod, reg, rm;       /* reg, rm with REX bits */
+    uint64_t ea;                /* effective address (offset): computed at execution */
     int8_t base_reg, index_reg; /* -1: none */
     uint8_t scale;
-    uint64_t disp;          /* displacement (RIP-relative: already the target) */
+    uint64_t disp; /* displacement (RIP-relative: already the target) */
     uint64_t imm, imm2;
-    void (*fn)(struct x86_cpu *cpu, struct x86_insn *i);   /* handler */
-    uint8_t hd, hs, hcc;    /* handler operands: destination, source register, condition */
-    bool chain;             /* a fast handler: the run loop may go on to the next one directly */
-    struct x86_insn *next, *taken;  /* likely successors (checked before use) */
-    struct x86_insn *fuse;  /* a following jcc run by the same handler call */
-    void (*prod)(struct x86_cpu *cpu, struct x86_insn *i);    /* own handler when fused */
+    void (*fn)(struct x86_cpu *cpu, struct x86_insn *i); /* handler */
+    uint8_t hd, hs, hcc; /* handler operands: destination, source register, condition */
+    bool chain;          /* a fast handler: the run loop may go on to the next one directly */
+    struct x86_insn *next, *taken; /* likely successors (checked before use) */
+    struct x86_insn *fuse;         /* a following jcc run by the same handler call */
+    void (*prod)(struct x86_cpu *cpu, struct x86_insn *i); /* own handler when fused */
     /* decode-cache key */
-    uint64_t la;            /* linear address of the first byte */
-    uint32_t epoch;         /* valid while equal to the CPU's dc_epoch */
-    uint8_t mode;           /* x86_mode_key() at decode time */
+    uint64_t la;    /* linear address of the first byte */
+    uint32_t epoch; /* valid while equal to the CPU's dc_epoch */
+    uint8_t mode;   /* x86_mode_key() at decode time */
 };
 
 #define X86_DCACHE_SIZE 4096
@@ -84,22 +84,22 @@ struct x86_internal {
     unsigned cc_op, cc_size;
     uint64_t cc_src1, cc_src2, cc_res, cc_aux;
     struct x86_tlb_entry tlb[X86_TLB_SIZE];
-    uint64_t left, start_left;  /* instructions left in this x86_cpu_run(), at its start */
-    uint64_t step_left;     /* left, while single-stepping (left is 0 then) */
+    uint64_t left, start_left; /* instructions left in this x86_cpu_run(), at its start */
+    uint64_t step_left;        /* left, while single-stepping (left is 0 then) */
     bool stepping;
-    struct x86_insn *cur;   /* the instruction executing */
-    struct x86_insn *dcache;    /* X86_DCACHE_SIZE decoded instructions, by linear address */
-    uint32_t dc_epoch;      /* bumped to drop every decoded instruction */
-    uint32_t seen_code_epoch;   /* x86_code_epoch when last looked at */
+    struct x86_insn *cur;     /* the instruction executing */
+    struct x86_insn *dcache;  /* X86_DCACHE_SIZE decoded instructions, by linear address */
+    uint32_t dc_epoch;        /* bumped to drop every decoded instruction */
+    uint32_t seen_code_epoch; /* x86_code_epoch when last looked at */
     /* exception in flight */
     int exc_vec;
     uint32_t exc_err;
     bool exc_has_err;
-    int delivering;         /* nesting: 1 while delivering an event, 2 a #DF */
+    int delivering; /* nesting: 1 while delivering an event, 2 a #DF */
     int delivering_class;
-    bool delivering_ext, exc_ext;   /* the event came from outside (EXT bit) */
-    bool in_insn;           /* executing an instruction: faults restart it */
-    bool nmi_blocked;       /* from NMI delivery to the next iret */
+    bool delivering_ext, exc_ext; /* the event came from outside (EXT bit) */
+    bool in_insn;                 /* executing an instruction: faults restart it */
+    bool nmi_blocked;             /* from NMI delivery to the next iret */
     unsigned log_count;
 };
 
@@ -152,7 +152,7 @@ void x86_deliver(struct x86_cpu *cpu, int vec, uint32_t err, bool has_err, bool 
                  uint64_t ret_rip);
 
 /* x86-flags.c */
-uint64_t x86_flags(struct x86_cpu *cpu);        /* arithmetic flags materialised */
+uint64_t x86_flags(struct x86_cpu *cpu); /* arithmetic flags materialised */
 void x86_flags_set(struct x86_cpu *cpu, uint64_t flags_val, uint64_t mask);
 bool x86_cond(struct x86_cpu *cpu, unsigned cc);
 bool x86_cf(struct x86_cpu *cpu);
@@ -196,7 +196,8 @@ void x86_seg_load_real(struct x86_cpu *cpu, unsigned seg, uint16_t sel);
 /* Load (seg) with (sel) in protected mode with the usual checks (not CS). */
 void x86_seg_load(struct x86_cpu *cpu, unsigned seg, uint16_t sel);
 /* Read descriptor (sel) into (s); raises #GP(sel) when out of the table. */
-void x86_read_descriptor(struct x86_cpu *cpu, uint16_t sel, struct x86_segment *s, uint64_t *raw_hi);
+void x86_read_descriptor(struct x86_cpu *cpu, uint16_t sel, struct x86_segment *s,
+                         uint64_t *raw_hi);
 void x86_far_jump(struct x86_cpu *cpu, uint16_t sel, uint64_t off, unsigned opsize, bool call,
                   uint64_t ret_rip);
 void x86_far_ret(struct x86_cpu *cpu, unsigned opsize, uint16_t pop_extra);
@@ -211,9 +212,9 @@ void x86_seg_check(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned siz
  * bumped whenever one of them is written. */
 extern unsigned long x86_code_filter[];
 extern uint32_t x86_code_epoch;
-#define X86_CODE_FILTER_BITS (1u << 24)   /* 64 GiB of frames before aliasing */
-void x86_code_page_note(uint64_t gpa);     /* decoding from this frame */
-void x86_code_page_hit(uint64_t gfn);       /* a write hit a filter bit */
+#define X86_CODE_FILTER_BITS (1u << 24) /* 64 GiB of frames before aliasing */
+void x86_code_page_note(uint64_t gpa);  /* decoding from this frame */
+void x86_code_page_hit(uint64_t gfn);   /* a write hit a filter bit */
 /* A CPU write to RAM frame (gpa): x86_mark_dirty() when there is something to do. */
 static inline void x86_note_write(struct x86_cpu *cpu, uint64_t gpa)
 {

@@ -1,21 +1,21 @@
 /* x86-mmu.c: paging (32-bit, PAE, 4-level), the software TLB, and guest memory access. */
 #include "x86-internal.h"
 
-#define PTE_P   0x1ull
-#define PTE_RW  0x2ull
-#define PTE_US  0x4ull
-#define PTE_A   0x20ull
-#define PTE_D   0x40ull
-#define PTE_PS  0x80ull
-#define PTE_G   0x100ull
-#define PTE_NX  (1ull << 63)
+#define PTE_P 0x1ull
+#define PTE_RW 0x2ull
+#define PTE_US 0x4ull
+#define PTE_A 0x20ull
+#define PTE_D 0x40ull
+#define PTE_PS 0x80ull
+#define PTE_G 0x100ull
+#define PTE_NX (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
 
-#define PF_P    0x1u
-#define PF_W    0x2u
-#define PF_U    0x4u
+#define PF_P 0x1u
+#define PF_W 0x2u
+#define PF_U 0x4u
 #define PF_RSVD 0x8u
-#define PF_I    0x10u
+#define PF_I 0x10u
 
 uint8_t *x86_phys_ptr(struct x86_cpu *cpu, uint64_t gpa)
 {
@@ -96,8 +96,9 @@ static void phys_access(struct x86_cpu *cpu, uint64_t gpa, uint8_t *buf, unsigne
         }
         return;
     }
-    if (!p && (gpa & 0xfff) + len <= X86_PAGE_SIZE && (len == 1 || len == 2 || len == 4 || len == 8)
-        && !x86_phys_ptr(cpu, gpa) && !x86_phys_ptr(cpu, gpa + len - 1)) {
+    if (!p && (gpa & 0xfff) + len <= X86_PAGE_SIZE &&
+        (len == 1 || len == 2 || len == 4 || len == 8) && !x86_phys_ptr(cpu, gpa) &&
+        !x86_phys_ptr(cpu, gpa + len - 1)) {
         cpu->ops->mmio(cpu->opaque, gpa, buf, len, write);
         return;
     }
@@ -167,7 +168,8 @@ static uint64_t pte_read(struct x86_cpu *cpu, uint64_t gpa, unsigned size)
     return v;
 }
 
-static void pte_set_bits(struct x86_cpu *cpu, uint64_t gpa, unsigned size, uint64_t old, uint64_t bits)
+static void pte_set_bits(struct x86_cpu *cpu, uint64_t gpa, unsigned size, uint64_t old,
+                         uint64_t bits)
 {
     uint8_t *p;
 
@@ -193,9 +195,8 @@ _Noreturn static void page_fault(struct x86_cpu *cpu, uint64_t la, uint32_t err)
 }
 
 /* Walk; returns gpa of (la) and the effective permissions / final entry info. */
-static uint64_t walk(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool user,
-                     bool *w_ok, bool *x_ok, bool *u_ok, bool *global, bool *dirty,
-                     uint64_t *psize)
+static uint64_t walk(struct x86_cpu *cpu, uint64_t la, enum x86_access acc, bool user, bool *w_ok,
+                     bool *x_ok, bool *u_ok, bool *global, bool *dirty, uint64_t *psize)
 {
     bool nxe = cpu->efer & EFER_NXE;
     uint64_t rw = PTE_RW, us = PTE_US, nx = 0, e = 0, ea = 0, page_size;

@@ -116,7 +116,7 @@ void x86_seg_load(struct x86_cpu *cpu, unsigned seg, uint16_t sel)
         if (!s.present)
             x86_raise(cpu, X86_EXC_SS, sel & ~3u, true);
     } else {
-        if ((s.type & 0xa) == 0x8)          /* execute-only code */
+        if ((s.type & 0xa) == 0x8) /* execute-only code */
             x86_raise_gp(cpu, sel & ~3u);
         if (!((s.type & 8) && (s.type & 4)) && (rpl > s.dpl || cpl > s.dpl))
             x86_raise_gp(cpu, sel & ~3u);
@@ -194,7 +194,7 @@ void x86_far_jump(struct x86_cpu *cpu, uint16_t sel, uint64_t off, unsigned opsi
     struct x86_segment s;
     x86_read_descriptor(cpu, sel, &s, NULL);
     if (!s.s)
-        x86_raise_gp(cpu, sel & ~3u);      /* call gates, task gates: not supported */
+        x86_raise_gp(cpu, sel & ~3u); /* call gates, task gates: not supported */
     if (call) {
         stack_push(cpu, &sp, old_cs, opsize);
         stack_push(cpu, &sp, ret_rip, opsize);
@@ -308,7 +308,7 @@ void x86_iret(struct x86_cpu *cpu, unsigned opsize)
     if (cpu->rflags & X86_VM)
         x86_raise_gp(cpu, 0);
     if ((cpu->rflags & X86_NT) && !x86_long_mode(cpu))
-        x86_raise_gp(cpu, 0);       /* task return: not supported */
+        x86_raise_gp(cpu, 0); /* task return: not supported */
     bool m64 = x86_mode64(cpu);
     ip = stack_pop(cpu, &sp, opsize);
     sel = (uint16_t)stack_pop(cpu, &sp, opsize);
@@ -322,7 +322,8 @@ void x86_iret(struct x86_cpu *cpu, unsigned opsize)
         load_cs(cpu, sel, &s, rpl);
         x86_seg_load(cpu, X86_SS, nss);
         iret_flags(cpu, f, opsize, cpl);
-        cpu->regs[X86_RSP] = x86_mode64(cpu) ? nsp : nsp & x86_size_mask(cpu->seg[X86_SS].db ? 4 : 2);
+        cpu->regs[X86_RSP] = x86_mode64(cpu) ? nsp
+                                             : nsp & x86_size_mask(cpu->seg[X86_SS].db ? 4 : 2);
         if (rpl > cpl) {
             /* data segments not accessible at the new level become null */
             static const unsigned segs[] = { X86_ES, X86_DS, X86_FS, X86_GS };
@@ -421,13 +422,13 @@ void x86_seg_check(struct x86_cpu *cpu, unsigned seg, uint64_t off, unsigned siz
     if (!x86_real_mode(cpu) && !(cpu->rflags & X86_VM)) {
         if (s->unusable || !s->present)
             x86_raise(cpu, vec, 0, true);
-        if (s->type & 8) {                  /* code: never writable, maybe readable */
+        if (s->type & 8) { /* code: never writable, maybe readable */
             if (write || !(s->type & 2))
                 x86_raise_gp(cpu, 0);
         } else if (write && !(s->type & 2)) {
             x86_raise(cpu, vec, 0, true);
         }
-        if (!(s->type & 8) && (s->type & 4)) {  /* expand-down */
+        if (!(s->type & 8) && (s->type & 4)) { /* expand-down */
             if (off <= s->limit || last > (s->db ? 0xffffffffull : 0xffffull))
                 x86_raise(cpu, vec, 0, true);
             return;

@@ -1,7 +1,7 @@
 /* x86-string.c: movs, stos, lods, cmps, scas, ins, outs with rep prefixes, restartable. */
 #include "x86-internal.h"
 
-#define MAX_ITERS 1024      /* elements per step before the run loop looks around */
+#define MAX_ITERS 1024 /* elements per step before the run loop looks around */
 
 static void set_areg(struct x86_cpu *cpu, unsigned r, uint64_t v, unsigned addrsize)
 {
@@ -14,13 +14,14 @@ static void set_areg(struct x86_cpu *cpu, unsigned r, uint64_t v, unsigned addrs
 /* Forward rep stos/movs inside RAM pages; returns elements done (0: use the slow path). */
 static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned size, uint64_t count)
 {
-    uint64_t am = x86_size_mask(i->addrsize), di = cpu->regs[X86_RDI] & am, si = cpu->regs[X86_RSI] & am;
+    uint64_t am = x86_size_mask(i->addrsize), di = cpu->regs[X86_RDI] & am,
+             si = cpu->regs[X86_RSI] & am;
     uint64_t lad = x86_linear(cpu, X86_ES, di, i->addrsize), gd, gs, n;
     bool user = x86_cpl(cpu) == 3, movs = (i->op & 0xfe) == 0xa4;
     uint8_t *pd, *ps = NULL;
 
     if (i->addrsize == 2 || (cpu->rflags & X86_DF) || !x86_mode64(cpu))
-        return 0;       /* (outside 64-bit mode the element path does the segment checks) */
+        return 0; /* (outside 64-bit mode the element path does the segment checks) */
     n = (X86_PAGE_SIZE - (lad & 0xfff)) / size;
     if (n > count)
         n = count;
@@ -49,7 +50,7 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
     pd += lad & 0xfff;
     if (movs) {
         if (pd > ps && pd < ps + n * size) {
-            for (uint64_t k = 0; k < n; k++)        /* overlapping: element by element */
+            for (uint64_t k = 0; k < n; k++) /* overlapping: element by element */
                 memmove(pd + k * size, ps + k * size, size);
         } else {
             memmove(pd, ps, n * size);
@@ -64,7 +65,7 @@ static uint64_t fast_chunk(struct x86_cpu *cpu, struct x86_insn *i, unsigned siz
                 memcpy(pd + k * size, &v, size);
         }
     }
-    x86_mark_dirty(cpu, gd);    /* after the stores, as every write */
+    x86_mark_dirty(cpu, gd); /* after the stores, as every write */
     set_areg(cpu, X86_RDI, di + n * size, i->addrsize);
     return n;
 }
@@ -99,37 +100,45 @@ void x86_exec_string(struct x86_cpu *cpu, struct x86_insn *i)
             continue;
         }
         switch (op) {
-        case 0xa4: case 0xa5:
+        case 0xa4:
+        case 0xa5:
             v = x86_mem_read(cpu, i->seg, si, size);
             x86_mem_write(cpu, X86_ES, di, v, size);
             set_areg(cpu, X86_RSI, si + (uint64_t)step, as);
             set_areg(cpu, X86_RDI, di + (uint64_t)step, as);
             break;
-        case 0xaa: case 0xab:
+        case 0xaa:
+        case 0xab:
             x86_mem_write(cpu, X86_ES, di, cpu->regs[X86_RAX], size);
             set_areg(cpu, X86_RDI, di + (uint64_t)step, as);
             break;
-        case 0xac: case 0xad:
+        case 0xac:
+        case 0xad:
             v = x86_mem_read(cpu, i->seg, si, size);
             x86_reg_set(cpu, i, X86_RAX, size, v);
             set_areg(cpu, X86_RSI, si + (uint64_t)step, as);
             break;
-        case 0xa6: case 0xa7: {
-            uint64_t a = x86_mem_read(cpu, i->seg, si, size), b = x86_mem_read(cpu, X86_ES, di, size);
+        case 0xa6:
+        case 0xa7: {
+            uint64_t a = x86_mem_read(cpu, i->seg, si, size),
+                     b = x86_mem_read(cpu, X86_ES, di, size);
             x86_cc_set(cpu, CC_SUB, size, a, b, a - b, 0);
             set_areg(cpu, X86_RSI, si + (uint64_t)step, as);
             set_areg(cpu, X86_RDI, di + (uint64_t)step, as);
             stop = true;
             break;
         }
-        case 0xae: case 0xaf: {
-            uint64_t a = cpu->regs[X86_RAX] & x86_size_mask(size), b = x86_mem_read(cpu, X86_ES, di, size);
+        case 0xae:
+        case 0xaf: {
+            uint64_t a = cpu->regs[X86_RAX] & x86_size_mask(size),
+                     b = x86_mem_read(cpu, X86_ES, di, size);
             x86_cc_set(cpu, CC_SUB, size, a, b, a - b, 0);
             set_areg(cpu, X86_RDI, di + (uint64_t)step, as);
             stop = true;
             break;
         }
-        case 0x6c: case 0x6d: {
+        case 0x6c:
+        case 0x6d: {
             uint8_t buf[4] = { 0 };
             uint32_t w;
             /* probe the destination first so a #PF does not lose the input */
@@ -140,7 +149,7 @@ void x86_exec_string(struct x86_cpu *cpu, struct x86_insn *i)
             set_areg(cpu, X86_RDI, di + (uint64_t)step, as);
             break;
         }
-        default: {  /* outs */
+        default: { /* outs */
             uint8_t buf[4];
             uint32_t w = (uint32_t)x86_mem_read(cpu, i->seg, si, size);
             memcpy(buf, &w, 4);
@@ -161,5 +170,5 @@ void x86_exec_string(struct x86_cpu *cpu, struct x86_insn *i)
         }
     }
     if (count)
-        cpu->rip = i->rip;      /* not finished: run again after the run loop had a look */
+        cpu->rip = i->rip; /* not finished: run again after the run loop had a look */
 }

@@ -42,7 +42,7 @@ void x86_write_cr(struct x86_cpu *cpu, unsigned cr, uint64_t v)
         if (!x86_long_mode(cpu))
             v &= 0xffffffffu;
         if (v >> 63) {
-            if (!(cpu->cr4 & 0x20000))      /* CR4.PCIDE: bit 63 = no flush, never stored */
+            if (!(cpu->cr4 & 0x20000)) /* CR4.PCIDE: bit 63 = no flush, never stored */
                 x86_raise_gp(cpu, 0);
             v &= ~(1ull << 63);
         }
@@ -74,32 +74,66 @@ void x86_write_cr(struct x86_cpu *cpu, unsigned cr, uint64_t v)
 uint64_t x86_read_cr(struct x86_cpu *cpu, unsigned cr)
 {
     switch (cr) {
-    case 0: return cpu->cr0;
-    case 2: return cpu->cr2;
-    case 3: return cpu->cr3;
-    case 4: return cpu->cr4;
-    case 8: return cpu->tpr;
-    default: x86_raise_ud(cpu);
+    case 0:
+        return cpu->cr0;
+    case 2:
+        return cpu->cr2;
+    case 3:
+        return cpu->cr3;
+    case 4:
+        return cpu->cr4;
+    case 8:
+        return cpu->tpr;
+    default:
+        x86_raise_ud(cpu);
     }
 }
 
 bool x86_rdmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t *v)
 {
     switch (msr) {
-    case MSR_EFER: *v = cpu->efer; return true;
-    case MSR_STAR: *v = cpu->star; return true;
-    case MSR_LSTAR: *v = cpu->lstar; return true;
-    case MSR_CSTAR: *v = cpu->cstar; return true;
-    case MSR_SFMASK: *v = cpu->sfmask; return true;
-    case MSR_FS_BASE: *v = cpu->seg[X86_FS].base; return true;
-    case MSR_GS_BASE: *v = cpu->seg[X86_GS].base; return true;
-    case MSR_KERNEL_GS_BASE: *v = cpu->kernel_gs_base; return true;
-    case MSR_IA32_SYSENTER_CS: *v = cpu->sysenter_cs; return true;
-    case MSR_IA32_SYSENTER_ESP: *v = cpu->sysenter_esp; return true;
-    case MSR_IA32_SYSENTER_EIP: *v = cpu->sysenter_eip; return true;
-    case MSR_IA32_PAT: *v = cpu->pat; return true;
-    case MSR_TSC_AUX: *v = cpu->tsc_aux; return true;
-    case MSR_IA32_MISC_ENABLE: *v = cpu->misc_enable; return true;
+    case MSR_EFER:
+        *v = cpu->efer;
+        return true;
+    case MSR_STAR:
+        *v = cpu->star;
+        return true;
+    case MSR_LSTAR:
+        *v = cpu->lstar;
+        return true;
+    case MSR_CSTAR:
+        *v = cpu->cstar;
+        return true;
+    case MSR_SFMASK:
+        *v = cpu->sfmask;
+        return true;
+    case MSR_FS_BASE:
+        *v = cpu->seg[X86_FS].base;
+        return true;
+    case MSR_GS_BASE:
+        *v = cpu->seg[X86_GS].base;
+        return true;
+    case MSR_KERNEL_GS_BASE:
+        *v = cpu->kernel_gs_base;
+        return true;
+    case MSR_IA32_SYSENTER_CS:
+        *v = cpu->sysenter_cs;
+        return true;
+    case MSR_IA32_SYSENTER_ESP:
+        *v = cpu->sysenter_esp;
+        return true;
+    case MSR_IA32_SYSENTER_EIP:
+        *v = cpu->sysenter_eip;
+        return true;
+    case MSR_IA32_PAT:
+        *v = cpu->pat;
+        return true;
+    case MSR_TSC_AUX:
+        *v = cpu->tsc_aux;
+        return true;
+    case MSR_IA32_MISC_ENABLE:
+        *v = cpu->misc_enable;
+        return true;
     default:
         return cpu->ops->rdmsr && cpu->ops->rdmsr(cpu->opaque, msr, v);
     }
@@ -123,7 +157,9 @@ bool x86_wrmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t v)
             x86_tlb_flush(cpu, false);
         cpu->efer = v;
         return true;
-    case MSR_STAR: cpu->star = v; return true;
+    case MSR_STAR:
+        cpu->star = v;
+        return true;
     case MSR_LSTAR:
         if (!canonical(v))
             return false;
@@ -134,7 +170,9 @@ bool x86_wrmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t v)
             return false;
         cpu->cstar = v;
         return true;
-    case MSR_SFMASK: cpu->sfmask = v & 0xffffffffu; return true;
+    case MSR_SFMASK:
+        cpu->sfmask = v & 0xffffffffu;
+        return true;
     case MSR_FS_BASE:
         if (!canonical(v))
             return false;
@@ -150,12 +188,24 @@ bool x86_wrmsr(struct x86_cpu *cpu, uint32_t msr, uint64_t v)
             return false;
         cpu->kernel_gs_base = v;
         return true;
-    case MSR_IA32_SYSENTER_CS: cpu->sysenter_cs = v & 0xffff; return true;
-    case MSR_IA32_SYSENTER_ESP: cpu->sysenter_esp = v; return true;
-    case MSR_IA32_SYSENTER_EIP: cpu->sysenter_eip = v; return true;
-    case MSR_IA32_PAT: cpu->pat = v; return true;
-    case MSR_TSC_AUX: cpu->tsc_aux = v & 0xffffffffu; return true;
-    case MSR_IA32_MISC_ENABLE: cpu->misc_enable = v; return true;
+    case MSR_IA32_SYSENTER_CS:
+        cpu->sysenter_cs = v & 0xffff;
+        return true;
+    case MSR_IA32_SYSENTER_ESP:
+        cpu->sysenter_esp = v;
+        return true;
+    case MSR_IA32_SYSENTER_EIP:
+        cpu->sysenter_eip = v;
+        return true;
+    case MSR_IA32_PAT:
+        cpu->pat = v;
+        return true;
+    case MSR_TSC_AUX:
+        cpu->tsc_aux = v & 0xffffffffu;
+        return true;
+    case MSR_IA32_MISC_ENABLE:
+        cpu->misc_enable = v;
+        return true;
     default:
         return cpu->ops->wrmsr && cpu->ops->wrmsr(cpu->opaque, msr, v);
     }
@@ -195,11 +245,21 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
 
     if (i->mem) {
         switch (r) {
-        case 0: store_dtable(cpu, i, &cpu->gdt); return;
-        case 1: store_dtable(cpu, i, &cpu->idt); return;
-        case 2: load_dtable(cpu, i, &cpu->gdt); return;
-        case 3: load_dtable(cpu, i, &cpu->idt); return;
-        case 4: x86_mem_write(cpu, i->seg, i->ea, cpu->cr0 & 0xffff, 2); return;
+        case 0:
+            store_dtable(cpu, i, &cpu->gdt);
+            return;
+        case 1:
+            store_dtable(cpu, i, &cpu->idt);
+            return;
+        case 2:
+            load_dtable(cpu, i, &cpu->gdt);
+            return;
+        case 3:
+            load_dtable(cpu, i, &cpu->idt);
+            return;
+        case 4:
+            x86_mem_write(cpu, i->seg, i->ea, cpu->cr0 & 0xffff, 2);
+            return;
         case 6: {
             uint64_t v = x86_mem_read(cpu, i->seg, i->ea, 2);
             need_cpl0(cpu);
@@ -217,12 +277,12 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
     } else {
         unsigned modrm = 0xc0 | (r << 3) | (i->rm & 7);
         switch (modrm) {
-        case 0xca:              /* clac */
-        case 0xcb:              /* stac */
+        case 0xca: /* clac */
+        case 0xcb: /* stac */
             need_cpl0(cpu);
             x86_flags_set(cpu, modrm == 0xcb ? X86_AC : 0, X86_AC);
             return;
-        case 0xd1: {            /* xsetbv: x87 and SSE state only */
+        case 0xd1: { /* xsetbv: x87 and SSE state only */
             uint64_t v = (cpu->regs[X86_RAX] & 0xffffffffu) | (cpu->regs[X86_RDX] << 32);
             if (!(cpu->cr4 & 0x40000))
                 break;
@@ -232,7 +292,7 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
             cpu->xcr0 = v;
             return;
         }
-        case 0xd0: {            /* xgetbv */
+        case 0xd0: { /* xgetbv */
             if (!(cpu->cr4 & 0x40000))
                 break;
             if (cpu->regs[X86_RCX] & 0xffffffffu)
@@ -241,7 +301,7 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
             cpu->regs[X86_RDX] = cpu->xcr0 >> 32;
             return;
         }
-        case 0xf8:              /* swapgs */
+        case 0xf8: /* swapgs */
             if (!x86_mode64(cpu))
                 break;
             need_cpl0(cpu);
@@ -251,7 +311,7 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
                 cpu->kernel_gs_base = t;
             }
             return;
-        case 0xf9: {            /* rdtscp */
+        case 0xf9: { /* rdtscp */
             uint64_t t = cpu->ops->rdtsc(cpu->opaque);
             cpu->regs[X86_RAX] = t & 0xffffffffu;
             cpu->regs[X86_RDX] = t >> 32;
@@ -259,12 +319,12 @@ void x86_exec_0f01(struct x86_cpu *cpu, struct x86_insn *i)
             return;
         }
         default:
-            if (r == 4) {       /* smsw reg */
+            if (r == 4) { /* smsw reg */
                 uint64_t v = cpu->cr0 & x86_size_mask(i->opsize);
                 x86_rm_write(cpu, i, i->opsize, v);
                 return;
             }
-            if (r == 6) {       /* lmsw reg */
+            if (r == 6) { /* lmsw reg */
                 uint64_t v = cpu->regs[i->rm] & 0xffff;
                 need_cpl0(cpu);
                 x86_write_cr(cpu, 0, (cpu->cr0 & ~0xeull) | (v & 0xf) | (cpu->cr0 & CR0_PE));
@@ -316,25 +376,26 @@ void x86_exec_0f00(struct x86_cpu *cpu, struct x86_insn *i)
         x86_raise_ud(cpu);
     }
     switch (r) {
-    case 0:     /* sldt */
+    case 0: /* sldt */
         x86_rm_write(cpu, i, i->mem ? 2 : i->opsize, cpu->seg[X86_LDTR].selector);
         return;
-    case 1:     /* str */
+    case 1: /* str */
         x86_rm_write(cpu, i, i->mem ? 2 : i->opsize, cpu->seg[X86_TR].selector);
         return;
-    case 2: {   /* lldt */
+    case 2: { /* lldt */
         uint16_t sel = (uint16_t)x86_rm_read(cpu, i, 2);
         need_cpl0(cpu);
         x86_load_ldt(cpu, sel);
         return;
     }
-    case 3: {   /* ltr */
+    case 3: { /* ltr */
         uint16_t sel = (uint16_t)x86_rm_read(cpu, i, 2);
         need_cpl0(cpu);
         x86_load_tr(cpu, sel);
         return;
     }
-    case 4: case 5: {   /* verr, verw */
+    case 4:
+    case 5: { /* verr, verw */
         uint16_t sel = (uint16_t)x86_rm_read(cpu, i, 2);
         struct x86_segment s;
         bool ok = read_desc_quiet(cpu, sel, &s) && s.s && desc_visible(cpu, sel, &s);
@@ -364,21 +425,36 @@ void x86_exec_lar_lsl(struct x86_cpu *cpu, struct x86_insn *i, bool lsl)
     ok = read_desc_quiet(cpu, sel, &s);
     if (ok && !s.s) {
         switch (s.type) {
-        case 2: case 9: case 0xb: break;
-        case 1: case 3: ok = !lm; break;
-        case 0xc: ok = !lsl; break;
-        case 4: case 5: ok = !lsl && !lm; break;
-        default: ok = false; break;
+        case 2:
+        case 9:
+        case 0xb:
+            break;
+        case 1:
+        case 3:
+            ok = !lm;
+            break;
+        case 0xc:
+            ok = !lsl;
+            break;
+        case 4:
+        case 5:
+            ok = !lsl && !lm;
+            break;
+        default:
+            ok = false;
+            break;
         }
     }
-    if (ok && !((s.s && (s.type & 0xc) == 0xc)))    /* conforming code skips the DPL check */
+    if (ok && !((s.s && (s.type & 0xc) == 0xc))) /* conforming code skips the DPL check */
         ok = desc_visible(cpu, sel, &s);
     if (ok) {
         if (lsl) {
             x86_reg_set(cpu, i, i->reg, i->opsize, s.limit);
         } else {
-            raw = x86_lin_read_n(cpu, ((sel & 4) ? cpu->seg[X86_LDTR].base : cpu->gdt.base) +
-                                 (sel & ~7u) + 4, 4, true);
+            raw = x86_lin_read_n(cpu,
+                                 ((sel & 4) ? cpu->seg[X86_LDTR].base : cpu->gdt.base) +
+                                     (sel & ~7u) + 4,
+                                 4, true);
             x86_reg_set(cpu, i, i->reg, i->opsize, raw & 0x00f0ff00u);
         }
     }
@@ -390,7 +466,12 @@ void x86_exec_lar_lsl(struct x86_cpu *cpu, struct x86_insn *i, bool lsl)
 static struct x86_segment flat_code(unsigned dpl)
 {
     return (struct x86_segment){
-        .type = 0xb, .s = 1, .present = 1, .dpl = (uint8_t)dpl, .g = 1, .limit = 0xffffffffu,
+        .type = 0xb,
+        .s = 1,
+        .present = 1,
+        .dpl = (uint8_t)dpl,
+        .g = 1,
+        .limit = 0xffffffffu,
     };
 }
 

@@ -108,8 +108,7 @@ bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp)
 
 /* OR (nbits) bits of (src) into (dst) starting at bit (offset) (a multiple of
  * the word size: slots are at least 2 MiB aligned). */
-static void or_into(unsigned long *dst, uint64_t offset, const unsigned long *src,
-                    uint64_t nbits)
+static void or_into(unsigned long *dst, uint64_t offset, const unsigned long *src, uint64_t nbits)
 {
     unsigned long *d = dst + offset / BITS_PER_LONG;
     for (uint64_t w = 0; w < BITMAP_LONGS(nbits); w++)
@@ -117,8 +116,7 @@ static void or_into(unsigned long *dst, uint64_t offset, const unsigned long *sr
             __atomic_fetch_or(&d[w], src[w], __ATOMIC_RELAXED);
 }
 
-static bool sync_slot(struct kvm *k, struct kvm_slot *s, unsigned long *gfn_bitmap,
-                      GError **errp)
+static bool sync_slot(struct kvm *k, struct kvm_slot *s, unsigned long *gfn_bitmap, GError **errp)
 {
     uint64_t npages = s->size >> GUEST_PAGE_SHIFT;
     struct kvm_dirty_log log = { .slot = s->id, .dirty_bitmap = s->log };
@@ -133,12 +131,14 @@ static bool sync_slot(struct kvm *k, struct kvm_slot *s, unsigned long *gfn_bitm
      * re-arms write protection for those pages and nothing else. */
     if (k->manual_protect && bitmap_next_set(s->log, npages, 0) < npages) {
         struct kvm_clear_dirty_log clear = {
-            .slot = s->id, .first_page = 0, .num_pages = (uint32_t)npages,
+            .slot = s->id,
+            .first_page = 0,
+            .num_pages = (uint32_t)npages,
             .dirty_bitmap = s->log,
         };
         if (ioctl(k->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CLEAR_DIRTY_LOG slot %u: %s", s->id,
-                        g_strerror(errno));
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CLEAR_DIRTY_LOG slot %u: %s",
+                        s->id, g_strerror(errno));
             return false;
         }
     }

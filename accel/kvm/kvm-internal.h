@@ -24,21 +24,21 @@ struct kvm_slot {
     uint32_t id;
     uint64_t gpa, size;
     void *hva;
-    uint32_t flags;             /* KVM_MEM_* currently set */
-    unsigned long *log;         /* scratch for KVM_GET_DIRTY_LOG */
+    uint32_t flags;     /* KVM_MEM_* currently set */
+    unsigned long *log; /* scratch for KVM_GET_DIRTY_LOG */
 };
 
 struct kvm {
-    struct accel base;          /* first: what accel.h hands out */
+    struct accel base; /* first: what accel.h hands out */
     int sys_fd, vm_fd;
     bool pvm;
-    int run_size;               /* mmap size of struct kvm_run */
-    bool sync_regs;             /* KVM_CAP_SYNC_REGS */
-    bool manual_protect;        /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
+    int run_size;        /* mmap size of struct kvm_run */
+    bool sync_regs;      /* KVM_CAP_SYNC_REGS */
+    bool manual_protect; /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
     uint32_t tsc_khz;
-    size_t xsave_size;          /* bytes KVM_GET_XSAVE(2) fills */
-    struct kvm_cpuid2 *cpuid;   /* what every vCPU gets (APIC IDs patched per vCPU) */
-    uint32_t msr_index[KVM_MAX_MSRS];   /* MSRs saved per vCPU */
+    size_t xsave_size;                /* bytes KVM_GET_XSAVE(2) fills */
+    struct kvm_cpuid2 *cpuid;         /* what every vCPU gets (APIC IDs patched per vCPU) */
+    uint32_t msr_index[KVM_MAX_MSRS]; /* MSRs saved per vCPU */
     unsigned nr_msrs;
     struct kvm_slot slots[KVM_MAX_SLOTS];
     unsigned nr_slots;
@@ -48,21 +48,21 @@ struct kvm {
      * rings; harvests collect them into (ring_dirty) under (ring_lock). */
     uint32_t ring_entries;
     pthread_mutex_t ring_lock;
-    unsigned long *ring_dirty;      /* by guest frame number */
+    unsigned long *ring_dirty; /* by guest frame number */
     uint64_t ring_nr_gfns;
     struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
 };
 
 struct kvm_vcpu {
-    struct accel_vcpu base;     /* first: what accel.h hands out */
+    struct accel_vcpu base; /* first: what accel.h hands out */
     struct kvm *kvm;
     unsigned index;
     int fd;
     struct kvm_run *run;
     pthread_t thread;
     bool thread_bound;
-    struct kvm_dirty_gfn *ring;     /* dirty ring mode only */
-    uint32_t ring_next;             /* next entry to harvest */
+    struct kvm_dirty_gfn *ring; /* dirty ring mode only */
+    uint32_t ring_next;         /* next entry to harvest */
 };
 
 #define KVM_OF(a) ((struct kvm *)(a))

@@ -12,8 +12,7 @@
 
 /* The shared vCPU state (tern/x86-state.h) mirrors KVM's structures, so the
  * two convert by copy. These asserts keep the mirror honest. */
-#define SAME_LAYOUT(ours, theirs) \
-    G_STATIC_ASSERT(sizeof(ours) == sizeof(theirs))
+#define SAME_LAYOUT(ours, theirs) G_STATIC_ASSERT(sizeof(ours) == sizeof(theirs))
 SAME_LAYOUT(struct x86_regs, struct kvm_regs);
 SAME_LAYOUT(struct x86_sregs, struct kvm_sregs);
 SAME_LAYOUT(struct x86_fpu, struct kvm_fpu);
@@ -38,21 +37,30 @@ struct vm_state {
 };
 
 static const struct vmstate_field clock_fields[] = {
-    VMSTATE_U64(struct kvm_clock_data, clock), VMSTATE_U32(struct kvm_clock_data, flags),
+    VMSTATE_U64(struct kvm_clock_data, clock),
+    VMSTATE_U32(struct kvm_clock_data, flags),
     VMSTATE_END,
 };
 static const struct vmstate_desc clock_desc = {
-    .name = "clock", .version = 1, .min_version = 1, .fields = clock_fields,
+    .name = "clock",
+    .version = 1,
+    .min_version = 1,
+    .fields = clock_fields,
 };
 
 static const struct vmstate_field vm_fields[] = {
     VMSTATE_STRUCT(struct vm_state, clock, clock_desc),
-    VMSTATE_BYTES(struct vm_state, pic_master), VMSTATE_BYTES(struct vm_state, pic_slave),
-    VMSTATE_BYTES(struct vm_state, ioapic), VMSTATE_BYTES(struct vm_state, pit),
+    VMSTATE_BYTES(struct vm_state, pic_master),
+    VMSTATE_BYTES(struct vm_state, pic_slave),
+    VMSTATE_BYTES(struct vm_state, ioapic),
+    VMSTATE_BYTES(struct vm_state, pit),
     VMSTATE_END,
 };
 const struct vmstate_desc kvm_vm_vmstate = {
-    .name = "vm", .version = 1, .min_version = 1, .fields = vm_fields,
+    .name = "vm",
+    .version = 1,
+    .min_version = 1,
+    .fields = vm_fields,
 };
 
 /* ---- ioctl helpers ---- */
@@ -69,8 +77,7 @@ static bool vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg, cons
 }
 #define VCPU_IOCTL(v, req, arg, errp) vcpu_ioctl(v, req, arg, #req, errp)
 
-static bool vm_ioctl(struct kvm *k, unsigned long req, void *arg, const char *name,
-                     GError **errp)
+static bool vm_ioctl(struct kvm *k, unsigned long req, void *arg, const char *name, GError **errp)
 {
     if (ioctl(k->vm_fd, req, arg) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: %s", name, g_strerror(errno));
@@ -100,7 +107,7 @@ static unsigned read_msrs(struct kvm_vcpu *vcpu, struct msr_buf *out)
             n = 0;
         memcpy(&out->e[have], req.e, n * sizeof(req.e[0]));
         have += n;
-        next += n + 1;      /* skip the one that failed */
+        next += n + 1; /* skip the one that failed */
     }
     out->hdr.nmsrs = have;
     return have;
@@ -145,11 +152,11 @@ static bool set_tsc_deadline(struct kvm_vcpu *vcpu, const void *fdt, int node, G
     for (int i = 0; i < n; i++) {
         if (list[i].index != MSR_IA32_TSC_DEADLINE)
             continue;
-        struct msr_buf m = { .hdr.nmsrs = 1, .e[0] = { .index = MSR_IA32_TSC_DEADLINE,
-                                                       .data = list[i].value } };
+        struct msr_buf m = { .hdr.nmsrs = 1,
+                             .e[0] = { .index = MSR_IA32_TSC_DEADLINE, .data = list[i].value } };
         if (ioctl(vcpu->fd, KVM_SET_MSRS, &m) != 1) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
-                        "vCPU %u: cannot restore TSC deadline", vcpu->index);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: cannot restore TSC deadline",
+                        vcpu->index);
             return false;
         }
     }
@@ -177,8 +184,7 @@ bool kvm_vcpu_save_state(struct accel_vcpu *base, void *fdt, int parent, GError 
     if (!VCPU_IOCTL(vcpu, KVM_GET_MP_STATE, &st.mp_state, errp) ||
         !VCPU_IOCTL(vcpu, KVM_GET_REGS, &st.regs, errp) ||
         !VCPU_IOCTL(vcpu, KVM_GET_SREGS, &st.sregs, errp) ||
-        !VCPU_IOCTL(vcpu, KVM_GET_FPU, &st.fpu, errp) ||
-        !get_xsave(vcpu, xsave, errp) ||
+        !VCPU_IOCTL(vcpu, KVM_GET_FPU, &st.fpu, errp) || !get_xsave(vcpu, xsave, errp) ||
         !VCPU_IOCTL(vcpu, KVM_GET_XCRS, &st.xcrs, errp) ||
         !VCPU_IOCTL(vcpu, KVM_GET_LAPIC, &st.lapic, errp) ||
         !VCPU_IOCTL(vcpu, KVM_GET_VCPU_EVENTS, &st.events, errp) ||
@@ -212,8 +218,8 @@ bool kvm_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
     const void *region = x >= 0 ? fdt_getprop(fdt, x, "region", &len) : NULL;
     if (!region || (size_t)len != vcpu->kvm->xsave_size) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
-                    "vCPU %u: XSAVE area of %d bytes does not fit this host's %zu",
-                    vcpu->index, region ? len : 0, vcpu->kvm->xsave_size);
+                    "vCPU %u: XSAVE area of %d bytes does not fit this host's %zu", vcpu->index,
+                    region ? len : 0, vcpu->kvm->xsave_size);
         return false;
     }
     g_autofree void *xsave = g_memdup2(region, len);
@@ -221,8 +227,7 @@ bool kvm_vcpu_load_state(struct accel_vcpu *base, const void *fdt, int node, GEr
     /* The order kvm_pvm is known to accept (PLATFORM.md); SREGS before the
      * MSRs (EFER, APIC base), REGS before EVENTS (setting REGS clears pending
      * exceptions), the TSC deadline again once the LAPIC is in place. */
-    return VCPU_IOCTL(vcpu, KVM_SET_SREGS, &st.sregs, errp) &&
-           load_msrs(vcpu, fdt, node, errp) &&
+    return VCPU_IOCTL(vcpu, KVM_SET_SREGS, &st.sregs, errp) && load_msrs(vcpu, fdt, node, errp) &&
            VCPU_IOCTL(vcpu, KVM_SET_REGS, &st.regs, errp) &&
            VCPU_IOCTL(vcpu, KVM_SET_FPU, &st.fpu, errp) &&
            VCPU_IOCTL(vcpu, KVM_SET_XSAVE, xsave, errp) &&
@@ -278,6 +283,5 @@ bool kvm_vm_load_state(struct accel *base, const void *fdt, int node, GError **e
     return set_chip(k, KVM_IRQCHIP_PIC_MASTER, st->pic_master, errp) &&
            set_chip(k, KVM_IRQCHIP_PIC_SLAVE, st->pic_slave, errp) &&
            set_chip(k, KVM_IRQCHIP_IOAPIC, st->ioapic, errp) &&
-           VM_IOCTL(k, KVM_SET_PIT2, &st->pit, errp) &&
-           VM_IOCTL(k, KVM_SET_CLOCK, &clock, errp);
+           VM_IOCTL(k, KVM_SET_PIT2, &st->pit, errp) && VM_IOCTL(k, KVM_SET_CLOCK, &clock, errp);
 }

@@ -57,7 +57,8 @@ struct accel_vcpu *kvm_vcpu_create(struct accel *base, unsigned index, GError **
     vcpu->index = index;
     vcpu->fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
     if (vcpu->fd < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_VCPU %u: %s", index, g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_VCPU %u: %s", index,
+                    g_strerror(errno));
         g_free(vcpu);
         return NULL;
     }
@@ -104,7 +105,7 @@ bool kvm_vcpu_set_pvh_entry(struct accel_vcpu *base, uint32_t entry, uint32_t st
                             GError **errp)
 {
     struct kvm_vcpu *vcpu = VCPU_OF(base);
-    struct x86_sregs sregs;     /* struct kvm_sregs's layout (kvm-state.c checks) */
+    struct x86_sregs sregs; /* struct kvm_sregs's layout (kvm-state.c checks) */
     if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SREGS: %s", g_strerror(errno));
         return false;
@@ -166,8 +167,8 @@ static void handle_io(struct kvm_vcpu *vcpu, struct io_bus *bus)
 static enum vcpu_run_result fail(struct kvm_vcpu *vcpu, GError **errp, const char *what)
 {
     struct kvm_run *run = vcpu->run;
-    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: %s (exit reason %u, rip 0x%llx)", vcpu->index,
-                what, run->exit_reason, (unsigned long long)run->s.regs.regs.rip);
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "vCPU %u: %s (exit reason %u, rip 0x%llx)",
+                vcpu->index, what, run->exit_reason, (unsigned long long)run->s.regs.regs.rip);
     return VCPU_RUN_ERROR;
 }
 
@@ -189,15 +190,15 @@ enum vcpu_run_result kvm_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, G
         handle_io(vcpu, bus);
         return VCPU_RUN_OK;
     case KVM_EXIT_MMIO:
-        io_bus_dispatch(bus, IO_SPACE_MMIO, run->mmio.phys_addr, run->mmio.data,
-                        run->mmio.len, run->mmio.is_write);
+        io_bus_dispatch(bus, IO_SPACE_MMIO, run->mmio.phys_addr, run->mmio.data, run->mmio.len,
+                        run->mmio.is_write);
         return VCPU_RUN_OK;
     case KVM_EXIT_INTR:
         return VCPU_RUN_KICKED;
     case KVM_EXIT_DIRTY_RING_FULL:
         /* Make room ourselves rather than wait for the next sync. */
         return kvm_dirty_ring_harvest(vcpu->kvm, errp) ? VCPU_RUN_OK : VCPU_RUN_ERROR;
-    case KVM_EXIT_HLT:          /* not with an in-kernel LAPIC, but harmless */
+    case KVM_EXIT_HLT: /* not with an in-kernel LAPIC, but harmless */
         return VCPU_RUN_OK;
     case KVM_EXIT_SHUTDOWN:
         return VCPU_RUN_SHUTDOWN;
@@ -212,7 +213,8 @@ enum vcpu_run_result kvm_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, G
     }
     case KVM_EXIT_FAIL_ENTRY: {
         g_autofree char *what = g_strdup_printf("VM entry failed, reason 0x%llx",
-            (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+                                                (unsigned long long)
+                                                    run->fail_entry.hardware_entry_failure_reason);
         return fail(vcpu, errp, what);
     }
     default:

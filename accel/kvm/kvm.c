@@ -22,18 +22,10 @@ struct kvm_required_cap {
 /* clang-format on */
 /* What Tern cannot do without: state save/restore needs all of these. */
 static const struct kvm_required_cap required_caps[] = {
-    CAP(KVM_CAP_USER_MEMORY),
-    CAP(KVM_CAP_IRQCHIP),
-    CAP(KVM_CAP_PIT2),
-    CAP(KVM_CAP_PIT_STATE2),
-    CAP(KVM_CAP_EXT_CPUID),
-    CAP(KVM_CAP_MP_STATE),
-    CAP(KVM_CAP_VCPU_EVENTS),
-    CAP(KVM_CAP_DEBUGREGS),
-    CAP(KVM_CAP_XSAVE),
-    CAP(KVM_CAP_XCRS),
-    CAP(KVM_CAP_ADJUST_CLOCK),
-    CAP(KVM_CAP_IMMEDIATE_EXIT),
+    CAP(KVM_CAP_USER_MEMORY), CAP(KVM_CAP_IRQCHIP),      CAP(KVM_CAP_PIT2),
+    CAP(KVM_CAP_PIT_STATE2),  CAP(KVM_CAP_EXT_CPUID),    CAP(KVM_CAP_MP_STATE),
+    CAP(KVM_CAP_VCPU_EVENTS), CAP(KVM_CAP_DEBUGREGS),    CAP(KVM_CAP_XSAVE),
+    CAP(KVM_CAP_XCRS),        CAP(KVM_CAP_ADJUST_CLOCK), CAP(KVM_CAP_IMMEDIATE_EXIT),
     CAP(KVM_CAP_GET_TSC_KHZ),
 };
 #undef CAP
@@ -43,8 +35,7 @@ static bool check_caps(struct kvm *k, GError **errp)
     for (size_t i = 0; i < ARRAY_SIZE(required_caps); i++) {
         if (ioctl(k->vm_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
-                        "KVM lacks capability %s, which Tern requires",
-                        required_caps[i].name);
+                        "KVM lacks capability %s, which Tern requires", required_caps[i].name);
             return false;
         }
     }
@@ -74,7 +65,8 @@ static bool load_cpuid_template(struct kvm *k, GError **errp)
         }
     }
     if (!k->cpuid) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_SUPPORTED_CPUID: too many entries");
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "KVM_GET_SUPPORTED_CPUID: too many entries");
         return false;
     }
 
@@ -91,14 +83,14 @@ static bool load_cpuid_template(struct kvm *k, GError **errp)
     }
     if (!freq && k->tsc_khz) {
         k->cpuid = g_realloc(k->cpuid, sizeof(*k->cpuid) +
-                             (k->cpuid->nent + 1) * sizeof(k->cpuid->entries[0]));
+                                           (k->cpuid->nent + 1) * sizeof(k->cpuid->entries[0]));
         freq = &k->cpuid->entries[k->cpuid->nent++];
         memset(freq, 0, sizeof(*freq));
         freq->function = 0x40000010;
     }
     if (freq) {
         freq->eax = k->tsc_khz;
-        freq->ebx = 1000000;    /* LAPIC bus frequency in kHz: KVM's APIC timer runs at 1 GHz */
+        freq->ebx = 1000000; /* LAPIC bus frequency in kHz: KVM's APIC timer runs at 1 GHz */
     }
     return true;
 }
@@ -108,7 +100,8 @@ static bool load_msr_list(struct kvm *k, GError **errp)
     struct kvm_msr_list *list = g_malloc0(sizeof(*list) + KVM_MAX_MSRS * sizeof(uint32_t));
     list->nmsrs = KVM_MAX_MSRS - 1;
     if (ioctl(k->sys_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_MSR_INDEX_LIST: %s", g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_GET_MSR_INDEX_LIST: %s",
+                    g_strerror(errno));
         g_free(list);
         return false;
     }
@@ -163,7 +156,8 @@ static struct kvm *kvm_open(const struct accel_options *opts, GError **errp)
 
     k->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (k->sys_fd < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot open /dev/kvm: %s", g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot open /dev/kvm: %s",
+                    g_strerror(errno));
         goto fail;
     }
     if (ioctl(k->sys_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
@@ -202,7 +196,8 @@ static struct kvm *kvm_open(const struct accel_options *opts, GError **errp)
     }
 
     if (ioctl(k->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_IRQCHIP: %s", g_strerror(errno));
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_CREATE_IRQCHIP: %s",
+                    g_strerror(errno));
         goto fail;
     }
     struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
@@ -316,8 +311,7 @@ void kvm_cpuid_fingerprint(const struct accel *base, uint32_t *nr_entries, uint8
     for (uint32_t i = 0; i < k->cpuid->nent; i++) {
         uint32_t ebx = e[i].function == 1 ? e[i].ebx & 0x00ffffff : e[i].ebx;
         uint32_t edx = (e[i].function == 0xb || e[i].function == 0x1f) ? 0 : e[i].edx;
-        uint32_t words[7] = { e[i].function, e[i].index, e[i].flags, e[i].eax, ebx,
-                              e[i].ecx, edx };
+        uint32_t words[7] = { e[i].function, e[i].index, e[i].flags, e[i].eax, ebx, e[i].ecx, edx };
         g_checksum_update(sum, (const guchar *)words, sizeof(words));
     }
     *nr_entries = k->cpuid->nent;

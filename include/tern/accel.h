@@ -11,11 +11,11 @@
 
 struct io_bus;
 struct vmstate_desc;
-struct accel;           /* one VM on one backend */
-struct accel_vcpu;      /* one of its vCPUs */
+struct accel;      /* one VM on one backend */
+struct accel_vcpu; /* one of its vCPUs */
 
 enum accel_kind {
-    ACCEL_AUTO,         /* KVM when /dev/kvm opens, else the software CPU */
+    ACCEL_AUTO, /* KVM when /dev/kvm opens, else the software CPU */
     ACCEL_KVM,
     ACCEL_EMU,
 };
@@ -76,18 +76,17 @@ bool accel_vcpu_set_pvh_entry(struct accel_vcpu *vcpu, uint32_t entry, uint32_t 
                               GError **errp);
 
 enum vcpu_run_result {
-    VCPU_RUN_OK,            /* an exit was handled; run again */
-    VCPU_RUN_KICKED,        /* accel_vcpu_kick() interrupted the vCPU */
-    VCPU_RUN_SHUTDOWN,      /* the guest triple-faulted */
-    VCPU_RUN_RESET,         /* the guest asked for a reset (system event) */
-    VCPU_RUN_POWEROFF,      /* the guest asked for power off (system event) */
-    VCPU_RUN_ERROR,         /* the backend failed; (errp) says why */
+    VCPU_RUN_OK,       /* an exit was handled; run again */
+    VCPU_RUN_KICKED,   /* accel_vcpu_kick() interrupted the vCPU */
+    VCPU_RUN_SHUTDOWN, /* the guest triple-faulted */
+    VCPU_RUN_RESET,    /* the guest asked for a reset (system event) */
+    VCPU_RUN_POWEROFF, /* the guest asked for power off (system event) */
+    VCPU_RUN_ERROR,    /* the backend failed; (errp) says why */
 };
 
 /* Run the guest until something needs the VMM (PIO/MMIO go to (bus)). Must be
  * called from the vCPU's own thread (accel_vcpu_bind_thread()). */
-enum vcpu_run_result accel_vcpu_run(struct accel_vcpu *vcpu, struct io_bus *bus,
-                                    GError **errp);
+enum vcpu_run_result accel_vcpu_run(struct accel_vcpu *vcpu, struct io_bus *bus, GError **errp);
 /* Record the calling thread as the vCPU's thread (for kicks). */
 void accel_vcpu_bind_thread(struct accel_vcpu *vcpu);
 /* Make the vCPU leave (or not enter) the guest soon. Safe from any thread. */
@@ -110,7 +109,9 @@ const struct vmstate_desc *accel_vm_vmstate(enum accel_kind kind);
 
 /* Register values for monitors (info cpus, query-cpus-fast); never waits
  * for a running vCPU. */
-struct vcpu_summary { uint64_t rip, rsp, cr3; };
+struct vcpu_summary {
+    uint64_t rip, rsp, cr3;
+};
 bool accel_vcpu_summary(struct accel_vcpu *vcpu, struct vcpu_summary *out, GError **errp);
 
 #endif

@@ -22,8 +22,7 @@ static inline bool bitmap_test(const unsigned long *map, uint64_t bit)
 /* Atomic: any thread may mark a page while the migration thread harvests. */
 static inline void bitmap_set_atomic(unsigned long *map, uint64_t bit)
 {
-    __atomic_fetch_or(&map[bit / BITS_PER_LONG], 1UL << (bit % BITS_PER_LONG),
-                      __ATOMIC_RELAXED);
+    __atomic_fetch_or(&map[bit / BITS_PER_LONG], 1UL << (bit % BITS_PER_LONG), __ATOMIC_RELAXED);
 }
 
 static inline void bitmap_clear_bit(unsigned long *map, uint64_t bit)

@@ -35,11 +35,11 @@
 #include <stdint.h>
 
 /* Block size that O_DIRECT offsets, lengths and buffers are aligned to. */
-#define CHANNEL_FILE_ALIGN          4096u
+#define CHANNEL_FILE_ALIGN 4096u
 /* Positional writes in flight at most (each a merged run of pages). */
-#define CHANNEL_FILE_QUEUE_DEPTH    64
+#define CHANNEL_FILE_QUEUE_DEPTH 64
 /* Largest merged run of positional writes in one request. */
-#define CHANNEL_FILE_RUN_MAX        (1u << 20)
+#define CHANNEL_FILE_RUN_MAX (1u << 20)
 
 /* ---- Writing a checkpoint ---- */
 

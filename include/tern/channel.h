@@ -22,14 +22,14 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define CHANNEL_BUF_SIZE    (32 * 1024)     /* write buffer and read buffer, each */
-#define CHANNEL_IOV_MAX     64              /* iovecs gathered before a flush */
+#define CHANNEL_BUF_SIZE (32 * 1024) /* write buffer and read buffer, each */
+#define CHANNEL_IOV_MAX 64           /* iovecs gathered before a flush */
 
 struct channel;
 
 /* A backend. Returns are bytes (>= 0) or a negative errno; never set errno. */
 struct channel_ops {
-    const char *kind;                                   /* "socket", "mem", ... */
+    const char *kind; /* "socket", "mem", ... */
     /* Write some of (iov, iovcnt); may be partial. NULL: read-only channel. */
     ssize_t (*writev)(void *opaque, const struct iovec *iov, int iovcnt);
     /* Read up to (len) bytes into (buf); 0 means end of stream. NULL: write-only. */
@@ -213,9 +213,9 @@ enum channel_uri_kind { CHANNEL_URI_TCP, CHANNEL_URI_UNIX, CHANNEL_URI_FILE };
 
 struct channel_uri {
     enum channel_uri_kind kind;
-    char *host;                 /* TCP: name or address ("[::1]" brackets removed) */
-    char *port;                 /* TCP: decimal 0..65535 */
-    char *path;                 /* UNIX: socket path; FILE: the file (channel-file.h) */
+    char *host; /* TCP: name or address ("[::1]" brackets removed) */
+    char *port; /* TCP: decimal 0..65535 */
+    char *path; /* UNIX: socket path; FILE: the file (channel-file.h) */
 };
 
 /* Parse (uri) "tcp:HOST:PORT", "unix:PATH" or "file:PATH" into (out) (free with

@@ -28,8 +28,8 @@ void chardev_write(struct chardev *chr, const void *buf, size_t len);
 void chardev_printf(struct chardev *chr, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* Install (input) and (connect) with (opaque) (main thread). Callbacks must not
  * close (chr) themselves. */
-void chardev_set_handlers(struct chardev *chr, chardev_input_fn *input,
-                          chardev_connect_fn *connect, void *opaque);
+void chardev_set_handlers(struct chardev *chr, chardev_input_fn *input, chardev_connect_fn *connect,
+                          void *opaque);
 /* True while output has somewhere to go: always for stdio and file, while a
  * client is connected for sockets. */
 bool chardev_is_connected(const struct chardev *chr);

@@ -42,11 +42,10 @@ typedef void cmd_format_fn(GString *out, JsonNode *result);
 /* HMP behaviour that is more than "call the handler, format the result": runs
  * with the (args) parsed from the HMP template, may print to (hs) and may
  * suspend it (see hmp.h). Return false with (errp) set to print "Error: ...". */
-typedef bool cmd_hmp_fn(struct hmp_session *hs, struct machine *m, JsonObject *args,
-                        GError **errp);
+typedef bool cmd_hmp_fn(struct hmp_session *hs, struct machine *m, JsonObject *args, GError **errp);
 
 /* Flags. */
-#define CMD_ALLOW_PRECAPS (1u << 0)   /* QMP: allowed before qmp_capabilities */
+#define CMD_ALLOW_PRECAPS (1u << 0) /* QMP: allowed before qmp_capabilities */
 
 /* One command. Fill what applies:
  *  - QMP: (name), (args), (handler).
@@ -66,17 +65,17 @@ typedef bool cmd_hmp_fn(struct hmp_session *hs, struct machine *m, JsonObject *a
  * a '?' after the type makes the item optional ("name:s?"). */
 struct command {
     const char *name;
-    const struct cmd_arg *args;     /* ends with CMD_ARGS_END; NULL: takes none */
+    const struct cmd_arg *args; /* ends with CMD_ARGS_END; NULL: takes none */
     cmd_handler_fn *handler;
     unsigned flags;
 
     const char *hmp_name;
     const char *hmp_info;
     const char *hmp_args;
-    const char *hmp_usage;          /* shown by help, e.g. "[-d] uri" */
-    const char *help;               /* one line */
-    cmd_format_fn *hmp_format;      /* NULL: print nothing on success */
-    cmd_hmp_fn *hmp_handler;        /* overrides handler + format for HMP */
+    const char *hmp_usage;     /* shown by help, e.g. "[-d] uri" */
+    const char *help;          /* one line */
+    cmd_format_fn *hmp_format; /* NULL: print nothing on success */
+    cmd_hmp_fn *hmp_handler;   /* overrides handler + format for HMP */
 };
 
 /* Error classes: a GError in COMMAND_ERROR maps to the QMP class of its code;
@@ -85,8 +84,8 @@ struct command {
 GQuark command_error_quark(void);
 enum command_error {
     COMMAND_ERROR_GENERIC,
-    COMMAND_ERROR_NOT_FOUND,        /* "CommandNotFound" */
-    COMMAND_ERROR_DEVICE_NOT_ACTIVE,/* "DeviceNotActive" */
+    COMMAND_ERROR_NOT_FOUND,         /* "CommandNotFound" */
+    COMMAND_ERROR_DEVICE_NOT_ACTIVE, /* "DeviceNotActive" */
 };
 /* The QMP "class" string for (error). */
 const char *command_error_class(const GError *error);

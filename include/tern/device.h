@@ -5,9 +5,9 @@
 struct vmstate_desc;
 
 struct device {
-    const char *id;                     /* unique; names the DEVICE_STATE record */
-    const struct vmstate_desc *vmsd;    /* NULL: nothing to migrate */
-    void *state;                        /* the object (vmsd) describes */
+    const char *id;                  /* unique; names the DEVICE_STATE record */
+    const struct vmstate_desc *vmsd; /* NULL: nothing to migrate */
+    void *state;                     /* the object (vmsd) describes */
 };
 
 #endif

@@ -23,10 +23,10 @@ struct io_range {
 #define IO_BUS_MAX_RANGES 32
 
 struct io_bus {
-    GMutex lock;            /* the device lock: one access at a time, across vCPUs */
+    GMutex lock; /* the device lock: one access at a time, across vCPUs */
     unsigned nr_ranges;
     struct io_range ranges[IO_BUS_MAX_RANGES];
-    uint64_t unhandled;     /* accesses nobody claimed (reads return all ones) */
+    uint64_t unhandled; /* accesses nobody claimed (reads return all ones) */
 };
 
 /* Prepare (bus) (empty, lock initialised) / release its lock. */

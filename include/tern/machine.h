@@ -13,15 +13,15 @@ struct machine;
 struct guest_ram;
 
 struct machine_config {
-    uint64_t ram_size;          /* -m */
-    unsigned smp;               /* -smp */
-    const char *kernel;         /* -kernel PATH; NULL: the embedded test guest */
-    const char *append;         /* -append */
-    const char *serial;         /* -serial chardev spec */
-    bool start_paused;          /* -S */
-    const char *incoming;       /* -incoming URI or "defer"; NULL: boot normally */
-    enum accel_kind accel;      /* -accel kvm|emu; default auto */
-    uint32_t dirty_ring_size;   /* -accel kvm,dirty-ring-size=N; 0: dirty bitmap */
+    uint64_t ram_size;        /* -m */
+    unsigned smp;             /* -smp */
+    const char *kernel;       /* -kernel PATH; NULL: the embedded test guest */
+    const char *append;       /* -append */
+    const char *serial;       /* -serial chardev spec */
+    bool start_paused;        /* -S */
+    const char *incoming;     /* -incoming URI or "defer"; NULL: boot normally */
+    enum accel_kind accel;    /* -accel kvm|emu; default auto */
+    uint32_t dirty_ring_size; /* -accel kvm,dirty-ring-size=N; 0: dirty bitmap */
 };
 
 struct machine *machine_create(const struct machine_config *cfg, GError **errp);
@@ -51,11 +51,10 @@ unsigned machine_vcpu_count(struct machine *m);
 
 struct vcpu_info {
     unsigned index;
-    int thread_id;          /* host TID of the vCPU thread */
-    uint64_t rip;               /* at the vCPU's last exit */
+    int thread_id; /* host TID of the vCPU thread */
+    uint64_t rip;  /* at the vCPU's last exit */
 };
-bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
-                       GError **errp);
+bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out, GError **errp);
 
 /* The accelerator running the vCPUs: "kvm", "kvm_pvm" or "emu" (info kvm,
  * query-kvm), and whether it is KVM. */

@@ -12,7 +12,7 @@
 
 /* RAM fills guest-physical memory from 0 up to 3 GiB; 3-4 GiB is the MMIO hole
  * (LAPIC, IOAPIC, ...); the rest of RAM starts at 4 GiB. */
-#define GUEST_LOW_RAM_END  (3ULL << 30)
+#define GUEST_LOW_RAM_END (3ULL << 30)
 #define GUEST_HIGH_RAM_BASE (4ULL << 30)
 #define GUEST_RAM_MIN (16ULL << 20)
 #define GUEST_RAM_MAX_REGIONS 2
@@ -20,17 +20,17 @@
 #define GUEST_RAM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 struct ram_region {
-    uint64_t gpa;          /* first guest-physical address */
-    uint64_t size;         /* bytes, a multiple of the page size */
-    uint8_t *hva;          /* shared mapping of (memfd) */
+    uint64_t gpa;  /* first guest-physical address */
+    uint64_t size; /* bytes, a multiple of the page size */
+    uint8_t *hva;  /* shared mapping of (memfd) */
     int memfd;
 };
 
 struct guest_ram {
-    uint64_t size;                      /* total RAM in bytes (the -m value) */
+    uint64_t size; /* total RAM in bytes (the -m value) */
     unsigned nr_regions;
     struct ram_region regions[GUEST_RAM_MAX_REGIONS];
-    uint64_t nr_gfns;                   /* highest guest frame number + 1 (hole included) */
+    uint64_t nr_gfns; /* highest guest frame number + 1 (hole included) */
     /* One bit per guest frame: pages Tern itself wrote (KVM logs only vCPU writes). */
     unsigned long *vmm_dirty;
     /* Handed over to another process (cpr-transfer): unmapped, never touched again. */
@@ -54,8 +54,7 @@ const struct ram_region *guest_ram_region_of(const struct guest_ram *ram, uint64
  * the pages are marked in (vmm_dirty) so migration sends them again. */
 bool guest_ram_write(struct guest_ram *ram, uint64_t gpa, const void *src, uint64_t len,
                      GError **errp);
-bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len,
-                    GError **errp);
+bool guest_ram_read(struct guest_ram *ram, uint64_t gpa, void *dst, uint64_t len, GError **errp);
 
 /* CRC-32 of all RAM contents in gpa order (never-touched holes count as zeros,
  * without being read or allocated). Two VMs with equal RAM have equal digests. */
@@ -84,7 +83,10 @@ bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *da
 
 /* Fill (out) (room for (max)) with an e820-style map: the RAM regions as
  * mapped, in gpa order, type E820_RAM. Returns the count. */
-struct e820_range { uint64_t addr, size; uint32_t type; };
+struct e820_range {
+    uint64_t addr, size;
+    uint32_t type;
+};
 #define E820_RAM 1
 #define E820_RESERVED 2
 unsigned guest_ram_e820(const struct guest_ram *ram, struct e820_range *out, unsigned max);

@@ -13,21 +13,21 @@
 #include "tern/migration.h"
 
 enum mig_param_type {
-    MIG_PARAM_INT,          /* unsigned integer field of 4 or 8 bytes */
-    MIG_PARAM_BOOL,         /* bool field */
-    MIG_PARAM_ENUM,         /* uint32_t field holding an index into (values); JSON: a string */
+    MIG_PARAM_INT,  /* unsigned integer field of 4 or 8 bytes */
+    MIG_PARAM_BOOL, /* bool field */
+    MIG_PARAM_ENUM, /* uint32_t field holding an index into (values); JSON: a string */
 };
 
 struct mig_param_desc {
-    const char *name;       /* QMP name, e.g. "downtime-limit" */
+    const char *name; /* QMP name, e.g. "downtime-limit" */
     enum mig_param_type type;
-    size_t offset;          /* in struct mig_params */
-    size_t size;            /* of the field: 4 or 8 (int), sizeof(bool) */
-    uint64_t min, max;      /* inclusive range (int) */
-    const char *unit;       /* printed after the value ("ms"); NULL: none */
-    bool hmp_mib;           /* HMP text is a size: a bare number means MiB (QEMU) */
-    const char *help;       /* one line */
-    const char *const *values;  /* MIG_PARAM_ENUM: the names, NULL-terminated */
+    size_t offset;             /* in struct mig_params */
+    size_t size;               /* of the field: 4 or 8 (int), sizeof(bool) */
+    uint64_t min, max;         /* inclusive range (int) */
+    const char *unit;          /* printed after the value ("ms"); NULL: none */
+    bool hmp_mib;              /* HMP text is a size: a bare number means MiB (QEMU) */
+    const char *help;          /* one line */
+    const char *const *values; /* MIG_PARAM_ENUM: the names, NULL-terminated */
 };
 
 /* The table, in QEMU's print order; (count) gets its length. */

@@ -14,9 +14,9 @@ struct machine;
 /* QEMU's MigrationStatus names, the subset Tern uses. */
 enum mig_status {
     MIG_STATUS_NONE,
-    MIG_STATUS_SETUP,           /* connecting, dirty logging on, VM_CONFIG */
-    MIG_STATUS_ACTIVE,          /* pre-copy passes, guest running */
-    MIG_STATUS_DEVICE,          /* guest paused: final pages, CPU and device state */
+    MIG_STATUS_SETUP,  /* connecting, dirty logging on, VM_CONFIG */
+    MIG_STATUS_ACTIVE, /* pre-copy passes, guest running */
+    MIG_STATUS_DEVICE, /* guest paused: final pages, CPU and device state */
     MIG_STATUS_COMPLETED,
     MIG_STATUS_FAILED,
     MIG_STATUS_CANCELLING,
@@ -38,53 +38,53 @@ bool mig_status_is_terminal(enum mig_status s);
 
 /* Tunables (QEMU names in the comments). Defaults in migration_params_default(). */
 struct mig_params {
-    uint64_t downtime_limit_ms;     /* downtime-limit: target pause (default 300) */
-    uint64_t max_bandwidth;         /* max-bandwidth, bytes/s; 0 = unlimited (default) */
-    uint32_t compress_level;        /* compress-level: zlib level for pages, 0 = off */
-    uint32_t x_passes;              /* x-passes (test only): exactly N live passes, 0 = policy */
-    bool x_checksum;                /* x-checksum: CRC-32 on every record (default on) */
-    uint32_t cpu_throttle_initial;  /* cpu-throttle-initial: first throttle step, % (20) */
-    uint32_t cpu_throttle_increment;/* cpu-throttle-increment: each further step, % (10) */
-    uint32_t max_cpu_throttle;      /* max-cpu-throttle: the ceiling, % (99) */
-    bool auto_converge;             /* capability auto-converge: throttle vCPUs that
+    uint64_t downtime_limit_ms;      /* downtime-limit: target pause (default 300) */
+    uint64_t max_bandwidth;          /* max-bandwidth, bytes/s; 0 = unlimited (default) */
+    uint32_t compress_level;         /* compress-level: zlib level for pages, 0 = off */
+    uint32_t x_passes;               /* x-passes (test only): exactly N live passes, 0 = policy */
+    bool x_checksum;                 /* x-checksum: CRC-32 on every record (default on) */
+    uint32_t cpu_throttle_initial;   /* cpu-throttle-initial: first throttle step, % (20) */
+    uint32_t cpu_throttle_increment; /* cpu-throttle-increment: each further step, % (10) */
+    uint32_t max_cpu_throttle;       /* max-cpu-throttle: the ceiling, % (99) */
+    bool auto_converge;              /* capability auto-converge: throttle vCPUs that
                                      * dirty memory faster than it can be sent (off) */
-    uint32_t mode;                  /* mode: enum mig_mode (normal) */
+    uint32_t mode;                   /* mode: enum mig_mode (normal) */
 };
 
 /* QEMU's MigMode, the subset Tern has. */
 enum mig_mode {
-    MIG_MODE_NORMAL,                /* pages over the stream */
-    MIG_MODE_CPR_TRANSFER,          /* same host: guest RAM handed over as memfds */
+    MIG_MODE_NORMAL,       /* pages over the stream */
+    MIG_MODE_CPR_TRANSFER, /* same host: guest RAM handed over as memfds */
 };
 void migration_params_default(struct mig_params *p);
 
 /* Statistics, named after QEMU's query-migrate fields. Times in ms, rates as said. */
 struct mig_stats {
-    uint64_t total_time_ms;         /* total-time: start to completion (or now) */
-    uint64_t setup_time_ms;         /* setup-time */
-    uint64_t downtime_ms;           /* downtime: source pause to RESUMED (completed only) */
-    uint64_t expected_downtime_ms;  /* expected-downtime: the policy's estimate */
-    uint64_t transferred;           /* ram.transferred: bytes on the wire */
-    uint64_t remaining;             /* ram.remaining: dirty bytes still to send */
-    uint64_t total;                 /* ram.total: guest RAM bytes */
-    uint64_t duplicate;             /* ram.duplicate: zero pages (sent as ranges) */
-    uint64_t normal;                /* ram.normal: pages sent with data */
-    uint64_t normal_bytes;          /* ram.normal-bytes */
-    uint64_t compressed;            /* pages sent zlib-compressed */
-    uint64_t skipped;               /* never-touched pages, not read, not sent */
-    uint64_t dirty_pages_rate;      /* ram.dirty-pages-rate: pages/s, last pass */
-    uint64_t dirty_sync_count;      /* ram.dirty-sync-count: dirty-log syncs (passes) */
-    double mbps;                    /* ram.mbps: megabits/s while sending */
-    uint64_t pages_per_second;      /* ram.pages-per-second */
-    uint64_t cpu_throttle_percentage;   /* cpu-throttle-percentage: auto-converge's level */
-    uint64_t precopy_bytes;         /* ram.precopy-bytes: bytes sent while the guest ran */
-    uint64_t downtime_bytes;        /* ram.downtime-bytes: bytes sent while paused */
+    uint64_t total_time_ms;           /* total-time: start to completion (or now) */
+    uint64_t setup_time_ms;           /* setup-time */
+    uint64_t downtime_ms;             /* downtime: source pause to RESUMED (completed only) */
+    uint64_t expected_downtime_ms;    /* expected-downtime: the policy's estimate */
+    uint64_t transferred;             /* ram.transferred: bytes on the wire */
+    uint64_t remaining;               /* ram.remaining: dirty bytes still to send */
+    uint64_t total;                   /* ram.total: guest RAM bytes */
+    uint64_t duplicate;               /* ram.duplicate: zero pages (sent as ranges) */
+    uint64_t normal;                  /* ram.normal: pages sent with data */
+    uint64_t normal_bytes;            /* ram.normal-bytes */
+    uint64_t compressed;              /* pages sent zlib-compressed */
+    uint64_t skipped;                 /* never-touched pages, not read, not sent */
+    uint64_t dirty_pages_rate;        /* ram.dirty-pages-rate: pages/s, last pass */
+    uint64_t dirty_sync_count;        /* ram.dirty-sync-count: dirty-log syncs (passes) */
+    double mbps;                      /* ram.mbps: megabits/s while sending */
+    uint64_t pages_per_second;        /* ram.pages-per-second */
+    uint64_t cpu_throttle_percentage; /* cpu-throttle-percentage: auto-converge's level */
+    uint64_t precopy_bytes;           /* ram.precopy-bytes: bytes sent while the guest ran */
+    uint64_t downtime_bytes;          /* ram.downtime-bytes: bytes sent while paused */
 };
 
 struct mig_info {
     enum mig_status status;
     struct mig_stats stats;
-    char *error_desc;               /* failed/cancelled: why (g_free) */
+    char *error_desc; /* failed/cancelled: why (g_free) */
 };
 
 /* The migration object of machine (m): status, parameters, statistics, the

@@ -9,19 +9,19 @@
 #include <stdint.h>
 
 struct precopy_stats {
-    uint32_t pass;                  /* passes completed so far (1 after the first) */
-    uint64_t remaining_bytes;       /* dirty bytes to send if we stopped now */
-    double bandwidth;               /* bytes/s measured while the channel was busy; 0 unknown */
-    uint64_t fixed_cost_ns;         /* measured or estimated cost of the pause beyond
+    uint32_t pass;              /* passes completed so far (1 after the first) */
+    uint64_t remaining_bytes;   /* dirty bytes to send if we stopped now */
+    double bandwidth;           /* bytes/s measured while the channel was busy; 0 unknown */
+    uint64_t fixed_cost_ns;     /* measured or estimated cost of the pause beyond
                                      * sending pages: saving state, the target's load, RESUMED */
-    uint64_t downtime_limit_ns;     /* downtime-limit */
-    uint32_t forced_passes;         /* x-passes: 0 = decide by downtime */
-    double dirty_rate;              /* bytes/s dirtied during the last pass */
+    uint64_t downtime_limit_ns; /* downtime-limit */
+    uint32_t forced_passes;     /* x-passes: 0 = decide by downtime */
+    double dirty_rate;          /* bytes/s dirtied during the last pass */
 };
 
 enum precopy_decision {
-    PRECOPY_CONTINUE,               /* another live pass */
-    PRECOPY_STOP_AND_COPY,          /* pause the guest and finish */
+    PRECOPY_CONTINUE,      /* another live pass */
+    PRECOPY_STOP_AND_COPY, /* pause the guest and finish */
 };
 
 typedef enum precopy_decision precopy_policy_fn(const struct precopy_stats *s, void *opaque);
@@ -41,21 +41,19 @@ uint64_t precopy_fixed_cost_ns(uint64_t rtt_ns, bool to_file);
 
 /* One live pass (pass, from 1): send, sync the dirty log, and fill (*out)
  * with what the policy needs. False with (errp) set on failure. */
-typedef bool precopy_pass_fn(void *opaque, uint32_t pass, struct precopy_stats *out,
-                             GError **errp);
+typedef bool precopy_pass_fn(void *opaque, uint32_t pass, struct precopy_stats *out, GError **errp);
 
 /* The pre-copy loop: run passes until (policy) says stop and copy; (*passes)
  * is then the number of live passes run. False as soon as a pass fails. */
-bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque,
-                        precopy_pass_fn *do_pass, void *opaque, uint32_t *passes,
-                        GError **errp);
+bool precopy_run_passes(precopy_policy_fn *policy, void *policy_opaque, precopy_pass_fn *do_pass,
+                        void *opaque, uint32_t *passes, GError **errp);
 
 /* Auto-converge (QEMU's rule): when the guest dirtied more than half of what
  * a pass sent, two passes in a row, take (initial)% of its vCPU time, then
  * (increment)% more each time it happens again, up to (max)%. */
 struct throttle_state {
-    unsigned percent;           /* current throttle, 0 = none */
-    unsigned hot_passes;        /* consecutive passes over the threshold */
+    unsigned percent;    /* current throttle, 0 = none */
+    unsigned hot_passes; /* consecutive passes over the threshold */
 };
 
 /* Account one pass ((dirtied) bytes dirtied while (sent) bytes went out);

@@ -17,8 +17,7 @@ enum power_request { POWER_REQUEST_OFF, POWER_REQUEST_RESET };
 /* (code): the requested exit status for POWER_REQUEST_OFF. Called on a vCPU thread. */
 typedef void power_request_fn(void *opaque, enum power_request req, int code);
 
-struct power *power_create(struct io_bus *bus, power_request_fn *fn, void *opaque,
-                           GError **errp);
+struct power *power_create(struct io_bus *bus, power_request_fn *fn, void *opaque, GError **errp);
 void power_destroy(struct power *p);
 
 #endif

@@ -19,9 +19,8 @@ struct chardev;
 typedef void serial_irq_fn(void *opaque, unsigned irq, bool level);
 
 /* A UART at ports [base, base + 8) talking to (chr) (may be NULL: output dropped). */
-struct serial *serial_create(struct io_bus *bus, uint16_t base, unsigned irq,
-                             struct chardev *chr, serial_irq_fn *raise, void *opaque,
-                             GError **errp);
+struct serial *serial_create(struct io_bus *bus, uint16_t base, unsigned irq, struct chardev *chr,
+                             serial_irq_fn *raise, void *opaque, GError **errp);
 void serial_destroy(struct serial *s);
 void serial_reset(struct serial *s);
 /* After loading state: drive the interrupt line to what the registers say. */

@@ -26,8 +26,8 @@
 
 struct stream_writer {
     struct channel *ch;
-    uint32_t flags;             /* MIG_HDR_F_* */
-    uint64_t records;           /* records written */
+    uint32_t flags;   /* MIG_HDR_F_* */
+    uint64_t records; /* records written */
     /* The record being written (stream_record_begin() .. _end()). */
     bool in_record;
     uint32_t cur_type;
@@ -38,9 +38,9 @@ struct stream_writer {
 
 /* How a body part reaches the channel. */
 enum stream_part_mode {
-    STREAM_PART_COPY,   /* copied now; the caller may reuse the memory at once */
-    STREAM_PART_REF,    /* by reference: unchanged and valid until channel_flush() */
-    STREAM_PART_LIVE,   /* may change under us (guest RAM, vCPUs running): by
+    STREAM_PART_COPY, /* copied now; the caller may reuse the memory at once */
+    STREAM_PART_REF,  /* by reference: unchanged and valid until channel_flush() */
+    STREAM_PART_LIVE, /* may change under us (guest RAM, vCPUs running): by
                          * reference without CRCs; copied while computing the CRC
                          * when the stream has CRCs, so the CRC matches the bytes sent */
 };
@@ -73,22 +73,22 @@ bool stream_write_empty(struct stream_writer *w, uint32_t type, GError **errp);
 
 struct stream_reader {
     struct channel *ch;
-    bool return_path;           /* expects return-path types (MIG_RP_*) */
-    uint32_t flags;             /* from the header */
-    uint32_t page_shift;        /* from the header */
-    uint64_t records;           /* records read */
-    uint8_t *buf;               /* body buffer, grown as needed up to the maximum */
+    bool return_path;    /* expects return-path types (MIG_RP_*) */
+    uint32_t flags;      /* from the header */
+    uint32_t page_shift; /* from the header */
+    uint64_t records;    /* records read */
+    uint8_t *buf;        /* body buffer, grown as needed up to the maximum */
     size_t buf_size;
-    uint64_t pos_base;          /* stream offset = pos_base + channel_read_pos(ch) */
+    uint64_t pos_base; /* stream offset = pos_base + channel_read_pos(ch) */
 };
 
 struct stream_record {
     uint32_t type;
-    uint32_t length;            /* body bytes */
-    const uint8_t *body;        /* owned by the reader, valid until the next read */
-    uint64_t index;             /* 0 for the first record after the header */
-    uint64_t offset;            /* stream offset of the record header */
-    bool skip;                  /* unknown optional record: CRC-checked, to be ignored */
+    uint32_t length;     /* body bytes */
+    const uint8_t *body; /* owned by the reader, valid until the next read */
+    uint64_t index;      /* 0 for the first record after the header */
+    uint64_t offset;     /* stream offset of the record header */
+    bool skip;           /* unknown optional record: CRC-checked, to be ignored */
 };
 
 /* Prepare (r) to read from (ch); (return_path): the target-to-source direction. */
@@ -126,8 +126,8 @@ bool stream_reader_skip_to(struct stream_reader *r, uint64_t offset, GError **er
  * VCPU_STATE..., VM_STATE, DEVICE_STATE*, END (no pages, no passes). */
 struct stream_order {
     int state;
-    bool mapped;                /* MIG_HDR_F_MAPPED_RAM grammar */
-    bool handover;              /* MIG_HDR_F_RAM_FD grammar: RAM_FDS, no passes */
+    bool mapped;   /* MIG_HDR_F_MAPPED_RAM grammar */
+    bool handover; /* MIG_HDR_F_RAM_FD grammar: RAM_FDS, no passes */
     uint32_t nr_vcpus;
     uint32_t next_vcpu;
     uint32_t passes;
@@ -145,7 +145,7 @@ bool stream_order_done(const struct stream_order *o);
 /* ---- VM_CONFIG ---- */
 
 struct stream_device_id {
-    char id[MIG_NAME_LEN];      /* NUL-terminated */
+    char id[MIG_NAME_LEN]; /* NUL-terminated */
     uint32_t instance;
 };
 
@@ -154,10 +154,12 @@ struct stream_vm_config {
     uint64_t nr_gfns;
     uint32_t nr_vcpus;
     uint32_t nr_regions;
-    struct { uint64_t gpa, size; } regions[MIG_VM_CONFIG_MAX_REGIONS];
+    struct {
+        uint64_t gpa, size;
+    } regions[MIG_VM_CONFIG_MAX_REGIONS];
     uint32_t cpuid_nr_entries;
     uint8_t cpuid_sha256[32];
-    char machine[MIG_NAME_LEN];         /* NUL-terminated */
+    char machine[MIG_NAME_LEN]; /* NUL-terminated */
     uint32_t nr_devices;
     struct stream_device_id devices[MIG_VM_CONFIG_MAX_DEVICES];
 };
@@ -178,8 +180,8 @@ bool stream_vm_config_compare(const struct stream_vm_config *incoming,
 
 struct stream_page {
     uint64_t gfn;
-    uint32_t encoding;          /* MIG_PAGE_ENC_RAW or MIG_PAGE_ENC_ZLIB */
-    uint32_t length;            /* bytes at (data) */
+    uint32_t encoding; /* MIG_PAGE_ENC_RAW or MIG_PAGE_ENC_ZLIB */
+    uint32_t length;   /* bytes at (data) */
     const uint8_t *data;
 };
 
@@ -199,8 +201,7 @@ bool stream_write_zero_pages(struct stream_writer *w, const struct stream_gfn_ra
                              unsigned count, GError **errp);
 
 typedef bool (*stream_page_fn)(void *opaque, const struct stream_page *page, GError **errp);
-typedef bool (*stream_range_fn)(void *opaque, uint64_t first_gfn, uint64_t npages,
-                                GError **errp);
+typedef bool (*stream_range_fn)(void *opaque, uint64_t first_gfn, uint64_t npages, GError **errp);
 
 /* Validate PAGE_DATA (rec) completely (count against length, every gfn below
  * (nr_gfns), encodings known, payload lengths sane for (page_size)), then call
@@ -209,8 +210,8 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
                             stream_page_fn fn, void *opaque, GError **errp);
 /* Validate ZERO_PAGES (rec) completely (overflow-safe: every range non-empty and
  * inside [0, nr_gfns)), then call (fn) per range. */
-bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns,
-                             stream_range_fn fn, void *opaque, GError **errp);
+bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns, stream_range_fn fn,
+                             void *opaque, GError **errp);
 /* Decode (page) into (dst) ((page_size) bytes, a scratch page: write it to
  * guest RAM only when this succeeds). ZLIB must inflate to exactly one page
  * and use all its bytes. */
@@ -226,7 +227,7 @@ size_t stream_page_compress(const void *page, uint32_t page_size, int level, uin
 
 struct stream_iteration_end {
     uint32_t pass;
-    uint32_t flags;             /* MIG_ITER_F_FINAL */
+    uint32_t flags; /* MIG_ITER_F_FINAL */
     uint64_t pages_sent;
     uint64_t zero_pages;
     uint64_t bytes_sent;
@@ -250,8 +251,8 @@ bool stream_write_device_state(struct stream_writer *w, const char *id, uint32_t
                                const void *fdt, GError **errp);
 /* Decode and validate: reserved fields zero, the FDT passes fdt_check_full()
  * and fills the rest of the body exactly. (*fdt) points into (rec)'s body. */
-bool stream_parse_vcpu_state(const struct stream_record *rec, uint32_t *index,
-                             const void **fdt, size_t *fdt_len, GError **errp);
+bool stream_parse_vcpu_state(const struct stream_record *rec, uint32_t *index, const void **fdt,
+                             size_t *fdt_len, GError **errp);
 bool stream_parse_vm_state(const struct stream_record *rec, const void **fdt, size_t *fdt_len,
                            GError **errp);
 bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME_LEN],
@@ -261,9 +262,9 @@ bool stream_parse_device_state(const struct stream_record *rec, char id[MIG_NAME
 /* ---- Mapped-RAM files: MAPPED_RAM and RAM_INDEX ---- */
 
 struct stream_mapped_ram {
-    uint64_t ram_offset;        /* file offset of gfn 0's page */
-    uint64_t nr_gfns;           /* = VM_CONFIG nr_gfns */
-    uint64_t tail_offset;       /* file offset of RAM_INDEX */
+    uint64_t ram_offset;  /* file offset of gfn 0's page */
+    uint64_t nr_gfns;     /* = VM_CONFIG nr_gfns */
+    uint64_t tail_offset; /* file offset of RAM_INDEX */
 };
 
 /* Bytes a record with a (length)-byte body takes in a stream with header
@@ -296,8 +297,8 @@ bool stream_parse_mapped_ram(const struct stream_record *rec, uint32_t stream_fl
 struct stream_ram_index {
     uint64_t nr_gfns;
     uint64_t nr_present;
-    const uint8_t *bitmap;      /* DIV_ROUND_UP(nr_gfns, 64) little-endian u64 words */
-    const uint8_t *crcs;        /* nr_present little-endian u32, gfn order; NULL without CRCs */
+    const uint8_t *bitmap; /* DIV_ROUND_UP(nr_gfns, 64) little-endian u64 words */
+    const uint8_t *crcs;   /* nr_present little-endian u32, gfn order; NULL without CRCs */
 };
 
 /* Write RAM_INDEX for (nr_gfns) frames: (bitmap) (bitmap.h layout, bit gfn =
@@ -306,8 +307,8 @@ struct stream_ram_index {
  * pages are written (entries of absent pages are ignored); NULL otherwise.
  * Fails if the index would exceed MIG_REC_LENGTH_MAX (about 60 GiB present
  * with CRCs). */
-bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns,
-                            const unsigned long *bitmap, const uint32_t *crcs, GError **errp);
+bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns, const unsigned long *bitmap,
+                            const uint32_t *crcs, GError **errp);
 /* Decode and validate RAM_INDEX (rec) from a stream with (stream_flags) for
  * (nr_gfns) frames: nr_gfns equal, length exactly 16 + bitmap + (CRC flag ?
  * 4 * nr_present : 0), popcount = nr_present, no bit at or beyond nr_gfns. */
@@ -320,8 +321,8 @@ uint32_t stream_ram_index_crc(const struct stream_ram_index *idx, uint64_t crc_i
 
 /* Called per run of present pages [first_gfn, first_gfn + npages), in gfn
  * order; the run's CRCs are entries first_crc .. first_crc + npages - 1. */
-typedef bool (*stream_run_fn)(void *opaque, uint64_t first_gfn, uint64_t npages,
-                              uint64_t first_crc, GError **errp);
+typedef bool (*stream_run_fn)(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_t first_crc,
+                              GError **errp);
 /* Walk the present runs of (idx) (validated by stream_parse_ram_index()), at
  * most (max_run) pages each (0: unlimited). (fn) failing stops the walk. */
 bool stream_ram_index_for_each_run(const struct stream_ram_index *idx, uint64_t max_run,
@@ -343,13 +344,14 @@ bool stream_ram_index_check_run(const struct stream_ram_index *idx,
 
 struct stream_ram_fds {
     uint32_t nr_regions;
-    struct { uint64_t gpa, size; } regions[MIG_VM_CONFIG_MAX_REGIONS];
+    struct {
+        uint64_t gpa, size;
+    } regions[MIG_VM_CONFIG_MAX_REGIONS];
 };
 
 /* Write RAM_FDS (m) ((w) must have MIG_HDR_F_RAM_FD). The memfds themselves
  * go with channel_send_fds() just before. */
-bool stream_write_ram_fds(struct stream_writer *w, const struct stream_ram_fds *m,
-                          GError **errp);
+bool stream_write_ram_fds(struct stream_writer *w, const struct stream_ram_fds *m, GError **errp);
 /* Decode and validate RAM_FDS: the header flag, the exact length, regions
  * page aligned, non-empty, sorted and disjoint, reserved zero. */
 bool stream_parse_ram_fds(const struct stream_record *rec, uint32_t stream_flags,
@@ -369,25 +371,25 @@ bool stream_parse_rp_error(const struct stream_record *rec, char **message, GErr
 struct stream_body {
     uint32_t type;
     union {
-        struct stream_vm_config vm_config;              /* VM_CONFIG */
-        struct {                                        /* PAGE_DATA */
+        struct stream_vm_config vm_config; /* VM_CONFIG */
+        struct {                           /* PAGE_DATA */
             uint32_t count, raw, zlib;
             uint64_t first_gfn, last_gfn;
         } page_data;
-        struct {                                        /* ZERO_PAGES */
+        struct { /* ZERO_PAGES */
             uint64_t ranges, pages, first_gfn, last_gfn;
         } zero_pages;
-        struct stream_iteration_end iteration_end;      /* ITERATION_END */
-        struct {                        /* VCPU_STATE (index), VM_STATE, DEVICE_STATE */
-            uint32_t index;             /* vCPU index; device instance */
-            char id[MIG_NAME_LEN];      /* device id */
+        struct stream_iteration_end iteration_end; /* ITERATION_END */
+        struct {                                   /* VCPU_STATE (index), VM_STATE, DEVICE_STATE */
+            uint32_t index;                        /* vCPU index; device instance */
+            char id[MIG_NAME_LEN];                 /* device id */
             const void *fdt;
             size_t fdt_len;
         } state;
-        struct stream_mapped_ram mapped_ram;            /* MAPPED_RAM */
-        struct stream_ram_index ram_index;              /* RAM_INDEX */
-        struct stream_ram_fds ram_fds;                  /* RAM_FDS */
-        struct {                                        /* RP_ERROR: not NUL-terminated */
+        struct stream_mapped_ram mapped_ram; /* MAPPED_RAM */
+        struct stream_ram_index ram_index;   /* RAM_INDEX */
+        struct stream_ram_fds ram_fds;       /* RAM_FDS */
+        struct {                             /* RP_ERROR: not NUL-terminated */
             const char *text;
             size_t len;
         } rp_error;
@@ -396,11 +398,11 @@ struct stream_body {
 
 /* What a body is checked against besides itself. */
 struct stream_parse_ctx {
-    uint32_t stream_flags;      /* the image header's (MAPPED_RAM, RAM_INDEX) */
-    uint64_t nr_gfns;           /* VM_CONFIG's: every gfn is below it */
-    stream_page_fn page_fn;     /* PAGE_DATA: called per page once all are valid; may be NULL */
-    stream_range_fn range_fn;   /* ZERO_PAGES: likewise per range; may be NULL */
-    void *opaque;               /* for page_fn and range_fn */
+    uint32_t stream_flags;    /* the image header's (MAPPED_RAM, RAM_INDEX) */
+    uint64_t nr_gfns;         /* VM_CONFIG's: every gfn is below it */
+    stream_page_fn page_fn;   /* PAGE_DATA: called per page once all are valid; may be NULL */
+    stream_range_fn range_fn; /* ZERO_PAGES: likewise per range; may be NULL */
+    void *opaque;             /* for page_fn and range_fn */
 };
 
 /* Where a descriptor's describe function reports a record's fields (tern-dump:
@@ -423,16 +425,16 @@ struct stream_fields {
  * stream.c's table, and its step in the loader (migration/incoming.c).
  */
 enum stream_rec_where {
-    STREAM_REC_ANY,             /* socket streams and mapped-RAM files */
-    STREAM_REC_SOCKET,          /* not in a mapped-RAM file (PAGE_DATA, ZERO_PAGES) */
-    STREAM_REC_MAPPED,          /* only in a mapped-RAM file (MAPPED_RAM, RAM_INDEX) */
-    STREAM_REC_HANDOVER,        /* only in a cpr-transfer stream (RAM_FDS) */
+    STREAM_REC_ANY,      /* socket streams and mapped-RAM files */
+    STREAM_REC_SOCKET,   /* not in a mapped-RAM file (PAGE_DATA, ZERO_PAGES) */
+    STREAM_REC_MAPPED,   /* only in a mapped-RAM file (MAPPED_RAM, RAM_INDEX) */
+    STREAM_REC_HANDOVER, /* only in a cpr-transfer stream (RAM_FDS) */
 };
 
 struct stream_record_type {
-    uint32_t type;              /* MIG_REC_* or MIG_RP_* */
-    const char *name;           /* "PAGE_DATA" */
-    bool return_path;           /* a target-to-source type (MIG_RP_*) */
+    uint32_t type;    /* MIG_REC_* or MIG_RP_* */
+    const char *name; /* "PAGE_DATA" */
+    bool return_path; /* a target-to-source type (MIG_RP_*) */
     enum stream_rec_where where;
     uint32_t head_length;
     uint32_t max_length;
@@ -441,8 +443,7 @@ struct stream_record_type {
                   struct stream_body *out, GError **errp);
     /* tern-dump's one-line summary of a parsed (body) of pass (pass) (g_free
      * it), reporting its fields to (f) (may be NULL). */
-    char *(*describe)(const struct stream_body *body, uint32_t pass,
-                      const struct stream_fields *f);
+    char *(*describe)(const struct stream_body *body, uint32_t pass, const struct stream_fields *f);
 };
 
 /* The table, in type order; stream_record_types_count entries. */

@@ -9,35 +9,37 @@
 #include <stdint.h>
 
 enum vmstate_type {
-    VMS_U8, VMS_U16, VMS_U32, VMS_U64,   /* scalars; with count > 1 a fixed array */
-    VMS_BYTES,                           /* opaque bytes, (size) long */
-    VMS_STRUCT,                          /* nested object: a child node, (sub) describes it */
+    VMS_U8,
+    VMS_U16,
+    VMS_U32,
+    VMS_U64,    /* scalars; with count > 1 a fixed array */
+    VMS_BYTES,  /* opaque bytes, (size) long */
+    VMS_STRUCT, /* nested object: a child node, (sub) describes it */
 };
 
 struct vmstate_desc;
 
 struct vmstate_field {
-    const char *name;           /* property (or child node) name */
-    size_t offset;              /* offset in the object */
-    size_t size;                /* element size in bytes */
-    unsigned count;             /* array length; 1 for a single value */
+    const char *name; /* property (or child node) name */
+    size_t offset;    /* offset in the object */
+    size_t size;      /* element size in bytes */
+    unsigned count;   /* array length; 1 for a single value */
     enum vmstate_type type;
-    const struct vmstate_desc *sub;     /* VMS_STRUCT only */
-    bool optional;              /* absent on load: keep the object's current value */
+    const struct vmstate_desc *sub; /* VMS_STRUCT only */
+    bool optional;                  /* absent on load: keep the object's current value */
 };
 
 struct vmstate_desc {
     const char *name;
-    uint32_t version;           /* written as property "version" */
-    uint32_t min_version;       /* oldest version load accepts */
-    const struct vmstate_field *fields;     /* ends with VMSTATE_END */
+    uint32_t version;                   /* written as property "version" */
+    uint32_t min_version;               /* oldest version load accepts */
+    const struct vmstate_field *fields; /* ends with VMSTATE_END */
     bool (*pre_save)(void *opaque, GError **errp);
     bool (*post_load)(void *opaque, GError **errp);
 };
 
 /* Compile-time check that (T).(f) has (sz) bytes; evaluates to 0. */
-#define VMSTATE_CHECK_SIZE(T, f, sz) \
-    (0 * sizeof(char[(sizeof(((T *)0)->f) == (sz)) ? 1 : -1]))
+#define VMSTATE_CHECK_SIZE(T, f, sz) (0 * sizeof(char[(sizeof(((T *)0)->f) == (sz)) ? 1 : -1]))
 
 /* clang-format off */
 #define VMSTATE_SCALAR_(T, f, ty, sz, opt) \
@@ -84,8 +86,8 @@ struct vmstate_desc {
  * more than once if the caller retries: keep it idempotent). On failure (fdt)
  * is left as it was; when it is only too small the error is TERN_ERROR_NOSPACE:
  * grow it with vmstate_fdt_grow() and retry, or use vmstate_save_grow(). */
-bool vmstate_save(const struct vmstate_desc *desc, const void *opaque, void *fdt,
-                  int parent, const char *node_name, GError **errp);
+bool vmstate_save(const struct vmstate_desc *desc, const void *opaque, void *fdt, int parent,
+                  const char *node_name, GError **errp);
 /* Load node (node) of (fdt) into (opaque). Missing mandatory properties, wrong
  * sizes and unsupported versions are errors naming the node and property;
  * unknown properties are ignored (a newer writer's optional fields). */
@@ -94,8 +96,8 @@ bool vmstate_load(const struct vmstate_desc *desc, void *opaque, const void *fdt
 
 /* vmstate_save() into (*fdt), growing (reallocating) it as needed. (parent)
  * stays valid across growth (node offsets do not move). */
-bool vmstate_save_grow(const struct vmstate_desc *desc, const void *opaque, void **fdt,
-                       int parent, const char *node_name, GError **errp);
+bool vmstate_save_grow(const struct vmstate_desc *desc, const void *opaque, void **fdt, int parent,
+                       const char *node_name, GError **errp);
 /* Double the buffer of (*fdt) (an FDT from vmstate_fdt_new(); the old one is
  * freed), up to 64 MiB. Node offsets are preserved. */
 bool vmstate_fdt_grow(void **fdt, GError **errp);

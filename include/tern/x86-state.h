@@ -11,7 +11,7 @@ struct vmstate_desc;
 /* A segment register with its hidden (descriptor cache) part. */
 struct x86_segment {
     uint64_t base;
-    uint32_t limit;             /* byte granular (already scaled by G) */
+    uint32_t limit; /* byte granular (already scaled by G) */
     uint16_t selector;
     uint8_t type, present, dpl, db, s, l, g, avl, unusable;
     uint8_t padding;
@@ -33,7 +33,7 @@ struct x86_sregs {
     struct x86_segment cs, ds, es, fs, gs, ss, tr, ldt;
     struct x86_dtable gdt, idt;
     uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
-    uint64_t interrupt_bitmap[4];       /* a pending external interrupt, by vector */
+    uint64_t interrupt_bitmap[4]; /* a pending external interrupt, by vector */
 };
 
 struct x86_fpu {
@@ -58,7 +58,7 @@ struct x86_xcrs {
 };
 
 struct x86_lapic {
-    uint8_t regs[1024];                 /* each 32-bit register at its MMIO offset */
+    uint8_t regs[1024]; /* each 32-bit register at its MMIO offset */
 };
 
 struct x86_events {
@@ -91,7 +91,7 @@ struct x86_debugregs {
 /* mp_state values (KVM_MP_STATE_*) */
 enum {
     X86_MP_RUNNABLE = 0,
-    X86_MP_UNINITIALIZED = 1,           /* an AP waiting for INIT/SIPI */
+    X86_MP_UNINITIALIZED = 1, /* an AP waiting for INIT/SIPI */
     X86_MP_INIT_RECEIVED = 2,
     X86_MP_HALTED = 3,
     X86_MP_SIPI_RECEIVED = 4,

@@ -62,8 +62,13 @@ static int ops_irq_ack(void *opaque)
 }
 
 static const struct x86_cpu_ops dt_ops = {
-    .pio = ops_pio, .mmio = ops_mmio, .rdmsr = ops_rdmsr, .wrmsr = ops_wrmsr,
-    .cpuid = ops_cpuid, .rdtsc = ops_rdtsc, .irq_ack = ops_irq_ack,
+    .pio = ops_pio,
+    .mmio = ops_mmio,
+    .rdmsr = ops_rdmsr,
+    .wrmsr = ops_wrmsr,
+    .cpuid = ops_cpuid,
+    .rdtsc = ops_rdtsc,
+    .irq_ack = ops_irq_ack,
 };
 
 static void put64(uint8_t *ram, uint64_t gpa, uint64_t v)
@@ -85,14 +90,14 @@ void dt_emu_build_tables(uint8_t *ram)
     put64(ram, DT_PD + 8 * (DT_BASE >> 21), DT_PT | 0x3);
     for (uint64_t a = DT_BASE; a < DT_BASE + 0x200000; a += 0x1000)
         put64(ram, DT_PT + 8 * ((a >> 12) & 511), a == DT_HOLE ? 0 : a | 0x3);
-    put64(ram, DT_GDT + 0x10, 0x00209a0000000000ull);      /* 64-bit code */
-    put64(ram, DT_GDT + 0x18, 0x00cf92000000ffffull);      /* data */
+    put64(ram, DT_GDT + 0x10, 0x00209a0000000000ull); /* 64-bit code */
+    put64(ram, DT_GDT + 0x18, 0x00cf92000000ffffull); /* data */
     for (unsigned v = 0; v < 256; v++) {
         uint64_t h = DT_HANDLERS + v;
         uint64_t lo = (h & 0xffff) | (0x10ull << 16) | (0x8eull << 40) | ((h >> 16 & 0xffff) << 48);
         put64(ram, DT_IDT + 16 * v, lo);
         put64(ram, DT_IDT + 16 * v + 8, h >> 32);
-        ram[DT_HANDLERS - DT_BASE + v] = 0xf4;              /* hlt */
+        ram[DT_HANDLERS - DT_BASE + v] = 0xf4; /* hlt */
     }
 }
 
@@ -121,7 +126,13 @@ void dt_emu_free(struct dt_emu *e)
 void dt_emu_long_mode(struct x86_cpu *cpu)
 {
     struct x86_segment data = {
-        .limit = 0xffffffff, .selector = 0x18, .type = 3, .present = 1, .s = 1, .db = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x18,
+        .type = 3,
+        .present = 1,
+        .s = 1,
+        .db = 1,
+        .g = 1,
     };
 
     cpu->cr0 = 0x80050033;
@@ -129,12 +140,21 @@ void dt_emu_long_mode(struct x86_cpu *cpu)
     cpu->efer = 0xd01;
     cpu->cr3 = DT_PML4;
     cpu->seg[X86_CS] = (struct x86_segment){
-        .limit = 0xffffffff, .selector = 0x10, .type = 0xb, .present = 1, .s = 1, .l = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x10,
+        .type = 0xb,
+        .present = 1,
+        .s = 1,
+        .l = 1,
+        .g = 1,
     };
     cpu->seg[X86_DS] = cpu->seg[X86_ES] = cpu->seg[X86_SS] = data;
     cpu->seg[X86_FS] = cpu->seg[X86_GS] = data;
     cpu->seg[X86_TR] = (struct x86_segment){
-        .base = DT_BASE + 0x7000, .limit = 0x67, .type = 0xb, .present = 1,
+        .base = DT_BASE + 0x7000,
+        .limit = 0x67,
+        .type = 0xb,
+        .present = 1,
     };
     cpu->seg[X86_LDTR] = (struct x86_segment){ .unusable = 1 };
     cpu->gdt = (struct x86_dtable){ .base = DT_GDT, .limit = 0x1f };
@@ -164,7 +184,7 @@ bool dt_emu_run(struct dt_emu *e, const struct dt_seq *seq, const struct dt_stat
 
     dt_emu_long_mode(cpu);
     if (seq->mode32) {
-        cpu->seg[X86_CS].l = 0;         /* compatibility mode, as the native side's CS 0x23 */
+        cpu->seg[X86_CS].l = 0; /* compatibility mode, as the native side's CS 0x23 */
         cpu->seg[X86_CS].db = 1;
     }
     memcpy(cpu->regs, init->regs, sizeof(cpu->regs));

@@ -11,9 +11,9 @@
 
 #include "x86-cpu.h"
 
-#define LOW_SIZE    0x100000ull         /* real mode's first MiB, at GPA 0 */
-#define RM_CODE     0x10000ull          /* SIPI vector 0x10 */
-#define RM_HANDLER  0x500ull
+#define LOW_SIZE 0x100000ull /* real mode's first MiB, at GPA 0 */
+#define RM_CODE 0x10000ull   /* SIPI vector 0x10 */
+#define RM_HANDLER 0x500ull
 
 /* The modes each byte string runs in. */
 enum fuzz_mode { FZ_LONG, FZ_USER, FZ_COMPAT, FZ_PROT, FZ_REAL, FZ_NR_MODES };
@@ -38,8 +38,7 @@ static void fz_pio(void *opaque, uint16_t port, uint8_t *data, unsigned size, bo
 static void fz_mmio(void *opaque, uint64_t gpa, uint8_t *data, unsigned size, bool is_write)
 {
     if (size == 0 || size > 8 || ((gpa & 0xfff) + size > 0x1000)) {
-        fprintf(stderr, "difftest: decode-fuzz: bad mmio access %#" PRIx64 " size %u\n", gpa,
-                size);
+        fprintf(stderr, "difftest: decode-fuzz: bad mmio access %#" PRIx64 " size %u\n", gpa, size);
         abort();
     }
     (void)opaque;
@@ -87,8 +86,14 @@ static void fz_set_tpr(void *opaque, uint8_t tpr)
 }
 
 static const struct x86_cpu_ops fz_ops = {
-    .pio = fz_pio, .mmio = fz_mmio, .rdmsr = fz_rdmsr, .wrmsr = fz_wrmsr, .cpuid = fz_cpuid,
-    .rdtsc = fz_rdtsc, .irq_ack = fz_irq_ack, .set_tpr = fz_set_tpr,
+    .pio = fz_pio,
+    .mmio = fz_mmio,
+    .rdmsr = fz_rdmsr,
+    .wrmsr = fz_wrmsr,
+    .cpuid = fz_cpuid,
+    .rdtsc = fz_rdtsc,
+    .irq_ack = fz_irq_ack,
+    .set_tpr = fz_set_tpr,
 };
 
 static void put64(uint8_t *p, uint64_t v)
@@ -99,7 +104,13 @@ static void put64(uint8_t *p, uint64_t v)
 static void protected_mode(struct fuzz *f, struct x86_cpu *cpu)
 {
     struct x86_segment data = {
-        .limit = 0xffffffff, .selector = 0x10, .type = 3, .present = 1, .s = 1, .db = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x10,
+        .type = 3,
+        .present = 1,
+        .s = 1,
+        .db = 1,
+        .g = 1,
     };
     uint8_t *h = f->high;
 
@@ -115,12 +126,21 @@ static void protected_mode(struct fuzz *f, struct x86_cpu *cpu)
     cpu->cr4 = 0;
     cpu->efer = 0;
     cpu->seg[X86_CS] = (struct x86_segment){
-        .limit = 0xffffffff, .selector = 0x08, .type = 0xb, .present = 1, .s = 1, .db = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x08,
+        .type = 0xb,
+        .present = 1,
+        .s = 1,
+        .db = 1,
+        .g = 1,
     };
     cpu->seg[X86_DS] = cpu->seg[X86_ES] = cpu->seg[X86_SS] = data;
     cpu->seg[X86_FS] = cpu->seg[X86_GS] = data;
     cpu->seg[X86_TR] = (struct x86_segment){
-        .base = DT_BASE + 0x7000, .limit = 0x67, .type = 0xb, .present = 1,
+        .base = DT_BASE + 0x7000,
+        .limit = 0x67,
+        .type = 0xb,
+        .present = 1,
     };
     cpu->seg[X86_LDTR] = (struct x86_segment){ .unusable = 1 };
     cpu->gdt = (struct x86_dtable){ .base = DT_GDT, .limit = 0x17 };
@@ -132,16 +152,16 @@ static void user_mode(struct fuzz *f, struct x86_cpu *cpu)
 {
     uint8_t *h = f->high;
 
-    put64(h + (DT_GDT - DT_BASE) + 0x20, 0x00cff2000000ffffull);  /* user data */
-    put64(h + (DT_GDT - DT_BASE) + 0x28, 0x0020fa0000000000ull);  /* user code 64 */
-    put64(h + 0x7000 + 4, DT_STACK_TOP - 0x400);                  /* TSS.RSP0 */
+    put64(h + (DT_GDT - DT_BASE) + 0x20, 0x00cff2000000ffffull); /* user data */
+    put64(h + (DT_GDT - DT_BASE) + 0x28, 0x0020fa0000000000ull); /* user code 64 */
+    put64(h + 0x7000 + 4, DT_STACK_TOP - 0x400);                 /* TSS.RSP0 */
     for (uint64_t a = DT_PML4; a < DT_PT + 0x1000; a += 8) {
         uint64_t e;
         if (a >= DT_GDT && a < DT_PT)
             continue;
         memcpy(&e, h + (a - DT_BASE), 8);
         if (e & 1)
-            put64(h + (a - DT_BASE), e | 4);                     /* U on every level */
+            put64(h + (a - DT_BASE), e | 4); /* U on every level */
     }
     cpu->gdt.limit = 0x2f;
     cpu->seg[X86_CS].selector = 0x2b;
@@ -159,10 +179,14 @@ static uint64_t fuzz_val(struct fuzz *f, enum fuzz_mode mode)
     uint64_t r = dt_rng_next(&f->rng);
 
     switch (r & 3) {
-    case 0: return r >> 56;
-    case 1: return mode == FZ_REAL ? (r >> 16) & 0xffff : DT_BASE + ((r >> 8) % DT_SIZE);
-    case 2: return mode <= FZ_USER ? r : r >> 32;
-    default: return (uint64_t)-(int64_t)((r >> 8) & 0xff);
+    case 0:
+        return r >> 56;
+    case 1:
+        return mode == FZ_REAL ? (r >> 16) & 0xffff : DT_BASE + ((r >> 8) % DT_SIZE);
+    case 2:
+        return mode <= FZ_USER ? r : r >> 32;
+    default:
+        return (uint64_t) - (int64_t)((r >> 8) & 0xff);
     }
 }
 
@@ -178,7 +202,7 @@ static uint64_t fuzz_one(struct fuzz *f, enum fuzz_mode mode, const uint8_t *byt
     dt_emu_build_tables(f->high);
     memset(f->low, 0, 0x1000);
     for (unsigned v = 0; v < 256; v++) {
-        uint32_t vec = RM_HANDLER;                          /* 0000:0500 */
+        uint32_t vec = RM_HANDLER; /* 0000:0500 */
         memcpy(f->low + 4 * v, &vec, 4);
     }
     f->low[RM_HANDLER] = 0xf4;

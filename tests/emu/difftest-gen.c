@@ -17,8 +17,8 @@ uint32_t dt_flags_expand(uint8_t c)
 }
 
 const char *const dt_class_names[DT_NR_CLASSES] = {
-    "alu", "incdec", "shift", "muldiv", "bit", "ext", "lea", "atomic",
-    "cond", "conv", "flag", "stack", "string", "mov", "branch", "misc",
+    "alu",  "incdec", "shift", "muldiv", "bit",    "ext", "lea",    "atomic",
+    "cond", "conv",   "flag",  "stack",  "string", "mov", "branch", "misc",
 };
 
 /* ---- random numbers ---- */
@@ -83,17 +83,40 @@ uint64_t gen_size_mask(unsigned size)
 uint64_t gen_rand_val(struct gen *g)
 {
     static const uint64_t edges[] = {
-        0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000,
-        0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull, 0x7fffffffffffffffull,
-        0x8000000000000000ull, ~0ull, ~0ull - 1, 0xffffffff80000000ull,
+        0,
+        1,
+        2,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0x7fff,
+        0x8000,
+        0xffff,
+        0x10000,
+        0x7fffffff,
+        0x80000000,
+        0xffffffff,
+        0x100000000ull,
+        0x7fffffffffffffffull,
+        0x8000000000000000ull,
+        ~0ull,
+        ~0ull - 1,
+        0xffffffff80000000ull,
     };
     switch (gen_rnd(g, 8)) {
-    case 0: return edges[gen_rnd(g, sizeof(edges) / sizeof(edges[0]))];
-    case 1: return gen_rnd(g, 256);
-    case 2: return (uint64_t)-(int64_t)gen_rnd(g, 256);
-    case 3: return edges[gen_rnd(g, sizeof(edges) / sizeof(edges[0]))] + gen_rnd(g, 5) - 2;
-    case 4: return gen_rnd64(g) & 0xffffffff;
-    default: return gen_rnd64(g);
+    case 0:
+        return edges[gen_rnd(g, sizeof(edges) / sizeof(edges[0]))];
+    case 1:
+        return gen_rnd(g, 256);
+    case 2:
+        return (uint64_t) - (int64_t)gen_rnd(g, 256);
+    case 3:
+        return edges[gen_rnd(g, sizeof(edges) / sizeof(edges[0]))] + gen_rnd(g, 5) - 2;
+    case 4:
+        return gen_rnd64(g) & 0xffffffff;
+    default:
+        return gen_rnd64(g);
     }
 }
 
@@ -221,7 +244,7 @@ static unsigned mutate_prefixes(struct gen *g, const struct ins *in, uint8_t *b,
     case 2:
         if (npfx && n + 1 <= 15) {
             pre[k++] = (uint8_t)(0x40 + gen_rnd(g, 16));
-            memmove(b + 1, b, n);               /* before every legacy prefix */
+            memmove(b + 1, b, n); /* before every legacy prefix */
             b[0] = pre[0];
             if (*disp_at)
                 (*disp_at)++;
@@ -230,7 +253,7 @@ static unsigned mutate_prefixes(struct gen *g, const struct ins *in, uint8_t *b,
         break;
     case 3:
         if (!has_rex && !in->byteregs && (in->modrm || in->opreg >= 0) && n + 1 <= 15) {
-            unsigned at = npfx;                 /* right before the opcode */
+            unsigned at = npfx; /* right before the opcode */
             memmove(b + at + 1, b + at, n - at);
             b[at] = 0x40;
             if (*disp_at)
@@ -281,7 +304,7 @@ void gen_emit_ins(struct gen *g, const struct ins *in)
         need_rex = true;
     if (need_rex) {
         if (high8 || g->m32)
-            abort();            /* generator bug: ah..bh with a REX prefix */
+            abort(); /* generator bug: ah..bh with a REX prefix */
         b[n++] = (uint8_t)(0x40 | (in->w << 3) | (rr << 2) | (rx << 1) | rb);
     }
     for (int i = 0; i < in->nop; i++)
@@ -294,7 +317,7 @@ void gen_emit_ins(struct gen *g, const struct ins *in)
         } else {
             const struct mem *m = &in->m;
             if (m->base == RIPREL && g->m32) {
-                int32_t a = (int32_t)m->target;     /* mod 00 r/m 101: absolute here */
+                int32_t a = (int32_t)m->target; /* mod 00 r/m 101: absolute here */
                 b[n++] = (uint8_t)(0x05 | (regc << 3));
                 memcpy(b + n, &a, 4);
                 n += 4;
@@ -406,7 +429,7 @@ uint64_t gen_pick_target(struct gen *g, unsigned size, unsigned align)
     uint64_t off;
 
     if (!align && gen_rnd(g, 160) == 0)
-        off = DT_SCRATCH_SIZE - gen_rnd(g, size);   /* into the hole: #PF (ends the sequence) */
+        off = DT_SCRATCH_SIZE - gen_rnd(g, size); /* into the hole: #PF (ends the sequence) */
     else if (gen_rnd(g, 4) == 0)
         off = 0x1000 - size + gen_rnd(g, 2 * size); /* around the 4 KiB boundary */
     else
@@ -417,8 +440,7 @@ uint64_t gen_pick_target(struct gen *g, unsigned size, unsigned align)
 }
 
 /* A memory operand naming (target), base and index set by set-up movs. */
-void gen_pick_mem_at(struct gen *g, uint64_t target, uint32_t avoid, bool legacy,
-                     struct mem *m)
+void gen_pick_mem_at(struct gen *g, uint64_t target, uint32_t avoid, bool legacy, struct mem *m)
 {
     unsigned form = gen_rnd(g, 9);
     int64_t index = 0;
@@ -448,13 +470,22 @@ void gen_pick_mem_at(struct gen *g, uint64_t target, uint32_t avoid, bool legacy
         index = (int64_t)gen_rnd(g, 129) - 64;
     }
     switch (form) {
-    case 0: m->dispsz = 0; break;
-    case 1: case 4: m->dispsz = 1; m->disp = (int8_t)gen_rnd(g, 256); break;
-    case 2: case 5:
+    case 0:
+        m->dispsz = 0;
+        break;
+    case 1:
+    case 4:
+        m->dispsz = 1;
+        m->disp = (int8_t)gen_rnd(g, 256);
+        break;
+    case 2:
+    case 5:
         m->dispsz = 4;
         m->disp = (int32_t)(gen_rnd64(g) >> (33 + gen_rnd(g, 31)));
         break;
-    case 3: m->dispsz = 0; break;
+    case 3:
+        m->dispsz = 0;
+        break;
     case 6:
         m->dispsz = 4;
         m->disp = (int32_t)((int64_t)target - index * (1 << m->scale));
@@ -527,8 +558,7 @@ void gen_need_flags(struct gen *g, uint8_t rd)
     memcpy(b, cmp, 3);
     b[2] = (uint8_t)(0xc0 | gen_rnd(g, 64));
     if (g->m32)
-        gen_emit_raw(g, DT_SETUP, b + 1, 2, F_ALL, 0);      /* no REX.W */
+        gen_emit_raw(g, DT_SETUP, b + 1, 2, F_ALL, 0); /* no REX.W */
     else
         gen_emit_raw(g, DT_SETUP, b, 3, F_ALL, 0);
 }
-

@@ -22,19 +22,19 @@
 struct gen {
     struct dt_rng rng;
     struct dt_seq *seq;
-    uint8_t undef;              /* compact flags undefined now */
-    int depth;                  /* bytes pushed on the private stack */
-    unsigned cur;               /* template being emitted */
-    bool m32;                   /* compatibility mode: 8 registers, no REX, no RIP-relative */
-    bool full;                  /* no room for another template */
+    uint8_t undef; /* compact flags undefined now */
+    int depth;     /* bytes pushed on the private stack */
+    unsigned cur;  /* template being emitted */
+    bool m32;      /* compatibility mode: 8 registers, no REX, no RIP-relative */
+    bool full;     /* no room for another template */
 };
 
 struct mem {
-    int base, index, scale;     /* base: a register, NOREG or RIPREL */
+    int base, index, scale; /* base: a register, NOREG or RIPREL */
     int32_t disp;
-    int dispsz;                 /* 0, 1, 4 */
+    int dispsz; /* 0, 1, 4 */
     bool a32;
-    uint64_t target;            /* RIPREL: the address it names */
+    uint64_t target; /* RIPREL: the address it names */
 };
 
 struct ins {
@@ -43,15 +43,15 @@ struct ins {
     bool p66, w;
     uint8_t op[3];
     int nop;
-    int opreg;                  /* >= 0: register added to the last opcode byte */
+    int opreg; /* >= 0: register added to the last opcode byte */
     bool modrm;
-    bool digit;                 /* modrm.reg is an opcode extension */
+    bool digit; /* modrm.reg is an opcode extension */
     int reg;
     bool is_mem;
     int rm;
     struct mem m;
-    bool byteregs;              /* reg / rm / opreg name 8-bit registers */
-    bool reg_wide;              /* ... except modrm.reg (movzx, movsx) */
+    bool byteregs; /* reg / rm / opreg name 8-bit registers */
+    bool reg_wide; /* ... except modrm.reg (movzx, movsx) */
     int immsz;
     uint64_t imm;
 };
@@ -77,8 +77,7 @@ int gen_pick_reg(struct gen *g, unsigned size, bool legacy8, uint32_t avoid);
 uint32_t gen_reg_bit(int r);
 void gen_set_reg(struct gen *g, int r, unsigned size, uint64_t v);
 uint64_t gen_pick_target(struct gen *g, unsigned size, unsigned align);
-void gen_pick_mem_at(struct gen *g, uint64_t target, uint32_t avoid, bool legacy,
-                     struct mem *m);
+void gen_pick_mem_at(struct gen *g, uint64_t target, uint32_t avoid, bool legacy, struct mem *m);
 void gen_pick_mem(struct gen *g, unsigned size, uint32_t avoid, bool legacy, struct mem *m);
 struct mem gen_mem_plus(const struct mem *m, int k);
 void gen_set_mem(struct gen *g, const struct mem *m, unsigned size, uint64_t v);

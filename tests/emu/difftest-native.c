@@ -15,12 +15,12 @@
 #include <unistd.h>
 
 /* The register block at DT_STATE the prologue and epilogue use. */
-#define ST_IN       (DT_STATE + 0)
-#define ST_INFLAGS  (DT_STATE + 128)
-#define ST_OUT      (DT_STATE + 256)
+#define ST_IN (DT_STATE + 0)
+#define ST_INFLAGS (DT_STATE + 128)
+#define ST_OUT (DT_STATE + 256)
 #define ST_OUTFLAGS (DT_STATE + 384)
-#define ST_HOSTRSP  (DT_STATE + 392)
-#define ST_FLAGSTK  (DT_STATE + 0x800)
+#define ST_HOSTRSP (DT_STATE + 392)
+#define ST_FLAGSTK (DT_STATE + 0x800)
 
 struct dt_job *dt_native_alloc(unsigned n)
 {
@@ -47,7 +47,7 @@ static unsigned put_abs(uint8_t *p, uint8_t rex, uint8_t op, unsigned reg, uint6
     p[n++] = (uint8_t)(rex | (reg >= 8 ? 4 : 0));
     p[n++] = op;
     p[n++] = (uint8_t)(0x04 | ((reg & 7) << 3));
-    p[n++] = 0x25;                      /* SIB: no base, no index: [disp32] */
+    p[n++] = 0x25; /* SIB: no base, no index: [disp32] */
     memcpy(p + n, &a, 4);
     return n + 4;
 }
@@ -59,19 +59,19 @@ static unsigned build_prologue(uint8_t *p)
     unsigned n = 0;
     uint32_t a = (uint32_t)ST_INFLAGS;
 
-    p[n++] = 0x53;                      /* push rbx, rbp, r12..r15 */
+    p[n++] = 0x53; /* push rbx, rbp, r12..r15 */
     p[n++] = 0x55;
     for (uint8_t r = 4; r < 8; r++) {
         p[n++] = 0x41;
         p[n++] = (uint8_t)(0x50 + r);
     }
-    n += put_abs(p + n, 0x48, 0x89, 4, ST_HOSTRSP);    /* mov [hostrsp], rsp */
-    p[n++] = 0x48;                                      /* mov rsp, &inflags */
+    n += put_abs(p + n, 0x48, 0x89, 4, ST_HOSTRSP); /* mov [hostrsp], rsp */
+    p[n++] = 0x48;                                  /* mov rsp, &inflags */
     p[n++] = 0xc7;
     p[n++] = 0xc4;
     memcpy(p + n, &a, 4);
     n += 4;
-    p[n++] = 0x9d;                                      /* popfq */
+    p[n++] = 0x9d; /* popfq */
     for (unsigned r = 0; r < 16; r++)
         if (r != 4)
             n += put_abs(p + n, 0x48, 0x8b, r, ST_IN + 8 * r);
@@ -82,9 +82,9 @@ static unsigned build_prologue(uint8_t *p)
 /* Compatibility mode: the 64-bit prologue ends in a far jump through this
  * pointer to CS 0x23 (Linux's 32-bit user code segment); the 32-bit epilogue
  * far-jumps back to CS 0x33 at DT_TRAMP + 0x800, which returns to the host. */
-#define ST_FARPTR   (DT_STATE + 0x400)
-#define USER32_CS   0x23
-#define USER64_CS   0x33                /* (0x2b: the data segment of both) */
+#define ST_FARPTR (DT_STATE + 0x400)
+#define USER32_CS 0x23
+#define USER64_CS 0x33 /* (0x2b: the data segment of both) */
 
 static unsigned build_prologue32(uint8_t *p)
 {
@@ -95,7 +95,7 @@ static unsigned build_prologue32(uint8_t *p)
     memcpy(p, ds, n);
     n += build_prologue(p + n);
 
-    p[n++] = 0xff;                                      /* jmp far [farptr] (m16:32) */
+    p[n++] = 0xff; /* jmp far [farptr] (m16:32) */
     p[n++] = 0x2c;
     p[n++] = 0x25;
     uint32_t a = (uint32_t)ST_FARPTR;
@@ -111,24 +111,24 @@ static unsigned build_epilogue32(uint8_t *p)
 
     for (unsigned r = 0; r < 8; r++) {
         a = (uint32_t)(ST_OUT + 8 * r);
-        p[n++] = 0x89;                                  /* mov [abs], r32 */
+        p[n++] = 0x89; /* mov [abs], r32 */
         p[n++] = (uint8_t)(0x05 | (r << 3));
         memcpy(p + n, &a, 4);
         n += 4;
     }
     a = (uint32_t)ST_FLAGSTK;
-    p[n++] = 0xbc;                                      /* mov esp, flags stack */
+    p[n++] = 0xbc; /* mov esp, flags stack */
     memcpy(p + n, &a, 4);
     n += 4;
-    p[n++] = 0x9c;                                      /* pushfd; pop eax */
+    p[n++] = 0x9c; /* pushfd; pop eax */
     p[n++] = 0x58;
     a = (uint32_t)ST_OUTFLAGS;
-    p[n++] = 0xa3;                                      /* mov [abs], eax */
+    p[n++] = 0xa3; /* mov [abs], eax */
     memcpy(p + n, &a, 4);
     n += 4;
     p[n++] = 0xfc;
     a = (uint32_t)(DT_TRAMP + 0x800);
-    p[n++] = 0xea;                                      /* jmp far 0x33:tramp */
+    p[n++] = 0xea; /* jmp far 0x33:tramp */
     memcpy(p + n, &a, 4);
     n += 4;
     p[n++] = USER64_CS;
@@ -158,15 +158,15 @@ static unsigned build_epilogue(uint8_t *p)
 
     for (unsigned r = 0; r < 16; r++)
         n += put_abs(p + n, 0x48, 0x89, r, ST_OUT + 8 * r);
-    p[n++] = 0x48;                                      /* mov rsp, flags stack */
+    p[n++] = 0x48; /* mov rsp, flags stack */
     p[n++] = 0xc7;
     p[n++] = 0xc4;
     memcpy(p + n, &a, 4);
     n += 4;
-    p[n++] = 0x9c;                                      /* pushfq; pop rax */
+    p[n++] = 0x9c; /* pushfq; pop rax */
     p[n++] = 0x58;
     n += put_abs(p + n, 0x48, 0x89, 0, ST_OUTFLAGS);
-    p[n++] = 0xfc;                                      /* cld: the C ABI wants DF = 0 */
+    p[n++] = 0xfc; /* cld: the C ABI wants DF = 0 */
     n += put_abs(p + n, 0x48, 0x8b, 4, ST_HOSTRSP);
     for (int r = 7; r >= 4; r--) {
         p[n++] = 0x41;
@@ -183,7 +183,7 @@ static struct dt_state *fault_out;
 
 static const int greg_of[16] = {
     REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
-    REG_R8, REG_R9, REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15,
+    REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15,
 };
 
 /* An exception in the sequence: record the state at the fault (the kernel's
@@ -195,7 +195,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc_)
     uint64_t rip = (uint64_t)gr[REG_RIP];
 
     if (!fault_out || rip < DT_BASE || rip >= DT_BASE + DT_SIZE) {
-        signal(sig, SIG_DFL);           /* a real crash of the tester itself */
+        signal(sig, SIG_DFL); /* a real crash of the tester itself */
         return;
     }
     for (unsigned r = 0; r < 16; r++)

@@ -13,12 +13,20 @@ struct tmpl {
     enum dt_class cls;
     void (*emit)(struct gen *g, const struct tmpl *t);
     uint8_t a, b;
-    uint8_t feat;               /* a host feature it needs; FEAT_RARE: picked seldom */
+    uint8_t feat; /* a host feature it needs; FEAT_RARE: picked seldom */
 };
 
 enum {
-    FEAT_NONE, FEAT_RARE, FEAT_LONG, FEAT_LEGACY,    /* 64-bit only, compatibility mode only */
-    FEAT_POPCNT, FEAT_LZCNT, FEAT_BMI1, FEAT_LAHF, FEAT_CX16, FEAT_NR
+    FEAT_NONE,
+    FEAT_RARE,
+    FEAT_LONG,
+    FEAT_LEGACY, /* 64-bit only, compatibility mode only */
+    FEAT_POPCNT,
+    FEAT_LZCNT,
+    FEAT_BMI1,
+    FEAT_LAHF,
+    FEAT_CX16,
+    FEAT_NR
 };
 static bool have_feat[FEAT_NR] = { true, true, true, true };
 
@@ -189,9 +197,12 @@ static void shift_flags(unsigned op, unsigned size, unsigned count, uint8_t *wr,
 static unsigned pick_count(struct gen *g, unsigned size)
 {
     switch (gen_rnd(g, 4)) {
-    case 0: return gen_rnd(g, 3);
-    case 1: return gen_rnd(g, 256);
-    default: return gen_rnd(g, size * 8 + 1);
+    case 0:
+        return gen_rnd(g, 3);
+    case 1:
+        return gen_rnd(g, 256);
+    default:
+        return gen_rnd(g, size * 8 + 1);
     }
 }
 
@@ -318,7 +329,7 @@ static void t_div(struct gen *g, const struct tmpl *t)
     bool legacy = pick_legacy(g, size), sign = t->a == 7, wild = gen_rnd(g, 24) == 0;
     uint64_t mask = gen_size_mask(size), d;
     struct ins in;
-    uint32_t avoid = size == 1 ? 1u : 5u;      /* rax (al, ah); rdx */
+    uint32_t avoid = size == 1 ? 1u : 5u; /* rax (al, ah); rdx */
 
     gen_ins_init(&in);
     gen_ins_size(&in, size);
@@ -540,7 +551,7 @@ static void t_lea(struct gen *g, const struct tmpl *t)
 /* a: 0 xchg rm,r  1 xchg rax,r (90+r)  2 xadd  3 cmpxchg  4 cmpxchg8b  5 cmpxchg16b */
 static void t_atomic(struct gen *g, const struct tmpl *t)
 {
-    unsigned a = t->a == 5 && g->m32 ? 4 : t->a;        /* no cmpxchg16b outside 64-bit */
+    unsigned a = t->a == 5 && g->m32 ? 4 : t->a; /* no cmpxchg16b outside 64-bit */
     unsigned size = pick_size(g, a == 1 ? 14 : 15);
     bool legacy = pick_legacy(g, size);
     struct ins in;
@@ -668,10 +679,19 @@ static void t_flag(struct gen *g, const struct tmpl *t)
     uint8_t op = t->a, rd = 0, wr = 0;
 
     switch (op) {
-    case 0x9f: rd = F_SF | F_ZF | F_AF | F_PF | F_CF; break;
-    case 0x9e: wr = F_SF | F_ZF | F_AF | F_PF | F_CF; break;
-    case 0xf8: case 0xf9: wr = F_CF; break;
-    case 0xf5: rd = wr = F_CF; break;
+    case 0x9f:
+        rd = F_SF | F_ZF | F_AF | F_PF | F_CF;
+        break;
+    case 0x9e:
+        wr = F_SF | F_ZF | F_AF | F_PF | F_CF;
+        break;
+    case 0xf8:
+    case 0xf9:
+        wr = F_CF;
+        break;
+    case 0xf5:
+        rd = wr = F_CF;
+        break;
     }
     gen_need_flags(g, rd);
     gen_emit_raw(g, g->cur, &op, 1, wr, 0);
@@ -769,7 +789,7 @@ static void t_string(struct gen *g, const struct tmpl *t)
     gen_emit_raw(g, DT_SETUP, &df, 1, 0, 0);
     for (int r = 6; r <= 7; r++) {
         uint64_t off = gen_rnd(g, DT_SCRATCH_SIZE - span);
-        if (hole && (r == 7 || gen_rnd(g, 2)))      /* runs into the hole half way: #PF mid-rep */
+        if (hole && (r == 7 || gen_rnd(g, 2))) /* runs into the hole half way: #PF mid-rep */
             off = DT_SCRATCH_SIZE - count / 2 * size - gen_rnd(g, size);
         gen_set_reg(g, r, a32 ? 4 : 8, DT_SCRATCH + (down ? off + span - 8 : off));
     }
@@ -912,7 +932,7 @@ static void t_nop(struct gen *g, const struct tmpl *t)
         if (in.m.dispsz == 1)
             in.m.disp = (int8_t)in.m.disp;
         if (gen_rnd(g, 4) == 0)
-            gen_ins_pfx(&in, 0x2e);                 /* cs: as compilers pad with it */
+            gen_ins_pfx(&in, 0x2e); /* cs: as compilers pad with it */
     } else {
         in.rm = (int)gen_rnd(g, gen_nregs(g));
     }
@@ -1051,7 +1071,7 @@ static void t_smc(struct gen *g, const struct tmpl *t)
     gen_mark_nocut(g, first);
     gen_emit_raw(g, DT_SETUP, tgt, n, t->a ? (F_ALL & ~F_CF) : 0, 0);
     if (g->m32)
-        d = (int32_t)(DT_CODE + patch);          /* mod 00 r/m 101 is absolute there */
+        d = (int32_t)(DT_CODE + patch); /* mod 00 r/m 101 is absolute there */
     else
         d = (int32_t)((int64_t)patch - (int64_t)(at + 7));
     memcpy(g->seq->code + at + 2, &d, 4);
@@ -1083,15 +1103,15 @@ static void t_legacy(struct gen *g, const struct tmpl *t)
     case 2: {
         uint8_t op = bcd[gen_rnd(g, 4)];
         gen_need_flags(g, op <= 0x2f ? F_CF | F_AF : F_AF);
-        if (op <= 0x2f)     /* daa, das */
+        if (op <= 0x2f) /* daa, das */
             gen_emit_raw(g, g->cur, &op, 1, F_CF | F_AF | F_SF | F_ZF | F_PF, F_OF);
-        else                /* aaa, aas */
+        else /* aaa, aas */
             gen_emit_raw(g, g->cur, &op, 1, F_CF | F_AF, F_OF | F_SF | F_ZF | F_PF);
         return;
     }
     default:
         b[0] = gen_rnd(g, 2) ? 0xd4 : 0xd5;
-        b[1] = gen_rnd(g, 4) ? 10 : (uint8_t)gen_rnd(g, 256);  /* aam 0: #DE */
+        b[1] = gen_rnd(g, 4) ? 10 : (uint8_t)gen_rnd(g, 256); /* aam 0: #DE */
         gen_emit_raw(g, g->cur, b, 2, F_SF | F_ZF | F_PF, F_OF | F_AF | F_CF);
         return;
     }
@@ -1119,7 +1139,7 @@ static void t_csmem(struct gen *g, const struct tmpl *t)
 }
 
 static const struct tmpl templates[] = {
-    /* clang-format off */
+/* clang-format off */
 #define ALU4(op, nm) \
     { nm " rm,r", DT_ALU, t_alu, op, 0, 0 }, { nm " r,rm", DT_ALU, t_alu, op, 1, 0 }, \
     { nm " rm,imm", DT_ALU, t_alu, op, 2, 0 }, { nm " acc,imm", DT_ALU, t_alu, op, 3, 0 }
@@ -1135,7 +1155,7 @@ static const struct tmpl templates[] = {
     { "dec", DT_INCDEC, t_unary, 1, 0, 0 },
     { "not", DT_INCDEC, t_unary, 2, 0, 0 },
     { "neg", DT_INCDEC, t_unary, 3, 0, 0 },
-    /* clang-format off */
+/* clang-format off */
 #define SH3(op, nm) \
     { nm " rm,1", DT_SHIFT, t_shift, op, 0, 0 }, { nm " rm,imm8", DT_SHIFT, t_shift, op, 1, 0 }, \
     { nm " rm,cl", DT_SHIFT, t_shift, op, 2, 0 }
@@ -1224,7 +1244,7 @@ static const struct tmpl templates[] = {
     { "daa/das/aaa/aas", DT_CONV, t_legacy, 2, 0, FEAT_LEGACY },
     { "aam/aad imm8", DT_CONV, t_legacy, 3, 0, FEAT_LEGACY },
     { "mov through cs:", DT_MOV, t_csmem, 0, 0, FEAT_LEGACY },
-    { "ud2", DT_MISC, t_exc, 0, 0, FEAT_RARE },         /* exceptions end a sequence */
+    { "ud2", DT_MISC, t_exc, 0, 0, FEAT_RARE }, /* exceptions end a sequence */
     { "int3", DT_MISC, t_exc, 1, 0, FEAT_RARE },
     { "load non-canonical", DT_MISC, t_exc, 2, 0, FEAT_RARE },
 };

@@ -14,7 +14,7 @@
 
 static const char *const reg_names[16] = {
     "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+    "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15",
 };
 
 struct opts {
@@ -22,7 +22,7 @@ struct opts {
     unsigned len, batch, max_report;
     bool verbose, self, fuzz;
     int cls;
-    int mode;                   /* 64, 32, or 0: a quarter of the sequences in 32-bit */
+    int mode; /* 64, 32, or 0: a quarter of the sequences in 32-bit */
 };
 
 struct stats {
@@ -37,9 +37,12 @@ static uint64_t seq_seed(uint64_t seed, uint64_t i)
 
 static void print_flags(uint64_t f)
 {
-    static const struct { uint32_t bit; const char *n; } names[] = {
-        { 0x1, "CF" }, { 0x4, "PF" }, { 0x10, "AF" }, { 0x40, "ZF" }, { 0x80, "SF" },
-        { 0x400, "DF" }, { 0x800, "OF" },
+    static const struct {
+        uint32_t bit;
+        const char *n;
+    } names[] = {
+        { 0x1, "CF" },  { 0x4, "PF" },   { 0x10, "AF" },  { 0x40, "ZF" },
+        { 0x80, "SF" }, { 0x400, "DF" }, { 0x800, "OF" },
     };
     printf("%#" PRIx64 " [", f);
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -89,7 +92,8 @@ static void print_code(const struct dt_seq *seq, bool verbose)
         char cmd[256];
         snprintf(cmd, sizeof(cmd),
                  "objdump -D -b binary -mi386%s --adjust-vma=%#llx %s 2>/dev/null"
-                 " | tail -n +8", seq->mode32 ? "" : ":x86-64", DT_CODE, path);
+                 " | tail -n +8",
+                 seq->mode32 ? "" : ":x86-64", DT_CODE, path);
         fflush(stdout);
         if (system(cmd) != 0)
             printf("    (objdump not available)\n");
@@ -130,8 +134,9 @@ static bool compare(const struct dt_job *j, const struct dt_state *emu, bool rep
         if (nat->fault == 14 && (nat->cr2 != emu->cr2 || ((nat->err ^ emu->err) & ~4u))) {
             same = false;
             if (report)
-                printf("  differs: #PF cr2/error code: native %#" PRIx64 "/%#x, interpreter %#"
-                       PRIx64 "/%#x\n", nat->cr2, nat->err, emu->cr2, emu->err);
+                printf("  differs: #PF cr2/error code: native %#" PRIx64
+                       "/%#x, interpreter %#" PRIx64 "/%#x\n",
+                       nat->cr2, nat->err, emu->cr2, emu->err);
         }
         if (nat->regs[4] >= DT_STACK && nat->regs[4] <= DT_STACK + DT_STACK_SIZE)
             stack_from = nat->regs[4] - DT_STACK;
@@ -313,8 +318,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    struct opts o = { .seed = 1, .count = 1000, .len = 12, .batch = 256, .max_report = 10,
-                      .cls = DT_NR_CLASSES, .mode = 0 };
+    struct opts o = { .seed = 1,
+                      .count = 1000,
+                      .len = 12,
+                      .batch = 256,
+                      .max_report = 10,
+                      .cls = DT_NR_CLASSES,
+                      .mode = 0 };
     struct stats st;
 
     for (int i = 1; i < argc; i++) {
@@ -361,7 +371,8 @@ int main(int argc, char **argv)
     if (o.fuzz) {
         uint64_t n = dt_decode_fuzz(o.seed, (unsigned)o.count, o.verbose);
         printf("difftest: decode-fuzz: %" PRIu64 " sequences x 5 modes, %" PRIu64
-               " instructions retired, no crash\n", o.count, n);
+               " instructions retired, no crash\n",
+               o.count, n);
         return 0;
     }
 
@@ -370,7 +381,8 @@ int main(int argc, char **argv)
     memset(&st, 0, sizeof(st));
     run(&o, &st);
     printf("difftest: %" PRIu64 " sequences, %" PRIu64 " instructions, %" PRIu64
-           " mismatches, classes:", st.seqs, st.insns, st.mismatches);
+           " mismatches, classes:",
+           st.seqs, st.insns, st.mismatches);
     for (unsigned c = 0; c < DT_NR_CLASSES; c++)
         printf(" %s=%" PRIu64, dt_class_names[c], st.per_class[c]);
     printf(" setup=%" PRIu64 " (%u templates; %" PRIu64 " sequences ended in an exception)%s\n",

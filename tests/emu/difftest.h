@@ -10,35 +10,35 @@
 /* One 4 MiB window at the same virtual address on both sides (identity
  * mapped guest RAM in the interpreter, a fixed mapping in the native child),
  * so absolute and RIP-relative addresses mean the same thing. */
-#define DT_BASE         0x10000000ull
-#define DT_SIZE         0x400000ull
-#define DT_PML4         (DT_BASE + 0x0000)
-#define DT_PDPT         (DT_BASE + 0x1000)
-#define DT_PD           (DT_BASE + 0x2000)
-#define DT_GDT          (DT_BASE + 0x3000)
-#define DT_IDT          (DT_BASE + 0x4000)
-#define DT_HANDLERS     (DT_BASE + 0x5000)      /* vector v: a hlt at DT_HANDLERS + v */
-#define DT_STATE        (DT_BASE + 0x6000)      /* native prologue/epilogue's register block */
-#define DT_SCRATCH      (DT_BASE + 0x100000)    /* memory operands point here */
-#define DT_SCRATCH_SIZE 0x2000u                 /* crosses a 4 KiB boundary in the middle */
-#define DT_HOLE         (DT_SCRATCH + DT_SCRATCH_SIZE) /* a page mapped on neither side: #PF */
-#define DT_PT           (DT_BASE + 0x8000)      /* 4 KiB page table of the first 2 MiB (the hole) */
-#define DT_STACK        (DT_BASE + 0x110000)    /* the sequences' private stack */
-#define DT_STACK_SIZE   0x1000u
-#define DT_STACK_TOP    (DT_STACK + 0x800)      /* initial rsp: room to push and to pop */
-#define DT_CODE         (DT_BASE + 0x201000)    /* the sequence; native prologue just below */
-#define DT_TRAMP        (DT_BASE + 0x200000)    /* native 64-bit code around a 32-bit sequence */
-#define DT_MAX_CODE     2048u
-#define DT_MAX_INSNS    256u
+#define DT_BASE 0x10000000ull
+#define DT_SIZE 0x400000ull
+#define DT_PML4 (DT_BASE + 0x0000)
+#define DT_PDPT (DT_BASE + 0x1000)
+#define DT_PD (DT_BASE + 0x2000)
+#define DT_GDT (DT_BASE + 0x3000)
+#define DT_IDT (DT_BASE + 0x4000)
+#define DT_HANDLERS (DT_BASE + 0x5000)         /* vector v: a hlt at DT_HANDLERS + v */
+#define DT_STATE (DT_BASE + 0x6000)            /* native prologue/epilogue's register block */
+#define DT_SCRATCH (DT_BASE + 0x100000)        /* memory operands point here */
+#define DT_SCRATCH_SIZE 0x2000u                /* crosses a 4 KiB boundary in the middle */
+#define DT_HOLE (DT_SCRATCH + DT_SCRATCH_SIZE) /* a page mapped on neither side: #PF */
+#define DT_PT (DT_BASE + 0x8000)               /* 4 KiB page table of the first 2 MiB (the hole) */
+#define DT_STACK (DT_BASE + 0x110000)          /* the sequences' private stack */
+#define DT_STACK_SIZE 0x1000u
+#define DT_STACK_TOP (DT_STACK + 0x800) /* initial rsp: room to push and to pop */
+#define DT_CODE (DT_BASE + 0x201000)    /* the sequence; native prologue just below */
+#define DT_TRAMP (DT_BASE + 0x200000)   /* native 64-bit code around a 32-bit sequence */
+#define DT_MAX_CODE 2048u
+#define DT_MAX_INSNS 256u
 
 /* Register state and memory on entry to or exit from a sequence. */
 struct dt_state {
     uint64_t regs[16];
     uint64_t rflags;
-    uint64_t rip;               /* on a fault: the faulting instruction */
-    int32_t fault;              /* -1: ran to the end; else the exception vector */
-    uint32_t err;               /* #PF: its error code */
-    uint64_t cr2;               /* #PF: the faulting address */
+    uint64_t rip;  /* on a fault: the faulting instruction */
+    int32_t fault; /* -1: ran to the end; else the exception vector */
+    uint32_t err;  /* #PF: its error code */
+    uint64_t cr2;  /* #PF: the faulting address */
     uint8_t scratch[DT_SCRATCH_SIZE];
     uint8_t stack[DT_STACK_SIZE];
 };
@@ -48,19 +48,33 @@ struct dt_seq {
     uint8_t code[DT_MAX_CODE];
     uint32_t len;
     unsigned nr_insns;
-    uint16_t start[DT_MAX_INSNS + 1];      /* byte offset of each instruction */
-    uint16_t tmpl[DT_MAX_INSNS];           /* template index (or DT_SETUP) */
+    uint16_t start[DT_MAX_INSNS + 1];       /* byte offset of each instruction */
+    uint16_t tmpl[DT_MAX_INSNS];            /* template index (or DT_SETUP) */
     uint8_t undef_before[DT_MAX_INSNS + 1]; /* arithmetic flags undefined before insn i (compact) */
     uint8_t nocut[DT_MAX_INSNS];            /* a branch or code patch reaches past insn i's end */
     uint8_t undef_end;
-    uint8_t mode32;             /* runs in compatibility mode (32-bit code, CS.L = 0) */
+    uint8_t mode32; /* runs in compatibility mode (32-bit code, CS.L = 0) */
 };
 
-#define DT_SETUP 0xffffu        /* an operand set-up instruction, not a template */
+#define DT_SETUP 0xffffu /* an operand set-up instruction, not a template */
 
 enum dt_class {
-    DT_ALU, DT_INCDEC, DT_SHIFT, DT_MULDIV, DT_BIT, DT_EXT, DT_LEA, DT_ATOMIC,
-    DT_COND, DT_CONV, DT_FLAG, DT_STACKOP, DT_STRING, DT_MOV, DT_BRANCH, DT_MISC,
+    DT_ALU,
+    DT_INCDEC,
+    DT_SHIFT,
+    DT_MULDIV,
+    DT_BIT,
+    DT_EXT,
+    DT_LEA,
+    DT_ATOMIC,
+    DT_COND,
+    DT_CONV,
+    DT_FLAG,
+    DT_STACKOP,
+    DT_STRING,
+    DT_MOV,
+    DT_BRANCH,
+    DT_MISC,
     DT_NR_CLASSES
 };
 
@@ -86,7 +100,7 @@ struct dt_job {
     struct dt_seq seq;
     struct dt_state init;
     struct dt_state out;
-    int status;                 /* 0: pending, 1: ran, 2: its child died */
+    int status; /* 0: pending, 1: ran, 2: its child died */
 };
 void dt_native_run(struct dt_job *jobs, unsigned n);
 struct dt_job *dt_native_alloc(unsigned n);

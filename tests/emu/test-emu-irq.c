@@ -12,17 +12,17 @@
 #include "emu-irq-internal.h"
 #include "tern/vmstate.h"
 
-#define T0 1000000000ull        /* a fake "now": tests drive time themselves */
+#define T0 1000000000ull /* a fake "now": tests drive time themselves */
 #define NCPU 3
 
 /* ---- a fake machine ---- */
 
 struct fake {
-    int wakes[NCPU];               /* atomic: raises come from threads */
+    int wakes[NCPU]; /* atomic: raises come from threads */
     unsigned inits[NCPU];
     unsigned sipis[NCPU];
     uint8_t sipi_vector[NCPU];
-    uint64_t tsc;               /* guest TSC == host ns + tsc_offset */
+    uint64_t tsc; /* guest TSC == host ns + tsc_offset */
     uint64_t tsc_offset;
 };
 
@@ -55,8 +55,11 @@ static uint64_t fake_tsc_to_ns(void *opaque, uint64_t tsc)
 }
 
 static const struct emu_irq_ops fake_ops = {
-    .wake = fake_wake, .init = fake_init, .sipi = fake_sipi,
-    .tsc_now = fake_tsc_now, .tsc_to_ns = fake_tsc_to_ns,
+    .wake = fake_wake,
+    .init = fake_init,
+    .sipi = fake_sipi,
+    .tsc_now = fake_tsc_now,
+    .tsc_to_ns = fake_tsc_to_ns,
 };
 
 struct env {
@@ -185,8 +188,8 @@ static void test_timer_oneshot(void **state)
     struct emu_lapic *a = e->cpu[0];
 
     enable(a);
-    wr(a, 0x320, 0x40, T0);                 /* one-shot, vector 0x40 */
-    wr(a, 0x3e0, 0x3, T0);                  /* divide by 16: 16 ns a count */
+    wr(a, 0x320, 0x40, T0); /* one-shot, vector 0x40 */
+    wr(a, 0x3e0, 0x3, T0);  /* divide by 16: 16 ns a count */
     assert_int_equal(emu_lapic_timer_poll(a, T0), UINT64_MAX);
     wr(a, 0x380, 1000, T0);
     assert_int_equal(rd(a, 0x380, T0), 1000);
@@ -223,11 +226,11 @@ static void test_timer_periodic(void **state)
 {
     struct env *e = *state;
     struct emu_lapic *a = e->cpu[1];
-    const uint64_t p = 100000;              /* 100 us: 100000 counts divided by 1 */
+    const uint64_t p = 100000; /* 100 us: 100000 counts divided by 1 */
     uint64_t now, next;
 
     enable(a);
-    wr(a, 0x3e0, 0xb, T0);                  /* divide by 1 */
+    wr(a, 0x3e0, 0xb, T0); /* divide by 1 */
     wr(a, 0x320, 0x20000 | 0x50, T0);
     wr(a, 0x380, (uint32_t)p, T0);
     assert_int_equal(rd(a, 0x390, T0 + 25000), 75000);
@@ -306,7 +309,7 @@ static void test_priority_eoi_ack(void **state)
     assert_int_equal(e->fake.wakes[0], 3);
     assert_int_equal(rd(a, 0x200 + 0x10 * 2, T0), 1u << (0x52 & 31) | 1u << (0x45 & 31));
     assert_int_equal(emu_lapic_ack(a), 0x52);
-    assert_int_equal(rd(a, 0xa0, T0), 0x50);            /* PPR: the ISR class */
+    assert_int_equal(rd(a, 0xa0, T0), 0x50); /* PPR: the ISR class */
     assert_int_equal(rd(a, 0x100 + 0x10 * (0x52 >> 5), T0), 1u << (0x52 & 31));
     /* 0x45 is in a lower class than the one in service. */
     assert_false(emu_lapic_pending(a));
@@ -317,18 +320,18 @@ static void test_priority_eoi_ack(void **state)
     /* Same class as in service: waits. */
     emu_lapic_raise(a, 0x62);
     assert_int_equal(emu_lapic_ack(a), -1);
-    wr(a, 0xb0, 0, T0);                                  /* EOI 0x60 */
+    wr(a, 0xb0, 0, T0); /* EOI 0x60 */
     assert_int_equal(emu_lapic_ack(a), 0x62);
-    wr(a, 0xb0, 0, T0);                                  /* EOI 0x62 */
-    wr(a, 0xb0, 0, T0);                                  /* EOI 0x52 */
+    wr(a, 0xb0, 0, T0); /* EOI 0x62 */
+    wr(a, 0xb0, 0, T0); /* EOI 0x52 */
     assert_int_equal(rd(a, 0xa0, T0), 0);
     assert_int_equal(emu_lapic_ack(a), 0x45);
     wr(a, 0xb0, 0, T0);
     assert_int_equal(emu_lapic_ack(a), 0x31);
     wr(a, 0xb0, 0, T0);
     assert_int_equal(emu_lapic_ack(a), -1);
-    assert_int_equal(rd(a, 0x100 + 0x10, T0) | rd(a, 0x100 + 0x20, T0) |
-                     rd(a, 0x100 + 0x30, T0), 0);
+    assert_int_equal(rd(a, 0x100 + 0x10, T0) | rd(a, 0x100 + 0x20, T0) | rd(a, 0x100 + 0x30, T0),
+                     0);
 }
 
 static void test_tpr_masking(void **state)
@@ -409,8 +412,8 @@ static void test_raise_threads(void **state)
         g_thread_join(t[i]);
         assert_true(seen[i] >= 1);
     }
-    assert_true(e->fake.wakes[0] >= 60000);        /* one per raise, more for EOIs */
-    assert_int_equal(rd(a, 0xa0, T0), 0);           /* nothing left in service */
+    assert_true(e->fake.wakes[0] >= 60000); /* one per raise, more for EOIs */
+    assert_int_equal(rd(a, 0xa0, T0), 0);   /* nothing left in service */
     assert_false(emu_lapic_pending(a));
 }
 
@@ -427,7 +430,7 @@ static void test_ipi(void **state)
     assert_int_equal(emu_lapic_ack(e->cpu[1]), 0x40);
     assert_int_equal(emu_lapic_ack(e->cpu[0]), -1);
     assert_int_equal(emu_lapic_ack(e->cpu[2]), -1);
-    assert_int_equal(rd(e->cpu[1], 0x300, T0) & 0x1000, 0);    /* delivery status idle */
+    assert_int_equal(rd(e->cpu[1], 0x300, T0) & 0x1000, 0); /* delivery status idle */
     wr(e->cpu[1], 0xb0, 0, T0);
     /* All but self. */
     wr(e->cpu[0], 0x300, 0xc0000 | 0x41, T0);
@@ -456,7 +459,7 @@ static void test_ipi(void **state)
     wr(e->cpu[0], 0x300, 0x800 | 0x43, T0);
     assert_int_equal(emu_lapic_ack(e->cpu[0]), -1);
     assert_int_equal(emu_lapic_ack(e->cpu[1]), 0x43);
-    assert_int_equal(emu_lapic_ack(e->cpu[2]), -1);      /* 0x42 still in service */
+    assert_int_equal(emu_lapic_ack(e->cpu[2]), -1); /* 0x42 still in service */
     wr(e->cpu[2], 0xb0, 0, T0);
     assert_int_equal(emu_lapic_ack(e->cpu[2]), 0x43);
 }
@@ -471,7 +474,7 @@ static void test_init_sipi(void **state)
         enable(e->cpu[i]);
     wr(e->cpu[1], 0x80, 0x30, T0);
     wr(e->cpu[0], 0x310, 0, T0);
-    wr(e->cpu[0], 0x300, 0xc4500, T0);           /* INIT assert, all but self */
+    wr(e->cpu[0], 0x300, 0xc4500, T0); /* INIT assert, all but self */
     assert_int_equal(e->fake.inits[0], 0);
     assert_int_equal(e->fake.inits[1], 1);
     assert_int_equal(e->fake.inits[2], 1);
@@ -481,9 +484,9 @@ static void test_init_sipi(void **state)
     assert_int_equal(rd(e->cpu[1], 0x20, T0), 1u << 24);
     assert_true(emu_lapic_rdmsr(e->cpu[1], 0x1b, &base, &ok));
     assert_int_equal(base, 0xfee00800ull);
-    wr(e->cpu[0], 0x300, 0xc8500, T0);           /* INIT de-assert: ignored */
+    wr(e->cpu[0], 0x300, 0xc8500, T0); /* INIT de-assert: ignored */
     assert_int_equal(e->fake.inits[1], 1);
-    wr(e->cpu[0], 0x300, 0xc4608, T0);           /* Startup, vector 8 */
+    wr(e->cpu[0], 0x300, 0xc4608, T0); /* Startup, vector 8 */
     assert_int_equal(e->fake.sipis[0], 0);
     assert_int_equal(e->fake.sipis[1], 1);
     assert_int_equal(e->fake.sipis[2], 1);
@@ -505,14 +508,14 @@ static void test_ioapic(void **state)
     for (unsigned i = 0; i < NCPU; i++)
         enable(e->cpu[i]);
     assert_int_equal(ioapic_rd(e->chips, 0x01), 0x00170011);
-    assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 7), 0x10000);       /* masked at reset */
+    assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 7), 0x10000); /* masked at reset */
     /* Edge pin 5 -> CPU 1, physical. */
     redir(e->chips, 5, (1ull << 56) | 0x35);
     assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 5 + 1), 1u << 24);
     emu_chips_set_irq(e->chips, 5, true);
     assert_int_equal(emu_lapic_ack(e->cpu[0]), -1);
     assert_int_equal(emu_lapic_ack(a1), 0x35);
-    emu_chips_set_irq(e->chips, 5, true);               /* no new edge */
+    emu_chips_set_irq(e->chips, 5, true); /* no new edge */
     emu_chips_set_irq(e->chips, 5, false);
     wr(a1, 0xb0, 0, T0);
     assert_int_equal(emu_lapic_ack(a1), -1);
@@ -534,7 +537,7 @@ static void test_ioapic(void **state)
     assert_int_equal(emu_lapic_ack(a1), 0x39);
     assert_int_equal(emu_lapic_ack(a1), -1);
     assert_int_equal(rd(a1, 0x180 + 0x10, T0) & (1u << (0x39 & 31)), 1u << (0x39 & 31));
-    wr(a1, 0xb0, 0, T0);                                /* line still high: again */
+    wr(a1, 0xb0, 0, T0); /* line still high: again */
     assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 9) & 0x4000, 0x4000);
     assert_int_equal(emu_lapic_ack(a1), 0x39);
     emu_chips_set_irq(e->chips, 9, false);
@@ -575,7 +578,7 @@ static void test_ioapic_lowest_skips_disabled(void **state)
     assert_int_equal(emu_lapic_ack(e->cpu[1]), 0x3b);
     emu_chips_set_irq(e->chips, 11, false);
     wr(e->cpu[1], 0xb0, 0, T0);
-    assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 11) & 0x4000, 0);     /* remote IRR clear */
+    assert_int_equal(ioapic_rd(e->chips, 0x10 + 2 * 11) & 0x4000, 0); /* remote IRR clear */
 }
 
 /* PIT channel 0 (mode 2) pulses ISA IRQ 0, which is IOAPIC pin 2. */
@@ -587,7 +590,7 @@ static void test_pit_irq0(void **state)
 
     enable(e->cpu[0]);
     redir(e->chips, 2, 0x20);
-    outb(e->chips, 0x43, 0x34, t);                  /* ch0, lo/hi, mode 2 */
+    outb(e->chips, 0x43, 0x34, t); /* ch0, lo/hi, mode 2 */
     outb(e->chips, 0x40, 1193 & 0xff, t);
     outb(e->chips, 0x40, 1193 >> 8, t);
     next = emu_chips_timer_poll(e->chips, t);
@@ -632,7 +635,7 @@ static void test_pit_ch2_mode0(void **state)
     outb(e->chips, 0x43, 0xb0, t);
     outb(e->chips, 0x42, 100, t);
     outb(e->chips, 0x42, 0, t);
-    outb(e->chips, 0x61, 0x00, t + 50000);              /* ~59 ticks counted */
+    outb(e->chips, 0x61, 0x00, t + 50000); /* ~59 ticks counted */
     assert_int_equal(inb(e->chips, 0x61, t + 5000000) & 0x20, 0);
     outb(e->chips, 0x61, 0x01, t + 5000000);
     assert_int_equal(inb(e->chips, 0x61, t + 5000000 + 30000) & 0x20, 0);
@@ -657,13 +660,13 @@ static void test_pic(void **state)
     emu_chips_set_irq(e->chips, 12, true);
     emu_chips_set_irq(e->chips, 1, true);
     assert_true(emu_chips_pic_pending(e->chips));
-    assert_int_equal(inb(e->chips, 0x20, T0), 0x06);        /* IRR: 1 and 2 */
+    assert_int_equal(inb(e->chips, 0x20, T0), 0x06); /* IRR: 1 and 2 */
     assert_int_equal(emu_chips_pic_intack(e->chips), 0x31);
-    outb(e->chips, 0x20, 0x0b, T0);                          /* OCW3: read ISR */
+    outb(e->chips, 0x20, 0x0b, T0); /* OCW3: read ISR */
     assert_int_equal(inb(e->chips, 0x20, T0), 0x02);
     /* Line 1 is in service: line 2 has lower priority and waits. */
     assert_false(emu_chips_pic_pending(e->chips));
-    outb(e->chips, 0x20, 0x20, T0);                          /* EOI */
+    outb(e->chips, 0x20, 0x20, T0); /* EOI */
     assert_int_equal(emu_chips_pic_intack(e->chips), 0x3c);
     outb(e->chips, 0xa0, 0x20, T0);
     outb(e->chips, 0x20, 0x20, T0);
@@ -672,7 +675,7 @@ static void test_pic(void **state)
     outb(e->chips, 0x21, 0xff, T0);
     emu_chips_set_irq(e->chips, 3, true);
     assert_false(emu_chips_pic_pending(e->chips));
-    outb(e->chips, 0x20, 0x0a, T0);                          /* OCW3: read IRR */
+    outb(e->chips, 0x20, 0x0a, T0); /* OCW3: read IRR */
     assert_int_equal(inb(e->chips, 0x20, T0) & 0x08, 0x08);
     /* Virtual wire: the BSP's LINT0 as ExtINT takes the PIC's vector, past the TPR. */
     enable(e->cpu[0]);
@@ -680,7 +683,7 @@ static void test_pic(void **state)
     wr(e->cpu[0], 0x350, 0x700, T0);
     wr(e->cpu[0], 0x80, 0xf0, T0);
     assert_int_equal(e->fake.wakes[0], 0);
-    outb(e->chips, 0x21, 0xef, T0);                          /* unmask IRQ 4 */
+    outb(e->chips, 0x21, 0xef, T0); /* unmask IRQ 4 */
     emu_chips_set_irq(e->chips, 4, true);
     assert_true(e->fake.wakes[0] >= 1);
     assert_int_equal(e->fake.wakes[1], 0);
@@ -728,7 +731,7 @@ static void test_lapic_save_load(void **state)
     wr(a, 0x80, 0x20, T0);
     wr(a, 0x3e0, 0x3, T0);
     wr(a, 0x320, 0x40, T0);
-    wr(a, 0x380, 1000, T0);                 /* 16 us one-shot */
+    wr(a, 0x380, 1000, T0); /* 16 us one-shot */
     emu_lapic_raise(a, 0x66);
     emu_lapic_save(a, &st, T0 + 4000);
     assert_int_equal(st.timer_remaining_ns, 12000);
@@ -823,7 +826,7 @@ static void test_chips_save_load(void **state)
     emu_chips_set_irq(e->chips, 11, true);
     outb(e->chips, 0x43, 0x34, T0);
     outb(e->chips, 0x40, 0x00, T0);
-    outb(e->chips, 0x40, 0x80, T0);         /* 32768 ticks: ~27.5 ms */
+    outb(e->chips, 0x40, 0x80, T0); /* 32768 ticks: ~27.5 ms */
     outb(e->chips, 0x61, 0x03, T0);
     next_src = emu_chips_timer_poll(e->chips, s);
 
@@ -840,7 +843,7 @@ static void test_chips_save_load(void **state)
     assert_true(fdt_path_offset(fdt, "/chips/pit/ch@2") >= 0);
     assert_true(vmstate_fdt_check(fdt, fdt_totalsize(fdt), NULL));
 
-    c2 = emu_chips_create(e->bus);          /* takes over the EOI listener */
+    c2 = emu_chips_create(e->bus); /* takes over the EOI listener */
     assert_true(emu_chips_load(c2, fdt, node, l, &err));
     assert_null(err);
     assert_int_equal(inb(c2, 0x21, l), 0xfb);

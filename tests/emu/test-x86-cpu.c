@@ -14,25 +14,25 @@
 #include "x86-cpu.h"
 
 /* Guest-physical layout (RAM from 0); low addresses are identity-mapped. */
-#define RAM_SIZE    (8u << 20)
-#define PML4        0x1000u
-#define PDPT        0x2000u
-#define PD          0x3000u
-#define PT          0x4000u         /* 4 KiB pages for 0..2 MiB */
-#define GDT         0x8000u
-#define IDT         0x9000u
-#define TSS         0xa000u
-#define HANDLERS    0xb000u         /* vector v: a hlt at HANDLERS + v */
-#define CODE        0x10000u
-#define STACK_TOP   0x70000u
-#define RSP0_TOP    0x80000u
-#define IST1_TOP    0x90000u
+#define RAM_SIZE (8u << 20)
+#define PML4 0x1000u
+#define PDPT 0x2000u
+#define PD 0x3000u
+#define PT 0x4000u /* 4 KiB pages for 0..2 MiB */
+#define GDT 0x8000u
+#define IDT 0x9000u
+#define TSS 0xa000u
+#define HANDLERS 0xb000u /* vector v: a hlt at HANDLERS + v */
+#define CODE 0x10000u
+#define STACK_TOP 0x70000u
+#define RSP0_TOP 0x80000u
+#define IST1_TOP 0x90000u
 
-#define SEL_KCODE   0x10
-#define SEL_KDATA   0x18
-#define SEL_UDATA   0x23
-#define SEL_UCODE   0x2b
-#define SEL_TSS     0x30
+#define SEL_KCODE 0x10
+#define SEL_KDATA 0x18
+#define SEL_UDATA 0x23
+#define SEL_UCODE 0x2b
+#define SEL_TSS 0x30
 
 #define PTE_P 0x1ull
 #define PTE_W 0x2ull
@@ -46,9 +46,9 @@ struct tvm {
     struct x86_cpu cpu;
     struct x86_memory mem;
     uint8_t *ram;
-    int pending_irq;            /* what irq_ack hands out once; -1: nothing */
+    int pending_irq; /* what irq_ack hands out once; -1: nothing */
     unsigned acks;
-    uint64_t ack_rip;           /* rip when the interrupt was acknowledged */
+    uint64_t ack_rip; /* rip when the interrupt was acknowledged */
     unsigned mmio_reads, kick_after;
 };
 
@@ -112,8 +112,13 @@ static int t_irq_ack(void *opaque)
 }
 
 static const struct x86_cpu_ops t_ops = {
-    .pio = t_pio, .mmio = t_mmio, .rdmsr = t_rdmsr, .wrmsr = t_wrmsr, .cpuid = t_cpuid,
-    .rdtsc = t_rdtsc, .irq_ack = t_irq_ack,
+    .pio = t_pio,
+    .mmio = t_mmio,
+    .rdmsr = t_rdmsr,
+    .wrmsr = t_wrmsr,
+    .cpuid = t_cpuid,
+    .rdtsc = t_rdtsc,
+    .irq_ack = t_irq_ack,
 };
 
 static uint64_t rd64(struct tvm *vm, uint64_t gpa)
@@ -148,10 +153,10 @@ static void build_tables(struct tvm *vm)
     for (uint64_t i = 0; i < 512; i++)
         wr64(vm, PT + 8 * i, (i << 12) | 7);
 
-    wr64(vm, GDT + 0x10, 0x00209a0000000000ull);           /* kernel code 64 */
-    wr64(vm, GDT + 0x18, 0x00cf92000000ffffull);           /* kernel data */
-    wr64(vm, GDT + 0x20, 0x00cff2000000ffffull);           /* user data */
-    wr64(vm, GDT + 0x28, 0x0020fa0000000000ull);           /* user code 64 */
+    wr64(vm, GDT + 0x10, 0x00209a0000000000ull);                          /* kernel code 64 */
+    wr64(vm, GDT + 0x18, 0x00cf92000000ffffull);                          /* kernel data */
+    wr64(vm, GDT + 0x20, 0x00cff2000000ffffull);                          /* user data */
+    wr64(vm, GDT + 0x28, 0x0020fa0000000000ull);                          /* user code 64 */
     wr64(vm, GDT + 0x30, 0x67 | ((uint64_t)TSS << 16) | (0x89ull << 40)); /* 64-bit TSS */
     wr64(vm, GDT + 0x38, 0);
     wr64(vm, TSS + 4, RSP0_TOP);
@@ -159,8 +164,9 @@ static void build_tables(struct tvm *vm)
 
     for (unsigned v = 0; v < 256; v++) {
         uint64_t h = HANDLERS + v;
-        wr64(vm, IDT + 16 * v, (h & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (0x8eull << 40) |
-                               ((h >> 16 & 0xffff) << 48));
+        wr64(vm, IDT + 16 * v,
+             (h & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (0x8eull << 40) |
+                 ((h >> 16 & 0xffff) << 48));
         wr64(vm, IDT + 16 * v + 8, h >> 32);
         vm->ram[HANDLERS + v] = 0xf4;
     }
@@ -169,7 +175,12 @@ static void build_tables(struct tvm *vm)
 static void long_mode(struct x86_cpu *cpu, bool user)
 {
     struct x86_segment kdata = {
-        .limit = 0xffffffff, .selector = SEL_KDATA, .type = 3, .present = 1, .s = 1, .db = 1,
+        .limit = 0xffffffff,
+        .selector = SEL_KDATA,
+        .type = 3,
+        .present = 1,
+        .s = 1,
+        .db = 1,
         .g = 1,
     };
     struct x86_segment udata = kdata;
@@ -181,7 +192,12 @@ static void long_mode(struct x86_cpu *cpu, bool user)
     cpu->efer = 0xd01;
     cpu->cr3 = PML4;
     cpu->seg[X86_CS] = (struct x86_segment){
-        .limit = 0xffffffff, .selector = SEL_KCODE, .type = 0xb, .present = 1, .s = 1, .l = 1,
+        .limit = 0xffffffff,
+        .selector = SEL_KCODE,
+        .type = 0xb,
+        .present = 1,
+        .s = 1,
+        .l = 1,
         .g = 1,
     };
     if (user) {
@@ -191,7 +207,11 @@ static void long_mode(struct x86_cpu *cpu, bool user)
     cpu->seg[X86_DS] = cpu->seg[X86_ES] = cpu->seg[X86_SS] = user ? udata : kdata;
     cpu->seg[X86_FS] = cpu->seg[X86_GS] = user ? udata : kdata;
     cpu->seg[X86_TR] = (struct x86_segment){
-        .base = TSS, .limit = 0x67, .selector = SEL_TSS, .type = 0xb, .present = 1,
+        .base = TSS,
+        .limit = 0x67,
+        .selector = SEL_TSS,
+        .type = 0xb,
+        .present = 1,
     };
     cpu->seg[X86_LDTR] = (struct x86_segment){ .unusable = 1 };
     cpu->gdt = (struct x86_dtable){ .base = GDT, .limit = 0x3f };
@@ -215,7 +235,7 @@ static struct tvm *tvm_new(void **state)
     vm->pending_irq = -1;
     x86_cpu_init(&vm->cpu, &vm->mem, &t_ops, vm, 0);
     build_tables(vm);
-    *state = vm;                /* the teardown frees it, even after a failed assertion */
+    *state = vm; /* the teardown frees it, even after a failed assertion */
     return vm;
 }
 
@@ -289,20 +309,20 @@ static struct frame frame_of(struct tvm *vm)
 static void test_paging_sizes_and_ad_bits(void **state)
 {
     static const uint8_t code[] = {
-        0x48, 0xb8, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,   /* mov rax, 0x1111.. */
-        0x48, 0x89, 0x04, 0x25, 0x08, 0xf0, 0x1f, 0x00,               /* mov [0x1ff008], rax (4K) */
+        0x48, 0xb8, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, /* mov rax, 0x1111.. */
+        0x48, 0x89, 0x04, 0x25, 0x08, 0xf0, 0x1f, 0x00,             /* mov [0x1ff008], rax (4K) */
         0x48, 0xb8, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
-        0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x80, 0x00,               /* mov [0x800010], rax (2M) */
+        0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x80, 0x00, /* mov [0x800010], rax (2M) */
         0x48, 0xb8, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33,
-        0x48, 0x89, 0x04, 0x25, 0x18, 0x00, 0x50, 0x40,               /* mov [0x40500018], rax (1G) */
-        0x48, 0x8b, 0x1c, 0x25, 0x08, 0xf0, 0x1f, 0x00,               /* mov rbx, [0x1ff008] */
-        0x48, 0x8b, 0x0c, 0x25, 0x00, 0xe0, 0x1f, 0x00,               /* mov rcx, [0x1fe000] (read only) */
+        0x48, 0x89, 0x04, 0x25, 0x18, 0x00, 0x50, 0x40, /* mov [0x40500018], rax (1G) */
+        0x48, 0x8b, 0x1c, 0x25, 0x08, 0xf0, 0x1f, 0x00, /* mov rbx, [0x1ff008] */
+        0x48, 0x8b, 0x0c, 0x25, 0x00, 0xe0, 0x1f, 0x00, /* mov rcx, [0x1fe000] (read only) */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
 
-    wr64(vm, PT + 8 * 0x1ff, 0x300000 | 7);                /* VA 0x1ff000 -> 0x300000 */
-    wr64(vm, PD + 8 * 4, 0x400000 | PTE_PS | 7);           /* VA 0x800000 -> 0x400000 */
+    wr64(vm, PT + 8 * 0x1ff, 0x300000 | 7);      /* VA 0x1ff000 -> 0x300000 */
+    wr64(vm, PD + 8 * 4, 0x400000 | PTE_PS | 7); /* VA 0x800000 -> 0x400000 */
     wr64(vm, PT + 8 * 0x1fe, 0x1fe000 | 7);
     wr64(vm, 0x1fe000, 0x4444);
     assert_int_equal(run(vm), X86_EXIT_HLT);
@@ -321,23 +341,24 @@ static void test_paging_sizes_and_ad_bits(void **state)
     assert_int_equal(rd64(vm, PD + 8 * 4) & (PTE_A | PTE_D), PTE_A | PTE_D);
     assert_int_equal(rd64(vm, PDPT + 8) & (PTE_A | PTE_D), PTE_A | PTE_D);
     assert_int_equal(rd64(vm, PT + 8 * 0x1fe) & (PTE_A | PTE_D), PTE_A);
-    assert_int_equal(rd64(vm, PT + 8 * 0x1fd) & (PTE_A | PTE_D), 0);  /* untouched */
+    assert_int_equal(rd64(vm, PT + 8 * 0x1fd) & (PTE_A | PTE_D), 0); /* untouched */
 }
 
 static void test_paging_write_protect(void **state)
 {
     static const uint8_t code[] = {
-        0xc7, 0x04, 0x25, 0x10, 0xd0, 0x1f, 0x00, 0x01, 0x00, 0x00, 0x00, /* mov dword [0x1fd010], 1 */
+        0xc7, 0x04, 0x25, 0x10, 0xd0, 0x1f,
+        0x00, 0x01, 0x00, 0x00, 0x00, /* mov dword [0x1fd010], 1 */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
     struct frame f;
 
-    wr64(vm, PT + 8 * 0x1fd, 0x1fd000 | PTE_P | PTE_U);    /* read-only */
+    wr64(vm, PT + 8 * 0x1fd, 0x1fd000 | PTE_P | PTE_U); /* read-only */
     assert_int_equal(run(vm), X86_EXIT_HLT);
     f = frame_of(vm);
     assert_int_equal(f.vector, 14);
-    assert_int_equal(f.err, 0x3);                           /* P | W */
+    assert_int_equal(f.err, 0x3); /* P | W */
     assert_int_equal(vm->cpu.cr2, 0x1fd010);
     assert_int_equal(f.rip, CODE);
     assert_int_equal(rd32(vm, 0x1fd010), 0);
@@ -346,8 +367,8 @@ static void test_paging_write_protect(void **state)
 static void test_paging_nx_fetch(void **state)
 {
     static const uint8_t code[] = {
-        0x48, 0xc7, 0xc0, 0x00, 0xc0, 0x1f, 0x00,   /* mov rax, 0x1fc000 */
-        0xff, 0xe0,                                 /* jmp rax */
+        0x48, 0xc7, 0xc0, 0x00, 0xc0, 0x1f, 0x00, /* mov rax, 0x1fc000 */
+        0xff, 0xe0,                               /* jmp rax */
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
     struct frame f;
@@ -357,7 +378,7 @@ static void test_paging_nx_fetch(void **state)
     assert_int_equal(run(vm), X86_EXIT_HLT);
     f = frame_of(vm);
     assert_int_equal(f.vector, 14);
-    assert_int_equal(f.err, 0x11);                          /* P | I/D */
+    assert_int_equal(f.err, 0x11); /* P | I/D */
     assert_int_equal(vm->cpu.cr2, 0x1fc000);
     assert_int_equal(f.rip, 0x1fc000);
 }
@@ -366,17 +387,17 @@ static void test_paging_nx_fetch(void **state)
 static void test_paging_user_supervisor_rsp0(void **state)
 {
     static const uint8_t code[] = {
-        0x48, 0x8b, 0x04, 0x25, 0x00, 0xb0, 0x1f, 0x00,   /* mov rax, [0x1fb000] */
+        0x48, 0x8b, 0x04, 0x25, 0x00, 0xb0, 0x1f, 0x00, /* mov rax, [0x1fb000] */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), true);
     struct frame f;
 
-    wr64(vm, PT + 8 * 0x1fb, 0x1fb000 | PTE_P | PTE_W);    /* supervisor */
+    wr64(vm, PT + 8 * 0x1fb, 0x1fb000 | PTE_P | PTE_W); /* supervisor */
     assert_int_equal(run(vm), X86_EXIT_HLT);
     f = frame_of(vm);
     assert_int_equal(f.vector, 14);
-    assert_int_equal(f.err, 0x5);                           /* P | U, a read */
+    assert_int_equal(f.err, 0x5); /* P | U, a read */
     assert_int_equal(vm->cpu.cr2, 0x1fb000);
     assert_int_equal(f.rip, CODE);
     assert_int_equal(f.cs, SEL_UCODE);
@@ -390,16 +411,18 @@ static void test_paging_user_supervisor_rsp0(void **state)
 static void test_paging_tlb(void **state)
 {
     static const uint8_t code[] = {
-        0x48, 0x8b, 0x04, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* mov rax, [0x1fa000] */
-        0x48, 0xc7, 0x04, 0x25, 0xd0, 0x4f, 0x00, 0x00, 0x07, 0x10, 0x31, 0x00, /* pte -> 0x311000 */
-        0x48, 0x8b, 0x1c, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* mov rbx, [0x1fa000] */
-        0x0f, 0x01, 0x3c, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* invlpg [0x1fa000] */
-        0x48, 0x8b, 0x0c, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* mov rcx, [0x1fa000] */
-        0x48, 0xc7, 0x04, 0x25, 0xd0, 0x4f, 0x00, 0x00, 0x07, 0x00, 0x31, 0x00, /* pte -> 0x310000 */
-        0x48, 0x8b, 0x14, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* mov rdx, [0x1fa000] */
-        0x0f, 0x20, 0xde,                                             /* mov rsi, cr3 */
-        0x0f, 0x22, 0xde,                                             /* mov cr3, rsi */
-        0x48, 0x8b, 0x3c, 0x25, 0x00, 0xa0, 0x1f, 0x00,               /* mov rdi, [0x1fa000] */
+        0x48, 0x8b, 0x04, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* mov rax, [0x1fa000] */
+        0x48, 0xc7, 0x04, 0x25, 0xd0, 0x4f, 0x00, 0x00,
+        0x07, 0x10, 0x31, 0x00,                         /* pte -> 0x311000 */
+        0x48, 0x8b, 0x1c, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* mov rbx, [0x1fa000] */
+        0x0f, 0x01, 0x3c, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* invlpg [0x1fa000] */
+        0x48, 0x8b, 0x0c, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* mov rcx, [0x1fa000] */
+        0x48, 0xc7, 0x04, 0x25, 0xd0, 0x4f, 0x00, 0x00,
+        0x07, 0x00, 0x31, 0x00,                         /* pte -> 0x310000 */
+        0x48, 0x8b, 0x14, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* mov rdx, [0x1fa000] */
+        0x0f, 0x20, 0xde,                               /* mov rsi, cr3 */
+        0x0f, 0x22, 0xde,                               /* mov cr3, rsi */
+        0x48, 0x8b, 0x3c, 0x25, 0x00, 0xa0, 0x1f, 0x00, /* mov rdi, [0x1fa000] */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
@@ -410,17 +433,17 @@ static void test_paging_tlb(void **state)
     assert_int_equal(run(vm), X86_EXIT_HLT);
     assert_int_equal(vm->cpu.rip, CODE + sizeof(code));
     assert_int_equal(vm->cpu.regs[X86_RAX], 0xaaaa);
-    assert_int_equal(vm->cpu.regs[X86_RBX], 0xaaaa);      /* stale: not flushed yet */
-    assert_int_equal(vm->cpu.regs[X86_RCX], 0xbbbb);      /* after invlpg */
-    assert_int_equal(vm->cpu.regs[X86_RDX], 0xbbbb);      /* stale again */
-    assert_int_equal(vm->cpu.regs[X86_RDI], 0xaaaa);      /* after the CR3 reload */
+    assert_int_equal(vm->cpu.regs[X86_RBX], 0xaaaa); /* stale: not flushed yet */
+    assert_int_equal(vm->cpu.regs[X86_RCX], 0xbbbb); /* after invlpg */
+    assert_int_equal(vm->cpu.regs[X86_RDX], 0xbbbb); /* stale again */
+    assert_int_equal(vm->cpu.regs[X86_RDI], 0xaaaa); /* after the CR3 reload */
 }
 
 /* ---- exceptions ---- */
 
 static void test_exc_divide_error(void **state)
 {
-    static const uint8_t code[] = { 0x31, 0xc9, 0xf7, 0xf1, 0xf4 };  /* xor ecx,ecx; div ecx */
+    static const uint8_t code[] = { 0x31, 0xc9, 0xf7, 0xf1, 0xf4 }; /* xor ecx,ecx; div ecx */
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
     struct frame f;
 
@@ -438,8 +461,8 @@ static void test_exc_divide_error(void **state)
 static void test_exc_gp_error_code(void **state)
 {
     static const uint8_t code[] = {
-        0x66, 0xb8, 0x4b, 0x00,     /* mov ax, 0x4b: index 9, beyond the GDT limit */
-        0x8e, 0xd8,                 /* mov ds, ax */
+        0x66, 0xb8, 0x4b, 0x00, /* mov ax, 0x4b: index 9, beyond the GDT limit */
+        0x8e, 0xd8,             /* mov ds, ax */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
@@ -467,22 +490,22 @@ static void test_exc_invalid_opcode(void **state)
 
 static void test_exc_ist_stack(void **state)
 {
-    static const uint8_t code[] = { 0xcc, 0xf4 };          /* int3 */
+    static const uint8_t code[] = { 0xcc, 0xf4 }; /* int3 */
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
     struct frame f;
 
-    vm->ram[IDT + 16 * 3 + 4] = 1;                          /* vector 3 on IST1 */
+    vm->ram[IDT + 16 * 3 + 4] = 1; /* vector 3 on IST1 */
     assert_int_equal(run(vm), X86_EXIT_HLT);
     f = frame_of(vm);
     assert_int_equal(f.vector, 3);
-    assert_int_equal(f.rip, CODE + 1);                      /* a trap: after the int3 */
+    assert_int_equal(f.rip, CODE + 1); /* a trap: after the int3 */
     assert_int_equal(f.rsp, STACK_TOP);
     assert_int_equal(vm->cpu.regs[X86_RSP], IST1_TOP - 40);
 }
 
 static void test_exc_triple_fault(void **state)
 {
-    static const uint8_t code[] = { 0x0f, 0xff };          /* #UD with no IDT: #GP, #DF, shutdown */
+    static const uint8_t code[] = { 0x0f, 0xff }; /* #UD with no IDT: #GP, #DF, shutdown */
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
 
     vm->cpu.idt.limit = 0;
@@ -495,10 +518,10 @@ static void test_exc_triple_fault(void **state)
 static void test_irq_sti_shadow(void **state)
 {
     static const uint8_t code[] = {
-        0xbb, 0x01, 0x00, 0x00, 0x00,   /* mov ebx, 1 (IF = 0: nothing taken) */
-        0xfb,                           /* sti */
-        0xb9, 0x02, 0x00, 0x00, 0x00,   /* mov ecx, 2 (in the sti shadow) */
-        0xba, 0x03, 0x00, 0x00, 0x00,   /* mov edx, 3: the interrupt comes before it */
+        0xbb, 0x01, 0x00, 0x00, 0x00, /* mov ebx, 1 (IF = 0: nothing taken) */
+        0xfb,                         /* sti */
+        0xb9, 0x02, 0x00, 0x00, 0x00, /* mov ecx, 2 (in the sti shadow) */
+        0xba, 0x03, 0x00, 0x00, 0x00, /* mov edx, 3: the interrupt comes before it */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
@@ -512,7 +535,7 @@ static void test_irq_sti_shadow(void **state)
     assert_int_equal(f.vector, 0x40);
     assert_int_equal(f.rip, CODE + 11);
     assert_true(f.rflags & X86_IF);
-    assert_int_equal(x86_cpu_get_rflags(&vm->cpu) & X86_IF, 0);     /* interrupt gate */
+    assert_int_equal(x86_cpu_get_rflags(&vm->cpu) & X86_IF, 0); /* interrupt gate */
     assert_int_equal(vm->acks, 1);
     assert_int_equal(vm->cpu.regs[X86_RBX], 1);
     assert_int_equal(vm->cpu.regs[X86_RCX], 2);
@@ -521,14 +544,14 @@ static void test_irq_sti_shadow(void **state)
 
 static void test_hlt_and_wakeup(void **state)
 {
-    static const uint8_t code[] = { 0xfb, 0x90, 0xf4, 0x90 };  /* sti; nop; hlt; nop */
+    static const uint8_t code[] = { 0xfb, 0x90, 0xf4, 0x90 }; /* sti; nop; hlt; nop */
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
     struct frame f;
 
     assert_int_equal(run(vm), X86_EXIT_HLT);
     assert_true(vm->cpu.halted);
     assert_int_equal(vm->cpu.rip, CODE + 3);
-    assert_int_equal(run(vm), X86_EXIT_HLT);               /* still nothing to do */
+    assert_int_equal(run(vm), X86_EXIT_HLT); /* still nothing to do */
     assert_int_equal(vm->cpu.rip, CODE + 3);
     assert_int_equal(vm->acks, 0);
 
@@ -537,7 +560,7 @@ static void test_hlt_and_wakeup(void **state)
     assert_int_equal(run(vm), X86_EXIT_HLT);
     f = frame_of(vm);
     assert_int_equal(f.vector, 0x41);
-    assert_int_equal(f.rip, CODE + 3);                      /* resumes after the hlt */
+    assert_int_equal(f.rip, CODE + 3); /* resumes after the hlt */
     assert_int_equal(vm->acks, 1);
 }
 
@@ -547,11 +570,11 @@ static void test_hlt_and_wakeup(void **state)
 static void test_rep_movs_restartable(void **state)
 {
     static const uint8_t code[] = {
-        0xbe, 0x00, 0x00, 0x00, 0x50,   /* mov esi, 0x50000000 (1 GiB page -> GPA 0x10000000: MMIO) */
-        0xbf, 0x00, 0x00, 0x32, 0x00,   /* mov edi, 0x320000 */
-        0xb9, 0x00, 0x40, 0x00, 0x00,   /* mov ecx, MOVS_LEN */
-        0xfc,                           /* cld */
-        0xf3, 0xa4,                     /* rep movsb */
+        0xbe, 0x00, 0x00, 0x00, 0x50, /* mov esi, 0x50000000 (1 GiB page -> GPA 0x10000000: MMIO) */
+        0xbf, 0x00, 0x00, 0x32, 0x00, /* mov edi, 0x320000 */
+        0xb9, 0x00, 0x40, 0x00, 0x00, /* mov ecx, MOVS_LEN */
+        0xfc,                         /* cld */
+        0xf3, 0xa4,                   /* rep movsb */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
@@ -630,19 +653,19 @@ static void test_lock_atomicity(void **state)
 static void test_real_mode_to_protected(void **state)
 {
     static const uint8_t code16[] = {
-        0xb8, 0x34, 0x12,               /* mov ax, 0x1234 */
-        0x05, 0x11, 0x11,               /* add ax, 0x1111 */
-        0xa3, 0x00, 0x60,               /* mov [0x6000], ax */
-        0x0f, 0x01, 0x16, 0x00, 0x11,   /* lgdt [0x1100] */
-        0x0f, 0x20, 0xc0,               /* mov eax, cr0 */
-        0x0c, 0x01,                     /* or al, 1 */
-        0x0f, 0x22, 0xc0,               /* mov cr0, eax */
-        0x66, 0xea, 0x40, 0x10, 0x00, 0x00, 0x08, 0x00,   /* jmp dword 0x08:0x1040 */
+        0xb8, 0x34, 0x12,                               /* mov ax, 0x1234 */
+        0x05, 0x11, 0x11,                               /* add ax, 0x1111 */
+        0xa3, 0x00, 0x60,                               /* mov [0x6000], ax */
+        0x0f, 0x01, 0x16, 0x00, 0x11,                   /* lgdt [0x1100] */
+        0x0f, 0x20, 0xc0,                               /* mov eax, cr0 */
+        0x0c, 0x01,                                     /* or al, 1 */
+        0x0f, 0x22, 0xc0,                               /* mov cr0, eax */
+        0x66, 0xea, 0x40, 0x10, 0x00, 0x00, 0x08, 0x00, /* jmp dword 0x08:0x1040 */
     };
     static const uint8_t code32[] = {
-        0x66, 0xb8, 0x10, 0x00,         /* mov ax, 0x10 */
-        0x8e, 0xd8,                     /* mov ds, ax */
-        0xc7, 0x05, 0x04, 0x60, 0x00, 0x00, 0x0d, 0xf0, 0xfe, 0xca,  /* mov dword [0x6004], .. */
+        0x66, 0xb8, 0x10, 0x00,                                     /* mov ax, 0x10 */
+        0x8e, 0xd8,                                                 /* mov ds, ax */
+        0xc7, 0x05, 0x04, 0x60, 0x00, 0x00, 0x0d, 0xf0, 0xfe, 0xca, /* mov dword [0x6004], .. */
         0xf4,
     };
     static const uint8_t gdtr[] = { 0x17, 0x00, 0x00, 0x12, 0x00, 0x00 };
@@ -673,29 +696,35 @@ static void test_real_mode_to_protected(void **state)
 static void test_protected_to_long_mode(void **state)
 {
     static const uint8_t code32[] = {
-        0x0f, 0x20, 0xe0,                       /* mov eax, cr4 */
-        0x83, 0xc8, 0x20,                       /* or eax, PAE */
-        0x0f, 0x22, 0xe0,                       /* mov cr4, eax */
-        0xb8, 0x00, 0x10, 0x00, 0x00,           /* mov eax, PML4 */
-        0x0f, 0x22, 0xd8,                       /* mov cr3, eax */
-        0xb9, 0x80, 0x00, 0x00, 0xc0,           /* mov ecx, EFER */
-        0x0f, 0x32,                             /* rdmsr */
-        0x0d, 0x00, 0x01, 0x00, 0x00,           /* or eax, LME */
-        0x0f, 0x30,                             /* wrmsr */
-        0x0f, 0x20, 0xc0,                       /* mov eax, cr0 */
-        0x0d, 0x00, 0x00, 0x00, 0x80,           /* or eax, PG */
-        0x0f, 0x22, 0xc0,                       /* mov cr0, eax */
-        0xea, 0x00, 0x51, 0x00, 0x00, 0x10, 0x00,   /* jmp 0x10:0x5100 */
+        0x0f, 0x20, 0xe0,                         /* mov eax, cr4 */
+        0x83, 0xc8, 0x20,                         /* or eax, PAE */
+        0x0f, 0x22, 0xe0,                         /* mov cr4, eax */
+        0xb8, 0x00, 0x10, 0x00, 0x00,             /* mov eax, PML4 */
+        0x0f, 0x22, 0xd8,                         /* mov cr3, eax */
+        0xb9, 0x80, 0x00, 0x00, 0xc0,             /* mov ecx, EFER */
+        0x0f, 0x32,                               /* rdmsr */
+        0x0d, 0x00, 0x01, 0x00, 0x00,             /* or eax, LME */
+        0x0f, 0x30,                               /* wrmsr */
+        0x0f, 0x20, 0xc0,                         /* mov eax, cr0 */
+        0x0d, 0x00, 0x00, 0x00, 0x80,             /* or eax, PG */
+        0x0f, 0x22, 0xc0,                         /* mov cr0, eax */
+        0xea, 0x00, 0x51, 0x00, 0x00, 0x10, 0x00, /* jmp 0x10:0x5100 */
     };
     static const uint8_t code64[] = {
-        0x48, 0xb8, 0xf0, 0xde, 0xbc, 0x9a, 0x78, 0x56, 0x34, 0x12,   /* mov rax, imm64 */
-        0x48, 0x89, 0x04, 0x25, 0x00, 0x60, 0x00, 0x00,               /* mov [0x6000], rax */
+        0x48, 0xb8, 0xf0, 0xde, 0xbc, 0x9a, 0x78, 0x56, 0x34, 0x12, /* mov rax, imm64 */
+        0x48, 0x89, 0x04, 0x25, 0x00, 0x60, 0x00, 0x00,             /* mov [0x6000], rax */
         0xf4,
     };
     struct tvm *vm = tvm_new(state);
     struct x86_cpu *cpu = &vm->cpu;
     struct x86_segment flat = {
-        .limit = 0xffffffff, .selector = 0x18, .type = 3, .present = 1, .s = 1, .db = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x18,
+        .type = 3,
+        .present = 1,
+        .s = 1,
+        .db = 1,
+        .g = 1,
     };
 
     memcpy(vm->ram + 0x5000, code32, sizeof(code32));
@@ -704,7 +733,13 @@ static void test_protected_to_long_mode(void **state)
     cpu->cr4 = 0;
     cpu->efer = 0;
     cpu->seg[X86_CS] = (struct x86_segment){
-        .limit = 0xffffffff, .selector = 0x08, .type = 0xb, .present = 1, .s = 1, .db = 1, .g = 1,
+        .limit = 0xffffffff,
+        .selector = 0x08,
+        .type = 0xb,
+        .present = 1,
+        .s = 1,
+        .db = 1,
+        .g = 1,
     };
     cpu->seg[X86_DS] = cpu->seg[X86_ES] = cpu->seg[X86_SS] = flat;
     cpu->seg[X86_FS] = cpu->seg[X86_GS] = flat;
@@ -731,10 +766,11 @@ static void test_protected_to_long_mode(void **state)
 static void test_dirty_bitmap(void **state)
 {
     static const uint8_t code[] = {
-        0xc7, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0x01, 0x00, 0x00, 0x00, /* mov dword [0x300000], 1 */
-        0xc6, 0x04, 0x25, 0xff, 0x2f, 0x30, 0x00, 0x02,                   /* mov byte [0x302fff], 2 */
-        0x8b, 0x04, 0x25, 0x00, 0x10, 0x30, 0x00,                         /* mov eax, [0x301000] */
-        0x66, 0xc7, 0x04, 0x25, 0xff, 0x4f, 0x30, 0x00, 0x03, 0x00,       /* mov word [0x304fff], 3 */
+        0xc7, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0x01, 0x00, 0x00,
+        0x00,                                                       /* mov dword [0x300000], 1 */
+        0xc6, 0x04, 0x25, 0xff, 0x2f, 0x30, 0x00, 0x02,             /* mov byte [0x302fff], 2 */
+        0x8b, 0x04, 0x25, 0x00, 0x10, 0x30, 0x00,                   /* mov eax, [0x301000] */
+        0x66, 0xc7, 0x04, 0x25, 0xff, 0x4f, 0x30, 0x00, 0x03, 0x00, /* mov word [0x304fff], 3 */
         0xf4,
     };
     struct tvm *vm = tvm_long(state, code, sizeof(code), false);
@@ -754,7 +790,8 @@ static void test_dirty_bitmap(void **state)
     assert_int_equal(vm->cpu.rip, CODE + sizeof(code));
     for (uint64_t gfn = 0; gfn < (RAM_SIZE >> 12); gfn++) {
         bool set = vm->mem.dirty[gfn / (8 * sizeof(unsigned long))] >>
-                   (gfn % (8 * sizeof(unsigned long))) & 1;
+                       (gfn % (8 * sizeof(unsigned long))) &
+                   1;
         bool want = gfn == 0x300 || gfn == 0x302 || gfn == 0x304 || gfn == 0x305;
         if (set != want)
             fail_msg("gfn %#llx: dirty %d, expected %d", (unsigned long long)gfn, set, want);

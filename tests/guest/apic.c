@@ -16,7 +16,7 @@
 #define LVT_MASKED 0x10000
 #define LVT_PERIODIC 0x20000
 #define ICR_ALL_BUT_SELF 0xc0000
-#define ICR_INIT 0x4500                 /* INIT, level assert */
+#define ICR_INIT 0x4500 /* INIT, level assert */
 #define ICR_SIPI 0x4600
 
 #define PIT_HZ 1193182u
@@ -24,7 +24,7 @@
 uint64_t tsc_hz;
 const char *tsc_source = "?";
 volatile uint64_t timer_ticks;
-static uint64_t lapic_hz;               /* timer input after the divide-by-16 */
+static uint64_t lapic_hz; /* timer input after the divide-by-16 */
 
 static uint32_t apic_read(uint32_t reg)
 {
@@ -43,15 +43,15 @@ static uint64_t pit_measure(uint32_t ms)
     uint8_t gate = inb(0x61);
     uint64_t t0, n = 0;
 
-    outb(0x61, (uint8_t)((gate & ~0x02) | 0x01));       /* gate on, speaker off */
-    outb(0x43, 0xb0);                                   /* ch2, lo/hi, mode 0 */
+    outb(0x61, (uint8_t)((gate & ~0x02) | 0x01)); /* gate on, speaker off */
+    outb(0x43, 0xb0);                             /* ch2, lo/hi, mode 0 */
     outb(0x42, (uint8_t)count);
     outb(0x42, (uint8_t)(count >> 8));
     t0 = rdtsc();
     while (!(inb(0x61) & 0x20))
         if (++n > 10000000)
             return 0;
-    return n ? rdtsc() - t0 : 0;        /* high at once: no PIT behind the port */
+    return n ? rdtsc() - t0 : 0; /* high at once: no PIT behind the port */
 }
 
 void tsc_calibrate(void)
@@ -77,7 +77,7 @@ void tsc_calibrate(void)
             return;
         }
     }
-    for (int i = 0; i < 2; i++) {       /* the shorter run had fewer interruptions */
+    for (int i = 0; i < 2; i++) { /* the shorter run had fewer interruptions */
         uint64_t t = pit_measure(20);
 
         if (t && (!best || t < best))
@@ -113,9 +113,8 @@ void tsc_delay_us(uint64_t us)
 void pic_disable(void)
 {
     static const uint8_t seq[][2] = {
-        { 0x20, 0x11 }, { 0xa0, 0x11 }, { 0x21, 0x30 }, { 0xa1, 0x38 },
-        { 0x21, 0x04 }, { 0xa1, 0x02 }, { 0x21, 0x01 }, { 0xa1, 0x01 },
-        { 0x21, 0xff }, { 0xa1, 0xff },
+        { 0x20, 0x11 }, { 0xa0, 0x11 }, { 0x21, 0x30 }, { 0xa1, 0x38 }, { 0x21, 0x04 },
+        { 0xa1, 0x02 }, { 0x21, 0x01 }, { 0xa1, 0x01 }, { 0x21, 0xff }, { 0xa1, 0xff },
     };
 
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
@@ -148,7 +147,7 @@ void apic_timer_calibrate(void)
     uint32_t left;
 
     apic_write(APIC_LVT_TIMER, LVT_MASKED);
-    apic_write(APIC_TIMER_DIV, 0x3);    /* divide by 16 */
+    apic_write(APIC_TIMER_DIV, 0x3); /* divide by 16 */
     apic_write(APIC_TIMER_INIT, 0xffffffffu);
     t0 = rdtsc();
     tsc_delay_us(10000);

@@ -3,7 +3,7 @@
 
 #define PVH_MAGIC 0x336ec578u
 #define E820_RAM 1
-#define MAP_LIMIT (64ull << 30)         /* RAM above this is left alone */
+#define MAP_LIMIT (64ull << 30) /* RAM above this is left alone */
 
 uint32_t boot_start_info_pa;
 char boot_cmdline[1024];
@@ -43,7 +43,7 @@ void boot_copy_start_info(void)
     if (si)
         memcpy(&magic, si, 4);
     if (magic != PVH_MAGIC) {
-        boot_add_ram(0, 256ull << 20);  /* no start_info: assume a small machine */
+        boot_add_ram(0, 256ull << 20); /* no start_info: assume a small machine */
         return;
     }
     memcpy(&version, si + 4, 4);

@@ -38,17 +38,17 @@ struct irq_frame {
 /* One vCPU. Lives at the base of its PERCPU_SIZE-aligned block, so the
  * current CPU is found from %rsp (the block also holds its stacks). */
 struct cpu {
-    uint32_t index;             /* per-CPU block number (arrival order) */
-    uint32_t slot;              /* position in cpu_list */
+    uint32_t index; /* per-CPU block number (arrival order) */
+    uint32_t slot;  /* position in cpu_list */
     uint32_t apic_id;
-    volatile uint8_t *vif;      /* kvm_pvm vIF page; NULL on hardware virt */
+    volatile uint8_t *vif; /* kvm_pvm vIF page; NULL on hardware virt */
     struct tss64 tss __attribute__((aligned(16)));
-    volatile int gp_skip;       /* #GP handler skips a 2-byte wrmsr/rdmsr */
+    volatile int gp_skip; /* #GP handler skips a 2-byte wrmsr/rdmsr */
     volatile int gp_hit;
 
     /* workload (written by the owner, read by the BSP for reports) */
     uint64_t ws_first, ws_pages, ws_pos;
-    uint64_t pass;              /* pass being written, 1-based */
+    uint64_t pass; /* pass being written, 1-based */
     volatile uint64_t passes_done;
     volatile uint64_t pages_written;
     volatile uint64_t max_gap_tsc;
@@ -56,14 +56,14 @@ struct cpu {
     uint64_t fill_first, fill_pages, fill_pos;
     uint64_t fill_due;          /* fill pages verified, scaled by tsc_hz */
     uint64_t tokens;            /* rate limit bucket: pages * tsc_hz */
-    volatile uint64_t last_tsc;         /* last loop iteration */
-    volatile uint64_t gap_cut;          /* the BSP reported our gap up to here */
+    volatile uint64_t last_tsc; /* last loop iteration */
+    volatile uint64_t gap_cut;  /* the BSP reported our gap up to here */
 
     /* what interrupt delivery looked like (for the debug report) */
     volatile uint64_t irq_count;
     volatile uint8_t irq_vif0, irq_vif1, irq_frame_if, irq_on_rsp0;
     volatile uint8_t after_vif0;
-    volatile uint8_t probe_clear_if;    /* pvm_selftest: return with IF=0 once */
+    volatile uint8_t probe_clear_if; /* pvm_selftest: return with IF=0 once */
 };
 
 struct percpu_block {
@@ -109,14 +109,14 @@ static inline uint64_t rdtsc(void)
 
 static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
-    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+    __asm__ volatile("cpuid"
+                     : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
                      : "a"(leaf), "c"(sub));
 }
 
 static inline void wrmsr(uint32_t msr, uint64_t v)
 {
-    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32))
-                     : "memory");
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
 }
 
 static inline uint64_t rdmsr(uint32_t msr)
@@ -159,7 +159,7 @@ struct ram_extent {
 extern char boot_cmdline[1024];
 extern struct ram_extent boot_ram[RAM_EXTENTS_MAX];
 extern int boot_ram_count;
-extern uint32_t boot_start_info_pa;     /* saved by entry.S */
+extern uint32_t boot_start_info_pa; /* saved by entry.S */
 void boot_copy_start_info(void);
 void boot_map_high_ram(void);
 uint64_t boot_usable_pages(void);
@@ -204,9 +204,9 @@ extern volatile uint64_t timer_ticks;
 void tsc_delay_us(uint64_t us);
 
 /* smp.c */
-extern struct cpu *cpu_list[MAX_CPUS];  /* the CPUs that run the workload, BSP first */
+extern struct cpu *cpu_list[MAX_CPUS]; /* the CPUs that run the workload, BSP first */
 extern volatile uint32_t cpus_online;
-extern volatile int smp_stage;          /* 1: fill memory, 2: run */
+extern volatile int smp_stage; /* 1: fill memory, 2: run */
 uint32_t smp_start_aps(uint32_t want, uint64_t *bringup_us);
 void ap_main(uint32_t index);
 void smp_wait_stage(int stage);

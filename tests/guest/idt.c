@@ -30,7 +30,7 @@ void idt_init(void)
         idt[v].off_lo = (uint16_t)h;
         idt[v].sel = SEL_CODE64;
         idt[v].ist = 0;
-        idt[v].type = 0x8e;     /* present, DPL 0, 64-bit interrupt gate */
+        idt[v].type = 0x8e; /* present, DPL 0, 64-bit interrupt gate */
         idt[v].off_mid = (uint16_t)(h >> 16);
         idt[v].off_hi = (uint32_t)(h >> 32);
         idt[v].reserved = 0;
@@ -58,8 +58,8 @@ void cpu_tables_load(struct cpu *c)
 }
 
 static const char *const exc_names[32] = {
-    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "?", "#TS", "#NP", "#SS",
-    "#GP", "#PF", "?", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "?",   "#TS",
+    "#NP", "#SS", "#GP", "#PF", "?",   "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
 };
 
 static void note_delivery(struct cpu *c, struct irq_frame *f)
@@ -67,7 +67,7 @@ static void note_delivery(struct cpu *c, struct irq_frame *f)
     struct percpu_block *b = (struct percpu_block *)c;
     uint64_t sp = (uint64_t)f;
 
-    if (c->irq_count++ != 2)    /* keep one sample, past start-up */
+    if (c->irq_count++ != 2) /* keep one sample, past start-up */
         return;
     if (c->vif) {
         c->irq_vif0 = c->vif[0];
@@ -82,7 +82,7 @@ void isr_dispatch(struct irq_frame *f)
     struct cpu *c = this_cpu();
 
     if (f->vector == 13 && c->gp_skip) {
-        f->rip += 2;            /* skip the probing wrmsr/rdmsr */
+        f->rip += 2; /* skip the probing wrmsr/rdmsr */
         c->gp_hit = 1;
         return;
     }

@@ -11,7 +11,7 @@ void locktest_run(uint64_t iterations)
     for (uint64_t i = 0; i < iterations; i++) {
         while (__atomic_exchange_n(&lock_word, 1, __ATOMIC_ACQUIRE))
             cpu_relax();
-        under_lock = under_lock + 1;            /* not atomic: the lock must make it so */
+        under_lock = under_lock + 1; /* not atomic: the lock must make it so */
         __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE);
 
         __asm__ volatile("lock incq %0" : "+m"(locked_inc) : : "memory");
@@ -27,7 +27,8 @@ bool locktest_report(uint32_t ncpus, uint64_t iterations)
     bool ok = under_lock == expected && locked_inc == expected && locked_xadd == expected;
 
     serial_printf("testguest: locktest cpus %u iterations %lu spinlock %lu lock_inc %lu "
-                  "lock_xadd %lu expected %lu %s\n", ncpus, iterations, under_lock, locked_inc,
-                  locked_xadd, expected, ok ? "ok" : "BAD");
+                  "lock_xadd %lu expected %lu %s\n",
+                  ncpus, iterations, under_lock, locked_inc, locked_xadd, expected,
+                  ok ? "ok" : "BAD");
     return ok;
 }

@@ -22,7 +22,7 @@ void halt_forever(void)
 
 void poweroff(uint8_t code)
 {
-    outb(DEBUG_EXIT_PORT, code);    /* exit status (code << 1) | 1 */
+    outb(DEBUG_EXIT_PORT, code); /* exit status (code << 1) | 1 */
     halt_forever();
 }
 
@@ -43,8 +43,9 @@ static void debug_report(void)
         struct cpu *c = cpu_list[i];
 
         serial_printf("debug: cpu %u apic %u irqs %lu in_irq vif0 %u vif1 %u frame_if %u "
-                      "on_rsp0 %u after_irq vif0 0x%x\n", c->slot, c->apic_id, c->irq_count,
-                      c->irq_vif0, c->irq_vif1, c->irq_frame_if, c->irq_on_rsp0, c->after_vif0);
+                      "on_rsp0 %u after_irq vif0 0x%x\n",
+                      c->slot, c->apic_id, c->irq_count, c->irq_vif0, c->irq_vif1, c->irq_frame_if,
+                      c->irq_on_rsp0, c->after_vif0);
     }
 }
 
@@ -54,7 +55,7 @@ void report_poll(struct cpu *c, uint64_t now)
         return;
     next_report_tsc += report_period_tsc;
     if (next_report_tsc <= now)
-        next_report_tsc = now + report_period_tsc;  /* after a pause: one line, no burst */
+        next_report_tsc = now + report_period_tsc; /* after a pause: one line, no burst */
     report_count++;
     workload_report(report_count, tsc_to_us(now - boot_tsc) / 1000, now);
     if (params.debug && report_count == 1)
@@ -65,7 +66,7 @@ void report_poll(struct cpu *c, uint64_t now)
         serial_printf("testguest: exit errors %lu\n", errors);
         poweroff(errors ? 1 : 0);
     }
-    c->last_tsc = rdtsc();      /* our own printing is not a pause */
+    c->last_tsc = rdtsc(); /* our own printing is not a pause */
 }
 
 /* exitbench=N: what a VM exit costs, seen from inside. An OUT to an unclaimed
@@ -94,7 +95,7 @@ static void bsp_main(void)
 
     boot_tsc = rdtsc();
     c->index = 0;
-    boot_copy_start_info();     /* before anything reuses low memory */
+    boot_copy_start_info(); /* before anything reuses low memory */
     serial_init();
     idt_init();
     cpu_tables_load(c);
@@ -109,8 +110,9 @@ static void bsp_main(void)
     ns100 = loop_cost_centi_ns();
     n = smp_start_aps((uint32_t)params.cpus, &bringup_us);
     serial_printf("testguest: tsc_khz %lu (%s) lapic_timer_khz %lu ram_mib %lu cpus %u "
-                  "ap_bringup_us %lu\n", tsc_hz / 1000, tsc_source, apic_timer_hz() / 1000,
-                  boot_usable_pages() / 256, n, bringup_us);
+                  "ap_bringup_us %lu\n",
+                  tsc_hz / 1000, tsc_source, apic_timer_hz() / 1000, boot_usable_pages() / 256, n,
+                  bringup_us);
     if (params.exitbench)
         exit_bench(params.exitbench);
     workload_setup(n);
@@ -120,9 +122,9 @@ static void bsp_main(void)
     if (params.locktest && !locktest_report(n, params.locktest))
         locktest_failed = 1;
     serial_printf("testguest: running ws_mib %lu rate_mib %lu fill_mib %lu tick_ms %lu "
-                  "timer_hz %lu cpus %u pvm %d ns_per_loop_iter %lu.%02lu\n", params.ws_mib,
-                  params.rate_mib, params.fill_mib, params.tick_ms, params.timer_hz, n,
-                  pvm ? 1 : 0, ns100 / 100, ns100 % 100);
+                  "timer_hz %lu cpus %u pvm %d ns_per_loop_iter %lu.%02lu\n",
+                  params.ws_mib, params.rate_mib, params.fill_mib, params.tick_ms, params.timer_hz,
+                  n, pvm ? 1 : 0, ns100 / 100, ns100 % 100);
     report_period_tsc = params.tick_ms * (tsc_hz / 1000);
     next_report_tsc = rdtsc() + report_period_tsc;
     __atomic_store_n(&smp_stage, 2, __ATOMIC_RELEASE);

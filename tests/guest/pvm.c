@@ -17,8 +17,8 @@
  *   equal to byte 0;
  * - hlt with byte 0 = 1 sleeps until the next interrupt.
  */
-#define VIF_ENABLED 0       /* byte 0: the guest's virtual interrupt flag */
-#define VIF_PENDING 1       /* byte 1: set by the hypervisor while an interrupt waits */
+#define VIF_ENABLED 0 /* byte 0: the guest's virtual interrupt flag */
+#define VIF_PENDING 1 /* byte 1: set by the hypervisor while an interrupt waits */
 
 bool pvm;
 
@@ -34,7 +34,7 @@ bool pvm_probe(struct cpu *c)
     c->gp_hit = 0;
     c->gp_skip = 1;
     barrier();
-    wrmsr(MSR_PVM_VIF, gpa);      /* bit 10 optional: read back without it */
+    wrmsr(MSR_PVM_VIF, gpa); /* bit 10 optional: read back without it */
     back = c->gp_hit ? 0 : rdmsr(MSR_PVM_VIF);
     barrier();
     c->gp_skip = 0;
@@ -131,7 +131,7 @@ void pvm_selftest(void)
     pend_after = c->vif[VIF_PENDING];
     f_on = read_flags();
 
-    c->probe_clear_if = 1;              /* next handler returns with RFLAGS.IF = 0 */
+    c->probe_clear_if = 1; /* next handler returns with RFLAGS.IF = 0 */
     tsc_delay_us(3 * 1000000 / params.timer_hz);
     vif_after_if0 = c->vif[VIF_ENABLED];
     n3 = c->irq_count;
@@ -144,7 +144,7 @@ void pvm_selftest(void)
     n4 = c->irq_count;
     serial_printf("pvm-probe: msr 0x%lx disabled: irqs %lu pending %u rflags 0x%lx | "
                   "enabled+kick: irqs %lu pending %u rflags 0x%lx | iret IF=0: vif0 %u irqs %lu "
-                  "| re-enabled vif0 %u | hlt %lu us irqs %lu\n", rdmsr(MSR_PVM_VIF), n1 - n0,
-                  pend, f_off, n2 - n0, pend_after, f_on, vif_after_if0, n3 - n0,
-                  vif_after_restore, tsc_to_us(t_hlt), n4 - n0);
+                  "| re-enabled vif0 %u | hlt %lu us irqs %lu\n",
+                  rdmsr(MSR_PVM_VIF), n1 - n0, pend, f_off, n2 - n0, pend_after, f_on,
+                  vif_after_if0, n3 - n0, vif_after_restore, tsc_to_us(t_hlt), n4 - n0);
 }

@@ -16,13 +16,13 @@ static volatile int serial_lock;
 
 void serial_init(void)
 {
-    outb(COM1 + UART_IER, 0x00);        /* no UART interrupts: we poll */
-    outb(COM1 + UART_LCR, 0x80);        /* DLAB */
-    outb(COM1 + UART_DLL, 0x01);        /* 115200 baud */
+    outb(COM1 + UART_IER, 0x00); /* no UART interrupts: we poll */
+    outb(COM1 + UART_LCR, 0x80); /* DLAB */
+    outb(COM1 + UART_DLL, 0x01); /* 115200 baud */
     outb(COM1 + UART_DLM, 0x00);
-    outb(COM1 + UART_LCR, 0x03);        /* 8N1 */
-    outb(COM1 + UART_FCR, 0x07);        /* FIFO on, both cleared */
-    outb(COM1 + UART_MCR, 0x03);        /* DTR, RTS */
+    outb(COM1 + UART_LCR, 0x03); /* 8N1 */
+    outb(COM1 + UART_FCR, 0x07); /* FIFO on, both cleared */
+    outb(COM1 + UART_MCR, 0x03); /* DTR, RTS */
 }
 
 static void serial_putc(char ch)

@@ -1,8 +1,8 @@
 /* smp.c: start the secondary CPUs (INIT/SIPI to the real-mode trampoline) and their check-in. */
 #include "guest.h"
 
-#define WAIT_FIXED_US 300000ull         /* without cpus=N: who checks in within this time */
-#define WAIT_MAX_US 5000000ull          /* with cpus=N: give up after this */
+#define WAIT_FIXED_US 300000ull /* without cpus=N: who checks in within this time */
+#define WAIT_MAX_US 5000000ull  /* with cpus=N: give up after this */
 
 struct cpu *cpu_list[MAX_CPUS];
 volatile uint32_t cpus_online = 1;
@@ -60,7 +60,7 @@ void ap_main(uint32_t index)
     c->index = index;
     cpu_tables_load(c);
     if (pvm)
-        pvm_probe(c);           /* from here on the AP runs natively */
+        pvm_probe(c); /* from here on the AP runs natively */
     apic_enable();
     c->apic_id = apic_id();
 
@@ -75,7 +75,7 @@ void ap_main(uint32_t index)
     }
     __atomic_store_n(&checkin_lock, 0, __ATOMIC_RELEASE);
     if (!accepted)
-        halt_forever();         /* late, or more CPUs than cpus=N */
+        halt_forever(); /* late, or more CPUs than cpus=N */
 
     smp_wait_stage(1);
     workload_fill(c);

@@ -3,18 +3,18 @@
 
 #define QWORDS (PAGE_SIZE / 8)
 #define ERRORS_PRINTED_MAX 10
-#define FILL_CHECK_SECONDS 10           /* the whole fill region is re-read this often */
-#define FILL_BATCH_MAX 1024             /* pages verified per loop iteration at most */
+#define FILL_CHECK_SECONDS 10 /* the whole fill region is re-read this often */
+#define FILL_BATCH_MAX 1024   /* pages verified per loop iteration at most */
 
 struct params params;
 
 static uint32_t ncpus;
 static uint64_t ws_pages_total, fill_pages_total;
-static uint64_t rate_pps_cpu;           /* pages per second per CPU, 0 = unlimited */
-static uint64_t rate_burst;             /* token bucket size, pages * tsc_hz */
+static uint64_t rate_pps_cpu; /* pages per second per CPU, 0 = unlimited */
+static uint64_t rate_burst;   /* token bucket size, pages * tsc_hz */
 static volatile uint32_t fill_done;
 static volatile uint32_t errors_printed;
-uint64_t locktest_failed;     /* counts as one error in every report */
+uint64_t locktest_failed; /* counts as one error in every report */
 
 static uint64_t mix64(uint64_t x)
 {
@@ -71,9 +71,10 @@ static bool page_verify(struct cpu *c, const uint64_t *p, uint64_t pfn, uint64_t
     __atomic_add_fetch(&c->errors, 1, __ATOMIC_RELAXED);
     if (__atomic_fetch_add(&errors_printed, 1, __ATOMIC_RELAXED) < ERRORS_PRINTED_MAX) {
         serial_printf("error: page %lu expected pass %lu got pass %lu pfn %lu check %s, "
-                      "first bad byte %u (cpu %u)\n", pfn, pass, p[1], p[0],
-                      p[2] == page_check(p[0], p[1]) ? "ok" : "bad", bad * 8, c->slot);
-        c->last_tsc = rdtsc();  /* printing is not a pause */
+                      "first bad byte %u (cpu %u)\n",
+                      pfn, pass, p[1], p[0], p[2] == page_check(p[0], p[1]) ? "ok" : "bad", bad * 8,
+                      c->slot);
+        c->last_tsc = rdtsc(); /* printing is not a pause */
     }
     return false;
 }
@@ -153,7 +154,7 @@ static void fill_check(struct cpu *c, uint64_t dt)
         uint64_t a = boot_page_addr(c->fill_first + c->fill_pos);
 
         if (!page_verify(c, (const uint64_t *)a, a / PAGE_SIZE, 0))
-            page_write((uint64_t *)a, a / PAGE_SIZE, 0);        /* count it once */
+            page_write((uint64_t *)a, a / PAGE_SIZE, 0); /* count it once */
         c->fill_due -= tsc_hz;
         if (++c->fill_pos == c->fill_pages)
             c->fill_pos = 0;
@@ -199,7 +200,7 @@ void workload_run(struct cpu *c)
         note_gap(c, now > from ? now - from : 0);
         __atomic_store_n(&c->last_tsc, now, __ATOMIC_RELAXED);
         if (dt > tsc_hz)
-            dt = tsc_hz;        /* after a pause: no catching up */
+            dt = tsc_hz; /* after a pause: no catching up */
         if (c->vif && c->irq_count > 3 && !c->after_vif0)
             c->after_vif0 = (uint8_t)(0x10 | c->vif[0]);
         if (c->slot == 0)
@@ -254,8 +255,8 @@ void workload_report(uint64_t tick, uint64_t t_ms, uint64_t now)
     if (passes == ~0ull)
         passes = 0;
     serial_printf("tick %lu t_ms %lu dirtied_mib %lu passes %lu timer_ticks %lu "
-                  "max_gap_us %lu errors %lu\n", tick, t_ms, pages / 256, passes,
-                  timer_ticks, tsc_to_us(gap), errors);
+                  "max_gap_us %lu errors %lu\n",
+                  tick, t_ms, pages / 256, passes, timer_ticks, tsc_to_us(gap), errors);
 }
 
 uint64_t workload_errors(void)

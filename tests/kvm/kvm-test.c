@@ -100,9 +100,11 @@ bool serial_log_wait_tick(struct serial_log *log, int timeout_ms, struct tick *t
     char line[1024];
     if (!serial_log_wait(log, "tick ", timeout_ms, line, sizeof(line)))
         return false;
-    return sscanf(line, "tick %ld t_ms %ld dirtied_mib %ld passes %ld timer_ticks %ld "
-                  "max_gap_us %ld errors %ld", &t->tick, &t->t_ms, &t->dirtied_mib,
-                  &t->passes, &t->timer_ticks, &t->max_gap_us, &t->errors) == 7;
+    return sscanf(line,
+                  "tick %ld t_ms %ld dirtied_mib %ld passes %ld timer_ticks %ld "
+                  "max_gap_us %ld errors %ld",
+                  &t->tick, &t->t_ms, &t->dirtied_mib, &t->passes, &t->timer_ticks, &t->max_gap_us,
+                  &t->errors) == 7;
 }
 
 int test_ms(int ms)

@@ -26,10 +26,12 @@ struct serial_log {
 void serial_log_init(struct serial_log *log, char *spec, size_t spec_len);
 void serial_log_cleanup(struct serial_log *log);
 /* Wait up to (timeout_ms) for a new line containing (needle); copies it to (out). */
-bool serial_log_wait(struct serial_log *log, const char *needle, int timeout_ms,
-                     char *out, size_t out_len);
+bool serial_log_wait(struct serial_log *log, const char *needle, int timeout_ms, char *out,
+                     size_t out_len);
 
-struct tick { long tick, t_ms, dirtied_mib, passes, timer_ticks, max_gap_us, errors; };
+struct tick {
+    long tick, t_ms, dirtied_mib, passes, timer_ticks, max_gap_us, errors;
+};
 /* Wait for the next "tick ..." line and parse it. */
 bool serial_log_wait_tick(struct serial_log *log, int timeout_ms, struct tick *t);
 

@@ -34,7 +34,10 @@ static void dirty_log_complete(uint32_t ring_size)
     serial_log_init(&log, spec, sizeof(spec));
     struct machine_config cfg = {
         .accel = test_accel,
-        .ram_size = RAM_SIZE, .smp = 1, .append = "ws=16 tick_ms=100", .serial = spec,
+        .ram_size = RAM_SIZE,
+        .smp = 1,
+        .append = "ws=16 tick_ms=100",
+        .serial = spec,
         .dirty_ring_size = ring_size,
     };
     g_autoptr(GError) err = NULL;
@@ -88,8 +91,8 @@ static void dirty_log_complete(uint32_t ring_size)
             memcpy(copy + off, r->hva + off, GUEST_PAGE_SIZE);
         }
         printf("# round %d: %llu pages changed, %llu logged, %llu missed\n", round,
-               (unsigned long long)changed,
-               (unsigned long long)bitmap_count(seen, npages), (unsigned long long)missed);
+               (unsigned long long)changed, (unsigned long long)bitmap_count(seen, npages),
+               (unsigned long long)missed);
         assert_true(changed > 0);
         assert_int_equal(missed, 0);
     }
@@ -110,8 +113,8 @@ static void test_dirty_ring(void **state)
 {
     (void)state;
     if (test_accel != ACCEL_KVM)
-        skip();     /* a KVM feature: the software CPU logs to a bitmap */
-    dirty_log_complete(1024);   /* small: the ring fills, and the vCPU harvests too */
+        skip();               /* a KVM feature: the software CPU logs to a bitmap */
+    dirty_log_complete(1024); /* small: the ring fills, and the vCPU harvests too */
 }
 
 int main(void)

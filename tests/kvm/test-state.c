@@ -24,7 +24,9 @@ static int setup(void **state)
     serial_log_init(&f.log, spec, sizeof(spec));
     struct machine_config cfg = {
         .accel = test_accel,
-        .ram_size = 256 << 20, .smp = 2, .append = "ws=8 cpus=2 tick_ms=100",
+        .ram_size = 256 << 20,
+        .smp = 2,
+        .append = "ws=8 cpus=2 tick_ms=100",
         .serial = spec,
     };
     g_autoptr(GError) err = NULL;

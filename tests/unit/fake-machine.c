@@ -82,8 +82,7 @@ bool machine_stop(struct machine *m, GError **errp)
 bool machine_cont(struct machine *m, GError **errp)
 {
     if (m->state == RUNSTATE_INMIGRATE) {
-        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_FAILED,
-                    "Migration is not finalized yet");
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_FAILED, "Migration is not finalized yet");
         return false;
     }
     if (m->state != RUNSTATE_RUNNING) {
@@ -140,8 +139,7 @@ unsigned machine_vcpu_count(struct machine *m)
     return m->smp;
 }
 
-bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out,
-                       GError **errp)
+bool machine_vcpu_info(struct machine *m, unsigned index, struct vcpu_info *out, GError **errp)
 {
     if (index >= m->smp) {
         g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL, "no vCPU %u", index);

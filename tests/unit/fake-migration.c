@@ -98,8 +98,7 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
         return false;
     }
     if (fake.status != MIG_STATUS_NONE && !mig_status_is_terminal(fake.status)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
-                    "There's a migration process in progress");
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "There's a migration process in progress");
         return false;
     }
     fake.status = MIG_STATUS_SETUP;

@@ -85,7 +85,7 @@ void accel_cpuid_fingerprint(const struct accel *a, uint32_t *nr_entries, uint8_
 struct accel *machine_accel(struct machine *m)
 {
     (void)m;
-    return NULL;        /* only ever handed back to the fakes above */
+    return NULL; /* only ever handed back to the fakes above */
 }
 
 /* ---- state blobs: an FDT with one node, as the real machine makes ---- */

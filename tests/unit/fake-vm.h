@@ -13,8 +13,8 @@ struct fake_guest {
     struct guest_ram *ram;
     uint64_t first_hot_gfn;
     unsigned hot_pages;
-    unsigned syncs;         /* out: dirty-log syncs so far */
-    bool logging;           /* out: between dirty_log_start and stop */
+    unsigned syncs; /* out: dirty-log syncs so far */
+    bool logging;   /* out: between dirty_log_start and stop */
 };
 
 void fake_vm_reset(const struct fake_guest *g);

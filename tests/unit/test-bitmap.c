@@ -124,7 +124,9 @@ static void test_steal_into(void **state)
 
 /* Concurrent marking while another thread harvests: no bit is ever lost. */
 #define RACE_BITS (1u << 16)
-struct race { unsigned long *src; };
+struct race {
+    unsigned long *src;
+};
 
 static void *race_writer(void *opaque)
 {
@@ -156,12 +158,9 @@ static void test_steal_concurrent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_set_range_edges),
-        cmocka_unit_test(test_count_partial_word),
-        cmocka_unit_test(test_next_set),
-        cmocka_unit_test(test_random_against_model),
-        cmocka_unit_test(test_steal_into),
-        cmocka_unit_test(test_steal_concurrent),
+        cmocka_unit_test(test_set_range_edges), cmocka_unit_test(test_count_partial_word),
+        cmocka_unit_test(test_next_set),        cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_steal_into),      cmocka_unit_test(test_steal_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,9 +25,9 @@
 #include "tern/channel-file.h"
 #include "tern/util.h"
 
-#define PAGE            4096u
-#define RAM_OFF         (1u << 20)          /* where the test's "RAM area" starts */
-#define SKIP_EXIT       77                  /* a forked check that cannot run here */
+#define PAGE 4096u
+#define RAM_OFF (1u << 20) /* where the test's "RAM area" starts */
+#define SKIP_EXIT 77       /* a forked check that cannot run here */
 
 static void *aligned_buf(size_t len)
 {
@@ -93,9 +93,9 @@ static bool exists(const char *path)
 
 /* ---- Round trip: head, positional pages, tail ---- */
 
-#define NPAGES          512
-#define HEAD_LEN        1000
-#define TAIL_LEN        70001               /* unaligned, larger than the channel buffer */
+#define NPAGES 512
+#define HEAD_LEN 1000
+#define TAIL_LEN 70001 /* unaligned, larger than the channel buffer */
 
 /* Write a checkpoint at (path) with (ram) (NPAGES pages; some written,
  * see below), then read it back and compare. */
@@ -143,26 +143,23 @@ static void round_trip(const char *base, bool direct)
 
     /* A merged run of 64 pages (adjacent in memory and in the file). */
     for (int i = 0; i < 64; i++) {
-        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
-                                     PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE, PAGE, &err));
         written[i] = true;
     }
     /* Adjacent in the file, not in memory: one request with several iovecs. */
     for (int i = 100; i < 104; i++) {
         memcpy(ram + i * PAGE, other + (i - 100) * PAGE, PAGE);
-        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE,
-                                     other + (i - 100) * PAGE, PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, other + (i - 100) * PAGE,
+                                     PAGE, &err));
         written[i] = true;
     }
     /* Scattered pages, backwards. */
     for (int i = NPAGES - 1; i >= 200; i -= 7) {
-        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE,
-                                     PAGE, &err));
+        assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + i * PAGE, PAGE, &err));
         written[i] = true;
     }
     /* A multi-page call. */
-    assert_true(channel_write_at(ch, RAM_OFF + 150ull * PAGE, ram + 150 * PAGE,
-                                 8 * PAGE, &err));
+    assert_true(channel_write_at(ch, RAM_OFF + 150ull * PAGE, ram + 150 * PAGE, 8 * PAGE, &err));
     for (int i = 150; i < 158; i++)
         written[i] = true;
     g_assert_no_error(err);
@@ -187,7 +184,7 @@ static void round_trip(const char *base, bool direct)
     assert_false(exists(tmp));
     channel_close(ch);
     assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, tail_off + TAIL_LEN);      /* exact length */
+    assert_int_equal(st.st_size, tail_off + TAIL_LEN); /* exact length */
     assert_int_equal(st.st_mode & 0777, 0600);
     assert_int_equal(count_entries(dir), 1);
 
@@ -293,8 +290,8 @@ static void test_sequential_seeks(void **state)
         struct {
             uint64_t off;
             size_t len;
-        } pieces[] = { { 0, 10 }, { 5000, 3 }, { 4093, 5 }, { 8192, 4096 }, { 12289, 9000 },
-                       { 100000, 0 } };
+        } pieces[] = { { 0, 10 },      { 5000, 3 },     { 4093, 5 },
+                       { 8192, 4096 }, { 12289, 9000 }, { 100000, 0 } };
 
         (void)state;
         set_direct(direct);
@@ -333,7 +330,7 @@ static void test_sequential_seeks(void **state)
 
 static void test_many_in_flight(void **state)
 {
-    const int n = 8192;                 /* 32 MiB of pages */
+    const int n = 8192; /* 32 MiB of pages */
     uint8_t *ram = aligned_buf((size_t)n * PAGE);
     uint8_t *back = aligned_buf((size_t)n * PAGE);
 
@@ -358,8 +355,8 @@ static void test_many_in_flight(void **state)
         /* Then all again as one long run (a second pass rewriting every page). */
         assert_true(channel_drain(ch, &err));
         for (int i = 0; i < n; i++)
-            assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE,
-                                         ram + (size_t)i * PAGE, PAGE, &err));
+            assert_true(channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + (size_t)i * PAGE,
+                                         PAGE, &err));
         assert_true(channel_drain(ch, &err));
         channel_file_get_stats(ch, &requests, &blocks);
         assert_int_equal(blocks, 2 * n);
@@ -405,7 +402,7 @@ static void test_abort_and_replace(void **state)
     channel_put_bytes(ch, "head", 4);
     assert_true(channel_write_at(ch, RAM_OFF, page, PAGE, &err));
     assert_int_equal(count_entries(dir), 1);
-    channel_close(ch);                  /* a write still in flight is waited for */
+    channel_close(ch); /* a write still in flight is waited for */
     assert_int_equal(count_entries(dir), 0);
 
     /* An older checkpoint stays until the new one is committed, then is replaced. */
@@ -493,7 +490,7 @@ static void test_bad_calls(void **state)
         assert_null(channel_file_tmp_path(ch));
         assert_int_equal(count_entries(dir), 0);
         assert_false(channel_file_commit(ch, &err));
-        assert_error(err, "not 4096-byte aligned");      /* the first error sticks */
+        assert_error(err, "not 4096-byte aligned"); /* the first error sticks */
         g_clear_error(&err);
         channel_close(ch);
         assert_int_equal(count_entries(dir), 0);
@@ -556,7 +553,7 @@ static void test_truncated(void **state)
         assert_true(channel_file_read_at(ch, RAM_OFF, ram, 10 * PAGE, &err));
         assert_false(channel_file_read_at(ch, RAM_OFF, ram, 16 * PAGE, &err));
         assert_error(err, path);
-        assert_error(err, "short read at offset 1089636");     /* RAM_OFF + 10 pages + 100 */
+        assert_error(err, "short read at offset 1089636"); /* RAM_OFF + 10 pages + 100 */
         assert_error(err, "file size 1089636");
         g_clear_error(&err);
         channel_close(ch);
@@ -583,12 +580,12 @@ static void test_truncated(void **state)
 
 /* ---- Full disks: forked children ---- */
 
-#define CHILD_CHECK(cond)                                                           \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
+#define CHILD_CHECK(cond) \
+    do { \
+        if (!(cond)) { \
             fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            _exit(1);                                                               \
-        }                                                                           \
+            _exit(1); \
+        } \
     } while (0)
 
 static void child_check_error(GError *err, const char *a, const char *b)
@@ -619,8 +616,8 @@ static void child_fill_disk(const char *dir, int npages, int mode, const char *e
     channel_put_bytes(ch, ram, 100);
     if (mode == 0) {
         for (int i = 0; ok && i < npages; i++)
-            ok = channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + (size_t)i * PAGE,
-                                  PAGE, &err);
+            ok = channel_write_at(ch, RAM_OFF + (uint64_t)i * PAGE, ram + (size_t)i * PAGE, PAGE,
+                                  &err);
         if (ok)
             ok = channel_drain(ch, &err);
     } else {
@@ -634,7 +631,7 @@ static void child_fill_disk(const char *dir, int npages, int mode, const char *e
         ok = channel_file_commit(ch, &err);
     CHILD_CHECK(!ok);
     child_check_error(err, path, errtext);
-    CHILD_CHECK(!exists(tmp));          /* removed at the error, before the close */
+    CHILD_CHECK(!exists(tmp)); /* removed at the error, before the close */
     g_clear_error(&err);
     CHILD_CHECK(!channel_file_commit(ch, &err));
     g_clear_error(&err);

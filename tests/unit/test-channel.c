@@ -22,11 +22,8 @@
 static void test_mem_round_trip(void **state)
 {
     static const uint8_t want[] = {
-        0xab,
-        0x34, 0x12,
-        0x78, 0x56, 0x34, 0x12,
-        0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01,
-        'h', 'i',
+        0xab, 0x34, 0x12, 0x78, 0x56, 0x34, 0x12, 0xef, 0xcd,
+        0xab, 0x89, 0x67, 0x45, 0x23, 0x01, 'h',  'i',
     };
     struct channel *ch = channel_mem_new(NULL, 0);
     const uint8_t *data;
@@ -41,7 +38,7 @@ static void test_mem_round_trip(void **state)
     channel_put_le64(ch, 0x0123456789abcdefULL);
     channel_put_bytes(ch, "hi", 2);
     assert_int_equal(channel_write_pos(ch), sizeof(want));
-    assert_int_equal(channel_bytes_written(ch), 0);        /* still buffered */
+    assert_int_equal(channel_bytes_written(ch), 0); /* still buffered */
     assert_true(channel_flush(ch, NULL));
     assert_int_equal(channel_bytes_written(ch), sizeof(want));
     data = channel_mem_data(ch, &len);
@@ -84,7 +81,7 @@ static void test_mem_large_read(void **state)
     fill(src, n, 7);
     ch = channel_mem_new(src, n);
     assert_int_equal(channel_get_u8(ch), src[0]);
-    assert_int_equal(channel_get_bytes(ch, dst, n - 1), n - 1);   /* bypasses the buffer */
+    assert_int_equal(channel_get_bytes(ch, dst, n - 1), n - 1); /* bypasses the buffer */
     assert_memory_equal(dst, src + 1, n - 1);
     assert_true(channel_at_eof(ch));
     assert_false(channel_has_error(ch));
@@ -133,14 +130,14 @@ static void test_buffer_ref(void **state)
 
     /* header bytes, two adjacent pages (merged), a copy, a far buffer, two more adjacent */
     channel_put_le32(ch, 0xdeadbeef);
-    channel_put_le32(ch, 2);                    /* merged with the previous copy */
+    channel_put_le32(ch, 2); /* merged with the previous copy */
     channel_put_buffer_ref(ch, pages, 4096);
     channel_put_buffer_ref(ch, pages + 4096, 4096);
     channel_put_le64(ch, 77);
     channel_put_buffer_ref(ch, other, sizeof(other));
     channel_put_buffer_ref(ch, pages + 2 * 4096, 4096);
     channel_put_buffer_ref(ch, pages + 3 * 4096, 4096);
-    channel_put_buffer_ref(ch, pages, 0);       /* nothing */
+    channel_put_buffer_ref(ch, pages, 0); /* nothing */
     assert_int_equal(r.calls, 0);
     assert_true(channel_flush(ch, NULL));
     assert_int_equal(r.calls, 1);
@@ -176,7 +173,7 @@ static void test_buffer_ref(void **state)
     for (unsigned i = 0; i < 3 * CHANNEL_IOV_MAX; i++) {
         uint8_t b = (uint8_t)i;
 
-        channel_put_buffer_ref(ch, other + (i % 2) * 50, 10);    /* never adjacent */
+        channel_put_buffer_ref(ch, other + (i % 2) * 50, 10); /* never adjacent */
         channel_put_u8(ch, b);
         g_byte_array_append(want, other + (i % 2) * 50, 10);
         g_byte_array_append(want, &b, 1);
@@ -233,7 +230,7 @@ static void test_put_bytes_crc(void **state)
 
 struct fail_backend {
     unsigned calls;
-    size_t ok_bytes;            /* accept this many bytes, then fail */
+    size_t ok_bytes; /* accept this many bytes, then fail */
 };
 
 static ssize_t fail_writev(void *opaque, const struct iovec *iov, int iovcnt)
@@ -261,7 +258,9 @@ static ssize_t fail_read(void *opaque, void *buf, size_t len)
 }
 
 static const struct channel_ops fail_ops = {
-    .kind = "fail", .writev = fail_writev, .read = fail_read,
+    .kind = "fail",
+    .writev = fail_writev,
+    .read = fail_read,
 };
 
 static void test_sticky_error(void **state)
@@ -277,7 +276,7 @@ static void test_sticky_error(void **state)
     assert_true(channel_check(ch, NULL));
     channel_put_le32(ch, 1);
     assert_false(channel_has_error(ch));
-    channel_put_bytes(ch, big, sizeof(big));     /* forces a flush: 10 bytes, then EIO */
+    channel_put_bytes(ch, big, sizeof(big)); /* forces a flush: 10 bytes, then EIO */
     assert_true(channel_has_error(ch));
     assert_int_equal(channel_bytes_written(ch), 10);
     calls = f.calls;
@@ -328,7 +327,7 @@ static void test_partial_io(void **state)
 
     (void)state;
     fill(src, n, 5);
-    channel_mem_set_max_io(ch, 1);       /* every write moves one byte */
+    channel_mem_set_max_io(ch, 1); /* every write moves one byte */
     channel_put_le32(ch, 0x01020304);
     channel_put_buffer_ref(ch, src, 5000);
     channel_put_bytes(ch, src + 5000, 40000);
@@ -436,7 +435,7 @@ static gpointer blocked_reader(gpointer opaque)
     struct channel *ch = opaque;
 
     g_atomic_int_set(&reader_tid, (gint)gettid());
-    channel_get_le32(ch);       /* blocks until the shutdown */
+    channel_get_le32(ch); /* blocks until the shutdown */
     return NULL;
 }
 
@@ -473,11 +472,11 @@ static void test_shutdown_unblocks(void **state)
     t = g_thread_new("reader", blocked_reader, ch);
     while (!g_atomic_int_get(&reader_tid))
         g_thread_yield();
-    wait_thread_sleeping(g_atomic_int_get(&reader_tid));   /* in recv, not before it */
+    wait_thread_sleeping(g_atomic_int_get(&reader_tid)); /* in recv, not before it */
     channel_shutdown(ch, "migration cancelled");
     g_thread_join(t);
     assert_false(channel_check(ch, &err));
-    assert_error(err, "migration cancelled");       /* not "end of stream" */
+    assert_error(err, "migration cancelled"); /* not "end of stream" */
     g_clear_error(&err);
     channel_close(ch);
     close(sv[1]);
@@ -505,7 +504,7 @@ static void test_tcp_and_unix(void **state)
             assert_true(g_str_has_prefix(uri, "tcp:127.0.0.1:") && strcmp(uri, listen_uris[0]));
         else
             assert_string_equal(uri, unix_uri);
-        cfd = channel_socket_connect(uri, &err);       /* the backlog holds it */
+        cfd = channel_socket_connect(uri, &err); /* the backlog holds it */
         g_assert_no_error(err);
         afd = channel_socket_accept(lfd, &err);
         g_assert_no_error(err);
@@ -563,7 +562,7 @@ static void test_linger(void **state)
     (void)state;
     tcp_pair(&src, &dst);
     fill(data, 256 * 1024, 5);
-    channel_put_bytes(src, data, 256 * 1024);      /* never read by dst */
+    channel_put_bytes(src, data, 256 * 1024); /* never read by dst */
     assert_true(channel_flush(src, NULL));
     rp = channel_return_path(dst, NULL);
     channel_put_le32(rp, 0xe44042);
@@ -575,7 +574,7 @@ static void test_linger(void **state)
     assert_int_equal(channel_get_le32(src_rp), 0xe44042);
     assert_true(channel_at_eof(src_rp));
     assert_true(channel_check(src_rp, &err));
-    channel_put_bytes(src, data, 1024);             /* still drained, no reset */
+    channel_put_bytes(src, data, 1024); /* still drained, no reset */
     assert_true(channel_flush(src, NULL));
     channel_close(src_rp);
     channel_close(src);
@@ -679,7 +678,7 @@ static int64_t fake_clock_now(void *opaque)
 static void fake_clock_sleep_until(void *opaque, int64_t deadline_us)
 {
     (void)opaque;
-    assert_true(deadline_us > fake_now_us);     /* never asked to sleep for nothing */
+    assert_true(deadline_us > fake_now_us); /* never asked to sleep for nothing */
     fake_now_us = deadline_us;
 }
 
@@ -698,15 +697,15 @@ static void test_rate_limit(void **state)
     (void)state;
     fake_now_us = 1000 * G_USEC_PER_SEC;
     channel_set_clock(ch, &fake_clock);
-    assert_false(channel_rate_limit_exceeded(ch));      /* no limit */
+    assert_false(channel_rate_limit_exceeded(ch)); /* no limit */
     assert_int_equal(channel_rate_limit_wait(ch), 0);
-    channel_set_rate_limit(ch, 1000000);                /* 1 MB/s: 100 kB per 100 ms */
+    channel_set_rate_limit(ch, 1000000); /* 1 MB/s: 100 kB per 100 ms */
     assert_int_equal(channel_get_rate_limit(ch), 1000000);
     channel_put_bytes(ch, chunk, 50000);
     assert_false(channel_rate_limit_exceeded(ch));
     channel_put_buffer_ref(ch, chunk, 10000);
     channel_put_bytes(ch, chunk, 40000);
-    assert_true(channel_rate_limit_exceeded(ch));       /* the window is used up */
+    assert_true(channel_rate_limit_exceeded(ch)); /* the window is used up */
 
     /* Send 400 kB more as a sender thread would: 4 more windows, 0.4 s. */
     start = (uint64_t)fake_now_us * 1000;
@@ -721,7 +720,7 @@ static void test_rate_limit(void **state)
     assert_true(elapsed >= 300 * 1000000ULL);
     assert_true(elapsed < 2000 * 1000000ULL);
     assert_true(slept > 250 * 1000000ULL);
-    assert_int_equal(elapsed, 400 * 1000000ULL);        /* exactly 4 windows */
+    assert_int_equal(elapsed, 400 * 1000000ULL); /* exactly 4 windows */
     assert_int_equal(slept, elapsed);
     assert_int_equal(channel_write_pos(ch), 500000);
     assert_int_equal(channel_bytes_written(ch), 500000);
@@ -737,13 +736,13 @@ static void test_rate_limit(void **state)
 
     /* A shutdown wakes a waiting sender at once (on the real clock). */
     channel_set_clock(ch, NULL);
-    channel_set_rate_limit(ch, 10);                     /* 1 byte per window */
+    channel_set_rate_limit(ch, 10); /* 1 byte per window */
     channel_put_bytes(ch, chunk, 100);
     assert_true(channel_rate_limit_exceeded(ch));
     channel_shutdown(ch, "cancelled");
     start = clock_ns();
     channel_rate_limit_wait(ch);
-    assert_true(clock_ns() - start < 1000 * 1000000ULL);   /* the budget: 10 s */
+    assert_true(clock_ns() - start < 1000 * 1000000ULL); /* the budget: 10 s */
     channel_set_rate_limit(ch, 0);
     assert_false(channel_rate_limit_exceeded(ch));
     channel_close(ch);
@@ -760,8 +759,7 @@ struct pos_backend {
     bool fail;
 };
 
-static bool pos_write_at(void *opaque, uint64_t offset, const void *buf, size_t len,
-                         GError **errp)
+static bool pos_write_at(void *opaque, uint64_t offset, const void *buf, size_t len, GError **errp)
 {
     struct pos_backend *pb = opaque;
 
@@ -850,7 +848,7 @@ static void test_write_at(void **state)
     assert_error(err, "socket channel peer cannot do positional writes");
     g_clear_error(&err);
     assert_int_equal(channel_bytes_written(ch), 0);
-    channel_put_u8(ch, 1);                              /* the error sticks */
+    channel_put_u8(ch, 1); /* the error sticks */
     assert_false(channel_flush(ch, &err));
     assert_error(err, "positional write");
     g_clear_error(&err);
@@ -861,18 +859,12 @@ static void test_write_at(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mem_round_trip),
-        cmocka_unit_test(test_mem_large_read),
-        cmocka_unit_test(test_buffer_ref),
-        cmocka_unit_test(test_put_bytes_crc),
-        cmocka_unit_test(test_sticky_error),
-        cmocka_unit_test(test_partial_io),
-        cmocka_unit_test(test_socketpair),
-        cmocka_unit_test(test_shutdown_unblocks),
-        cmocka_unit_test(test_tcp_and_unix),
-        cmocka_unit_test(test_linger),
-        cmocka_unit_test(test_uri_parse),
-        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_mem_round_trip), cmocka_unit_test(test_mem_large_read),
+        cmocka_unit_test(test_buffer_ref),     cmocka_unit_test(test_put_bytes_crc),
+        cmocka_unit_test(test_sticky_error),   cmocka_unit_test(test_partial_io),
+        cmocka_unit_test(test_socketpair),     cmocka_unit_test(test_shutdown_unblocks),
+        cmocka_unit_test(test_tcp_and_unix),   cmocka_unit_test(test_linger),
+        cmocka_unit_test(test_uri_parse),      cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_write_at),
     };
 

@@ -79,7 +79,7 @@ static void test_help(void **state)
     assert_non_null(strstr(all, "system_reset -- "));
     assert_non_null(strstr(all, "help|? [cmd] -- show the help\r\n"));
     assert_non_null(strstr(all, "info [subcommand] -- "));
-    assert_null(strstr(all, "query-status"));   /* QMP-only names stay out */
+    assert_null(strstr(all, "query-status")); /* QMP-only names stay out */
 
     g_autofree char *info = run(m, "help info");
     assert_non_null(strstr(info, "info status -- "));
@@ -101,8 +101,9 @@ static void test_info_cpus_version(void **state)
     (void)state;
     struct machine *m = fake_machine_new(3, RUNSTATE_RUNNING);
 
-    assert_run(m, "info cpus", "* CPU #0: thread_id=1000\r\n  CPU #1: thread_id=1001\r\n"
-                               "  CPU #2: thread_id=1002\r\n");
+    assert_run(m, "info cpus",
+               "* CPU #0: thread_id=1000\r\n  CPU #1: thread_id=1001\r\n"
+               "  CPU #2: thread_id=1002\r\n");
     assert_run(m, "info version", "0.1.0 (tern)\r\n");
     machine_destroy(m);
 }
@@ -157,8 +158,7 @@ static const struct cmd_arg echo_args[] = {
 
 static struct hmp_session *held;
 
-static bool hmp_block(struct hmp_session *hs, struct machine *m, JsonObject *args,
-                      GError **errp)
+static bool hmp_block(struct hmp_session *hs, struct machine *m, JsonObject *args, GError **errp)
 {
     (void)m;
     (void)args;
@@ -172,8 +172,7 @@ static bool hmp_block(struct hmp_session *hs, struct machine *m, JsonObject *arg
     return true;
 }
 
-static bool hmp_fail(struct hmp_session *hs, struct machine *m, JsonObject *args,
-                     GError **errp)
+static bool hmp_fail(struct hmp_session *hs, struct machine *m, JsonObject *args, GError **errp)
 {
     (void)hs;
     (void)m;
@@ -184,21 +183,32 @@ static bool hmp_fail(struct hmp_session *hs, struct machine *m, JsonObject *args
 
 static const struct command test_commands[] = {
     {
-        .name = "x-echo", .args = echo_args, .handler = cmd_echo,
-        .hmp_name = "echo", .hmp_args = "-d:detach uri:s count:i? rest:S?",
-        .hmp_usage = "[-d] uri [count [text]]", .help = "echo arguments",
+        .name = "x-echo",
+        .args = echo_args,
+        .handler = cmd_echo,
+        .hmp_name = "echo",
+        .hmp_args = "-d:detach uri:s count:i? rest:S?",
+        .hmp_usage = "[-d] uri [count [text]]",
+        .help = "echo arguments",
         .hmp_format = fmt_echo,
     },
     {
-        .hmp_name = "x_block", .help = "block the monitor", .hmp_handler = hmp_block,
+        .hmp_name = "x_block",
+        .help = "block the monitor",
+        .hmp_handler = hmp_block,
     },
     {
-        .hmp_name = "x_set", .hmp_args = "parameter:s value:s", .help = "set",
+        .hmp_name = "x_set",
+        .hmp_args = "parameter:s value:s",
+        .help = "set",
         .hmp_handler = hmp_fail,
     },
     {
-        .hmp_info = "x-echo", .handler = cmd_echo, .hmp_args = "n:n? on:b?",
-        .help = "info echo", .hmp_format = fmt_echo,
+        .hmp_info = "x-echo",
+        .handler = cmd_echo,
+        .hmp_args = "n:n? on:b?",
+        .help = "info echo",
+        .hmp_format = fmt_echo,
     },
 };
 
@@ -217,8 +227,7 @@ static void test_templates(void **state)
     assert_run(m, "echo -d", "Error: Parameter 'uri' is missing\r\n");
     assert_run(m, "echo u 12x", "Error: '12x' is not a valid integer for 'count'\r\n");
     assert_run(m, "echo \"open", "Error: unterminated string literal\r\n");
-    assert_run(m, "x_set downtime-limit 300",
-               "Error: value 300 rejected\r\n");
+    assert_run(m, "x_set downtime-limit 300", "Error: value 300 rejected\r\n");
     assert_run(m, "x_set downtime-limit", "Error: Parameter 'value' is missing\r\n");
     assert_run(m, "info x-echo 2.5 off", "{\"n\":2.5,\"on\":false}\r\n");
     assert_run(m, "info x-echo 1 maybe", "Error: 'maybe' is not on or off for 'on'\r\n");
@@ -230,8 +239,8 @@ static void test_templates(void **state)
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "command-line", "echo -d x");
     g_autoptr(GError) err = NULL;
-    g_autoptr(JsonNode) ret = commands_dispatch(commands_lookup("human-monitor-command"), m,
-                                                args, &err);
+    g_autoptr(JsonNode)
+        ret = commands_dispatch(commands_lookup("human-monitor-command"), m, args, &err);
     assert_non_null(ret);
     assert_string_equal(json_node_get_string(ret), "{\"detach\":true,\"uri\":\"x\"}\r\n");
     machine_destroy(m);
@@ -328,7 +337,7 @@ static void test_socket_monitor(void **state)
     g_autoptr(GError) err = NULL;
 
     assert_true(hmp_monitor_start(m, spec, &err));
-    for (int round = 0; round < 2; round++) {   /* a second client after the first left */
+    for (int round = 0; round < 2; round++) { /* a second client after the first left */
         int fd = connect_unix(path);
         g_autofree char *banner = read_until(fd, "(tern) ");
         assert_non_null(strstr(banner, "monitor - type 'help'"));

@@ -130,27 +130,32 @@ static void test_unclaimed(void **state)
     assert_memory_equal(data, "\xff\xff\xff\xff\xff\xff\xff\xff", 8);
     memset(data, 0x12, sizeof(data));
     io_bus_dispatch(&bus, IO_SPACE_PIO, 0x80, data, 1, true);
-    assert_int_equal(data[0], 0x12);               /* writes leave the buffer alone */
+    assert_int_equal(data[0], 0x12); /* writes leave the buffer alone */
     assert_int_equal(bus.unhandled, 3);
     io_bus_destroy(&bus);
 }
 
 /* Many threads dispatching: handlers run one at a time (the device lock). */
-struct counter { unsigned long value; int inside; bool overlap; };
+struct counter {
+    unsigned long value;
+    int inside;
+    bool overlap;
+};
 
-static void count_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
-                     bool is_write)
+static void count_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size, bool is_write)
 {
     struct counter *c = opaque;
 
     (void)offset, (void)data, (void)size, (void)is_write;
     if (__atomic_add_fetch(&c->inside, 1, __ATOMIC_SEQ_CST) != 1)
         c->overlap = true;
-    c->value++;                                     /* not atomic: the lock protects it */
+    c->value++; /* not atomic: the lock protects it */
     __atomic_sub_fetch(&c->inside, 1, __ATOMIC_SEQ_CST);
 }
 
-struct worker { struct io_bus *bus; };
+struct worker {
+    struct io_bus *bus;
+};
 
 static void *worker_run(void *opaque)
 {

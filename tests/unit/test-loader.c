@@ -59,23 +59,44 @@ static struct image build64(uint32_t descsz)
 {
     struct image img = { g_malloc0(IMAGE_LEN), IMAGE_LEN };
     Elf64_Ehdr eh = {
-        .e_type = ET_EXEC, .e_machine = EM_X86_64, .e_version = EV_CURRENT,
-        .e_entry = 0xffffffff81000000ULL, .e_phoff = 0x40, .e_shoff = SH_OFF,
-        .e_ehsize = sizeof(Elf64_Ehdr), .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = 3,
-        .e_shentsize = sizeof(Elf64_Shdr), .e_shnum = 2,
+        .e_type = ET_EXEC,
+        .e_machine = EM_X86_64,
+        .e_version = EV_CURRENT,
+        .e_entry = 0xffffffff81000000ULL,
+        .e_phoff = 0x40,
+        .e_shoff = SH_OFF,
+        .e_ehsize = sizeof(Elf64_Ehdr),
+        .e_phentsize = sizeof(Elf64_Phdr),
+        .e_phnum = 3,
+        .e_shentsize = sizeof(Elf64_Shdr),
+        .e_shnum = 2,
     };
     Elf64_Phdr ph[3] = {
-        { .p_type = PT_LOAD, .p_flags = PF_R | PF_X, .p_offset = TEXT_OFF,
-          .p_vaddr = 0xffffffff81000000ULL, .p_paddr = TEXT_GPA, .p_filesz = TEXT_LEN,
-          .p_memsz = TEXT_MEMSZ, .p_align = 0x1000 },
-        { .p_type = PT_NOTE, .p_offset = NOTE_OFF, .p_filesz = 16 + ALIGN_UP(descsz, 4),
+        { .p_type = PT_LOAD,
+          .p_flags = PF_R | PF_X,
+          .p_offset = TEXT_OFF,
+          .p_vaddr = 0xffffffff81000000ULL,
+          .p_paddr = TEXT_GPA,
+          .p_filesz = TEXT_LEN,
+          .p_memsz = TEXT_MEMSZ,
+          .p_align = 0x1000 },
+        { .p_type = PT_NOTE,
+          .p_offset = NOTE_OFF,
+          .p_filesz = 16 + ALIGN_UP(descsz, 4),
           .p_align = 4 },
-        { .p_type = PT_LOAD, .p_flags = PF_R | PF_W, .p_offset = DATA_OFF,
-          .p_paddr = DATA_GPA, .p_filesz = DATA_LEN, .p_memsz = DATA_MEMSZ, .p_align = 0x1000 },
+        { .p_type = PT_LOAD,
+          .p_flags = PF_R | PF_W,
+          .p_offset = DATA_OFF,
+          .p_paddr = DATA_GPA,
+          .p_filesz = DATA_LEN,
+          .p_memsz = DATA_MEMSZ,
+          .p_align = 0x1000 },
     };
     Elf64_Shdr sh[2] = {
         { 0 },
-        { .sh_type = SHT_NOTE, .sh_offset = NOTE_OFF, .sh_size = 16 + ALIGN_UP(descsz, 4),
+        { .sh_type = SHT_NOTE,
+          .sh_offset = NOTE_OFF,
+          .sh_size = 16 + ALIGN_UP(descsz, 4),
           .sh_addralign = 4 },
     };
 
@@ -95,15 +116,26 @@ static struct image build32(void)
 {
     struct image img = { g_malloc0(IMAGE_LEN), IMAGE_LEN };
     Elf32_Ehdr eh = {
-        .e_type = ET_EXEC, .e_machine = EM_386, .e_version = EV_CURRENT,
-        .e_entry = ENTRY, .e_phoff = 0x40, .e_ehsize = sizeof(Elf32_Ehdr),
-        .e_phentsize = sizeof(Elf32_Phdr), .e_phnum = 3,
+        .e_type = ET_EXEC,
+        .e_machine = EM_386,
+        .e_version = EV_CURRENT,
+        .e_entry = ENTRY,
+        .e_phoff = 0x40,
+        .e_ehsize = sizeof(Elf32_Ehdr),
+        .e_phentsize = sizeof(Elf32_Phdr),
+        .e_phnum = 3,
     };
     Elf32_Phdr ph[3] = {
-        { .p_type = PT_LOAD, .p_offset = TEXT_OFF, .p_paddr = TEXT_GPA, .p_filesz = TEXT_LEN,
+        { .p_type = PT_LOAD,
+          .p_offset = TEXT_OFF,
+          .p_paddr = TEXT_GPA,
+          .p_filesz = TEXT_LEN,
           .p_memsz = TEXT_MEMSZ },
         { .p_type = PT_NOTE, .p_offset = NOTE_OFF, .p_filesz = 20, .p_align = 4 },
-        { .p_type = PT_LOAD, .p_offset = DATA_OFF, .p_paddr = DATA_GPA, .p_filesz = DATA_LEN,
+        { .p_type = PT_LOAD,
+          .p_offset = DATA_OFF,
+          .p_paddr = DATA_GPA,
+          .p_filesz = DATA_LEN,
           .p_memsz = DATA_MEMSZ },
     };
 
@@ -161,7 +193,8 @@ static char *load_err(struct guest_ram *ram, struct image *img, const char *cmdl
     return msg;
 }
 
-#define assert_load_fails(ram, img, cmdline, substr) do { \
+#define assert_load_fails(ram, img, cmdline, substr) \
+    do { \
         g_autofree char *m_ = load_err(ram, img, cmdline); \
         if (!m_) \
             fail_msg("load succeeded; expected \"%s\"", substr); \
@@ -169,8 +202,7 @@ static char *load_err(struct guest_ram *ram, struct image *img, const char *cmdl
             fail_msg("error \"%s\" lacks \"%s\"", m_, substr); \
     } while (0)
 
-static void check_loaded(struct guest_ram *ram, const struct boot_info *bi,
-                         const char *cmdline)
+static void check_loaded(struct guest_ram *ram, const struct boot_info *bi, const char *cmdline)
 {
     struct hvm_start_info si;
     struct hvm_memmap_table_entry map[2];
@@ -213,14 +245,14 @@ static void check_loaded(struct guest_ram *ram, const struct boot_info *bi,
     assert_true(bitmap_test(ram->vmm_dirty, TEXT_GPA >> 12));
     for (uint64_t g = DATA_GPA >> 12; g < (DATA_GPA + DATA_MEMSZ) >> 12; g++)
         assert_true(bitmap_test(ram->vmm_dirty, g));
-    assert_false(bitmap_test(ram->vmm_dirty, (TEXT_GPA >> 12) + 1));  /* text bss */
+    assert_false(bitmap_test(ram->vmm_dirty, (TEXT_GPA >> 12) + 1)); /* text bss */
     assert_false(bitmap_test(ram->vmm_dirty, 0x5));
 }
 
 static void test_good_elf64(void **state)
 {
     struct guest_ram *ram = *state;
-    struct image img = build64(8);          /* Linux style: an 8-byte descriptor */
+    struct image img = build64(8); /* Linux style: an 8-byte descriptor */
     struct boot_info bi;
     GError *err = NULL;
     uint8_t junk[DATA_MEMSZ];
@@ -326,7 +358,7 @@ static void test_bad_phdrs(void **state)
 
     eh64(&img)->e_phoff = IMAGE_LEN - 10;
     assert_load_fails(ram, &img, "", "program header table [0x6f6-0x79e) lies outside the image");
-    eh64(&img)->e_phoff = UINT64_MAX - 8;       /* offset + size wraps */
+    eh64(&img)->e_phoff = UINT64_MAX - 8; /* offset + size wraps */
     assert_load_fails(ram, &img, "", "program header table");
     eh64(&img)->e_phoff = 0x40;
     eh64(&img)->e_phnum = 0;
@@ -369,7 +401,7 @@ static void test_bad_notes(void **state)
     memcpy(img.buf + NOTE_OFF + 4, &v, 4);
     assert_load_fails(ram, &img, "", "truncated");
     v = UINT32_MAX;
-    memcpy(img.buf + NOTE_OFF, &v, 4);          /* huge namesz */
+    memcpy(img.buf + NOTE_OFF, &v, 4); /* huge namesz */
     assert_load_fails(ram, &img, "", "truncated");
     g_free(img.buf);
 
@@ -394,8 +426,7 @@ static void test_bad_segments(void **state)
     struct image img = build64(4);
 
     ph64(&img, 2)->p_paddr = RAM_SIZE - 0x100;
-    assert_load_fails(ram, &img, "",
-                      "segment 2 [0x3ffff00-0x4002f00) lies outside guest RAM");
+    assert_load_fails(ram, &img, "", "segment 2 [0x3ffff00-0x4002f00) lies outside guest RAM");
     ph64(&img, 2)->p_paddr = UINT64_MAX - 0x100;
     assert_load_fails(ram, &img, "", "wraps around");
     ph64(&img, 2)->p_paddr = 0x7000;
@@ -429,9 +460,9 @@ static void test_segment_in_hole(void **state)
     img = build64(4);
     ph64(&img, 2)->p_paddr = GUEST_LOW_RAM_END + 0x1000;
     assert_load_fails(ram, &img, "", "lies outside guest RAM (in the MMIO hole)");
-    ph64(&img, 2)->p_paddr = GUEST_LOW_RAM_END - 0x1000;     /* straddles into it */
+    ph64(&img, 2)->p_paddr = GUEST_LOW_RAM_END - 0x1000; /* straddles into it */
     assert_load_fails(ram, &img, "", "in the MMIO hole");
-    ph64(&img, 2)->p_paddr = GUEST_HIGH_RAM_BASE;             /* high RAM is fine */
+    ph64(&img, 2)->p_paddr = GUEST_HIGH_RAM_BASE; /* high RAM is fine */
     {
         struct boot_info bi;
         struct hvm_start_info si2;
@@ -472,7 +503,8 @@ static void test_robustness(void **state)
 
         for (int i = 0; i < flips; i++) {
             /* Mostly the headers and the note, where the parsing happens. */
-            unsigned pos = (unsigned)g_rand_int_range(rand, 0, round % 2 ? 0x320 : (gint32)good.len);
+            unsigned pos = (unsigned)g_rand_int_range(rand, 0,
+                                                      round % 2 ? 0x320 : (gint32)good.len);
 
             copy[pos] = (uint8_t)g_rand_int(rand);
         }
@@ -487,8 +519,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_good_elf64, setup_ram, teardown_ram),
-        cmocka_unit_test_setup_teardown(test_good_elf64_desc4_no_cmdline, setup_ram,
-                                        teardown_ram),
+        cmocka_unit_test_setup_teardown(test_good_elf64_desc4_no_cmdline, setup_ram, teardown_ram),
         cmocka_unit_test_setup_teardown(test_good_elf32, setup_ram, teardown_ram),
         cmocka_unit_test_setup_teardown(test_note_in_section_only, setup_ram, teardown_ram),
         cmocka_unit_test_setup_teardown(test_max_cmdline, setup_ram, teardown_ram),

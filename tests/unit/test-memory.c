@@ -116,7 +116,7 @@ static void test_ptr_bounds(void **state)
 {
     (void)state;
     struct guest_ram *ram;
-    uint64_t size = 4 * GiB;        /* 3 GiB low, 1 GiB high */
+    uint64_t size = 4 * GiB; /* 3 GiB low, 1 GiB high */
 
     if (!host_can_back(size))
         skip();
@@ -125,10 +125,10 @@ static void test_ptr_bounds(void **state)
     assert_ptr_equal(guest_ram_ptr(ram, 0, 1), ram->regions[0].hva);
     assert_ptr_equal(guest_ram_ptr(ram, 0, GUEST_LOW_RAM_END), ram->regions[0].hva);
     assert_non_null(guest_ram_ptr(ram, GUEST_LOW_RAM_END - 1, 1));
-    assert_null(guest_ram_ptr(ram, GUEST_LOW_RAM_END - 1, 2));      /* into the hole */
-    assert_null(guest_ram_ptr(ram, GUEST_LOW_RAM_END, 1));          /* the hole */
-    assert_null(guest_ram_ptr(ram, GUEST_HIGH_RAM_BASE - 1, 2));    /* hole to high RAM */
-    assert_null(guest_ram_ptr(ram, 0, size));                       /* spans the hole */
+    assert_null(guest_ram_ptr(ram, GUEST_LOW_RAM_END - 1, 2));   /* into the hole */
+    assert_null(guest_ram_ptr(ram, GUEST_LOW_RAM_END, 1));       /* the hole */
+    assert_null(guest_ram_ptr(ram, GUEST_HIGH_RAM_BASE - 1, 2)); /* hole to high RAM */
+    assert_null(guest_ram_ptr(ram, 0, size));                    /* spans the hole */
     assert_ptr_equal(guest_ram_ptr(ram, GUEST_HIGH_RAM_BASE, 8), ram->regions[1].hva);
     assert_non_null(guest_ram_ptr(ram, GUEST_HIGH_RAM_BASE + GiB - 8, 8));
     assert_null(guest_ram_ptr(ram, GUEST_HIGH_RAM_BASE + GiB - 8, 9));
@@ -283,7 +283,7 @@ static void check_crc(uint64_t size)
     assert_int_equal(s, 5 * MiB + 200);
 
     fast = guest_ram_crc32(ram);
-    assert_int_equal(guest_ram_populated_bytes(ram), populated);   /* crc read no hole */
+    assert_int_equal(guest_ram_populated_bytes(ram), populated); /* crc read no hole */
     slow = plain_crc(ram, size <= 64 * MiB);
 
     assert_int_equal(fast, slow);
@@ -320,7 +320,7 @@ static void test_discard(void **state)
     assert_non_null(ram);
     zero_crc = guest_ram_crc32(ram);
     assert_true(guest_ram_write(ram, 0x5000, &b, 1, NULL));
-    ram->regions[0].hva[20 * MiB] = 3;              /* a vCPU-style write: not marked */
+    ram->regions[0].hva[20 * MiB] = 3; /* a vCPU-style write: not marked */
     assert_true(guest_ram_populated_bytes(ram) > 0);
     assert_int_not_equal(guest_ram_crc32(ram), zero_crc);
     bitmap_clear_bit(ram->vmm_dirty, 0x5);
@@ -338,15 +338,44 @@ static void test_discard(void **state)
 static void test_parse_size(void **state)
 {
     (void)state;
-    static const struct { const char *text; uint64_t value; } good[] = {
-        { "512M", 512 * MiB }, { "1G", GiB }, { "16G", 16 * GiB }, { "1024K", MiB },
-        { "4096", 4096 }, { "1", 1 }, { "2T", 2ULL << 40 }, { "8g", 8 * GiB },
-        { "64MB", 64 * MiB }, { "64MiB", 64 * MiB }, { "3k", 3 * KiB }, { "100B", 100 },
-        { "18446744073709551615", UINT64_MAX }, { "16777215T", 16777215ULL << 40 },
+    static const struct {
+        const char *text;
+        uint64_t value;
+    } good[] = {
+        { "512M", 512 * MiB },
+        { "1G", GiB },
+        { "16G", 16 * GiB },
+        { "1024K", MiB },
+        { "4096", 4096 },
+        { "1", 1 },
+        { "2T", 2ULL << 40 },
+        { "8g", 8 * GiB },
+        { "64MB", 64 * MiB },
+        { "64MiB", 64 * MiB },
+        { "3k", 3 * KiB },
+        { "100B", 100 },
+        { "18446744073709551615", UINT64_MAX },
+        { "16777215T", 16777215ULL << 40 },
     };
     static const char *const bad[] = {
-        "", "M", "0", "0G", "-1", "+5", " 5", "5 ", "1.5G", "12X", "1GG", "1Gi", "1GiBB",
-        "0x10", "18446744073709551616", "16777216T", "99999999999999999999G", "1iB",
+        "",
+        "M",
+        "0",
+        "0G",
+        "-1",
+        "+5",
+        " 5",
+        "5 ",
+        "1.5G",
+        "12X",
+        "1GG",
+        "1Gi",
+        "1GiBB",
+        "0x10",
+        "18446744073709551616",
+        "16777216T",
+        "99999999999999999999G",
+        "1iB",
         "5Bx",
     };
     uint64_t v;
@@ -377,14 +406,10 @@ static void test_clock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layout),
-        cmocka_unit_test(test_bad_sizes),
-        cmocka_unit_test(test_ptr_bounds),
-        cmocka_unit_test(test_write_read_dirty),
-        cmocka_unit_test(test_dirty_high),
-        cmocka_unit_test(test_crc32),
-        cmocka_unit_test(test_discard),
-        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_layout),     cmocka_unit_test(test_bad_sizes),
+        cmocka_unit_test(test_ptr_bounds), cmocka_unit_test(test_write_read_dirty),
+        cmocka_unit_test(test_dirty_high), cmocka_unit_test(test_crc32),
+        cmocka_unit_test(test_discard),    cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,7 +36,7 @@ static int setup(void **state)
 
     test_mig = migration_new(m);
     migration_commands_register(test_mig);
-    migration_commands_register(test_mig);  /* a second call is harmless */
+    migration_commands_register(test_mig); /* a second call is harmless */
     fake_migration_reset();
     *state = m;
     return 0;
@@ -79,8 +79,7 @@ static char *qmp(struct machine *m, const char *name, const char *json, char **e
     return json_to_string(ret, FALSE);
 }
 
-static void assert_qmp(struct machine *m, const char *name, const char *json,
-                       const char *expect)
+static void assert_qmp(struct machine *m, const char *name, const char *json, const char *expect)
 {
     g_autofree char *out = qmp(m, name, json, NULL);
     assert_string_equal(out, expect);
@@ -133,8 +132,10 @@ static void test_migrate_args(void **state)
     assert_int_equal(fake_migration_start_calls(), 0);
 
     /* detach is accepted and ignored; blk/inc false are harmless. */
-    assert_qmp(m, "migrate", "{\"uri\": \"tcp:127.0.0.1:4444\", \"detach\": true, "
-                             "\"blk\": false, \"inc\": false}", "{}");
+    assert_qmp(m, "migrate",
+               "{\"uri\": \"tcp:127.0.0.1:4444\", \"detach\": true, "
+               "\"blk\": false, \"inc\": false}",
+               "{}");
     assert_int_equal(fake_migration_start_calls(), 1);
     assert_string_equal(fake_migration_last_uri(), "tcp:127.0.0.1:4444");
 
@@ -165,8 +166,7 @@ static void test_migrate_incoming(void **state)
                      "'exit-on-error': false is not supported: a failed incoming migration "
                      "always ends the process");
     assert_int_equal(fake_migration_incoming_calls(), 0);
-    assert_qmp(m, "migrate-incoming", "{\"uri\": \"tcp:0:4444\", \"exit-on-error\": true}",
-               "{}");
+    assert_qmp(m, "migrate-incoming", "{\"uri\": \"tcp:0:4444\", \"exit-on-error\": true}", "{}");
     assert_int_equal(fake_migration_incoming_calls(), 1);
     assert_string_equal(fake_migration_last_uri(), "tcp:0:4444");
     assert_qmp_error(m, "migrate-incoming", "{\"uri\": \"tcp:0:4445\"}",
@@ -190,8 +190,8 @@ static void test_migrate_cancel(void **state)
 {
     struct machine *m = *state;
     static const enum mig_status noop[] = {
-        MIG_STATUS_NONE, MIG_STATUS_COMPLETED, MIG_STATUS_FAILED, MIG_STATUS_CANCELLED,
-        MIG_STATUS_CANCELLING,
+        MIG_STATUS_NONE,      MIG_STATUS_COMPLETED,  MIG_STATUS_FAILED,
+        MIG_STATUS_CANCELLED, MIG_STATUS_CANCELLING,
     };
 
     /* Nothing to cancel: success, and the backend is not bothered. */
@@ -211,9 +211,11 @@ static void test_migrate_cancel(void **state)
     fake_migration_set_status(MIG_STATUS_DEVICE);
     fake_migration_fail_cancel("Migration can no longer be cancelled: the destination has "
                                "the complete state");
-    assert_qmp_error(m, "migrate_cancel", NULL, "Migration can no longer be cancelled: the "
+    assert_qmp_error(m, "migrate_cancel", NULL,
+                     "Migration can no longer be cancelled: the "
                      "destination has the complete state");
-    assert_hmp(m, "migrate_cancel", "Error: Migration can no longer be cancelled: the "
+    assert_hmp(m, "migrate_cancel",
+               "Error: Migration can no longer be cancelled: the "
                "destination has the complete state\r\n");
     assert_qmp_error(m, "migrate_cancel", "{\"x\": 1}", "Parameter 'x' is unexpected");
 }
@@ -263,13 +265,16 @@ static void test_query_migrate_shapes(void **state)
 
     static const char *const live[] = { "active", "device", "cancelling" };
     static const enum mig_status live_status[] = {
-        MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE, MIG_STATUS_CANCELLING,
+        MIG_STATUS_ACTIVE,
+        MIG_STATUS_DEVICE,
+        MIG_STATUS_CANCELLING,
     };
     for (size_t i = 0; i < G_N_ELEMENTS(live); i++) {
         fake_migration_set_status(live_status[i]);
         g_autofree char *expect = g_strdup_printf(
             "{\"status\":\"%s\",\"total-time\":1234,\"setup-time\":12,"
-            "\"expected-downtime\":67," RAM_JSON "}", live[i]);
+            "\"expected-downtime\":67," RAM_JSON "}",
+            live[i]);
         assert_qmp(m, "query-migrate", NULL, expect);
     }
     fake_migration_set_status(MIG_STATUS_COMPLETED);
@@ -359,8 +364,9 @@ static void test_info_migrate(void **state)
 
     fake_migration_set_status(MIG_STATUS_FAILED);
     fake_migration_set_error_desc("target refused: RAM size differs");
-    assert_hmp(m, "info migrate", "Migration status: failed\r\n"
-                                  "error description: target refused: RAM size differs\r\n");
+    assert_hmp(m, "info migrate",
+               "Migration status: failed\r\n"
+               "error description: target refused: RAM size differs\r\n");
     fake_migration_set_status(MIG_STATUS_CANCELLED);
     fake_migration_set_error_desc(NULL);
     assert_hmp(m, "info migrate", "Migration status: cancelled\r\n");
@@ -376,8 +382,7 @@ static void test_capabilities(void **state)
     assert_qmp(m, "query-migrate-capabilities", NULL,
                "[{\"capability\":\"auto-converge\",\"state\":false}]");
     assert_qmp(m, "migrate-set-capabilities",
-               "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}",
-               "{}");
+               "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}", "{}");
     migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
     assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\n");
@@ -400,7 +405,8 @@ static void test_capabilities(void **state)
 /* ---- parameters ---- */
 
 #define DEFAULT_PARAMS_JSON \
-    "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
+    "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":" \
+    "20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
     "\"x-checksum\":true,\"mode\":\"normal\"}"
 
 static void test_query_parameters(void **state)
@@ -456,12 +462,14 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 100, \"max-bandwidth\": 125000000}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
+               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\"}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
     unsigned calls = fake_migration_set_params_calls();
 
@@ -494,15 +502,18 @@ static void test_set_parameters(void **state)
     }
     assert_int_equal(fake_migration_set_params_calls(), calls);
     assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
                "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 2000000, \"compress-level\": 0, "
-               "\"max-bandwidth\": 9223372036854775807}", "{}");
+               "\"max-bandwidth\": 9223372036854775807}",
+               "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
-               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
+               "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
 }
 
 /* The table-level API the commands are built on. */
@@ -625,9 +636,11 @@ static void test_help(void **state)
     assert_non_null(strstr(all, "migrate_set_parameter parameter value -- "));
     assert_non_null(strstr(info, "info migrate -- "));
     assert_non_null(strstr(info, "info migrate_parameters -- "));
-    for (const char *const *n = (const char *const[]){ "migrate", "migrate-incoming",
-             "migrate_cancel", "query-migrate", "migrate-set-parameters",
-             "query-migrate-parameters", NULL }; *n; n++) {
+    for (const char *const *n =
+             (const char *const[]){ "migrate", "migrate-incoming", "migrate_cancel",
+                                    "query-migrate", "migrate-set-parameters",
+                                    "query-migrate-parameters", NULL };
+         *n; n++) {
         assert_non_null(commands_lookup(*n));
     }
 }
@@ -648,7 +661,7 @@ static void console_open(struct console *c, struct machine *m)
 {
     c->out = g_string_new(NULL);
     c->hs = hmp_session_new(m, console_out, c->out, true);
-    g_string_truncate(c->out, 0);   /* the banner and first prompt */
+    g_string_truncate(c->out, 0); /* the banner and first prompt */
 }
 
 static void console_close(struct console *c)
@@ -666,8 +679,7 @@ static void console_type(struct console *c, const char *line)
 
 /* Run the main loop until done(arg), for at most 5 s; on failure, name
  * (what) and show (shown) (NULL: nothing). */
-static void run_until(bool (*done)(void *arg), void *arg, const char *what,
-                      const GString *shown)
+static void run_until(bool (*done)(void *arg), void *arg, const char *what, const GString *shown)
 {
     gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
     while (!done(arg)) {
@@ -697,7 +709,7 @@ static void run_until_watched(unsigned n)
 struct output_wait {
     GString *out;
     const char *text;
-    int pty_master;             /* read this pseudo-terminal into (out) first; -1: none */
+    int pty_master; /* read this pseudo-terminal into (out) first; -1: none */
 };
 
 static void pty_read_all(int master, GString *out);
@@ -727,10 +739,10 @@ static void run_until_earlier_watchers_looked(struct machine *m)
 {
     struct console ref;
 
-    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* so that a new one may start */
+    fake_migration_set_status(MIG_STATUS_COMPLETED); /* so that a new one may start */
     console_open(&ref, m);
     console_type(&ref, "migrate tcp:reference:1\n");
-    fake_migration_set_status(MIG_STATUS_COMPLETED);     /* and ends before the first look */
+    fake_migration_set_status(MIG_STATUS_COMPLETED); /* and ends before the first look */
     run_until_output(&ref, HMP_PROMPT);
     assert_non_null(strstr(ref.out->str, "migration completed"));
     console_close(&ref);
@@ -754,13 +766,13 @@ static void test_hmp_migrate_blocks(void **state)
     assert_string_equal(c.out->str, "");
 
     struct mig_stats st = sample_stats;
-    st.transferred = 70 * 1024 * 1024 + 600 * 1024;     /* rounds to 71 MiB */
+    st.transferred = 70 * 1024 * 1024 + 600 * 1024; /* rounds to 71 MiB */
     fake_migration_set_stats(&st);
     fake_migration_set_status(MIG_STATUS_COMPLETED);
     run_until_output(&c, "VM status");
     assert_string_equal(c.out->str,
-                        "migration completed: total 1234 ms, downtime 45 ms, 71 MiB\r\n"
-                        HMP_PROMPT "VM status: running\r\n" HMP_PROMPT);
+                        "migration completed: total 1234 ms, downtime 45 ms, 71 MiB\r\n" HMP_PROMPT
+                        "VM status: running\r\n" HMP_PROMPT);
     console_close(&c);
 }
 
@@ -791,8 +803,8 @@ static void test_hmp_migrate_fails(void **state)
     /* Refused at once: an error and the prompt, no waiting. */
     fake_migration_set_status(MIG_STATUS_ACTIVE);
     console_type(&c, "migrate unix:/c\n");
-    assert_string_equal(c.out->str, "Error: There's a migration process in progress\r\n"
-                                    HMP_PROMPT);
+    assert_string_equal(c.out->str,
+                        "Error: There's a migration process in progress\r\n" HMP_PROMPT);
     g_string_truncate(c.out, 0);
     console_type(&c, "migrate\n");
     assert_string_equal(c.out->str, "Error: Parameter 'uri' is missing\r\n" HMP_PROMPT);
@@ -895,14 +907,15 @@ static void test_hmp_migrate_progress_tty(void **state)
         g_string_truncate(out, 0);
         const char *line = "migrate tcp:h:1\n";
         assert_int_equal(write(master, line, strlen(line)), (ssize_t)strlen(line));
-        run_until_pty(master, out, "migrate tcp:h:1");      /* the echo */
+        run_until_pty(master, out, "migrate tcp:h:1"); /* the echo */
         run_until(migration_started, NULL, "migrate to start", out);
         assert_int_equal(fake_migration_start_calls(), 1);
         struct mig_stats st = sample_stats;
         st.mbps = 941.7;
         fake_migration_set_stats(&st);
         fake_migration_set_status(MIG_STATUS_ACTIVE);
-        run_until_pty(master, out, "\ractive: pass 4, 20 MiB sent, 3 MiB remaining, 942 mbps, "
+        run_until_pty(master, out,
+                      "\ractive: pass 4, 20 MiB sent, 3 MiB remaining, 942 mbps, "
                       "expected downtime 67 ms");
         /* A shorter line is padded over the longer one. */
         st.dirty_sync_count = 5;
@@ -910,7 +923,8 @@ static void test_hmp_migrate_progress_tty(void **state)
         st.mbps = 5;
         st.expected_downtime_ms = 1;
         fake_migration_set_stats(&st);
-        run_until_pty(master, out, "\ractive: pass 5, 0 MiB sent, 0 MiB remaining, 5 mbps, "
+        run_until_pty(master, out,
+                      "\ractive: pass 5, 0 MiB sent, 0 MiB remaining, 5 mbps, "
                       "expected downtime 1 ms    ");
         /* An unchanged line is not rewritten. */
         run_until_watched(2);

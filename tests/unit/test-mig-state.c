@@ -38,8 +38,8 @@ static unsigned expected_targets(enum mig_status from)
 }
 
 struct sink {
-    GPtrArray *statuses;    /* char *: "status" of each MIGRATION event */
-    unsigned other;         /* events with any other name */
+    GPtrArray *statuses; /* char *: "status" of each MIGRATION event */
+    unsigned other;      /* events with any other name */
 };
 
 static void sink_fn(const char *name, JsonObject *data, gint64 usec, void *opaque)
@@ -84,7 +84,7 @@ static void test_names(void **state)
         assert_string_equal(mig_status_name(s), names[s]);
     }
     assert_string_equal(mig_status_name(MIG_STATUS__MAX), "unknown");
-    assert_string_equal(mig_status_name((enum mig_status)-1), "unknown");
+    assert_string_equal(mig_status_name((enum mig_status) - 1), "unknown");
 
     for (int s = 0; s < MIG_STATUS__MAX; s++) {
         bool terminal = s == MIG_STATUS_COMPLETED || s == MIG_STATUS_FAILED ||
@@ -114,7 +114,7 @@ static void test_table(void **state)
     /* Out-of-range values are never allowed, in either position. */
     assert_false(mig_status_transition_allowed(MIG_STATUS__MAX, MIG_STATUS_SETUP));
     assert_false(mig_status_transition_allowed(MIG_STATUS_NONE, MIG_STATUS__MAX));
-    assert_false(mig_status_transition_allowed((enum mig_status)-1, MIG_STATUS_SETUP));
+    assert_false(mig_status_transition_allowed((enum mig_status) - 1, MIG_STATUS_SETUP));
 }
 
 static void test_set_every_pair(void **state)
@@ -238,12 +238,9 @@ int main(void)
     /* Illegal transitions log a warning by design: count them, quietly. */
     g_log_set_handler(NULL, G_LOG_LEVEL_WARNING, count_warning, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_table),
-        cmocka_unit_test(test_set_every_pair),
-        cmocka_unit_test(test_cas),
-        cmocka_unit_test(test_cas_threads),
-        cmocka_unit_test(test_info_clear),
+        cmocka_unit_test(test_names),          cmocka_unit_test(test_table),
+        cmocka_unit_test(test_set_every_pair), cmocka_unit_test(test_cas),
+        cmocka_unit_test(test_cas_threads),    cmocka_unit_test(test_info_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

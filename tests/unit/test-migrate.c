@@ -15,8 +15,8 @@
 #include "tern/migration.h"
 #include "tern/policy.h"
 
-#define HOT_GFN     64u
-#define HOT_PAGES   8u
+#define HOT_GFN 64u
+#define HOT_PAGES 8u
 
 /* Says stop-and-copy after (stop_at) passes, and remembers what it was asked. */
 struct fake_policy {
@@ -36,7 +36,7 @@ static enum precopy_decision stop_at_pass(const struct precopy_stats *s, void *o
 
 struct run {
     struct mig_info src_info;
-    unsigned syncs;             /* dirty-log syncs the source made */
+    unsigned syncs; /* dirty-log syncs the source made */
     bool target_ok;
 };
 

@@ -8,7 +8,7 @@
 
 #include "tern/policy.h"
 
-#define MS 1000000ULL       /* ns */
+#define MS 1000000ULL /* ns */
 
 static struct precopy_stats stats(uint32_t pass, uint64_t remaining, double bw)
 {
@@ -48,7 +48,7 @@ static void test_expected_downtime(void **state)
     /* Saturation instead of wrapping. */
     s = stats(1, UINT64_MAX, 1e-3);
     assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
-    s = stats(1, 1000000000, 1.0);     /* 1e18 ns */
+    s = stats(1, 1000000000, 1.0); /* 1e18 ns */
     s.fixed_cost_ns = UINT64_MAX - 10;
     assert_int_equal(precopy_expected_downtime_ns(&s), UINT64_MAX);
 }
@@ -107,14 +107,14 @@ static void test_fixed_cost(void **state)
     /* The fixed cost alone can exceed the limit: then the pages alone must
      * fit it (QEMU's rule), and nothing left always does, so the loop never
      * spins through passes that cannot help. */
-    s = stats(2, 300 * 1000000, 1e9);       /* 300 ms of pages */
+    s = stats(2, 300 * 1000000, 1e9); /* 300 ms of pages */
     s.fixed_cost_ns = 301 * MS;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
     s.remaining_bytes++;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
     s.remaining_bytes = 0;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_STOP_AND_COPY);
-    s = stats(2, 4096, 0.0);                /* unknown bandwidth: never fits */
+    s = stats(2, 4096, 0.0); /* unknown bandwidth: never fits */
     s.fixed_cost_ns = 301 * MS;
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
 }
@@ -141,7 +141,6 @@ static void test_first_pass(void **state)
     assert_int_equal(precopy_default_policy(&s, NULL), PRECOPY_CONTINUE);
 }
 
-
 /* Auto-converge: two hot passes in a row step the throttle, a cool pass resets
  * the count, and the ceiling holds. */
 static void test_throttle_steps(void **state)
@@ -150,16 +149,16 @@ static void test_throttle_steps(void **state)
     struct throttle_state t = { 0 };
     const uint64_t sent = 100 << 20;
 
-    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);   /* hot 1 */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);     /* hot 1 */
     assert_int_equal(precopy_throttle_step(&t, sent / 4, sent, 20, 10, 45), 0); /* cool */
-    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);   /* hot 1 */
-    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 20);  /* hot 2 */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 0);     /* hot 1 */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 20);    /* hot 2 */
     assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 20);
     assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 30);
     assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 30);
     assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 40);
     precopy_throttle_step(&t, sent, sent, 20, 10, 45);
-    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 45);  /* ceiling */
+    assert_int_equal(precopy_throttle_step(&t, sent, sent, 20, 10, 45), 45); /* ceiling */
     /* Exactly half is not over the threshold. */
     struct throttle_state u = { 0 };
     precopy_throttle_step(&u, sent / 2, sent, 20, 10, 99);
@@ -250,14 +249,10 @@ static void test_fixed_cost_inputs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expected_downtime),
-        cmocka_unit_test(test_forced_passes),
-        cmocka_unit_test(test_downtime_boundary),
-        cmocka_unit_test(test_fixed_cost),
-        cmocka_unit_test(test_unknown_bandwidth),
-        cmocka_unit_test(test_first_pass),
-        cmocka_unit_test(test_policy_decides),
-        cmocka_unit_test(test_fixed_cost_inputs),
+        cmocka_unit_test(test_expected_downtime), cmocka_unit_test(test_forced_passes),
+        cmocka_unit_test(test_downtime_boundary), cmocka_unit_test(test_fixed_cost),
+        cmocka_unit_test(test_unknown_bandwidth), cmocka_unit_test(test_first_pass),
+        cmocka_unit_test(test_policy_decides),    cmocka_unit_test(test_fixed_cost_inputs),
         cmocka_unit_test(test_throttle_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,7 +18,7 @@
 #include "tern/qmp.h"
 
 struct capture {
-    GPtrArray *msgs;        /* char *, one per output call */
+    GPtrArray *msgs; /* char *, one per output call */
 };
 
 static void capture_out(void *opaque, const char *text, size_t len)
@@ -49,7 +49,7 @@ static int setup(void **state)
 {
     struct fixture *f = g_new0(struct fixture, 1);
 
-    hmp_commands_register();        /* human-monitor-command */
+    hmp_commands_register(); /* human-monitor-command */
     f->m = fake_machine_new(1, RUNSTATE_RUNNING);
     f->cap.msgs = g_ptr_array_new_with_free_func(g_free);
     f->s = qmp_session_new(f->m, capture_out, &f->cap);
@@ -140,8 +140,7 @@ static void test_greeting(void **state)
     assert_int_equal(json_object_get_int_member(qemu, "minor"), 1);
     assert_int_equal(json_object_get_int_member(qemu, "micro"), 0);
     assert_string_equal(json_object_get_string_member(ver, "package"), "tern");
-    assert_int_equal(json_array_get_length(json_object_get_array_member(qmp, "capabilities")),
-                     0);
+    assert_int_equal(json_array_get_length(json_object_get_array_member(qmp, "capabilities")), 0);
 }
 
 static void test_negotiation(void **state)
@@ -331,8 +330,7 @@ static void test_split_across_reads(void **state)
     }
     assert_int_equal(f->cap.msgs->len, 3);
     g_autoptr(JsonNode) a = msg(f, 1);
-    assert_string_equal(json_object_get_string_member(json_node_get_object(a), "id"),
-                        "a}\"{b\\");
+    assert_string_equal(json_object_get_string_member(json_node_get_object(a), "id"), "a}\"{b\\");
     g_autoptr(JsonNode) r = last_return(f);
     assert_string_equal(json_node_get_string(r), "VM status: running\r\n");
 
@@ -351,7 +349,7 @@ static void test_oversized(void **state)
     feed(f, "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"");
     g_autofree char *chunk = g_malloc(64 * 1024);
     memset(chunk, 'a', 64 * 1024);
-    for (int i = 0; i < 32; i++) {     /* 2 MiB in one string */
+    for (int i = 0; i < 32; i++) { /* 2 MiB in one string */
         qmp_session_feed(f->s, chunk, 64 * 1024);
     }
     feed(f, "\"}}");
@@ -398,17 +396,17 @@ static void test_events(void **state)
     struct capture cap2 = { g_ptr_array_new_with_free_func(g_free) };
     struct qmp_session *s2 = qmp_session_new(f->m, capture_out, &cap2);
 
-    negotiate(f);       /* f->s negotiated, s2 not */
+    negotiate(f); /* f->s negotiated, s2 not */
     guint before = f->cap.msgs->len;
     gint64 t0 = g_get_real_time();
     event_emit("STOP", NULL);
     JsonObject *data = json_object_new();
     json_object_set_string_member(data, "status", "active");
     event_emit("MIGRATION", data);
-    assert_int_equal(f->cap.msgs->len, before);     /* delivered on the main loop only */
+    assert_int_equal(f->cap.msgs->len, before); /* delivered on the main loop only */
     drain_events();
     assert_int_equal(f->cap.msgs->len, before + 2);
-    assert_int_equal(cap2.msgs->len, 1);            /* just the greeting */
+    assert_int_equal(cap2.msgs->len, 1); /* just the greeting */
 
     g_autoptr(JsonNode) e1 = msg(f, before);
     JsonObject *o1 = json_node_get_object(e1);
@@ -423,15 +421,15 @@ static void test_events(void **state)
     g_autoptr(JsonNode) e2 = msg(f, before + 1);
     JsonObject *o2 = json_node_get_object(e2);
     assert_string_equal(json_object_get_string_member(o2, "event"), "MIGRATION");
-    assert_string_equal(json_object_get_string_member(
-        json_object_get_object_member(o2, "data"), "status"), "active");
+    assert_string_equal(json_object_get_string_member(json_object_get_object_member(o2, "data"),
+                                                      "status"),
+                        "active");
 
     /* Commands that change state emit through machine.c (the fake here). */
     feed(f, "{\"execute\": \"stop\"}");
     drain_events();
     g_autoptr(JsonNode) e3 = last(f);
-    assert_string_equal(json_object_get_string_member(json_node_get_object(e3), "event"),
-                        "STOP");
+    assert_string_equal(json_object_get_string_member(json_node_get_object(e3), "event"), "STOP");
 
     qmp_session_free(s2);
     g_ptr_array_free(cap2.msgs, TRUE);
@@ -462,8 +460,8 @@ static void test_events_from_thread_in_order(void **state)
     for (int i = 0; i < 100; i++) {
         g_autoptr(JsonNode) e = msg(f, before + (guint)i);
         JsonObject *o = json_node_get_object(e);
-        assert_int_equal(json_object_get_int_member(json_object_get_object_member(o, "data"),
-                                                    "n"), i);
+        assert_int_equal(json_object_get_int_member(json_object_get_object_member(o, "data"), "n"),
+                         i);
         JsonObject *ts = json_object_get_object_member(o, "timestamp");
         gint64 usec = json_object_get_int_member(ts, "seconds") * G_USEC_PER_SEC +
                       json_object_get_int_member(ts, "microseconds");
@@ -504,8 +502,7 @@ static void test_queries(void **state)
 
     feed(&f2, "{\"execute\": \"query-version\"}");
     g_autoptr(JsonNode) v = last_return(&f2);
-    assert_string_equal(json_object_get_string_member(json_node_get_object(v), "package"),
-                        "tern");
+    assert_string_equal(json_object_get_string_member(json_node_get_object(v), "package"), "tern");
 
     feed(&f2, "{\"execute\": \"query-commands\"}");
     g_autoptr(JsonNode) cmds = last_return(&f2);
@@ -592,8 +589,7 @@ static void test_registered_table(void **state)
     g_autoptr(JsonNode) r2 = last_return(f);
     assert_non_null(r2);
     feed(f, "{\"execute\": \"x-test-echo\", \"arguments\": {\"uri\": \"u\", \"detach\": 1}}");
-    assert_last_error(f, "GenericError",
-                      "Invalid parameter type for 'detach', expected: boolean");
+    assert_last_error(f, "GenericError", "Invalid parameter type for 'detach', expected: boolean");
     feed(f, "{\"execute\": \"x-test-echo\", \"arguments\": {\"uri\": \"u\", \"fail\": null}}");
     assert_last_error(f, "DeviceNotActive", "asked to fail");
 }

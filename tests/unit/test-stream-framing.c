@@ -25,20 +25,16 @@
 static void test_golden_header(void **state)
 {
     static const uint8_t crc_on[32] = {
-        'T', 'E', 'R', 'N', 'M', 'I', 'G', 0,
-        0x01, 0x00, 0x00, 0x00,     /* version 1 */
-        0x01, 0x00, 0x00, 0x00,     /* flags: CRC-32 */
-        0x0c, 0x00, 0x00, 0x00,     /* page_shift 12 */
-        0, 0, 0, 0, 0, 0, 0, 0,     /* reserved */
-        0xa0, 0xaa, 0xb6, 0x39,     /* header CRC 0x39b6aaa0 */
+        'T',  'E',  'R',  'N',  'M', 'I', 'G', 0, 0x01, 0x00, 0x00, 0x00, /* version 1 */
+        0x01, 0x00, 0x00, 0x00,                                           /* flags: CRC-32 */
+        0x0c, 0x00, 0x00, 0x00,                                           /* page_shift 12 */
+        0,    0,    0,    0,    0,   0,   0,   0,                         /* reserved */
+        0xa0, 0xaa, 0xb6, 0x39, /* header CRC 0x39b6aaa0 */
     };
     static const uint8_t crc_off[32] = {
-        'T', 'E', 'R', 'N', 'M', 'I', 'G', 0,
-        0x01, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00,
-        0x0c, 0x00, 0x00, 0x00,
-        0, 0, 0, 0, 0, 0, 0, 0,
-        0x31, 0x3b, 0xde, 0x97,     /* 0x97de3b31 */
+        'T',  'E',  'R',  'N',  'M',  'I',  'G',  0,    0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x00, 0,    0,
+        0,    0,    0,    0,    0,    0,    0x31, 0x3b, 0xde, 0x97, /* 0x97de3b31 */
     };
     struct channel *ch;
     struct stream_writer w;
@@ -74,16 +70,16 @@ static void test_golden_header(void **state)
 static void test_golden_record(void **state)
 {
     static const uint8_t end_rec[] = {
-        0x09, 0x00, 0x00, 0x00,     /* type END */
-        0x00, 0x00, 0x00, 0x00,     /* length 0 */
-        0x42, 0xc4, 0x6d, 0x7a,     /* CRC 0x7a6dc442 */
-        0x00, 0x00, 0x00, 0x00,     /* reserved */
+        0x09, 0x00, 0x00, 0x00, /* type END */
+        0x00, 0x00, 0x00, 0x00, /* length 0 */
+        0x42, 0xc4, 0x6d, 0x7a, /* CRC 0x7a6dc442 */
+        0x00, 0x00, 0x00, 0x00, /* reserved */
     };
     static const uint8_t err_rec[] = {
-        0x02, 0x01, 0x00, 0x00,     /* type RP_ERROR (0x102) */
-        0x03, 0x00, 0x00, 0x00,     /* length 3 */
-        'a', 'b', 'c', 0, 0, 0, 0, 0,   /* body + 5 bytes padding */
-        0x33, 0xe7, 0x76, 0x2b,     /* CRC 0x2b76e733 */
+        0x02, 0x01, 0x00, 0x00,             /* type RP_ERROR (0x102) */
+        0x03, 0x00, 0x00, 0x00,             /* length 3 */
+        'a',  'b',  'c',  0,    0, 0, 0, 0, /* body + 5 bytes padding */
+        0x33, 0xe7, 0x76, 0x2b,             /* CRC 0x2b76e733 */
         0x00, 0x00, 0x00, 0x00,
     };
     static const uint8_t err_rec_nocrc[] = {
@@ -257,7 +253,7 @@ static void test_crc_mismatch_message(void **state)
     GError *err = NULL;
 
     (void)state;
-    s->data[32 + 8 + 100] ^= 0x10;      /* inside the VM_CONFIG body */
+    s->data[32 + 8 + 100] ^= 0x10; /* inside the VM_CONFIG body */
     assert_false(read_all(s->data, s->len, &err));
     assert_error(err, "record 0 (VM_CONFIG) at offset 32: CRC mismatch");
     g_clear_error(&err);
@@ -298,7 +294,7 @@ static void test_bad_header(void **state)
     make_header(h, 1, 0, 12);
     h[21] = 1;
     expect_header_error(h, "CRC mismatch");
-    h[28] ^= 1;     /* "fix" the CRC the other way: now the CRC is wrong instead */
+    h[28] ^= 1; /* "fix" the CRC the other way: now the CRC is wrong instead */
     expect_header_error(h, "CRC mismatch");
 }
 
@@ -321,7 +317,7 @@ static void test_oversized_length(void **state)
     assert_true(stream_read_header(&r, NULL));
     assert_false(stream_read_record(&r, &rec, &err));
     assert_error(err, "record 0 (PAGE_DATA) at offset 32: length 67108865 exceeds the maximum");
-    assert_null(r.buf);             /* refused before allocating */
+    assert_null(r.buf); /* refused before allocating */
     g_clear_error(&err);
     channel_close(ch);
 

@@ -70,7 +70,7 @@ void fill_page(uint8_t *p, unsigned seed)
 void make_config(struct stream_vm_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->ram_size = (3ULL << 30) + (1ULL << 30);    /* 4 GiB: 3 low + 1 high */
+    cfg->ram_size = (3ULL << 30) + (1ULL << 30); /* 4 GiB: 3 low + 1 high */
     cfg->nr_gfns = (5ULL << 30) >> 12;
     cfg->nr_vcpus = 2;
     cfg->nr_regions = 2;
@@ -99,8 +99,11 @@ GByteArray *build_stream(uint32_t flags)
     struct stream_writer w;
     struct stream_vm_config cfg;
     struct stream_gfn_range ranges[] = { { 0x10, 4 }, { 0x100, 0x80 } };
-    struct stream_iteration_end it1 = { .pass = 1, .pages_sent = 2, .zero_pages = 0x84,
-                                        .bytes_sent = 9000, .dirty_pages = 0x86,
+    struct stream_iteration_end it1 = { .pass = 1,
+                                        .pages_sent = 2,
+                                        .zero_pages = 0x84,
+                                        .bytes_sent = 9000,
+                                        .dirty_pages = 0x86,
                                         .duration_ns = 123456 };
     struct stream_iteration_end it2 = { .pass = 2, .flags = MIG_ITER_F_FINAL, .pages_sent = 1 };
     GByteArray *out;
@@ -115,13 +118,18 @@ GByteArray *build_stream(uint32_t flags)
         { .gfn = 0x20, .encoding = MIG_PAGE_ENC_RAW, .length = PAGE, .data = pages[0] },
         { .gfn = 0x21, .encoding = MIG_PAGE_ENC_ZLIB, .length = (uint32_t)zlen, .data = zbuf },
     };
-    struct stream_page last = { .gfn = 0x22, .encoding = MIG_PAGE_ENC_RAW, .length = PAGE,
-                                .data = pages[1] };
+    struct stream_page last = {
+        .gfn = 0x22, .encoding = MIG_PAGE_ENC_RAW, .length = PAGE, .data = pages[1]
+    };
 
     make_config(&cfg);
     stream_writer_init(&w, ch, flags);
     assert_true(stream_write_header(&w, NULL));
-    { GError *e = NULL; if (!stream_write_vm_config(&w, &cfg, &e)) fail_msg("%s", e->message); }
+    {
+        GError *e = NULL;
+        if (!stream_write_vm_config(&w, &cfg, &e))
+            fail_msg("%s", e->message);
+    }
     assert_true(stream_write_empty(&w, MIG_REC_STATIC_END, NULL));
     assert_true(stream_write_page_data(&w, batch, 2, true, NULL));
     assert_true(stream_write_zero_pages(&w, ranges, 2, NULL));
@@ -261,7 +269,7 @@ GByteArray *one_record(uint32_t flags, uint32_t type, const void *body, size_t l
 
 /* Read the header and one record of (s); return the record read or the error. */
 bool read_one(GByteArray *s, struct stream_reader *r, struct channel **ch,
-                     struct stream_record *rec, GError **errp)
+              struct stream_record *rec, GError **errp)
 {
     *ch = channel_mem_new(s->data, s->len);
     stream_reader_init(r, *ch, false);
@@ -271,8 +279,7 @@ bool read_one(GByteArray *s, struct stream_reader *r, struct channel **ch,
 
 /* Feed (o) a record of (type) with (len) bytes of (body); (ok): accepted,
  * else refused as out of order. */
-void order_step(struct stream_order *o, uint32_t type, const uint8_t *body,
-                       uint32_t len, bool ok)
+void order_step(struct stream_order *o, uint32_t type, const uint8_t *body, uint32_t len, bool ok)
 {
     struct stream_record r = { .type = type, .body = body, .length = len };
     GError *err = NULL;

@@ -10,7 +10,7 @@
 #include "tern/stream.h"
 
 #define PAGE 4096u
-#define NR_GFNS 0x100000ULL         /* 4 GiB worth of frames */
+#define NR_GFNS 0x100000ULL /* 4 GiB worth of frames */
 
 /* The pages build_stream() sends: two patterns and a zlib page (zbuf, zlen). */
 extern uint8_t pages[3][PAGE];
@@ -53,8 +53,7 @@ bool read_one(GByteArray *s, struct stream_reader *r, struct channel **ch,
               struct stream_record *rec, GError **errp);
 /* Feed (o) a record of (type) with (len) bytes of (body); (ok): accepted,
  * else refused as out of order. */
-void order_step(struct stream_order *o, uint32_t type, const uint8_t *body, uint32_t len,
-                bool ok);
+void order_step(struct stream_order *o, uint32_t type, const uint8_t *body, uint32_t len, bool ok);
 /* (b) is an array (its size is the body length) or (none) (no body). */
 #define CHECK(t, b, ok) \
     order_step(&o, (t), (b), (uint32_t)(sizeof(b) == sizeof(none) ? 0 : sizeof(b)), (ok))

@@ -113,8 +113,7 @@ struct mapped_check {
     uint64_t runs;
 };
 
-static bool mapped_run(void *opaque, uint64_t first, uint64_t n, uint64_t first_crc,
-                       GError **errp)
+static bool mapped_run(void *opaque, uint64_t first, uint64_t n, uint64_t first_crc, GError **errp)
 {
     struct mapped_check *c = opaque;
 
@@ -123,8 +122,8 @@ static bool mapped_run(void *opaque, uint64_t first, uint64_t n, uint64_t first_
         uint64_t off = stream_mapped_page_offset(c->m, first + i);
 
         if (off + PAGE > c->len) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "gfn 0x%" PRIx64
-                        ": the file ends inside the RAM area", first + i);
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                        "gfn 0x%" PRIx64 ": the file ends inside the RAM area", first + i);
             return false;
         }
         if (!stream_ram_index_check_page(c->idx, first_crc + i, first + i, c->data + off, errp))
@@ -217,11 +216,11 @@ static void test_mapped_golden(void **state)
     static const uint8_t want_hdr_flags[4] = { 0x03, 0, 0, 0 };
     static const uint8_t want_hdr_crc[4] = { 0xc3, 0x8f, 0x16, 0xbe };
     static const uint8_t want[40] = {
-        0x0a, 0x00, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00,     /* MAPPED_RAM, 24 bytes */
-        0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,     /* ram_offset 1 MiB */
-        0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* nr_gfns 64 */
-        0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00,     /* tail_offset 2 MiB */
-        0x59, 0xec, 0x0e, 0x54, 0x00, 0x00, 0x00, 0x00,     /* CRC 0x540eec59 */
+        0x0a, 0x00, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, /* MAPPED_RAM, 24 bytes */
+        0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, /* ram_offset 1 MiB */
+        0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* nr_gfns 64 */
+        0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, /* tail_offset 2 MiB */
+        0x59, 0xec, 0x0e, 0x54, 0x00, 0x00, 0x00, 0x00, /* CRC 0x540eec59 */
     };
     struct channel *ch = channel_mem_new(NULL, 0);
     struct stream_writer w;
@@ -299,8 +298,9 @@ static void expect_mapped_ram_error(uint64_t ram, uint64_t nr, uint64_t tail, ui
                                     uint32_t length, const char *msg)
 {
     uint8_t b[32] = { 0 };
-    struct stream_record rec = { .type = MIG_REC_MAPPED_RAM, .length = length, .body = b,
-                                 .index = 2, .offset = 232 };
+    struct stream_record rec = {
+        .type = MIG_REC_MAPPED_RAM, .length = length, .body = b, .index = 2, .offset = 232
+    };
     struct stream_mapped_ram m;
     GError *err = NULL;
 
@@ -317,8 +317,9 @@ static void test_mapped_ram_validation(void **state)
 {
     const uint64_t M = 1u << 20;
     uint8_t b[24];
-    struct stream_record rec = { .type = MIG_REC_MAPPED_RAM, .length = 24, .body = b,
-                                 .offset = 232 };
+    struct stream_record rec = {
+        .type = MIG_REC_MAPPED_RAM, .length = 24, .body = b, .offset = 232
+    };
     struct stream_mapped_ram m;
 
     (void)state;
@@ -383,8 +384,11 @@ static size_t make_index(uint8_t *b, uint64_t nr_gfns, uint64_t nr_present, uint
 static void expect_index_error(const uint8_t *b, size_t len, uint32_t flags, uint64_t nr,
                                const char *msg)
 {
-    struct stream_record rec = { .type = MIG_REC_RAM_INDEX, .length = (uint32_t)len, .body = b,
-                                 .index = 3, .offset = 2u << 20 };
+    struct stream_record rec = { .type = MIG_REC_RAM_INDEX,
+                                 .length = (uint32_t)len,
+                                 .body = b,
+                                 .index = 3,
+                                 .offset = 2u << 20 };
     struct stream_ram_index idx;
     GError *err = NULL;
 
@@ -447,7 +451,7 @@ static void test_ram_index_validation(void **state)
     assert_int_equal(log.crc[2], 7);
     memset(&log, 0, sizeof(log));
     assert_true(stream_ram_index_for_each_run(&idx, 3, log_run, &log, NULL));
-    assert_int_equal(log.count, 4);         /* 62-64 and 65 split */
+    assert_int_equal(log.count, 4); /* 62-64 and 65 split */
     assert_int_equal(log.first[2], 65);
     assert_int_equal(log.n[2], 1);
     assert_int_equal(log.crc[2], 6);
@@ -500,8 +504,8 @@ static void test_ram_index_round_trip(void **state)
         bitmap_set_atomic(bitmap, 199);
         stream_writer_init(&w, ch, flags);
         assert_true(stream_write_header(&w, NULL));
-        assert_true(stream_write_ram_index(&w, nr, bitmap, flags & MIG_HDR_F_CRC32 ? crcs : NULL,
-                                           NULL));
+        assert_true(
+            stream_write_ram_index(&w, nr, bitmap, flags & MIG_HDR_F_CRC32 ? crcs : NULL, NULL));
         b = take_bytes(ch);
         in = channel_mem_new(b->data, b->len);
         stream_reader_init(&r, in, false);
@@ -555,25 +559,25 @@ static void test_mapped_order(void **state)
     assert_true(o.mapped);
     CHECK(MIG_REC_MAPPED_RAM, none, false);
     CHECK(MIG_REC_VM_CONFIG, cfg, true);
-    CHECK(MIG_REC_MAPPED_RAM, none, false);     /* before STATIC_END */
+    CHECK(MIG_REC_MAPPED_RAM, none, false); /* before STATIC_END */
     CHECK(MIG_REC_STATIC_END, none, true);
-    CHECK(MIG_REC_PAGE_DATA, none, false);      /* never in a mapped file */
+    CHECK(MIG_REC_PAGE_DATA, none, false); /* never in a mapped file */
     CHECK(MIG_REC_ZERO_PAGES, none, false);
-    CHECK(MIG_REC_RAM_INDEX, none, false);      /* MAPPED_RAM first */
+    CHECK(MIG_REC_RAM_INDEX, none, false); /* MAPPED_RAM first */
     mig_store_le32(it, 1);
     CHECK(MIG_REC_ITERATION_END, it, false);
     CHECK(MIG_REC_MAPPED_RAM, none, true);
-    CHECK(MIG_REC_MAPPED_RAM, none, false);     /* twice */
-    CHECK(MIG_REC_ITERATION_END, it, false);    /* RAM_INDEX first */
+    CHECK(MIG_REC_MAPPED_RAM, none, false);  /* twice */
+    CHECK(MIG_REC_ITERATION_END, it, false); /* RAM_INDEX first */
     /* Optional records the reader skipped go anywhere. */
     struct stream_record opt = { .type = 0x80000077u, .skip = true };
     assert_true(stream_order_check(&o, &opt, NULL));
     CHECK(MIG_REC_RAM_INDEX, none, true);
-    CHECK(MIG_REC_RAM_INDEX, none, false);      /* twice */
+    CHECK(MIG_REC_RAM_INDEX, none, false); /* twice */
     CHECK(MIG_REC_PAGE_DATA, none, false);
-    CHECK(MIG_REC_VCPU_STATE, vcpu, false);     /* no final pass */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, false); /* no final pass */
     mig_store_le32(it, 2);
-    CHECK(MIG_REC_ITERATION_END, it, false);    /* pass 2 before pass 1 */
+    CHECK(MIG_REC_ITERATION_END, it, false); /* pass 2 before pass 1 */
     mig_store_le32(it, 1);
     CHECK(MIG_REC_ITERATION_END, it, true);
     CHECK(MIG_REC_ZERO_PAGES, none, false);
@@ -581,9 +585,9 @@ static void test_mapped_order(void **state)
     mig_store_le32(it + 4, MIG_ITER_F_FINAL);
     CHECK(MIG_REC_ITERATION_END, it, true);
     mig_store_le32(it, 3);
-    CHECK(MIG_REC_ITERATION_END, it, false);    /* after the final pass */
+    CHECK(MIG_REC_ITERATION_END, it, false); /* after the final pass */
     CHECK(MIG_REC_VCPU_STATE, vcpu, true);
-    CHECK(MIG_REC_VCPU_STATE, vcpu, false);     /* one vCPU only */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, false); /* one vCPU only */
     CHECK(MIG_REC_VM_STATE, none, true);
     CHECK(MIG_REC_RAM_INDEX, none, false);
     CHECK(MIG_REC_DEVICE_STATE, none, true);
@@ -635,8 +639,17 @@ static void test_mapped_truncated(void **state)
 {
     struct stream_mapped_ram m;
     GByteArray *s = build_mapped(M_FLAGS, &m);
-    size_t cuts[] = { 0, 31, 32, 100, 300, 4096, m.ram_offset, m.ram_offset + PAGE + 1,
-                      m.ram_offset + 10 * PAGE, m.ram_offset + 64 * PAGE - 1, m.tail_offset };
+    size_t cuts[] = { 0,
+                      31,
+                      32,
+                      100,
+                      300,
+                      4096,
+                      m.ram_offset,
+                      m.ram_offset + PAGE + 1,
+                      m.ram_offset + 10 * PAGE,
+                      m.ram_offset + 64 * PAGE - 1,
+                      m.tail_offset };
     GError *err = NULL;
 
     (void)state;
@@ -720,16 +733,11 @@ static void test_mapped_flipped(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mapped_golden),
-        cmocka_unit_test(test_mapped_write_refusals),
-        cmocka_unit_test(test_mapped_ram_validation),
-        cmocka_unit_test(test_mapped_huge_nr_gfns),
-        cmocka_unit_test(test_ram_index_validation),
-        cmocka_unit_test(test_ram_index_round_trip),
-        cmocka_unit_test(test_mapped_order),
-        cmocka_unit_test(test_mapped_round_trip),
-        cmocka_unit_test(test_mapped_truncated),
-        cmocka_unit_test(test_mapped_flipped),
+        cmocka_unit_test(test_mapped_golden),         cmocka_unit_test(test_mapped_write_refusals),
+        cmocka_unit_test(test_mapped_ram_validation), cmocka_unit_test(test_mapped_huge_nr_gfns),
+        cmocka_unit_test(test_ram_index_validation),  cmocka_unit_test(test_ram_index_round_trip),
+        cmocka_unit_test(test_mapped_order),          cmocka_unit_test(test_mapped_round_trip),
+        cmocka_unit_test(test_mapped_truncated),      cmocka_unit_test(test_mapped_flipped),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,15 +24,16 @@
 
 static void expect_page_data_error(const uint8_t *body, size_t len, const char *msg)
 {
-    struct stream_record rec = { .type = MIG_REC_PAGE_DATA, .length = (uint32_t)len,
-                                 .body = body, .index = 3, .offset = 1000 };
+    struct stream_record rec = {
+        .type = MIG_REC_PAGE_DATA, .length = (uint32_t)len, .body = body, .index = 3, .offset = 1000
+    };
     struct page_sink sink = { 0 };
     GError *err = NULL;
 
     assert_false(stream_parse_page_data(&rec, PAGE, NR_GFNS, sink_page, &sink, &err));
     assert_error(err, "record 3 (PAGE_DATA) at offset 1000: ");
     assert_error(err, msg);
-    assert_int_equal(sink.pages, 0);       /* nothing handed out */
+    assert_int_equal(sink.pages, 0); /* nothing handed out */
     g_clear_error(&err);
 }
 
@@ -44,7 +45,7 @@ static void test_page_data_validation(void **state)
     struct page_sink sink = { 0 };
     GError *err = NULL;
 
-#define DESC(i) (b + 8 + (i) * 16)
+#define DESC(i) (b + 8 + (i)*16)
     (void)state;
     mig_store_le32(b, 2);
     mig_store_le64(DESC(0), 1);
@@ -65,7 +66,7 @@ static void test_page_data_validation(void **state)
     mig_store_le32(b, 0);
     expect_page_data_error(b, len, "page count 0");
     mig_store_le32(b, 3);
-    expect_page_data_error(b, len, "page 2 (gfn 0x0): raw length 0");  /* page data as desc 2 */
+    expect_page_data_error(b, len, "page 2 (gfn 0x0): raw length 0"); /* page data as desc 2 */
     mig_store_le32(b, UINT32_MAX);
     expect_page_data_error(b, len, "page count 4294967295");
     mig_store_le32(b, 2);
@@ -148,14 +149,15 @@ static void test_zero_pages_validation(void **state)
     mig_store_le64(b + 8, 0);
     mig_store_le64(b + 16, 1);
     mig_store_le64(b + 24, 10);
-    mig_store_le64(b + 32, NR_GFNS - 10);       /* ends exactly at nr_gfns */
+    mig_store_le64(b + 32, NR_GFNS - 10); /* ends exactly at nr_gfns */
     mig_store_le64(b + 40, NR_GFNS - 1);
     mig_store_le64(b + 48, 1);
     assert_true(stream_parse_zero_pages(&rec, NR_GFNS, sink_range, &sink, NULL));
     assert_int_equal(sink.ranges, 3);
     assert_int_equal(sink.zero_total, NR_GFNS - 10 + 2);
 
-#define EXPECT(msg) do { \
+#define EXPECT(msg) \
+    do { \
         sink.ranges = 0; \
         assert_false(stream_parse_zero_pages(&rec, NR_GFNS, sink_range, &sink, &err)); \
         assert_error(err, msg); \
@@ -182,7 +184,7 @@ static void test_zero_pages_validation(void **state)
     rec.length = sizeof(b);
     mig_store_le32(b, 2);
     EXPECT("range count 2 does not match");
-    mig_store_le32(b, 0x10000001);      /* count * 16 wraps in 32 bits */
+    mig_store_le32(b, 0x10000001); /* count * 16 wraps in 32 bits */
     EXPECT("does not match");
     mig_store_le32(b, 0);
     EXPECT("range count 0");

@@ -44,7 +44,8 @@ static void check_round_trip(uint32_t flags)
     assert_true(stream_read_header(&r, NULL));
     assert_int_equal(r.flags, flags);
 
-#define NEXT(t) do { \
+#define NEXT(t) \
+    do { \
         assert_true(stream_read_record(&r, &rec, &err)); \
         assert_null(err); \
         assert_int_equal(rec.type, (t)); \
@@ -71,7 +72,8 @@ static void check_round_trip(uint32_t flags)
     {
         /* Decode by hand: the zlib page inflates to the original. */
         const uint8_t *d = rec.body + 8 + 16;
-        struct stream_page p = { .gfn = mig_load_le64(d), .encoding = mig_load_le32(d + 8),
+        struct stream_page p = { .gfn = mig_load_le64(d),
+                                 .encoding = mig_load_le32(d + 8),
                                  .length = mig_load_le32(d + 12),
                                  .data = rec.body + 8 + 32 + PAGE };
 
@@ -165,17 +167,21 @@ static void test_vm_config_validation(void **state)
     (void)state;
     make_config(&cfg);
     stream_writer_init(&w, ch, 0);
-    { GError *e = NULL; if (!stream_write_vm_config(&w, &cfg, &e)) fail_msg("%s", e->message); }
+    {
+        GError *e = NULL;
+        if (!stream_write_vm_config(&w, &cfg, &e))
+            fail_msg("%s", e->message);
+    }
     s = take_bytes(ch);
     channel_close(ch);
     assert_int_equal(s->len, 8 + sizeof(body));
     memcpy(body, s->data + 8, sizeof(body));
     g_byte_array_unref(s);
-    rec = (struct stream_record){ .type = MIG_REC_VM_CONFIG, .length = sizeof(body),
-                                  .body = body };
+    rec = (struct stream_record){ .type = MIG_REC_VM_CONFIG, .length = sizeof(body), .body = body };
     assert_true(stream_parse_vm_config(&rec, &out, NULL));
 
-#define EXPECT(msg) do { \
+#define EXPECT(msg) \
+    do { \
         assert_false(stream_parse_vm_config(&rec, &out, &err)); \
         assert_error(err, msg); \
         g_clear_error(&err); \
@@ -194,23 +200,23 @@ static void test_vm_config_validation(void **state)
     EXPECT("1000000 devices");
     mig_store_le64(body + 0, 1);
     EXPECT("regions sum to");
-    mig_store_le64(body + 96 + 16, 2ULL << 30);        /* region 1 inside region 0 */
+    mig_store_le64(body + 96 + 16, 2ULL << 30); /* region 1 inside region 0 */
     EXPECT("region 1");
-    mig_store_le64(body + 96 + 16 + 8, UINT64_MAX - 4095);  /* huge size */
+    mig_store_le64(body + 96 + 16 + 8, UINT64_MAX - 4095); /* huge size */
     EXPECT("region 1");
-    mig_store_le64(body + 8, 1);                        /* nr_gfns too small */
+    mig_store_le64(body + 8, 1); /* nr_gfns too small */
     EXPECT("beyond nr_gfns");
     mig_store_le64(body + 8, UINT64_MAX);
     EXPECT("too large");
-    body[96 + 3 * 16] = 1;                              /* unused region not zero */
+    body[96 + 3 * 16] = 1; /* unused region not zero */
     EXPECT("unused region 3");
-    memset(body + 64, 'a', 32);                         /* machine name unterminated */
+    memset(body + 64, 'a', 32); /* machine name unterminated */
     EXPECT("machine name must be");
     body[64 + 3] = '\n';
     EXPECT("non-printable");
-    body[64 + 20] = 'x';                                /* garbage after the NUL */
+    body[64 + 20] = 'x'; /* garbage after the NUL */
     EXPECT("not NUL-padded");
-    memcpy(body + 160 + 40, "serial", 7);               /* device 1 = serial.1 -> .0 dup */
+    memcpy(body + 160 + 40, "serial", 7); /* device 1 = serial.1 -> .0 dup */
     mig_store_le32(body + 160 + 40 + 32, 0);
     EXPECT("serial instance 0 is listed twice");
     mig_store_le32(body + 160 + 36, 1);
@@ -273,11 +279,11 @@ static void test_state_validation(void **state)
     assert_int_equal(idx, 3);
     assert_int_equal(fl, fdt_len);
 
-    rec.length = (uint32_t)(8 + fdt_len + 8);          /* trailing bytes */
+    rec.length = (uint32_t)(8 + fdt_len + 8); /* trailing bytes */
     assert_false(stream_parse_vcpu_state(&rec, &idx, &f, &fl, &err));
     assert_error(err, "does not match");
     g_clear_error(&err);
-    rec.length = (uint32_t)(8 + fdt_len - 4);          /* cut FDT */
+    rec.length = (uint32_t)(8 + fdt_len - 4); /* cut FDT */
     assert_false(stream_parse_vcpu_state(&rec, &idx, &f, &fl, &err));
     assert_error(err, "bad FDT blob");
     g_clear_error(&err);
@@ -286,7 +292,7 @@ static void test_state_validation(void **state)
     assert_error(err, "too short");
     g_clear_error(&err);
     rec.length = (uint32_t)(8 + fdt_len);
-    body[8 + 50] ^= 0xff;                               /* corrupt inside the FDT */
+    body[8 + 50] ^= 0xff; /* corrupt inside the FDT */
     assert_false(stream_parse_vcpu_state(&rec, &idx, &f, &fl, &err));
     assert_error(err, "FDT");
     g_clear_error(&err);
@@ -326,25 +332,25 @@ static void test_order(void **state)
     CHECK(MIG_REC_VM_CONFIG, cfg, true);
     CHECK(MIG_REC_PAGE_DATA, none, false);
     CHECK(MIG_REC_STATIC_END, none, true);
-    CHECK(MIG_REC_VCPU_STATE, vcpu, false);     /* no final pass yet */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, false); /* no final pass yet */
     CHECK(MIG_REC_ZERO_PAGES, none, true);
     mig_store_le32(it, 2);
-    CHECK(MIG_REC_ITERATION_END, it, false);    /* pass 2 before pass 1 */
+    CHECK(MIG_REC_ITERATION_END, it, false); /* pass 2 before pass 1 */
     mig_store_le32(it, 1);
     CHECK(MIG_REC_ITERATION_END, it, true);
     CHECK(MIG_REC_END, none, false);
     mig_store_le32(it, 2);
     mig_store_le32(it + 4, MIG_ITER_F_FINAL);
     CHECK(MIG_REC_ITERATION_END, it, true);
-    CHECK(MIG_REC_PAGE_DATA, none, false);      /* pages after the final pass */
+    CHECK(MIG_REC_PAGE_DATA, none, false); /* pages after the final pass */
     mig_store_le32(vcpu, 1);
-    CHECK(MIG_REC_VCPU_STATE, vcpu, false);     /* vCPU 1 before vCPU 0 */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, false); /* vCPU 1 before vCPU 0 */
     mig_store_le32(vcpu, 0);
     CHECK(MIG_REC_VCPU_STATE, vcpu, true);
-    CHECK(MIG_REC_VM_STATE, none, false);       /* vCPU 1 missing */
+    CHECK(MIG_REC_VM_STATE, none, false); /* vCPU 1 missing */
     mig_store_le32(vcpu, 1);
     CHECK(MIG_REC_VCPU_STATE, vcpu, true);
-    CHECK(MIG_REC_VCPU_STATE, vcpu, false);     /* a third vCPU */
+    CHECK(MIG_REC_VCPU_STATE, vcpu, false); /* a third vCPU */
     CHECK(MIG_REC_VM_STATE, none, true);
     CHECK(MIG_REC_DEVICE_STATE, none, true);
     CHECK(MIG_REC_DEVICE_STATE, none, true);
@@ -369,17 +375,17 @@ static void test_handover_order(void **state)
     mig_store_le32(cfg + 16, 1);
     stream_order_init(&o);
     CHECK(MIG_REC_VM_CONFIG, cfg, true);
-    CHECK(MIG_REC_RAM_FDS, fds, false);         /* not in a normal stream */
+    CHECK(MIG_REC_RAM_FDS, fds, false); /* not in a normal stream */
 
     stream_order_init_flags(&o, MIG_HDR_F_CRC32 | MIG_HDR_F_RAM_FD);
     CHECK(MIG_REC_VM_CONFIG, cfg, true);
-    CHECK(MIG_REC_STATIC_END, none, false);     /* RAM_FDS first */
+    CHECK(MIG_REC_STATIC_END, none, false); /* RAM_FDS first */
     CHECK(MIG_REC_RAM_FDS, fds, true);
-    CHECK(MIG_REC_PAGE_DATA, none, false);      /* no pages */
+    CHECK(MIG_REC_PAGE_DATA, none, false); /* no pages */
     CHECK(MIG_REC_STATIC_END, none, true);
     mig_store_le32(it + 4, MIG_ITER_F_FINAL);
     mig_store_le32(it, 1);
-    CHECK(MIG_REC_ITERATION_END, it, false);    /* no passes */
+    CHECK(MIG_REC_ITERATION_END, it, false); /* no passes */
     CHECK(MIG_REC_VCPU_STATE, vcpu, true);
     CHECK(MIG_REC_VM_STATE, none, true);
     CHECK(MIG_REC_DEVICE_STATE, none, true);
@@ -405,7 +411,7 @@ static void test_ram_fds_record(void **state)
     in.regions[1].gpa = 4ULL << 30;
     in.regions[1].size = 1ULL << 30;
     stream_writer_init(&w, ch, MIG_HDR_F_CRC32);
-    assert_false(stream_write_ram_fds(&w, &in, &err));     /* the header lacks the flag */
+    assert_false(stream_write_ram_fds(&w, &in, &err)); /* the header lacks the flag */
     assert_error(err, "without the RAM-by-fd flag");
     g_clear_error(&err);
     stream_writer_init(&w, ch, MIG_HDR_F_CRC32 | MIG_HDR_F_RAM_FD);
@@ -545,7 +551,8 @@ static void test_record_size_rules(void **state)
     /* The order check reads ITERATION_END's and VCPU_STATE's fixed parts. */
     mig_store_le32(body + offsetof(struct mig_rec_vm_config, nr_vcpus), 1);
     stream_order_init(&o);
-    rec = (struct stream_record){ .type = MIG_REC_VM_CONFIG, .body = body,
+    rec = (struct stream_record){ .type = MIG_REC_VM_CONFIG,
+                                  .body = body,
                                   .length = sizeof(struct mig_rec_vm_config) };
     assert_true(stream_order_check(&o, &rec, NULL));
     rec = (struct stream_record){ .type = MIG_REC_STATIC_END, .body = body };
@@ -553,18 +560,22 @@ static void test_record_size_rules(void **state)
     memset(body, 0, sizeof(body));
     mig_store_le32(body, 1);
     mig_store_le32(body + 4, MIG_ITER_F_FINAL);
-    rec = (struct stream_record){ .type = MIG_REC_ITERATION_END, .body = body,
-                                  .length = stream_record_type_find(MIG_REC_ITERATION_END)
-                                            ->head_length - 1 };
+    rec = (struct stream_record){
+        .type = MIG_REC_ITERATION_END,
+        .body = body,
+        .length = stream_record_type_find(MIG_REC_ITERATION_END)->head_length - 1
+    };
     assert_false(stream_order_check(&o, &rec, &err));
     assert_error(err, "(ITERATION_END) at offset 0: body too short");
     g_clear_error(&err);
     rec.length++;
     assert_true(stream_order_check(&o, &rec, NULL));
     memset(body, 0, sizeof(body));
-    rec = (struct stream_record){ .type = MIG_REC_VCPU_STATE, .body = body,
-                                  .length = stream_record_type_find(MIG_REC_VCPU_STATE)
-                                            ->head_length - 1 };
+    rec = (struct stream_record){
+        .type = MIG_REC_VCPU_STATE,
+        .body = body,
+        .length = stream_record_type_find(MIG_REC_VCPU_STATE)->head_length - 1
+    };
     assert_false(stream_order_check(&o, &rec, &err));
     assert_error(err, "(VCPU_STATE) at offset 0: body too short");
     g_clear_error(&err);
@@ -603,7 +614,11 @@ static void test_record_table_parse_describe(void **state)
         "pass 1: 2 pages, 132 zero, 8.8 KiB, 0.1 ms, 134 dirty",
         "pass 1: 1 page, gfn 0x22-0x22, raw 1, zlib 0",
         "pass 2 (final): 1 pages, 0 zero, 0 B, 0.0 ms, 0 dirty",
-        NULL, NULL, NULL, "serial.1, FDT ", "end of the stream",
+        NULL,
+        NULL,
+        NULL,
+        "serial.1, FDT ",
+        "end of the stream",
     };
     GByteArray *s = build_stream(MIG_HDR_F_CRC32);
     struct channel *ch = channel_mem_new(s->data, s->len);

@@ -14,7 +14,7 @@
 struct inner {
     uint32_t a;
     uint16_t b;
-    int post_loads;                     /* not saved */
+    int post_loads; /* not saved */
 };
 
 struct seg {
@@ -36,7 +36,7 @@ struct obj {
     struct inner in;
     struct seg segs[2];
     uint32_t opt;
-    int pre_saves, post_loads;          /* not saved */
+    int pre_saves, post_loads; /* not saved */
     bool fail_post_load;
 };
 
@@ -54,7 +54,10 @@ static const struct vmstate_field inner_fields[] = {
 };
 
 static const struct vmstate_desc inner_desc = {
-    .name = "inner", .version = 1, .min_version = 1, .fields = inner_fields,
+    .name = "inner",
+    .version = 1,
+    .min_version = 1,
+    .fields = inner_fields,
     .post_load = inner_post_load,
 };
 
@@ -66,7 +69,10 @@ static const struct vmstate_field seg_fields[] = {
 };
 
 static const struct vmstate_desc seg_desc = {
-    .name = "seg", .version = 2, .min_version = 2, .fields = seg_fields,
+    .name = "seg",
+    .version = 2,
+    .min_version = 2,
+    .fields = seg_fields,
 };
 
 static bool obj_pre_save(void *opaque, GError **errp)
@@ -105,8 +111,12 @@ static const struct vmstate_field obj_fields[] = {
 };
 
 static const struct vmstate_desc obj_desc = {
-    .name = "obj", .version = 3, .min_version = 1, .fields = obj_fields,
-    .pre_save = obj_pre_save, .post_load = obj_post_load,
+    .name = "obj",
+    .version = 3,
+    .min_version = 1,
+    .fields = obj_fields,
+    .pre_save = obj_pre_save,
+    .post_load = obj_post_load,
 };
 
 static void obj_fill(struct obj *o)
@@ -191,7 +201,8 @@ static char *load_msg(const void *fdt, struct obj *o)
     return msg;
 }
 
-#define assert_load_fails(fdt, o, text) do { \
+#define assert_load_fails(fdt, o, text) \
+    do { \
         g_autofree char *m_ = load_msg(fdt, o); \
         if (!m_) \
             fail_msg("load succeeded; expected \"%s\"", text); \
@@ -228,8 +239,7 @@ static void test_round_trip(void **state)
     g_free(fdt);
 }
 
-static void assert_prop(const void *fdt, int node, const char *name, const void *bytes,
-                        int len)
+static void assert_prop(const void *fdt, int node, const char *name, const void *bytes, int len)
 {
     int got;
     const void *p = fdt_getprop(fdt, node, name, &got);
@@ -298,7 +308,7 @@ static void test_missing_and_optional(void **state)
     memset(&back, 0x5a, sizeof(back));
     back.fail_post_load = false;
     assert_load_fails(fdt, &back, "dev@0: missing property \"u32\"");
-    assert_int_equal(back.u8, 0x5a);           /* validated before any write */
+    assert_int_equal(back.u8, 0x5a); /* validated before any write */
     assert_int_equal(back.post_loads, 0x5a5a5a5a);
     g_free(fdt);
 
@@ -370,10 +380,11 @@ static void test_versions(void **state)
     assert_int_equal(fdt_setprop_inplace_u32(fdt, node, "version", 0), 0);
     assert_load_fails(fdt, &back, "dev@0: version 0 not in [1, 3]");
     assert_int_equal(fdt_setprop_inplace_u32(fdt, node, "version", 1), 0);
-    assert_null(load_msg(fdt, &back));     /* an older, accepted version */
+    assert_null(load_msg(fdt, &back)); /* an older, accepted version */
     /* The nested seg desc accepts only version 2. */
     assert_int_equal(fdt_setprop_inplace_u32(fdt, fdt_subnode_offset(fdt, node, "segs@0"),
-                                             "version", 1), 0);
+                                             "version", 1),
+                     0);
     assert_load_fails(fdt, &back, "dev@0/segs@0: version 1 not in [2, 2]");
     assert_int_equal(fdt_delprop(fdt, node, "version"), 0);
     assert_load_fails(fdt, &back, "dev@0: missing property \"version\"");
@@ -403,7 +414,7 @@ static void test_fdt_check(void **state)
     GRand *rand = g_rand_new_with_seed(99);
 
     assert_true(vmstate_fdt_check(fdt, len, NULL));
-    assert_true(vmstate_fdt_check(fdt, len + 100, NULL));  /* a longer buffer is fine */
+    assert_true(vmstate_fdt_check(fdt, len + 100, NULL)); /* a longer buffer is fine */
     assert_false(vmstate_fdt_check(NULL, 0, &err));
     g_clear_error(&err);
     /* Truncated blobs (the buffer holds only the first bytes). */
@@ -439,7 +450,8 @@ static void test_fdt_check(void **state)
         int flips = g_rand_int_range(rand, 1, 4);
 
         for (int i = 0; i < flips; i++)
-            copy[g_rand_int_range(rand, 0, (gint32)len)] ^= (uint8_t)(1u << g_rand_int_range(rand, 0, 8));
+            copy[g_rand_int_range(rand, 0, (gint32)len)] ^= (uint8_t)(1u << g_rand_int_range(rand,
+                                                                                             0, 8));
         if (vmstate_fdt_check(copy, len, NULL)) {
             int node = fdt_subnode_offset(copy, 0, "dev@0");
             struct obj back;
@@ -492,13 +504,17 @@ static void test_nospace_and_grow(void **state)
 }
 
 /* Bad tables, each caught by vmstate_desc_check(). */
-struct flat { uint32_t x, y; uint64_t z; };
+struct flat {
+    uint32_t x, y;
+    uint64_t z;
+};
 
 static void check_bad_desc(const struct vmstate_field *fields, uint32_t ver, uint32_t min,
                            const char *text)
 {
-    struct vmstate_desc d = { .name = "flat", .version = ver, .min_version = min,
-                              .fields = fields };
+    struct vmstate_desc d = {
+        .name = "flat", .version = ver, .min_version = min, .fields = fields
+    };
     GError *err = NULL;
 
     assert_false(vmstate_desc_check(&d, &err));
@@ -512,14 +528,13 @@ static void test_desc_check_bad(void **state)
 {
     (void)state;
     const struct vmstate_field dup[] = {
-        VMSTATE_U32(struct flat, x), VMSTATE_U32(struct flat, y),
-        { .name = "x", .offset = offsetof(struct flat, y), .size = 4, .count = 1,
-          .type = VMS_U32 },
+        VMSTATE_U32(struct flat, x),
+        VMSTATE_U32(struct flat, y),
+        { .name = "x", .offset = offsetof(struct flat, y), .size = 4, .count = 1, .type = VMS_U32 },
         VMSTATE_END,
     };
     const struct vmstate_field badsize[] = {
-        { .name = "z", .offset = offsetof(struct flat, z), .size = 4, .count = 1,
-          .type = VMS_U64 },
+        { .name = "z", .offset = offsetof(struct flat, z), .size = 4, .count = 1, .type = VMS_U64 },
         VMSTATE_END,
     };
     const struct vmstate_field zero_count[] = {
@@ -557,16 +572,11 @@ static void test_desc_check_bad(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_desc_check),
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_golden),
-        cmocka_unit_test(test_missing_and_optional),
-        cmocka_unit_test(test_unknown_ignored),
-        cmocka_unit_test(test_wrong_length),
-        cmocka_unit_test(test_versions),
-        cmocka_unit_test(test_post_load_error),
-        cmocka_unit_test(test_fdt_check),
-        cmocka_unit_test(test_nospace_and_grow),
+        cmocka_unit_test(test_desc_check),      cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_golden),          cmocka_unit_test(test_missing_and_optional),
+        cmocka_unit_test(test_unknown_ignored), cmocka_unit_test(test_wrong_length),
+        cmocka_unit_test(test_versions),        cmocka_unit_test(test_post_load_error),
+        cmocka_unit_test(test_fdt_check),       cmocka_unit_test(test_nospace_and_grow),
         cmocka_unit_test(test_desc_check_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
