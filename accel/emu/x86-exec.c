@@ -722,10 +722,7 @@ static bool lock_ok(struct x86_insn *i)
     if (op < 0x40)
         return (op & 7) < 2 && (op & 0x38) != 0x38;
     switch (op) {
-    case 0x80:
-    case 0x81:
-    case 0x82:
-    case 0x83:
+    case 0x80 ... 0x83:
         return r != 7;
     case 0x86:
     case 0x87:
@@ -885,45 +882,18 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         set_flags(cpu, adj ? X86_CF | X86_AF : 0, X86_CF | X86_AF);
         return;
     }
-    case 0x40:
-    case 0x41:
-    case 0x42:
-    case 0x43:
-    case 0x44:
-    case 0x45:
-    case 0x46:
-    case 0x47:
-    case 0x48:
-    case 0x49:
-    case 0x4a:
-    case 0x4b:
-    case 0x4c:
-    case 0x4d:
-    case 0x4e:
-    case 0x4f:
+    case 0x40 ... 0x4f:
         i->mem = false;
         i->rm = op & 7;
         inc_dec(cpu, i, i->opsize, op & 8);
         return;
-    case 0x50:
-    case 0x51:
-    case 0x52:
-    case 0x53:
-    case 0x54:
-    case 0x55:
-    case 0x56:
+    case 0x50 ... 0x56:
     case 0x57: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3), s = stack_opsize(cpu, i);
         push(cpu, cpu->regs[r] & x86_size_mask(s), s);
         return;
     }
-    case 0x58:
-    case 0x59:
-    case 0x5a:
-    case 0x5b:
-    case 0x5c:
-    case 0x5d:
-    case 0x5e:
+    case 0x58 ... 0x5e:
     case 0x5f: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3), s = stack_opsize(cpu, i);
         v = pop(cpu, s);
@@ -962,38 +932,12 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         v = imul2(cpu, x86_rm_read(cpu, i, i->opsize), i->imm, i->opsize);
         x86_reg_set(cpu, i, i->reg, i->opsize, v);
         return;
-    case 0x6c:
-    case 0x6d:
-    case 0x6e:
-    case 0x6f:
-    case 0xa4:
-    case 0xa5:
-    case 0xa6:
-    case 0xa7:
-    case 0xaa:
-    case 0xab:
-    case 0xac:
-    case 0xad:
-    case 0xae:
-    case 0xaf:
+    case 0x6c ... 0x6f:
+    case 0xa4 ... 0xa7:
+    case 0xaa ... 0xaf:
         x86_exec_string(cpu, i);
         return;
-    case 0x70:
-    case 0x71:
-    case 0x72:
-    case 0x73:
-    case 0x74:
-    case 0x75:
-    case 0x76:
-    case 0x77:
-    case 0x78:
-    case 0x79:
-    case 0x7a:
-    case 0x7b:
-    case 0x7c:
-    case 0x7d:
-    case 0x7e:
-    case 0x7f:
+    case 0x70 ... 0x7f:
         if (x86_cond(cpu, op & 0xf))
             jump(cpu, i, i->next_rip + i->imm);
         return;
@@ -1083,13 +1027,7 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
         if (i->rex & 1)
             goto xchg_ax;
         return; /* nop, pause */
-    case 0x91:
-    case 0x92:
-    case 0x93:
-    case 0x94:
-    case 0x95:
-    case 0x96:
-    case 0x97:
+    case 0x91 ... 0x97:
     xchg_ax : {
         unsigned r = (op & 7) | ((i->rex & 1) << 3);
         v = cpu->regs[r];
@@ -1142,31 +1080,15 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
     case 0xa9:
         alu(cpu, 4, cpu->regs[X86_RAX], i->imm, size, 0);
         return;
-    case 0xb0:
-    case 0xb1:
-    case 0xb2:
-    case 0xb3:
-    case 0xb4:
-    case 0xb5:
-    case 0xb6:
-    case 0xb7:
+    case 0xb0 ... 0xb7:
         x86_reg_set(cpu, i, (op & 7) | ((i->rex & 1) << 3), 1, i->imm);
         return;
-    case 0xb8:
-    case 0xb9:
-    case 0xba:
-    case 0xbb:
-    case 0xbc:
-    case 0xbd:
-    case 0xbe:
-    case 0xbf:
+    case 0xb8 ... 0xbf:
         x86_reg_set(cpu, i, (op & 7) | ((i->rex & 1) << 3), i->opsize, i->imm);
         return;
     case 0xc0:
     case 0xc1:
-    case 0xd0:
-    case 0xd1:
-    case 0xd2:
+    case 0xd0 ... 0xd2:
     case 0xd3: {
         unsigned cnt = op >= 0xd2   ? (unsigned)cpu->regs[X86_RCX] & 0xff
                        : op >= 0xd0 ? 1
@@ -1284,9 +1206,7 @@ void x86_exec_generic(struct x86_cpu *cpu, struct x86_insn *i)
                          1);
         x86_reg_set(cpu, i, X86_RAX, 1, v);
         return;
-    case 0xe0:
-    case 0xe1:
-    case 0xe2:
+    case 0xe0 ... 0xe2:
     case 0xe3: { /* loopne/loope/loop/jrcxz */
         uint64_t am = x86_size_mask(i->addrsize), c = cpu->regs[X86_RCX] & am;
         bool take;
@@ -1482,13 +1402,7 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         need_cpl0(cpu);
         return;
     case 0x0d:
-    case 0x18:
-    case 0x19:
-    case 0x1a:
-    case 0x1b:
-    case 0x1c:
-    case 0x1d:
-    case 0x1e:
+    case 0x18 ... 0x1e:
     case 0x1f: /* prefetch, hint nops */
         return;
     case 0x20:
@@ -1567,63 +1481,18 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         cpu->regs[X86_RDX] = v >> 32;
         return;
     }
-    case 0x40:
-    case 0x41:
-    case 0x42:
-    case 0x43:
-    case 0x44:
-    case 0x45:
-    case 0x46:
-    case 0x47:
-    case 0x48:
-    case 0x49:
-    case 0x4a:
-    case 0x4b:
-    case 0x4c:
-    case 0x4d:
-    case 0x4e:
-    case 0x4f:
+    case 0x40 ... 0x4f:
         v = x86_rm_read(cpu, i, size);
         if (x86_cond(cpu, op & 0xf))
             x86_reg_set(cpu, i, i->reg, size, v);
         else if (size == 4)
             cpu->regs[i->reg] &= 0xffffffffu;
         return;
-    case 0x80:
-    case 0x81:
-    case 0x82:
-    case 0x83:
-    case 0x84:
-    case 0x85:
-    case 0x86:
-    case 0x87:
-    case 0x88:
-    case 0x89:
-    case 0x8a:
-    case 0x8b:
-    case 0x8c:
-    case 0x8d:
-    case 0x8e:
-    case 0x8f:
+    case 0x80 ... 0x8f:
         if (x86_cond(cpu, op & 0xf))
             jump(cpu, i, i->next_rip + i->imm);
         return;
-    case 0x90:
-    case 0x91:
-    case 0x92:
-    case 0x93:
-    case 0x94:
-    case 0x95:
-    case 0x96:
-    case 0x97:
-    case 0x98:
-    case 0x99:
-    case 0x9a:
-    case 0x9b:
-    case 0x9c:
-    case 0x9d:
-    case 0x9e:
-    case 0x9f:
+    case 0x90 ... 0x9f:
         x86_rm_write(cpu, i, 1, x86_cond(cpu, op & 0xf));
         return;
     case 0xa0:
@@ -1803,13 +1672,7 @@ static void exec_0f(struct x86_cpu *cpu, struct x86_insn *i)
         default:
             undefined(cpu, i);
         }
-    case 0xc8:
-    case 0xc9:
-    case 0xca:
-    case 0xcb:
-    case 0xcc:
-    case 0xcd:
-    case 0xce:
+    case 0xc8 ... 0xce:
     case 0xcf: {
         unsigned r = (op & 7) | ((i->rex & 1) << 3);
         if (size == 8)

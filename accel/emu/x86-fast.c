@@ -588,14 +588,7 @@ static void select_fast(struct x86_insn *i, unsigned op, unsigned size, bool m64
             i->fn = h_store_i;
         }
         return;
-    case 0xb8:
-    case 0xb9:
-    case 0xba:
-    case 0xbb:
-    case 0xbc:
-    case 0xbd:
-    case 0xbe:
-    case 0xbf:
+    case 0xb8 ... 0xbf:
         if (wide) {
             i->hd = (op & 7) | ((i->rex & 1) << 3);
             i->fn = h_mov_ri;
