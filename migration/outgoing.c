@@ -475,6 +475,22 @@ static void apply_cpr_stats(struct mig_stats *st, void *arg)
     st->total_time_ms = (now - s->mig->start_ns) / 1000000;
 }
 
+/* The pause: stop the vCPUs (remembering whether they ran, to resume them on
+ * failure) and enter the device phase, unless a cancel came first. */
+static bool pause_guest(struct sender *s, GError **errp)
+{
+    struct migration *mig = s->mig;
+
+    machine_migration_pause(mig->m, &s->was_running);
+    s->paused = true;
+    s->pause_ns = clock_ns();
+    if (!mig_status_set(&mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
+        return false;
+    }
+    return true;
+}
+
 /* cpr-transfer, once the target has mapped the memfds (READY): pause, send
  * the state and END, and once the target runs the guest on that memory, let
  * go of it for good. No dirty logging and no pages: nothing in the pause
@@ -491,13 +507,8 @@ static bool cpr_hand_over(struct sender *s, GError **errp)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
         return false;
     }
-    machine_migration_pause(mig->m, &s->was_running);
-    s->paused = true;
-    s->pause_ns = clock_ns();
-    if (!mig_status_set(&mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
+    if (!pause_guest(s, errp))
         return false;
-    }
     if (!send_state(s, errp) || !commit_end(mig, errp) || !send_end(s, errp))
         return false;
     if (!rp_wait(s->rp, &s->rp->resumed, &s->rp->resumed_ns, &s->resumed_ns, RESUMED_TIMEOUT_S,
@@ -516,13 +527,8 @@ static bool stop_and_copy(struct sender *s, GError **errp)
     struct ram_pass_result res;
     uint64_t pending;
 
-    machine_migration_pause(mig->m, &s->was_running);
-    s->paused = true;
-    s->pause_ns = clock_ns();
-    if (!mig_status_set(&mig->status, MIG_STATUS_ACTIVE, MIG_STATUS_DEVICE)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
+    if (!pause_guest(s, errp))
         return false;
-    }
     if (!ram_save_sync(s->rs, &pending, errp))
         return false;
     g_mutex_lock(&mig->lock);
