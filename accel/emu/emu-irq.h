@@ -16,6 +16,7 @@ struct vmstate_desc;
  * CPUID 0x40000010 EBX tells the guest). */
 #define EMU_APIC_BUS_HZ 1000000000ull
 #define EMU_LAPIC_BASE 0xfee00000ull
+#define EMU_LAPIC_TPR 0x80 /* task priority register's offset */
 #define EMU_IOAPIC_BASE 0xfec00000ull
 #define EMU_IOAPIC_PINS 24
 

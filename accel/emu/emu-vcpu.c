@@ -43,13 +43,10 @@ static void cpu_mmio(void *opaque, uint64_t gpa, uint8_t *data, unsigned size, b
 
     if (gpa >= EMU_LAPIC_BASE && gpa < EMU_LAPIC_BASE + 0x1000) {
         emu_lapic_mmio(v->lapic, gpa - EMU_LAPIC_BASE, data, size, is_write);
-        if (is_write) {
-            /* CR8 reads what the TPR register holds. */
+        /* CR8 reads what the TPR register holds: only a TPR write changes it.
+         * (What an EOI or TPR write unmasks, the LAPIC itself signals.) */
+        if (is_write && ((gpa - EMU_LAPIC_BASE) & ~0xfull) == EMU_LAPIC_TPR)
             v->cpu.tpr = emu_lapic_get_cr8(v->lapic);
-            /* An EOI or a TPR write may unmask what waits in the IRR. */
-            if (emu_lapic_pending(v->lapic))
-                set_irq_request(v);
-        }
     } else if (gpa >= EMU_IOAPIC_BASE && gpa < EMU_IOAPIC_BASE + 0x1000) {
         emu_chips_ioapic_mmio(vm->chips, gpa - EMU_IOAPIC_BASE, data, size, is_write);
     } else {
@@ -157,25 +154,27 @@ static void wake_locked(struct emu_vcpu *v)
     g_cond_broadcast(&v->cond);
 }
 
+static void vcpu_wake(struct emu_vcpu *v)
+{
+    g_mutex_lock(&v->lock);
+    wake_locked(v);
+    g_mutex_unlock(&v->lock);
+}
+
 static void glue_wake(void *opaque, unsigned cpu)
 {
     struct emu_vcpu *v = vcpu_at(opaque, cpu);
     if (!v)
         return;
     set_irq_request(v);
-    g_mutex_lock(&v->lock);
-    wake_locked(v);
-    g_mutex_unlock(&v->lock);
+    vcpu_wake(v);
 }
 
 static void wake_timer_owner(struct emu_vm *vm)
 {
     struct emu_vcpu *v = vcpu_at(vm, 0);
-    if (!v)
-        return;
-    g_mutex_lock(&v->lock);
-    wake_locked(v);
-    g_mutex_unlock(&v->lock);
+    if (v)
+        vcpu_wake(v);
 }
 
 static void glue_init(void *opaque, unsigned cpu)

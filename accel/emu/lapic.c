@@ -9,7 +9,7 @@
 /* Register offsets in the MMIO page (and in the KVM-layout regs page). */
 #define APIC_ID 0x20
 #define APIC_VERSION 0x30
-#define APIC_TPR 0x80
+#define APIC_TPR EMU_LAPIC_TPR
 #define APIC_APR 0x90
 #define APIC_PPR 0xa0
 #define APIC_EOI 0xb0

@@ -30,6 +30,11 @@ static bool set_logging(struct kvm *k, bool on, GError **errp)
 bool kvm_dirty_log_start(struct accel *base, GError **errp)
 {
     struct kvm *k = KVM_OF(base);
+    /* A new log starts with every page to send: an old reset failure no
+     * longer hides anything. */
+    pthread_mutex_lock(&k->ring_lock);
+    k->ring_reset_errno = 0;
+    pthread_mutex_unlock(&k->ring_lock);
     return set_logging(k, true, errp);
 }
 
@@ -87,7 +92,7 @@ static uint32_t harvest_ring(struct kvm *k, struct kvm_vcpu *vcpu)
     return count;
 }
 
-bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp)
+void kvm_dirty_ring_harvest(struct kvm *k)
 {
     uint32_t count = 0;
 
@@ -96,14 +101,12 @@ bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp)
         if (k->vcpus[i])
             count += harvest_ring(k, k->vcpus[i]);
     /* Re-protects the harvested pages so their next write is logged again.
-     * Should that fail, later writes to them would go unlogged: an error, so
-     * a migration fails (and the source keeps its guest) instead of missing them. */
-    bool ok = !count || ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0) >= 0;
-    if (!ok)
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_RESET_DIRTY_RINGS: %s",
-                    g_strerror(errno));
+     * Should that fail, later writes to them would go unlogged: remembered,
+     * and the next sync fails, so a migration fails (and the source keeps its
+     * guest) instead of missing them, whichever thread harvested. */
+    if (count && ioctl(k->vm_fd, KVM_RESET_DIRTY_RINGS, 0) < 0 && !k->ring_reset_errno)
+        k->ring_reset_errno = errno;
     pthread_mutex_unlock(&k->ring_lock);
-    return ok;
 }
 
 /* OR (nbits) bits of (src) into (dst) starting at bit (offset) (a multiple of
@@ -156,8 +159,15 @@ bool kvm_dirty_log_sync(struct accel *base, unsigned long *gfn_bitmap, GError **
     if (k->ring_entries) {
         /* Entries of a running vCPU appear as it writes; those of a paused
          * one are all published, so the final sync (paused) misses nothing. */
-        if (!kvm_dirty_ring_harvest(k, errp))
+        kvm_dirty_ring_harvest(k);
+        pthread_mutex_lock(&k->ring_lock);
+        int err = k->ring_reset_errno;
+        pthread_mutex_unlock(&k->ring_lock);
+        if (err) {
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "KVM_RESET_DIRTY_RINGS: %s",
+                        g_strerror(err));
             return false;
+        }
         bitmap_steal_into(gfn_bitmap, k->ring_dirty, k->ring_nr_gfns);
         return true;
     }

@@ -49,6 +49,7 @@ struct kvm {
     uint32_t ring_entries;
     pthread_mutex_t ring_lock;
     unsigned long *ring_dirty; /* by guest frame number */
+    int ring_reset_errno;      /* a failed KVM_RESET_DIRTY_RINGS, until the next log start */
     uint64_t ring_nr_gfns;
     struct kvm_vcpu *vcpus[KVM_MAX_VCPUS];
 };
@@ -105,9 +106,10 @@ bool kvm_vm_load_state(struct accel *a, const void *fdt, int node, GError **errp
 bool kvm_slot_update(struct kvm *k, struct kvm_slot *s, GError **errp);
 
 /* Dirty ring: map (vcpu)'s ring; collect every vCPU's published entries
- * (the caller holds nothing; takes ring_lock); false if KVM would not re-arm them. */
+ * (the caller holds nothing; takes ring_lock). If KVM would not re-arm them,
+ * ring_reset_errno says so and the next kvm_dirty_log_sync() fails. */
 bool kvm_dirty_ring_map(struct kvm_vcpu *vcpu, GError **errp);
-bool kvm_dirty_ring_harvest(struct kvm *k, GError **errp);
+void kvm_dirty_ring_harvest(struct kvm *k);
 
 /* Give (vcpu) the VM's CPUID template with its own APIC ID patched in. */
 bool kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, GError **errp);

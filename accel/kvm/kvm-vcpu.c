@@ -196,8 +196,10 @@ enum vcpu_run_result kvm_vcpu_run(struct accel_vcpu *base, struct io_bus *bus, G
     case KVM_EXIT_INTR:
         return VCPU_RUN_KICKED;
     case KVM_EXIT_DIRTY_RING_FULL:
-        /* Make room ourselves rather than wait for the next sync. */
-        return kvm_dirty_ring_harvest(vcpu->kvm, errp) ? VCPU_RUN_OK : VCPU_RUN_ERROR;
+        /* Make room ourselves rather than wait for the next sync; a failure
+         * fails that sync (the migration), never the guest. */
+        kvm_dirty_ring_harvest(vcpu->kvm);
+        return VCPU_RUN_OK;
     case KVM_EXIT_HLT: /* not with an in-kernel LAPIC, but harmless */
         return VCPU_RUN_OK;
     case KVM_EXIT_SHUTDOWN:
