@@ -164,7 +164,7 @@ void *guest_ram_ptr(struct guest_ram *ram, uint64_t gpa, uint64_t len)
     const struct ram_region *r = guest_ram_region_of(ram, gpa);
     uint64_t off;
 
-    if (!r || ram->released)
+    if (!r || guest_ram_released(ram))
         return NULL;
     off = gpa - r->gpa;
     if (len > r->size - off) /* off < size, so no wrap-around */
@@ -272,7 +272,7 @@ static bool region_next_data(const struct ram_region *r, uint64_t off, uint64_t 
 bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *data_start,
                          uint64_t *data_end)
 {
-    if (ram->released)
+    if (guest_ram_released(ram))
         return false;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
@@ -292,7 +292,7 @@ bool guest_ram_next_data(const struct guest_ram *ram, uint64_t gpa, uint64_t *da
 
 void guest_ram_discard(struct guest_ram *ram)
 {
-    if (ram->released)
+    if (guest_ram_released(ram))
         return;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
@@ -315,7 +315,7 @@ uint64_t guest_ram_populated_bytes(struct guest_ram *ram)
 {
     uint64_t total = 0;
 
-    if (ram->released)
+    if (guest_ram_released(ram))
         return 0;
     for (unsigned i = 0; i < ram->nr_regions; i++) {
         const struct ram_region *r = &ram->regions[i];
@@ -362,7 +362,7 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
     uLong crc = crc32(0L, Z_NULL, 0);
 
     g_mutex_lock(&ram->release_lock);
-    if (ram->released) {
+    if (guest_ram_released(ram)) {
         g_mutex_unlock(&ram->release_lock);
         return 0;
     }
@@ -405,7 +405,7 @@ bool guest_ram_zero(struct guest_ram *ram, uint64_t gpa, uint64_t len, GError **
         set_range_error(errp, "zero unaligned", gpa, len);
         return false;
     }
-    if (ram->released) {
+    if (guest_ram_released(ram)) {
         set_range_error(errp, "zero (RAM handed over)", gpa, len);
         return false;
     }
@@ -502,8 +502,10 @@ void guest_ram_release(struct guest_ram *ram)
          * where the accelerator's slots still point, and any access faults. */
         if (r->hva &&
             mmap(r->hva, r->size, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
             munmap(r->hva, r->size);
+            r->hva = NULL; /* not ours any more: destroy must not unmap it again */
+        }
         if (r->memfd >= 0)
             close(r->memfd);
         r->memfd = -1;

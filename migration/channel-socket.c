@@ -20,16 +20,13 @@
  * large enough to keep a fast link busy while the sender prepares a batch. */
 #define SOCKET_BUF_BYTES (4 << 20)
 
-/* Descriptors one connection may carry (cpr-transfer: one per RAM region). */
-#define SOCK_MAX_FDS 8
-
 struct sock_backend {
     int fd;
     bool is_socket;
     char *name;
-    int send_fds[SOCK_MAX_FDS]; /* to attach to the next sendmsg */
+    int send_fds[CHANNEL_MAX_FDS]; /* to attach to the next sendmsg */
     unsigned nr_send_fds;
-    int recv_fds[SOCK_MAX_FDS]; /* arrived, not yet taken */
+    int recv_fds[CHANNEL_MAX_FDS]; /* arrived, not yet taken */
     unsigned nr_recv_fds;
 };
 
@@ -48,12 +45,12 @@ static void sock_put_fds(struct sock_backend *s, struct msghdr *msg, char *buf, 
     memcpy(CMSG_DATA(c), s->send_fds, sizeof(int) * s->nr_send_fds);
 }
 
-/* recvmsg, keeping descriptors that arrive (beyond SOCK_MAX_FDS: closed). */
+/* recvmsg, keeping descriptors that arrive (beyond CHANNEL_MAX_FDS: an error). */
 static ssize_t sock_recv(struct sock_backend *s, void *buf, size_t len)
 {
     struct iovec iov = { .iov_base = buf, .iov_len = len };
     union {
-        char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
     struct msghdr msg = {
@@ -71,11 +68,17 @@ static ssize_t sock_recv(struct sock_backend *s, void *buf, size_t len)
             int fd;
 
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-            if (s->nr_recv_fds < SOCK_MAX_FDS)
+            if (s->nr_recv_fds < CHANNEL_MAX_FDS)
                 s->recv_fds[s->nr_recv_fds++] = fd;
             else
                 close(fd);
         }
+    }
+    /* The kernel dropped descriptors that did not fit: a stream never sends
+     * that many, and a short count would only surface later, misleadingly. */
+    if (msg.msg_flags & MSG_CTRUNC) {
+        errno = EMSGSIZE;
+        return -1;
     }
     return n;
 }
@@ -92,9 +95,9 @@ static bool sock_send_fds(void *opaque, const int *fds, unsigned nfds, GError **
                     "%s: file descriptors pass only over a unix: socket", s->name);
         return false;
     }
-    if (nfds == 0 || nfds > SOCK_MAX_FDS) {
+    if (nfds == 0 || nfds > CHANNEL_MAX_FDS) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %u file descriptors (1 to %d)",
-                    s->name, nfds, SOCK_MAX_FDS);
+                    s->name, nfds, CHANNEL_MAX_FDS);
         return false;
     }
     memcpy(s->send_fds, fds, sizeof(int) * nfds);
@@ -133,7 +136,7 @@ static ssize_t sock_writev(void *opaque, const struct iovec *iov, int iovcnt)
             /* MSG_NOSIGNAL: a peer that went away is EPIPE, not SIGPIPE. */
             struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
             union {
-                char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
                 struct cmsghdr align;
             } ctl;
 

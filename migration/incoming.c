@@ -35,10 +35,11 @@ struct incoming {
     bool from_file;        /* a checkpoint: mapped RAM, no return path */
     uint32_t stream_flags; /* from the image header */
     struct stream_mapped_ram layout;
-    unsigned devices; /* DEVICE_STATE records loaded */
-    bool cpr;         /* mode cpr-transfer: expects RAM as memfds */
-    bool adopted;     /* the source's memfds are mapped as our RAM */
-    bool done;        /* END accepted */
+    unsigned devices;       /* DEVICE_STATE records loaded */
+    bool cpr;               /* mode cpr-transfer: expects RAM as memfds */
+    bool adopted;           /* the source's memfds are mapped as our RAM */
+    struct ram_load *pages; /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
+    bool done;              /* END accepted */
 };
 
 /* The return path begins with its own header, written with the first message. */
@@ -78,12 +79,13 @@ static bool load_static_end(struct incoming *inc, const struct stream_record *re
     return rp_send(inc, MIG_RP_READY, NULL, errp);
 }
 
-/* PAGE_DATA, ZERO_PAGES: ram.c walks the record again, storing the pages. */
+/* PAGE_DATA, ZERO_PAGES: the parse stored the pages (ram_load_sinks). */
 static bool load_pages(struct incoming *inc, const struct stream_record *rec,
                        const struct stream_body *b, GError **errp)
 {
+    (void)rec;
     (void)b;
-    return ram_load_record(machine_ram(inc->mig->m), rec, errp);
+    return ram_load_flush(inc->pages, errp);
 }
 
 static bool load_mapped_ram(struct incoming *inc, const struct stream_record *rec,
@@ -161,7 +163,7 @@ static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
 {
     struct guest_ram *ram = machine_ram(inc->mig->m);
     const struct stream_ram_fds *l = &b->ram_fds;
-    int fds[GUEST_RAM_MAX_REGIONS * 4];
+    int fds[CHANNEL_MAX_FDS];
     unsigned n = channel_take_fds(inc->ch, fds, G_N_ELEMENTS(fds));
     unsigned adopted = 0;
     bool ok = true;
@@ -191,12 +193,20 @@ static bool load_ram_fds(struct incoming *inc, const struct stream_record *rec,
     }
     for (unsigned i = 0; ok && i < l->nr_regions; i++)
         ok = guest_ram_check_fd(ram, i, fds[i], errp);
-    if (ok)
-        inc->adopted = true;
-    for (; ok && adopted < l->nr_regions; adopted++)
+    /* An adopted fd belongs to the RAM from then on; the rest are closed. */
+    while (ok && adopted < l->nr_regions) {
         ok = guest_ram_adopt_fd(ram, adopted, fds[adopted], errp);
-    for (unsigned i = ok ? n : adopted; i < n; i++)
+        if (ok)
+            adopted++;
+    }
+    inc->adopted = adopted > 0;
+    for (unsigned i = adopted; i < n; i++)
         close(fds[i]);
+    /* What Tern wrote into its own RAM before is gone with it: the dirty log
+     * of the handed-over RAM starts clean (a later migration's first pass
+     * sends every populated page anyway). */
+    if (ok)
+        guest_ram_clear_dirty(ram);
     return ok;
 }
 
@@ -227,9 +237,11 @@ static const struct load_step {
 static bool load_record(struct incoming *inc, const struct stream_record *rec, GError **errp)
 {
     const struct load_step *step = rec->type < MIG_REC_STREAM_MAX_ ? &load_steps[rec->type] : NULL;
-    const struct stream_parse_ctx ctx = { .stream_flags = inc->stream_flags,
-                                          .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
+    struct stream_parse_ctx ctx = { .stream_flags = inc->stream_flags,
+                                    .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
     struct stream_body b;
+
+    ram_load_sinks(inc->pages, &ctx);
 
     if (!step || !step->apply) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected record");
@@ -260,11 +272,6 @@ static bool cpr_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
                     "but the source sent a normal migration stream: set the same mode on both");
         return false;
     }
-    /* What Tern wrote into its own RAM before is gone with it: the dirty log
-     * of the handed-over RAM starts clean (a later migration's first pass
-     * sends every populated page anyway). */
-    if (handover)
-        guest_ram_clear_dirty(machine_ram(inc->mig->m));
     return true;
 }
 
@@ -308,6 +315,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
         return false;
     }
     stream_order_init_flags(&order, r.flags);
+    inc->pages = ram_load_new(machine_ram(inc->mig->m));
     while (ok && !inc->done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch), __ATOMIC_RELAXED);
@@ -328,6 +336,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "stream ended early");
         ok = false;
     }
+    g_clear_pointer(&inc->pages, ram_load_free);
     stream_reader_cleanup(&r);
     return ok;
 }
@@ -340,9 +349,6 @@ static gpointer incoming_thread(gpointer opaque)
     uint64_t t0 = clock_ns();
 
     bool ok = true;
-    g_mutex_lock(&mig->lock);
-    inc->cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
-    g_mutex_unlock(&mig->lock);
     if (!inc->from_file) {
         inc->rp_ch = channel_return_path(inc->ch, &err);
         ok = inc->rp_ch != NULL;
@@ -365,6 +371,10 @@ static gpointer incoming_thread(gpointer opaque)
     g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
     migration_set_error(mig, msg);
     fprintf(stderr, "tern: %s\n", msg);
+    /* The source resumes on that memory once it reads ERROR: let go of it
+     * before saying so. */
+    if (inc->adopted)
+        guest_ram_release(machine_ram(mig->m));
     if (inc->rp_ch) {
         rp_send(inc, MIG_RP_ERROR, msg, NULL);
         channel_linger(inc->ch, INCOMING_LINGER_MS);
@@ -372,9 +382,6 @@ static gpointer incoming_thread(gpointer opaque)
     enum mig_status cur = mig_status_get(&mig->status);
     if (!mig_status_is_terminal(cur))
         mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
-    /* The source resumes on that memory: let go of it before anything else. */
-    if (inc->adopted)
-        guest_ram_release(machine_ram(mig->m));
     machine_incoming_failed(mig->m);
     return NULL;
 }
@@ -419,21 +426,15 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     if (!channel_uri_parse(uri, &parsed, errp))
         return false;
     bool from_file = parsed.kind == CHANNEL_URI_FILE;
-    bool unix_uri = parsed.kind == CHANNEL_URI_UNIX;
+    enum channel_uri_kind kind = parsed.kind;
     channel_uri_clear(&parsed);
-    g_mutex_lock(&mig->lock);
-    bool cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
-    g_mutex_unlock(&mig->lock);
-    if (cpr && !unix_uri) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
-                    "pass over a UNIX socket), not '%s'",
-                    uri);
+    bool cpr;
+    if (!migration_take_mode(mig, kind, uri, &cpr, errp))
         return false;
-    }
 
     struct incoming *inc = g_new0(struct incoming, 1);
     inc->mig = mig;
+    inc->cpr = cpr;
     inc->listen_fd = -1;
     inc->from_file = from_file;
     if (from_file) {

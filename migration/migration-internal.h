@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "ram.h"
+#include "tern/channel.h"
 #include "tern/policy.h"
 #include "tern/migration.h"
 
@@ -42,6 +43,11 @@ struct migration {
 
 /* Record (msg) as the error of the current migration (first one wins). */
 void migration_set_error(struct migration *mig, const char *msg);
+/* The mode of the migration about to start, read once: (*cpr) says whether it
+ * is cpr-transfer, refused (errp) unless the URI (kind) is unix:. Kept for the
+ * whole migration, so a later migrate-set-parameters cannot change it midway. */
+bool migration_take_mode(struct migration *mig, enum channel_uri_kind kind, const char *uri,
+                         bool *cpr, GError **errp);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg);
 

@@ -33,6 +33,22 @@ void migration_set_error(struct migration *mig, const char *msg)
     g_mutex_unlock(&mig->lock);
 }
 
+bool migration_take_mode(struct migration *mig, enum channel_uri_kind kind, const char *uri,
+                         bool *cpr, GError **errp)
+{
+    g_mutex_lock(&mig->lock);
+    *cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
+    g_mutex_unlock(&mig->lock);
+    if (*cpr && kind != CHANNEL_URI_UNIX) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
+                    "pass over a UNIX socket), not '%s'",
+                    uri);
+        return false;
+    }
+    return true;
+}
+
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg)
 {
     struct guest_ram *ram = machine_ram(m);

@@ -631,25 +631,13 @@ static gpointer sender_thread(gpointer opaque)
     return NULL;
 }
 
-/* Refuse, before anything is paused, what cpr-transfer cannot do, and any
- * migration once the guest RAM has been handed over. */
-static bool cpr_start_check(struct migration *mig, enum channel_uri_kind kind, const char *uri,
-                            GError **errp)
+/* Refuse any migration once the guest RAM has been handed over. */
+static bool ram_still_ours(struct migration *mig, GError **errp)
 {
-    g_mutex_lock(&mig->lock);
-    bool cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
-    g_mutex_unlock(&mig->lock);
     if (guest_ram_released(machine_ram(mig->m))) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
                     "this VM's guest RAM was handed over to another process (cpr-transfer): "
                     "it cannot migrate again from here");
-        return false;
-    }
-    if (cpr && kind != CHANNEL_URI_UNIX) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                    "migration mode cpr-transfer needs a unix:PATH URI (the guest RAM memfds "
-                    "pass over a UNIX socket), not '%s'",
-                    uri);
         return false;
     }
     return true;
@@ -700,7 +688,8 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
         return false;
     enum channel_uri_kind parsed_kind = parsed.kind;
     channel_uri_clear(&parsed);
-    if (!cpr_start_check(mig, parsed_kind, uri, errp))
+    bool cpr;
+    if (!ram_still_ours(mig, errp) || !migration_take_mode(mig, parsed_kind, uri, &cpr, errp))
         return false;
     if (!mig_status_set(&mig->status, cur, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
@@ -721,9 +710,7 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     s->uri = g_strdup(uri);
     s->to_file = parsed_kind == CHANNEL_URI_FILE;
     s->peer_pidfd = -1;
-    g_mutex_lock(&mig->lock);
-    s->cpr = mig->params.mode == MIG_MODE_CPR_TRANSFER;
-    g_mutex_unlock(&mig->lock);
+    s->cpr = cpr;
     mig->in_progress = true;
     mig->thread = g_thread_new("migration", sender_thread, s);
     return true;

@@ -358,14 +358,28 @@ static bool load_zero(void *opaque, uint64_t first_gfn, uint64_t npages, GError 
     return guest_ram_zero(rl->ram, first_gfn << GUEST_PAGE_SHIFT, npages << GUEST_PAGE_SHIFT, errp);
 }
 
-bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp)
+struct ram_load *ram_load_new(struct guest_ram *ram)
 {
-    g_autofree struct ram_load *rl = g_new0(struct ram_load, 1);
+    struct ram_load *rl = g_new0(struct ram_load, 1);
     rl->ram = ram;
-    if (rec->type == MIG_REC_PAGE_DATA)
-        return stream_parse_page_data(rec, GUEST_PAGE_SIZE, ram->nr_gfns, load_page, rl, errp) &&
-               flush_run(rl, errp);
-    return stream_parse_zero_pages(rec, ram->nr_gfns, load_zero, rl, errp);
+    return rl;
+}
+
+void ram_load_free(struct ram_load *rl)
+{
+    g_free(rl);
+}
+
+void ram_load_sinks(struct ram_load *rl, struct stream_parse_ctx *ctx)
+{
+    ctx->page_fn = load_page;
+    ctx->range_fn = load_zero;
+    ctx->opaque = rl;
+}
+
+bool ram_load_flush(struct ram_load *rl, GError **errp)
+{
+    return flush_run(rl, errp);
 }
 
 /* ---- target, mapped-RAM file ---- */

@@ -54,8 +54,16 @@ bool ram_save_write_index(struct ram_save *rs, GError **errp);
 /* Dirty logging off; frees (rs). */
 void ram_save_free(struct ram_save *rs);
 
-/* Target: validate and apply one PAGE_DATA or ZERO_PAGES record. */
-bool ram_load_record(struct guest_ram *ram, const struct stream_record *rec, GError **errp);
+/* Target: stores the pages of PAGE_DATA and ZERO_PAGES records as the
+ * record table's parse walks them (once, after checking them all). */
+struct ram_load;
+struct ram_load *ram_load_new(struct guest_ram *ram);
+void ram_load_free(struct ram_load *rl);
+/* Point (ctx)'s page and range sinks at (rl). */
+void ram_load_sinks(struct ram_load *rl, struct stream_parse_ctx *ctx);
+/* Store the run of pages the last PAGE_DATA record left pending (they point
+ * into its body: call before the next record is read). */
+bool ram_load_flush(struct ram_load *rl, GError **errp);
 /* Restore from a mapped-RAM file: read every page (idx) lists from the RAM
  * area of (ch) at (layout), check its CRC, store it. Errors name the gfn and
  * its file offset. */

@@ -156,6 +156,8 @@ uint64_t channel_rate_limit_wait(struct channel *ch);
 
 /* ---- File descriptors (cpr-transfer over a UNIX socket) ---- */
 
+/* The most descriptors one message may carry (more on receipt: a read error). */
+#define CHANNEL_MAX_FDS 8
 /* Flush what is pending, then make (fds) travel with the next bytes put and
  * flushed (SCM_RIGHTS; the kernel duplicates them, the caller keeps its
  * copies). False with (errp) on a backend that cannot pass descriptors. */
