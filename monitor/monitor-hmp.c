@@ -412,7 +412,6 @@ void hmp_session_execute(struct hmp_session *hs, const char *line)
 {
     const char *p = line;
 
-    hmp_commands_register();
     skip_spaces(&p);
     if (!*p) {
         return;
@@ -480,7 +479,6 @@ struct hmp_session *hmp_session_new(struct machine *m, hmp_output_fn *out, void 
 {
     struct hmp_session *hs = g_new0(struct hmp_session, 1);
 
-    hmp_commands_register();
     hs->refcount = 1;
     hs->m = m;
     hs->out = out;

@@ -46,8 +46,8 @@ void hmp_session_resume(struct hmp_session *hs);
 /* True when (hs) is the console on a terminal (live progress lines). */
 bool hmp_session_is_tty(const struct hmp_session *hs);
 
-/* Register HMP's own commands (help, QMP's human-monitor-command) once;
- * called by hmp_monitor_start() and by whoever serves QMP. */
+/* Register HMP's own commands (help, QMP's human-monitor-command), once, at
+ * start-up (vmm/main.c), before any session runs a line. */
 void hmp_commands_register(void);
 /* Run (line) on (m) and return everything it printed ("\r\n" line ends). */
 char *hmp_execute_capture(struct machine *m, const char *line);

@@ -478,6 +478,40 @@ def cleanup_dir(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------
+# What a user sees of a migration's outcome, on either side.
+
+def assert_source_unharmed(src, last_tick):
+    """After a failed or cancelled migration or checkpoint the source still runs the same guest."""
+    assert src.alive(), "source exited (%s): %s" % (src.proc.returncode, src.stderr()[-500:])
+    assert status(src) == "running", src.qmp.cmd("query-status")
+    ticks = live_ticks(src, 3)
+    assert ticks[0]["tick"] > last_tick["tick"], (last_tick, ticks)
+    return ticks
+
+
+def assert_target_refused(dst, timeout=30.0):
+    """The target gave up: it exits non-zero and never ran the guest."""
+    code = dst.wait_exit(timeout)
+    assert code != 0, "target exited with status 0 after a failed migration"
+    dst.serial.poll()
+    ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
+    assert not ran, "target ran a partial guest: %s" % ran[:3]
+    return code
+
+
+def assert_guest_moved(src_last, dst, n=3):
+    """The target runs the source's guest (not a fresh boot) and it is healthy.
+    Its first ticks are the first the guest printed there: they cover the switchover."""
+    ticks = live_ticks(dst, n, skip_old=False)
+    assert ticks[0]["tick"] > src_last["tick"], "tick counter restarted: %s then %s" % (
+        src_last, ticks)
+    booted = [l for l in dst.serial.lines if RUNNING_RE.match(l)]
+    assert not booted, "the target booted a guest of its own: %s" % booted
+    assert status(dst) == "running"
+    return ticks
+
+
 def run_tests(tests):
     """Run (name, function) pairs; print a result line each and a closing summary."""
     require_accel()

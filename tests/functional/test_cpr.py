@@ -18,8 +18,9 @@ import time
 import zlib
 
 import ternlib
-from ternlib import (Lab, live_ticks, QMPError, run_tests, RUNNING_RE, start_migration, status,
-                     Tern, tcp_uri, TICK_RE, wait_migration, wait_migration_status)
+from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused, Lab,
+                     live_ticks, QMPError, run_tests, start_migration, status,
+                     Tern, tcp_uri, wait_migration, wait_migration_status)
 
 MiB = 1 << 20
 TICK = "tick_ms=200"
@@ -70,31 +71,6 @@ def assert_handed_over(info, src, dst):
     assert status(src) == "postmigrate"
 
 
-def assert_guest_moved(src_last, dst, n=3):
-    ticks = live_ticks(dst, n, skip_old=False)
-    assert ticks[0]["tick"] > src_last["tick"], (src_last, ticks)
-    assert not [l for l in dst.serial.lines if RUNNING_RE.match(l)], "target booted its own guest"
-    return ticks
-
-
-def assert_source_unharmed(src, last):
-    """After a failed hand-over the source runs the same guest, memory intact."""
-    assert src.alive(), "source exited"
-    assert status(src) == "running", src.qmp.cmd("query-status")
-    ticks = live_ticks(src, 3)
-    assert ticks[0]["tick"] > last["tick"], (last, ticks)
-    return ticks
-
-
-def assert_target_never_ran(dst, timeout=30.0):
-    code = dst.wait_exit(timeout)
-    assert code != 0, "target exited 0 after a failed hand-over"
-    dst.serial.poll()
-    ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
-    assert not ran, "target ran the guest: %s" % ran[:3]
-    return code
-
-
 def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", expect="failed"):
     """Hand over a running guest to the target (make_target)(lab) makes, which
     must fail; (provoke)(src, dst) runs while it is under way. Then the source
@@ -113,7 +89,7 @@ def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", exp
         assert info["status"] == expect, info
         assert info.get("error-desc"), info
         assert_source_unharmed(src, last)
-        assert_target_never_ran(dst)
+        assert_target_refused(dst)
         why = info["error-desc"]
         # Again with the source paused: its RAM must come back bit for bit.
         src.qmp.cmd("stop")
@@ -124,7 +100,7 @@ def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", exp
             provoke(src, dst2)
         info = wait_migration(src.qmp, 60)
         assert info["status"] == expect, info
-        assert_target_never_ran(dst2)
+        assert_target_refused(dst2)
         assert status(src) == "paused", src.qmp.cmd("query-status")
         assert digest(src) == before, "source RAM changed by a failed hand-over"
         src.qmp.cmd("cont")
@@ -189,10 +165,8 @@ def killed_after(binary, record):
                                env={"TERN_TEST_STALL_AFTER": record})
 
     def kill_when_stalled(src, dst):
-        deadline = time.time() + 30
-        while "stalling after " + record not in dst.stderr():
-            assert time.time() < deadline, dst.stderr()
-            time.sleep(0.02)
+        ternlib.wait_until(lambda: "stalling after " + record in dst.stderr(), 30,
+                           "the target stalling after " + record)
         dst.kill()
 
     return failure_case(binary, make, kill_when_stalled)

@@ -12,8 +12,9 @@ import struct
 import threading
 
 import ternlib
-from ternlib import (assert_events_ordered, assert_vcpus_busy, Hmp, Lab, live_ticks, QMPError,
-                     run_tests, RUNNING_RE, start_migration, status, tcp_uri, TICK_RE, wait_migration,
+from ternlib import (assert_events_ordered, assert_guest_moved, assert_source_unharmed,
+                     assert_target_refused, assert_vcpus_busy, Hmp, Lab, live_ticks, QMPError,
+                     run_tests, start_migration, status, tcp_uri, wait_migration,
                      wait_migration_status, wait_until, warm_up)
 
 MiB = 1 << 20
@@ -33,25 +34,6 @@ def note(fmt, *args):
 # ---------------------------------------------------------------------------
 # What a user would look at.
 
-
-
-def assert_source_unharmed(src, last_tick):
-    """After a failed or cancelled migration the source still runs the same guest."""
-    assert src.alive(), "source exited"
-    assert status(src) == "running", src.qmp.cmd("query-status")
-    ticks = live_ticks(src, 3)
-    assert ticks[0]["tick"] > last_tick["tick"], (last_tick, ticks)
-    return ticks
-
-
-def assert_target_refused(dst, timeout=30.0):
-    """The target gave up: it exits non-zero and never ran the guest."""
-    code = dst.wait_exit(timeout)
-    assert code != 0, "target exited with status 0 after a failed migration"
-    dst.serial.poll()
-    ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
-    assert not ran, "target ran a partial guest: %s" % ran[:3]
-    return code
 
 
 def migrate(src, dst_uri, timeout=90.0, **params):
@@ -78,18 +60,6 @@ def assert_completed(info, src, dst):
     assert ram["transferred"] > 0 and ram["remaining"] == 0, ram
     assert ram["dirty-sync-count"] >= 2, ram      # a first full pass, then the final one
     assert ram["precopy-bytes"] + ram["downtime-bytes"] <= ram["transferred"], ram
-
-
-def assert_guest_moved(src_last, dst, n=3):
-    """The target runs the source's guest (not a fresh boot) and it is healthy.
-    Its first ticks are the first the guest printed there: they cover the switchover."""
-    ticks = live_ticks(dst, n, skip_old=False)
-    assert ticks[0]["tick"] > src_last["tick"], "tick counter restarted: %s then %s" % (
-        src_last, ticks)
-    booted = [l for l in dst.serial.lines if RUNNING_RE.match(l)]
-    assert not booted, "the target booted a guest of its own: %s" % booted
-    assert status(dst) == "running"
-    return ticks
 
 
 def describe(info, ticks=None):

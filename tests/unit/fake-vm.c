@@ -32,6 +32,11 @@ unsigned fake_vm_loaded_vcpus(void)
     return loaded_vcpus;
 }
 
+unsigned fake_vm_loaded_vm(void)
+{
+    return loaded_vm;
+}
+
 bool fake_vm_incoming_done(bool *ok)
 {
     *ok = incoming_finished > 0;

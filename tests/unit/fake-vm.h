@@ -19,7 +19,9 @@ struct fake_guest {
 
 void fake_vm_reset(const struct fake_guest *g);
 unsigned fake_vm_syncs(void);
+/* How many vCPU and VM state blobs the target loaded. */
 unsigned fake_vm_loaded_vcpus(void);
+unsigned fake_vm_loaded_vm(void);
 /* Whether the incoming side has finished; (ok) says whether it succeeded. */
 bool fake_vm_incoming_done(bool *ok);
 

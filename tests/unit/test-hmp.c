@@ -479,5 +479,6 @@ int main(void)
         cmocka_unit_test(test_chardev_file_threads),
         cmocka_unit_test(test_chardev_specs),
     };
+    hmp_commands_register(); /* as main.c does at start-up */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -975,5 +975,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hmp_migrate_console_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmp_migrate_progress_tty, setup, teardown),
     };
+    hmp_commands_register(); /* as main.c does at start-up */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,6 +98,7 @@ static void migrate(precopy_policy_fn *policy, void *opaque, struct run *out)
         assert_int_equal(machine_runstate(src), RUNSTATE_POSTMIGRATE);
         assert_int_equal(machine_runstate(dst), RUNSTATE_RUNNING);
         assert_int_equal(fake_vm_loaded_vcpus(), 1);
+        assert_int_equal(fake_vm_loaded_vm(), 1);
     }
     migration_free(msrc);
     migration_free(mdst);
