@@ -10,12 +10,12 @@ DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-g
                libfdt-dev zlib1g-dev libaio-dev libcmocka-dev clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build check demo bench soak fuzz-cpu tsan clean
+.PHONY: all deps build check demo bench soak fuzz fuzz-cpu tsan clean
 
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@missing=$$(for p in $(DEB_PACKAGES) $(EXTRA_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "make: installing missing Debian packages:" $$missing; \
@@ -63,6 +63,19 @@ soak: build
 
 # The software CPU's differential tester against the host CPU, long run
 # (make check runs it for a short fixed budget). On the optimised build.
+# libFuzzer on every harness of tests/fuzz for FUZZ_SECONDS each (clang,
+# ASan and UBSan, in $(FUZZ_BUILD)); make check replays their corpora.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) -Dfuzzing=true
+
+fuzz:
+	$(MAKE) deps EXTRA_PACKAGES="clang libclang-rt-14-dev"
+	$(MAKE) $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD) $$(ninja -C $(FUZZ_BUILD) -t targets all | sed -n 's|^\(tests/fuzz/fuzz-[a-z0-9-]*\): .*|\1|p')
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
 fuzz-cpu: build
 	meson test -C $(BUILD) --suite fuzz-cpu --print-errorlogs
 
@@ -99,4 +112,4 @@ tsan: deps $(TSAN_BUILD)/build.ninja
 	@echo "make tsan: no ThreadSanitizer reports"
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
