@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "tern/bitmap.h"
+#include "tern/crc32.h"
 #include "tern/util.h"
 
 /* Guest-physical addresses above this are beyond any x86-64 host (52 bits). */
@@ -376,7 +377,7 @@ uint32_t guest_ram_crc32(struct guest_ram *ram)
             for (uint64_t p = s; p < e; p += CRC_CHUNK) {
                 uint64_t n = MIN(CRC_CHUNK, e - p);
 
-                crc = crc32_z(crc, r->hva + p, (z_size_t)n);
+                crc = tern_crc32((uint32_t)crc, r->hva + p, n);
             }
             off = e;
         }

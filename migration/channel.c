@@ -1,11 +1,11 @@
 /* channel.c: the buffered migration channel: write buffer + by-reference iovecs, read buffer, sticky error, rate limit. */
 #include "tern/channel.h"
+#include "tern/crc32.h"
 #include "tern/stream-format.h"
 #include "tern/util.h"
 
 #include <errno.h>
 #include <string.h>
-#include <zlib.h>
 
 #define RATE_WINDOW_US (100 * 1000) /* rate limit accounting window */
 
@@ -253,7 +253,7 @@ static void channel_copy_in(struct channel *ch, const void *data, size_t len, ui
         n = MIN(len, CHANNEL_BUF_SIZE - ch->wbuf_used);
         memcpy(dst, src, n);
         if (crc)
-            *crc = (uint32_t)crc32(*crc, dst, (uInt)n);
+            *crc = tern_crc32(*crc, dst, n);
         channel_add_iov(ch, dst, n);
         ch->wbuf_used += n;
         channel_account(ch, n);

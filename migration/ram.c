@@ -7,6 +7,7 @@
 
 #include "ram.h"
 #include "tern/channel-file.h"
+#include "tern/crc32.h"
 #include "tern/bitmap.h"
 #include "tern/accel.h"
 #include "tern/memory.h"
@@ -116,7 +117,7 @@ bool ram_save_write_index(struct ram_save *rs, GError **errp)
 static bool put_mapped_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GError **errp)
 {
     if (rs->page_crc)
-        rs->page_crc[gfn] = crc32(0, page, GUEST_PAGE_SIZE);
+        rs->page_crc[gfn] = tern_crc32(0, page, GUEST_PAGE_SIZE);
     bitmap_set_atomic(rs->present, gfn);
     count(&rs->counters->normal, 1);
     count(&rs->counters->normal_bytes, GUEST_PAGE_SIZE);

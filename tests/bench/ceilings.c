@@ -2,7 +2,7 @@
  * moves pages, so make bench can print each migration's rate as a fraction of
  * its ceiling measured in the same run. One JSON object per line:
  *   {"ceiling": NAME, "threads": N, "bytes": B, "seconds": S, "gb_per_s": R}
- * Ceilings: memcpy; zlib's CRC-32; first-touch writes into a fresh memfd (what
+ * Ceilings: memcpy; CRC-32 by zlib and by libdeflate (the stream's); first-touch writes into a fresh memfd (what
  * a target does to RAM it never had); loopback TCP from a hot buffer into a
  * hot buffer; and RAM -> TCP -> never-touched RAM (a migration without a
  * VMM). Usage: ceilings [MIB [THREADS...]] (default 768 MiB, threads 1 2). */
@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #define PAGE 4096u
@@ -105,6 +106,13 @@ static void *job_crc(void *opaque)
 {
     struct job *j = opaque;
     j->sink = crc32_z(0, j->src, j->len);
+    return NULL;
+}
+
+static void *job_crc_libdeflate(void *opaque)
+{
+    struct job *j = opaque;
+    j->sink = libdeflate_crc32(0, j->src, j->len);
     return NULL;
 }
 
@@ -251,6 +259,7 @@ static void measure(size_t size, unsigned n, uint8_t *src, uint8_t *hot_dst)
 
     slices(jobs, n, src, NULL, size);
     report("crc32-zlib", n, total, run_jobs(job_crc, jobs, n));
+    report("crc32-libdeflate", n, total, run_jobs(job_crc_libdeflate, jobs, n));
 
     dst = fresh_memfd(size);
     slices(jobs, n, NULL, dst, size);
