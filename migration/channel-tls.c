@@ -46,8 +46,12 @@ static void conn_unref(struct tls_conn *c)
 
 static ssize_t tls_failed(struct tls_backend *b, const char *what, ssize_t rc)
 {
-    channel_set_errorf(b->ch, TERN_ERROR_FAILED, "%s: TLS %s: %s", b->name, what,
-                       gnutls_strerror((int)rc));
+    bool alert = rc == GNUTLS_E_FATAL_ALERT_RECEIVED;
+
+    channel_set_errorf(b->ch, TERN_ERROR_FAILED, "%s: TLS %s: %s%s%s%s", b->name, what,
+                       gnutls_strerror((int)rc), alert ? " (" : "",
+                       alert ? gnutls_alert_get_name(gnutls_alert_get(b->conn->session)) : "",
+                       alert ? ")" : "");
     return -EPROTO;
 }
 
@@ -408,8 +412,11 @@ static struct channel *tls_start(int fd, struct tls_creds *creds, bool server, c
                     peer, why, hint);
         goto fail;
     }
-    if (server && authz && *authz && !check_authz(c->session, authz, errp))
+    if (server && authz && *authz && !check_authz(c->session, authz, errp)) {
+        /* The source learns it from the alert, not just a closed connection. */
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_ACCESS_DENIED);
         goto fail;
+    }
     if (!set_blocking(fd, true)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "TLS: fcntl: %s", g_strerror(errno));
         goto fail;

@@ -8,9 +8,9 @@
 
 #include "tern/util.h"
 
-/* TLS 1.3 only; PSK adds its key exchanges (with and without (EC)DHE). */
+/* TLS 1.3 only; PSK adds its key exchanges, with (EC)DHE for forward secrecy (as QEMU). */
 #define TLS_PRIORITY_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
-#define TLS_PRIORITY_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK"
+#define TLS_PRIORITY_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK"
 #define TLS_PSK_DEFAULT_USER "qemu" /* QEMU's default username */
 
 enum tls_object_kind { TLS_OBJ_CREDS, TLS_OBJ_AUTHZ };

@@ -12,7 +12,8 @@ import tempfile
 
 from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused,
                      cleanup_dir, free_port, Hmp, Lab, live_ticks, run_tests, start_migration,
-                     status, tcp_uri, wait_migration, wait_migration_status, wait_until)
+                     status, tcp_uri, tern_dump_binary, wait_migration, wait_migration_status,
+                     wait_until)
 
 MEM = "256M"
 TICK = "tick_ms=200"
@@ -99,10 +100,13 @@ def source_objects():
             % p.path("psk-wrong")]
 
 
-def tls_target(lab, name, creds="x509", paused=False):
-    """A target with -incoming defer, tls-creds set (creds: x509, psk or None), listening."""
+def tls_target(lab, name, creds="x509", paused=False, authz=None):
+    """A target with -incoming defer, tls-creds set (creds: x509, psk or None), listening;
+    (authz): the DN the source's certificate must have (tls-authz)."""
     p = pki()
     args = ["-m", MEM, "-incoming", "defer"] + (["-S"] if paused else [])
+    if authz:
+        args += ["-object", "authz-simple,id=auth0,identity=" + authz.replace(",", ",,")]
     if creds == "x509":
         args += ["-object", "tls-creds-x509,id=tls0,dir=%s,endpoint=server,verify-peer=on"
                  % p.path("server")]
@@ -111,6 +115,8 @@ def tls_target(lab, name, creds="x509", paused=False):
     vm = lab.start(name, args)
     if creds:
         vm.qmp.cmd("migrate-set-parameters", tls_creds="tls0")
+    if authz:
+        vm.qmp.cmd("migrate-set-parameters", tls_authz="auth0")
     vm.port = free_port()
     vm.uri = tcp_uri(vm.port)
     vm.qmp.cmd("migrate-incoming", uri=vm.uri)
@@ -136,7 +142,7 @@ def test_x509_migration(binary):
     source's, bit for bit, and the guest runs on there."""
     with Lab(binary) as lab:
         src = lab.source("-m", MEM, *source_objects(), append="ws=16 " + TICK, hmp=True)
-        dst = tls_target(lab, "dst", paused=True)
+        dst = tls_target(lab, "dst", paused=True, authz="CN=source.example")
         src.wait_running()
         hmp = Hmp(src.hmp_path)
         assert hmp.run("migrate_set_parameter tls-creds tls0") == ""
@@ -202,6 +208,13 @@ def test_refused_and_psk(binary):
         assert "does not match" in why, why
         whys.append(why)
 
+        # The source's certificate is not the one tls-authz allows.
+        dst = tls_target(lab, "dst7", authz="CN=someone.else")
+        why = refused(src, dst, last, tls_creds="tls0", tls_hostname="")
+        assert "Access was denied" in why, why
+        assert "not allowed by tls-authz 'auth0'" in dst.stderr(), dst.stderr()[-500:]
+        whys.append(why)
+
         # The wrong pre-shared key.
         dst = tls_target(lab, "dst5", creds="psk")
         why = refused(src, dst, last, tls_creds="pskbad0", tls_hostname="")
@@ -233,6 +246,12 @@ def test_object_errors(binary):
     for spec, expect in cases:
         r = subprocess.run([binary, "-object", spec], capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and expect in r.stderr, (spec, r.returncode, r.stderr)
+    # tern-dump on a capture of a TLS migration: a handshake record, not the magic.
+    capture = os.path.join(p.dir, "capture.bin")
+    with open(capture, "wb") as f:
+        f.write(bytes([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00]))
+    r = subprocess.run([tern_dump_binary(), capture], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "a TLS stream" in r.stdout + r.stderr, r
 
 
 if __name__ == "__main__":
