@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "tern/stream-format.h"
+#include "tern/stream.h"
 #include "tern/util.h"
 
 #define TLS_RECORD_MAX 16384 /* plaintext bytes of one TLS record */
@@ -225,6 +226,31 @@ static bool wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
+static bool set_blocking(int fd, bool blocking)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    return fl >= 0 && fcntl(fd, F_SETFL, blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) == 0;
+}
+
+/* Answer a plaintext source in its own language, an ERROR on a plaintext
+ * return path, so that it reports why rather than a reset connection; then
+ * drain its stream until it closes, as a failed target does. */
+static void tell_plaintext_source(int fd, const char *why)
+{
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    struct stream_writer w;
+
+    if (dup < 0)
+        return;
+    struct channel *plain = channel_socket_new(dup, "incoming");
+    stream_writer_init(&w, plain, MIG_HDR_F_CRC32);
+    if (stream_write_header(&w, NULL) && stream_write_rp_error(&w, why, NULL) &&
+        channel_flush(plain, NULL))
+        channel_linger(plain, 2000);
+    channel_close(plain);
+}
+
 /* The target's first look at the peer: a plaintext Tern source starts with
  * the stream magic where a TLS client starts with a handshake record. */
 static bool check_not_plaintext(int fd, uint64_t deadline, GError **errp)
@@ -238,9 +264,11 @@ static bool check_not_plaintext(int fd, uint64_t deadline, GError **errp)
         ;
     if (n >= 1 && head[0] == (uint8_t)MIG_STREAM_MAGIC[0] &&
         !memcmp(head, MIG_STREAM_MAGIC, (size_t)n)) {
-        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
-                    "a plaintext source connected, but tls-creds is set (set tls-creds on the "
-                    "source too)");
+        const char *why = "a plaintext source connected, but tls-creds is set (set tls-creds "
+                          "on the source too)";
+        g_set_error_literal(errp, TERN_ERROR, TERN_ERROR_FAILED, why);
+        set_blocking(fd, true);
+        tell_plaintext_source(fd, why);
         return false;
     }
     return true;
@@ -326,8 +354,8 @@ static char *describe_session(struct tls_conn *c)
     c->ktls_recv = k & GNUTLS_KTLS_RECV;
     if (!k)
         why = access("/sys/module/tls", F_OK) != 0
-                  ? "the kernel's tls module is not loaded"
-                  : "GnuTLS did not enable it: ktls = true in [global] of its config";
+                  ? "the kernel has no tls module loaded (CONFIG_TLS, modprobe tls)"
+                  : "GnuTLS did not enable it (ktls = true in [global] of /etc/gnutls/config)";
     return g_strdup_printf("%s %s, kTLS %s%s%s%s",
                            gnutls_protocol_get_name(gnutls_protocol_get_version(s)),
                            gnutls_cipher_get_name(gnutls_cipher_get(s)),
@@ -335,13 +363,6 @@ static char *describe_session(struct tls_conn *c)
                            : k                     ? (c->ktls_send ? "send only" : "receive only")
                                                    : "off",
                            why ? " (" : "", why ? why : "", why ? ")" : "");
-}
-
-static bool set_blocking(int fd, bool blocking)
-{
-    int fl = fcntl(fd, F_GETFL);
-
-    return fl >= 0 && fcntl(fd, F_SETFL, blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) == 0;
 }
 
 static struct channel *tls_start(int fd, struct tls_creds *creds, bool server, const char *hostname,

@@ -724,6 +724,13 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
                     "(migrate_set_parameter tls-creds \"\")");
         return false;
     }
+    /* The memfds travel beside the bytes (SCM_RIGHTS), which TLS cannot carry. */
+    if (tls && cpr) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "mode cpr-transfer stays on this host and does not use TLS: clear "
+                    "tls-creds first (migrate_set_parameter tls-creds \"\")");
+        return false;
+    }
     if (!mig_status_set(&mig->status, cur, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
                     mig_status_name(mig_status_get(&mig->status)));

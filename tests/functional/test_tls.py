@@ -185,7 +185,9 @@ def test_refused_and_psk(binary):
 
         # Plaintext source, TLS target: the target says so and closes.
         dst = tls_target(lab, "dst1")
-        refused(src, dst, last, tls_creds="")
+        why = refused(src, dst, last, tls_creds="")
+        assert "target: a plaintext source connected, but tls-creds is set" in why, why
+        whys.append(why)
         assert "a plaintext source connected, but tls-creds is set" in dst.stderr(), \
             dst.stderr()[-500:]
 

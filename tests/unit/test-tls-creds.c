@@ -262,8 +262,16 @@ static void test_psk_channel(void **state)
     /* A plaintext Tern source: refused by its magic, before any handshake. */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     assert_int_equal(write(sv[0], "TERNMIG", 8), 8);
+    shutdown(sv[0], SHUT_WR); /* the target's linger ends at once */
     assert_null(channel_tls_new_server(sv[1], tls_creds_find("ss"), NULL, &err));
     assert_non_null(strstr(err->message, "a plaintext source connected, but tls-creds is set"));
+    /* It told the source so on a plaintext return path: a header, then ERROR. */
+    char answer[512] = { 0 };
+    ssize_t got = 0, n;
+    while ((n = read(sv[0], answer + got, sizeof(answer) - 1 - (size_t)got)) > 0)
+        got += n;
+    assert_memory_equal(answer, "TERNMIG", 8);
+    assert_non_null(memmem(answer, (size_t)got, "a plaintext source connected", 28));
     close(sv[0]);
 }
 
