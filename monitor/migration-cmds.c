@@ -691,9 +691,11 @@ void migration_commands_register(struct migration *mig)
     for (size_t i = 0; i < count; i++) {
         args_migrate_set_parameters[i] = (struct cmd_arg){
             table[i].name,
-            table[i].type == MIG_PARAM_BOOL  ? CMD_ARG_BOOL
-            : table[i].type == MIG_PARAM_INT ? CMD_ARG_INT
-                                             : CMD_ARG_STRING,
+            /* A string parameter may also be null (QEMU's StrOrNull): params.c checks it. */
+            table[i].type == MIG_PARAM_BOOL   ? CMD_ARG_BOOL
+            : table[i].type == MIG_PARAM_INT  ? CMD_ARG_INT
+            : table[i].type == MIG_PARAM_ENUM ? CMD_ARG_STRING
+                                              : CMD_ARG_ANY,
             true,
         };
     }

@@ -182,6 +182,10 @@ def test_refused_and_psk(binary):
         # Parameters are checked when set.
         reply = src.qmp.execute("migrate-set-parameters", tls_creds="nope")
         assert "no tls-creds object 'nope'" in reply["error"]["desc"], reply
+        reply = src.qmp.execute("migrate-set-parameters", tls_creds=5)
+        assert "expected: string" in reply["error"]["desc"], reply
+        src.qmp.cmd("migrate-set-parameters", tls_creds=None)   # QEMU's StrOrNull: off
+        assert src.qmp.cmd("query-migrate-parameters")["tls-creds"] == ""
 
         # Plaintext source, TLS target: the target says so and closes.
         dst = tls_target(lab, "dst1")
