@@ -7,8 +7,11 @@ is in the tree. One source serves every refused attempt, since a refused
 migration leaves it running."""
 import os
 import secrets
+import socket
 import subprocess
 import tempfile
+
+import ternlib
 
 from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused,
                      cleanup_dir, free_port, Hmp, Lab, live_ticks, run_tests, start_migration,
@@ -220,6 +223,20 @@ def test_refused_and_psk(binary):
         assert "Access was denied" in why, why
         assert "not allowed by tls-authz 'auth0'" in dst.stderr(), dst.stderr()[-500:]
         whys.append(why)
+
+        # A target that accepts and then says nothing: the handshake's 10 s deadline.
+        # The same on every accelerator: run once (on kvm, or on emu without /dev/kvm).
+        if ternlib.ACCEL == "kvm" or not os.path.exists("/dev/kvm"):
+            with socket.socket() as silent:
+                silent.bind(("127.0.0.1", 0))
+                silent.listen(1)
+                src.qmp.cmd("migrate-set-parameters", tls_creds="tls0",
+                            tls_hostname="target.example")
+                start_migration(src.qmp, tcp_uri(silent.getsockname()[1]))
+                info = wait_migration(src.qmp, 30)
+            assert info["status"] == "failed", info
+            assert "TLS handshake with the target timed out after 10 s" in info["error-desc"], info
+            assert_source_unharmed(src, last)
 
         # The wrong pre-shared key.
         dst = tls_target(lab, "dst5", creds="psk")
