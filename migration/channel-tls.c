@@ -49,6 +49,13 @@ static ssize_t tls_failed(struct tls_backend *b, const char *what, ssize_t rc)
 {
     bool alert = rc == GNUTLS_E_FATAL_ALERT_RECEIVED;
 
+    /* What a target sends when tls-authz does not admit this source. */
+    if (alert && gnutls_alert_get(b->conn->session) == GNUTLS_A_ACCESS_DENIED) {
+        channel_set_errorf(b->ch, TERN_ERROR_FAILED,
+                           "the peer refused this side's certificate (alert: Access was denied; "
+                           "the target's tls-authz?)");
+        return -EPROTO;
+    }
     channel_set_errorf(b->ch, TERN_ERROR_FAILED, "%s: TLS %s: %s%s%s%s", b->name, what,
                        gnutls_strerror((int)rc), alert ? " (" : "",
                        alert ? gnutls_alert_get_name(gnutls_alert_get(b->conn->session)) : "",

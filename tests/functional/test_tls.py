@@ -220,7 +220,8 @@ def test_refused_and_psk(binary):
         # The source's certificate is not the one tls-authz allows.
         dst = tls_target(lab, "dst7", authz="CN=someone.else")
         why = refused(src, dst, last, tls_creds="tls0", tls_hostname="")
-        assert "Access was denied" in why, why
+        assert "refused this side's certificate (alert: Access was denied; the target's " \
+            "tls-authz?)" in why, why
         assert "not allowed by tls-authz 'auth0'" in dst.stderr(), dst.stderr()[-500:]
         whys.append(why)
 
