@@ -6,12 +6,14 @@
 #include <glib-unix.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration-internal.h"
 #include "ram.h"
 #include "tern/channel.h"
 #include "tern/channel-file.h"
+#include "tern/channel-tls.h"
 #include "tern/machine-state.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
@@ -28,7 +30,8 @@ struct incoming {
     int listen_fd;
     guint watch;
     GThread *thread;
-    struct channel *ch;    /* source -> target */
+    int conn_fd;           /* accepted; incoming_thread makes it (ch) */
+    struct channel *ch;    /* source -> target; set under mig->lock */
     struct channel *rp_ch; /* target -> source; NULL when restoring a file */
     struct stream_writer rp;
     bool rp_started;
@@ -341,6 +344,23 @@ static bool load_stream(struct incoming *inc, GError **errp)
     return ok;
 }
 
+/* The channel over accepted (fd): TLS when tls-creds is set, its handshake
+ * run here on the incoming thread, never on the main loop. */
+static struct channel *incoming_channel(struct migration *mig, int fd, GError **errp)
+{
+    struct mig_params p;
+
+    migration_get_params(mig, &p);
+    if (!p.tls_creds[0])
+        return channel_socket_new(fd, "incoming");
+    struct tls_creds *creds = tls_creds_lookup(p.tls_creds, TLS_ENDPOINT_SERVER, errp);
+    if (!creds) {
+        close(fd);
+        return NULL;
+    }
+    return channel_tls_new_server(fd, creds, p.tls_authz, errp);
+}
+
 static gpointer incoming_thread(gpointer opaque)
 {
     struct incoming *inc = opaque;
@@ -350,6 +370,13 @@ static gpointer incoming_thread(gpointer opaque)
 
     bool ok = true;
     if (!inc->from_file) {
+        struct channel *ch = incoming_channel(mig, inc->conn_fd, &err);
+        g_mutex_lock(&mig->lock);
+        inc->ch = ch;
+        inc->conn_fd = -1;
+        g_mutex_unlock(&mig->lock);
+        if (!ch)
+            goto failed;
         inc->rp_ch = channel_return_path(inc->ch, &err);
         ok = inc->rp_ch != NULL;
     }
@@ -368,6 +395,7 @@ static gpointer incoming_thread(gpointer opaque)
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
         return NULL;
     }
+failed:;
     g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
     migration_set_error(mig, msg);
     fprintf(stderr, "tern: %s\n", msg);
@@ -401,7 +429,7 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     close(inc->listen_fd);
     inc->listen_fd = -1;
     inc->watch = 0;
-    inc->ch = channel_socket_new(conn, "incoming");
+    inc->conn_fd = conn;
     inc->thread = g_thread_new("mig-incoming", incoming_thread, inc);
     return G_SOURCE_REMOVE;
 }
@@ -431,11 +459,22 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     bool cpr;
     if (!migration_take_mode(mig, kind, uri, &cpr, errp))
         return false;
+    g_mutex_lock(&mig->lock);
+    bool tls = mig->params.tls_creds[0] != 0;
+    g_mutex_unlock(&mig->lock);
+    /* As QEMU: a file has no peer to do a handshake with. */
+    if (tls && from_file) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "TLS is not supported for file: migration: clear tls-creds first "
+                    "(migrate_set_parameter tls-creds \"\")");
+        return false;
+    }
 
     struct incoming *inc = g_new0(struct incoming, 1);
     inc->mig = mig;
     inc->cpr = cpr;
     inc->listen_fd = -1;
+    inc->conn_fd = -1;
     inc->from_file = from_file;
     if (from_file) {
         /* A restore: nothing to wait for, load at once. */
@@ -472,7 +511,12 @@ static void incoming_cleanup(struct migration *mig)
     if (inc->listen_fd >= 0)
         close(inc->listen_fd);
     if (inc->thread) {
-        channel_shutdown(inc->ch, "shutting down");
+        g_mutex_lock(&mig->lock);
+        if (inc->ch)
+            channel_shutdown(inc->ch, "shutting down");
+        else if (inc->conn_fd >= 0)
+            shutdown(inc->conn_fd, SHUT_RDWR); /* a TLS handshake in progress */
+        g_mutex_unlock(&mig->lock);
         g_thread_join(inc->thread);
     }
     if (inc->rp_ch)

@@ -10,6 +10,7 @@
 #include "tern/machine.h"
 #include "tern/memory.h"
 #include "tern/stream.h"
+#include "tern/tls-creds.h"
 #include "tern/util.h"
 
 /* ---- the per-machine object ---- */
@@ -126,8 +127,17 @@ void migration_get_params(struct migration *mig, struct mig_params *out)
 
 bool migration_set_params(struct migration *mig, const struct mig_params *p, GError **errp)
 {
-    (void)errp;
     g_mutex_lock(&mig->lock);
+    /* New tls-creds must suit this side: a VM waiting for an incoming
+     * migration is the TLS server, any other the client. */
+    if (p->tls_creds[0] && strcmp(p->tls_creds, mig->params.tls_creds) &&
+        !tls_creds_lookup(p->tls_creds,
+                          machine_runstate(mig->m) == RUNSTATE_INMIGRATE ? TLS_ENDPOINT_SERVER
+                                                                         : TLS_ENDPOINT_CLIENT,
+                          errp)) {
+        g_mutex_unlock(&mig->lock);
+        return false;
+    }
     mig->params = *p;
     /* The sender picks max-bandwidth up within a batch, reading its own
      * atomic copy without the lock; the rest at its next decision. Stored

@@ -13,6 +13,7 @@
 #include "migration-internal.h"
 #include "tern/channel.h"
 #include "tern/channel-file.h"
+#include "tern/channel-tls.h"
 #include "tern/events.h"
 #include "tern/accel.h"
 #include "tern/machine-state.h"
@@ -213,6 +214,28 @@ static bool write_head(struct sender *s, bool crc, GError **errp)
     return channel_flush(s->ch, errp);
 }
 
+/* The forward channel over connected (fd): TLS when tls-creds is set (the
+ * handshake runs here, on the sender thread, before anything is sent). */
+static struct channel *wrap_connection(struct sender *s, int fd, GError **errp)
+{
+    struct mig_params p;
+    struct channel_uri u = { 0 };
+
+    migration_get_params(s->mig, &p);
+    if (!p.tls_creds[0])
+        return channel_socket_new(fd, s->uri);
+    struct tls_creds *creds = tls_creds_lookup(p.tls_creds, TLS_ENDPOINT_CLIENT, errp);
+    if (!creds) {
+        close(fd);
+        return NULL;
+    }
+    /* The name the target's certificate must carry: tls-hostname, else the URI's host. */
+    if (!p.tls_hostname[0] && channel_uri_parse(s->uri, &u, NULL) && u.host)
+        g_strlcpy(p.tls_hostname, u.host, sizeof(p.tls_hostname));
+    channel_uri_clear(&u);
+    return channel_tls_new_client(fd, creds, p.tls_hostname, s->uri, errp);
+}
+
 static bool connect_and_configure(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
@@ -221,7 +244,7 @@ static bool connect_and_configure(struct sender *s, GError **errp)
         s->ch = channel_file_create(s->uri + strlen("file:"), errp);
     } else {
         int fd = channel_socket_connect(s->uri, errp);
-        s->ch = fd < 0 ? NULL : channel_socket_new(fd, s->uri);
+        s->ch = fd < 0 ? NULL : wrap_connection(s, fd, errp);
     }
     if (!s->ch)
         return false;
@@ -691,6 +714,23 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
     bool cpr;
     if (!ram_still_ours(mig, errp) || !migration_take_mode(mig, parsed_kind, uri, &cpr, errp))
         return false;
+    g_mutex_lock(&mig->lock);
+    bool tls = mig->params.tls_creds[0] != 0;
+    g_mutex_unlock(&mig->lock);
+    /* As QEMU: a file has no peer to do a handshake with. */
+    if (tls && parsed_kind == CHANNEL_URI_FILE) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "TLS is not supported for file: migration: clear tls-creds first "
+                    "(migrate_set_parameter tls-creds \"\")");
+        return false;
+    }
+    /* The memfds travel beside the bytes (SCM_RIGHTS), which TLS cannot carry. */
+    if (tls && cpr) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "mode cpr-transfer stays on this host and does not use TLS: clear "
+                    "tls-creds first (migrate_set_parameter tls-creds \"\")");
+        return false;
+    }
     if (!mig_status_set(&mig->status, cur, MIG_STATUS_SETUP)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "cannot start a migration from %s",
                     mig_status_name(mig_status_get(&mig->status)));

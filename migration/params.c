@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tern/tls-creds.h"
 #include "tern/util.h"
 
 /* Largest values a client may set. QEMU's cap for downtime-limit: 2000 s. */
@@ -17,6 +18,31 @@
 
 /* QEMU's MigMode names, in enum mig_mode order. */
 static const char *const mig_mode_names[] = { "normal", "cpr-transfer", NULL };
+
+/* tls-creds must name a tls-creds object; which endpoint it needs depends on
+ * the side, checked by migration_set_params() and again when it is used. */
+static bool check_tls_creds(const struct mig_param_desc *d, const char *value, GError **errp)
+{
+    if (tls_creds_find(value))
+        return true;
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                tls_object_exists(value) ? "Parameter '%s': object '%s' is not a tls-creds object"
+                                         : "Parameter '%s': no tls-creds object '%s' (add it with "
+                                           "-object tls-creds-x509,id=... or tls-creds-psk)",
+                d->name, value);
+    return false;
+}
+
+static bool check_tls_authz(const struct mig_param_desc *d, const char *value, GError **errp)
+{
+    if (tls_authz_identity(value))
+        return true;
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                "Parameter '%s': no authz-simple object '%s' (add it with -object "
+                "authz-simple,id=...,identity=DN)",
+                d->name, value);
+    return false;
+}
 
 #define MIG_FIELD(field) \
     .offset = offsetof(struct mig_params, field), .size = sizeof(((struct mig_params *)0)->field)
@@ -98,6 +124,26 @@ static const struct mig_param_desc mig_param_table[] = {
         .max = G_N_ELEMENTS(mig_mode_names) - 2,
         .values = mig_mode_names,
         .help = "normal, or cpr-transfer: hand guest RAM to a process on this host as memfds",
+    },
+    {
+        .name = "tls-creds",
+        .type = MIG_PARAM_STR,
+        MIG_FIELD(tls_creds),
+        .check_str = check_tls_creds,
+        .help = "id of the -object tls-creds-x509/psk to encrypt the stream with, \"\" = off",
+    },
+    {
+        .name = "tls-hostname",
+        .type = MIG_PARAM_STR,
+        MIG_FIELD(tls_hostname),
+        .help = "name the target's certificate must carry, \"\" = the host of the tcp: URI",
+    },
+    {
+        .name = "tls-authz",
+        .type = MIG_PARAM_STR,
+        MIG_FIELD(tls_authz),
+        .check_str = check_tls_authz,
+        .help = "id of the -object authz-simple the source's certificate must match, \"\" = any",
     },
 };
 
@@ -228,6 +274,38 @@ void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_
     }
 }
 
+const char *mig_param_get_str(const struct mig_params *p, const struct mig_param_desc *d)
+{
+    return (const char *)p + d->offset;
+}
+
+bool mig_param_set_str(struct mig_params *p, const struct mig_param_desc *d, const char *value,
+                       GError **errp)
+{
+    if (strlen(value) >= d->size) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "Parameter '%s' is too long (at most %zu characters)", d->name, d->size - 1);
+        return false;
+    }
+    if (*value && d->check_str && !d->check_str(d, value, errp))
+        return false;
+    memcpy((char *)p + d->offset, value, strlen(value) + 1);
+    return true;
+}
+
+bool mig_param_apply_text(struct mig_params *p, const struct mig_param_desc *d, const char *text,
+                          GError **errp)
+{
+    uint64_t value;
+
+    if (d->type == MIG_PARAM_STR)
+        return mig_param_set_str(p, d, text, errp);
+    if (!mig_param_parse_text(d, text, &value, errp))
+        return false;
+    mig_param_set(p, d, value);
+    return true;
+}
+
 int mig_param_enum_lookup(const struct mig_param_desc *d, const char *name)
 {
     for (int i = 0; d->values && name && d->values[i]; i++)
@@ -330,6 +408,18 @@ bool mig_params_apply_json(struct mig_params *p, JsonObject *args, GError **errp
         if (!d) {
             g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "Parameter '%s' is unexpected", name);
             ok = false;
+        } else if (d->type == MIG_PARAM_STR) {
+            /* QEMU's StrOrNull: null clears it like "". */
+            JsonNode *v = json_object_get_member(args, name);
+            if (JSON_NODE_HOLDS_NULL(v)) {
+                ok = mig_param_set_str(&next, d, "", errp);
+            } else if (!JSON_NODE_HOLDS_VALUE(v) || json_node_get_value_type(v) != G_TYPE_STRING) {
+                g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                            "Invalid parameter type for '%s', expected: string", d->name);
+                ok = false;
+            } else {
+                ok = mig_param_set_str(&next, d, json_node_get_string(v), errp);
+            }
         } else if (!mig_param_from_json(d, json_object_get_member(args, name), &value, errp)) {
             ok = false;
         } else {
@@ -349,6 +439,10 @@ JsonObject *mig_params_to_json(const struct mig_params *p)
 
     for (size_t i = 0; i < G_N_ELEMENTS(mig_param_table); i++) {
         const struct mig_param_desc *d = &mig_param_table[i];
+        if (d->type == MIG_PARAM_STR) {
+            json_object_set_string_member(o, d->name, mig_param_get_str(p, d));
+            continue;
+        }
         uint64_t v = mig_param_get(p, d);
         if (d->type == MIG_PARAM_ENUM) {
             json_object_set_string_member(o, d->name, mig_param_enum_name(d, v));
@@ -473,4 +567,9 @@ void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t val
     }
     g_string_append_printf(out, "%s: %" PRIu64 "%s%s\n", d->name, value, d->unit ? " " : "",
                            d->unit ? d->unit : "");
+}
+
+void mig_param_format_str(GString *out, const struct mig_param_desc *d, const char *value)
+{
+    g_string_append_printf(out, "%s: '%s'\n", d->name, value);
 }

@@ -355,6 +355,10 @@ static void fmt_migrate_parameters(GString *out, JsonNode *result)
             continue;
         }
         uint64_t value;
+        if (d->type == MIG_PARAM_STR) {
+            mig_param_format_str(out, d, json_node_get_string(v) ? json_node_get_string(v) : "");
+            continue;
+        }
         if (d->type == MIG_PARAM_ENUM) {
             int e = json_node_get_value_type(v) == G_TYPE_STRING
                         ? mig_param_enum_lookup(d, json_node_get_string(v))
@@ -378,18 +382,16 @@ static JsonNode *cmd_hmp_migrate_set_parameter(struct machine *m, JsonObject *ar
     const char *text = arg_string(args, "value");
     const struct mig_param_desc *d = name ? mig_param_find(name) : NULL;
     struct mig_params p;
-    uint64_t value;
 
     if (!d) {
         g_set_error(errp, COMMAND_ERROR, COMMAND_ERROR_GENERIC, "Unknown migration parameter '%s'",
                     name ? name : "");
         return NULL;
     }
-    if (!text || !mig_param_parse_text(d, text, &value, errp)) {
+    migration_get_params(cmds_mig, &p);
+    if (!text || !mig_param_apply_text(&p, d, text, errp)) {
         return NULL;
     }
-    migration_get_params(cmds_mig, &p);
-    mig_param_set(&p, d, value);
     migration_set_params(cmds_mig, &p, errp);
     return NULL;
 }
@@ -689,9 +691,11 @@ void migration_commands_register(struct migration *mig)
     for (size_t i = 0; i < count; i++) {
         args_migrate_set_parameters[i] = (struct cmd_arg){
             table[i].name,
+            /* A string parameter may also be null (QEMU's StrOrNull): params.c checks it. */
             table[i].type == MIG_PARAM_BOOL   ? CMD_ARG_BOOL
+            : table[i].type == MIG_PARAM_INT  ? CMD_ARG_INT
             : table[i].type == MIG_PARAM_ENUM ? CMD_ARG_STRING
-                                              : CMD_ARG_INT,
+                                              : CMD_ARG_ANY,
             true,
         };
     }

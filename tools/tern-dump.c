@@ -481,7 +481,14 @@ static bool one_record(struct dump *d, struct stream_record *rec, GError **errp)
 static bool walk(struct dump *d, GError **errp)
 {
     struct stream_record rec;
+    uint8_t head[2];
 
+    /* A capture of a migration with tls-creds: a TLS handshake record. */
+    if (channel_peek(d->r.ch, head, 2) == 2 && head[0] == 0x16 && head[1] == 0x03) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "a TLS stream (a migration with tls-creds set): encrypted, it cannot be read");
+        return false;
+    }
     if (!stream_read_header(&d->r, errp))
         return false;
     d->have_header = true;

@@ -12,6 +12,7 @@
 #include "tern/migration.h"
 #include "tern/migration-params.h"
 #include "tern/qmp.h"
+#include "tern/tls-creds.h"
 #include "tern/util.h"
 
 /* The build's version: meson's project version and its option version_suffix
@@ -33,6 +34,7 @@ static gboolean opt_paused = FALSE;
 static gchar *opt_incoming = NULL;
 static gchar *opt_accel = NULL;
 static gchar *opt_migrate_mode = NULL;
+static gchar **opt_object = NULL;
 static gboolean opt_version = FALSE;
 
 static const GOptionEntry options[] = {
@@ -59,6 +61,11 @@ static const GOptionEntry options[] = {
       "kvm[,dirty-ring-size=N] | emu (the software CPU) | auto (default: KVM if /dev/kvm opens, "
       "else emu)",
       "ACCEL" },
+    { "object", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_object,
+      "tls-creds-x509,id=ID,dir=DIR[,endpoint=client|server][,verify-peer=on|off] | "
+      "tls-creds-psk,id=ID,dir=DIR[,endpoint=...][,username=NAME] | "
+      "authz-simple,id=ID,identity=DN (repeatable; see docs/tls.md)",
+      "TYPE,..." },
     { "version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "print the version", NULL },
     { NULL },
 };
@@ -169,6 +176,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    for (guint i = 0; opt_object && opt_object[i]; i++) {
+        if (!tls_object_add(opt_object[i], &err)) {
+            fprintf(stderr, "tern: -object: %s\n", err->message);
+            return 1;
+        }
+    }
+
     struct machine_config cfg = {
         .smp = opt_smp > 0 ? (unsigned)opt_smp : 0,
         .kernel = opt_kernel,
@@ -225,5 +239,6 @@ int main(int argc, char **argv)
     migration_free(mig);
     int status = machine_exit_status(m);
     machine_destroy(m);
+    tls_objects_clear();
     return status;
 }

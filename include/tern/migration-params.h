@@ -16,6 +16,7 @@ enum mig_param_type {
     MIG_PARAM_INT,  /* unsigned integer field of 4 or 8 bytes */
     MIG_PARAM_BOOL, /* bool field */
     MIG_PARAM_ENUM, /* uint32_t field holding an index into (values); JSON: a string */
+    MIG_PARAM_STR,  /* char[MIG_PARAM_STR_MAX] field; JSON: a string, "" = unset */
 };
 
 struct mig_param_desc {
@@ -28,6 +29,8 @@ struct mig_param_desc {
     bool hmp_mib;              /* HMP text is a size: a bare number means MiB (QEMU) */
     const char *help;          /* one line */
     const char *const *values; /* MIG_PARAM_ENUM: the names, NULL-terminated */
+    /* MIG_PARAM_STR: refuses a non-empty value (e.g. no such object); optional. */
+    bool (*check_str)(const struct mig_param_desc *d, const char *value, GError **errp);
 };
 
 /* The table, in QEMU's print order; (count) gets its length. */
@@ -39,6 +42,13 @@ const struct mig_param_desc *mig_param_find(const char *name);
  * stores (value) unchecked: validate with mig_param_check() first. */
 uint64_t mig_param_get(const struct mig_params *p, const struct mig_param_desc *d);
 void mig_param_set(struct mig_params *p, const struct mig_param_desc *d, uint64_t value);
+/* MIG_PARAM_STR: (d)'s string in (p); set checks the length and (d)->check_str. */
+const char *mig_param_get_str(const struct mig_params *p, const struct mig_param_desc *d);
+bool mig_param_set_str(struct mig_params *p, const struct mig_param_desc *d, const char *value,
+                       GError **errp);
+/* Set (d) in (p) from HMP text (any type: mig_param_parse_text, or the string). */
+bool mig_param_apply_text(struct mig_params *p, const struct mig_param_desc *d, const char *text,
+                          GError **errp);
 /* Whether (value) is within (d)'s range; the error names the parameter. */
 bool mig_param_check(const struct mig_param_desc *d, uint64_t value, GError **errp);
 
@@ -61,6 +71,8 @@ bool mig_param_parse_text(const struct mig_param_desc *d, const char *text, uint
                           GError **errp);
 /* Append "name: value[ unit]\n" for (d) with (value) to (out); a bool prints on/off. */
 void mig_param_format(GString *out, const struct mig_param_desc *d, uint64_t value);
+/* The same for a MIG_PARAM_STR parameter (QEMU prints a string parameter as it is). */
+void mig_param_format_str(GString *out, const struct mig_param_desc *d, const char *value);
 
 /* Capabilities (migrate-set-capabilities): boolean fields of struct mig_params
  * described like parameters, kept apart as QEMU keeps them apart. */

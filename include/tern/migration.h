@@ -36,6 +36,9 @@ bool mig_status_set(int *status, enum mig_status from, enum mig_status to);
 enum mig_status mig_status_get(const int *status);
 bool mig_status_is_terminal(enum mig_status s);
 
+/* Longest string parameter, NUL included (kept inline: the struct is copied by value). */
+#define MIG_PARAM_STR_MAX 256
+
 /* Tunables (QEMU names in the comments). Defaults in migration_params_default(). */
 struct mig_params {
     uint64_t downtime_limit_ms;      /* downtime-limit: target pause (default 300) */
@@ -49,6 +52,12 @@ struct mig_params {
     bool auto_converge;              /* capability auto-converge: throttle vCPUs that
                                      * dirty memory faster than it can be sent (off) */
     uint32_t mode;                   /* mode: enum mig_mode (normal) */
+    /* tls-creds: id of a tls-creds object, "" = off; tls-hostname: the name
+     * the target's certificate must carry, "" = the host of the tcp: URI;
+     * tls-authz: id of an authz-simple object, "" = none. */
+    char tls_creds[MIG_PARAM_STR_MAX];
+    char tls_hostname[MIG_PARAM_STR_MAX];
+    char tls_authz[MIG_PARAM_STR_MAX];
 };
 
 /* QEMU's MigMode, the subset Tern has. */

@@ -12,6 +12,9 @@ Scenarios (1 GiB guest, TCP on 127.0.0.1, default parameters):
            (mode cpr-transfer, RAM passed as memfds) at 1, 4 and 16 GiB (sparse):
            the pause (source STOP to target RESUME), downtime, guest max gap,
            RAM bytes on the wire; its own section (migration-cpr-ACCEL)
+  tls      fill768 over TLS 1.3 (x509, verify-peer on) and in plaintext, back to
+           back in each run: both throughputs, their ratio, and which TLS path ran
+           (kTLS or GnuTLS in user space); its own section (migration-tls-ACCEL)
 
 Each runs --runs times (default 3) on every accelerator there is (KVM where
 /dev/kvm exists, and the software CPU); the table shows min - max. The results
@@ -211,6 +214,87 @@ def one_cpr(binary, gib):
         }
 
 
+def one_tls_pair(binary, append, pki):
+    """fill768 in plaintext, then over TLS (x509); returns both throughputs and the TLS line."""
+    out = {}
+    for tls in (False, True):
+        with Lab(binary) as lab:
+            objs = (["-object", "tls-creds-x509,id=tls0,dir=%s,endpoint=client"
+                     % pki.path("client")] if tls else [])
+            src = lab.source("-m", "1G", *objs, append=append)
+            args = ["-m", "1G", "-incoming", "defer"]
+            if tls:
+                args += ["-object", "tls-creds-x509,id=tls0,dir=%s,endpoint=server"
+                         % pki.path("server")]
+            dst = lab.start("dst", args)
+            if tls:
+                dst.qmp.cmd("migrate-set-parameters", **{"tls-creds": "tls0"})
+                src.qmp.cmd("migrate-set-parameters", **{"tls-creds": "tls0",
+                                                         "tls-hostname": "target.example"})
+            uri = ternlib.tcp_uri(ternlib.free_port())
+            dst.qmp.cmd("migrate-incoming", uri=uri)
+            src.wait_running(timeout=60)
+            src.serial.wait_ticks(2, proc=src.proc)
+            start_migration(src.qmp, uri)
+            info = wait_migration(src.qmp, timeout=300)
+            if info["status"] != "completed":
+                raise RuntimeError("migration %s: %s" % (info["status"], info.get("error-desc")))
+            secs = info["total-time"] / 1000
+            out["gbps" if tls else "plain_gbps"] = info["ram"]["transferred"] / secs / 1e9
+            if tls:
+                out["total_ms"] = info["total-time"]
+                lines = [l for l in src.stderr().splitlines() if "migration TLS:" in l]
+                out["path"] = lines[0].split("migration TLS: ", 1)[1] if lines else "?"
+    out["ratio"] = out["gbps"] / out["plain_gbps"]
+    return out
+
+
+TLS_METRICS = [("gbps", "TLS throughput (GB/s)", "%.2f"),
+               ("plain_gbps", "plaintext throughput, same run (GB/s)", "%.2f"),
+               ("ratio", "TLS / plaintext", "%.2f"), ("total_ms", "TLS total time (ms)", "%.0f")]
+
+
+def bench_tls(binary, accel, runs):
+    """TLS against plaintext on the fill768 guest; returns the doc section."""
+    from test_tls import Pki  # the test's certtool-made CA and certificates
+    ternlib.ACCEL = accel
+    ternlib.SLOW = 4 if accel == "emu" else 1
+    pki = Pki()
+    rs = []
+    try:
+        for i in range(runs):
+            try:
+                rs.append(one_tls_pair(binary, "fill=768 tick_ms=200", pki))
+            except Exception as e:
+                sys.exit("bench: %s tls run %d failed: %s: %s" % (accel, i + 1,
+                                                                 type(e).__name__, e))
+            print("bench: %-4s tls run %d: %s; %s" % (accel, i + 1, ", ".join(
+                "%s %s" % (k, fmt % rs[-1][k]) for k, _, fmt in TLS_METRICS), rs[-1]["path"]),
+                flush=True)
+    finally:
+        pki.close()
+    lines = ["| scenario | metric | min – max, %d runs |" % runs, "|---|---|---|"]
+    for key, label, fmt in TLS_METRICS:
+        lines.append("| 1 GiB guest, 768 MiB of random data | %s | %s |"
+                     % (label, span([r[key] for r in rs], fmt)))
+    who = ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
+           else "the software CPU (-accel emu)")
+    return "\n".join([
+        "## Migration over TLS on %s" % who,
+        "",
+        "Produced by `python3 tests/bench/run.py --only tls --runs %d` on %s."
+        % (runs, datetime.date.today().isoformat()),
+        "",
+        "Machine: %s." % machine_notes(),
+        "",
+        "The fill768 guest migrated in plaintext, then over TLS 1.3 (`tls-creds-x509`, "
+        "verify-peer on), back to back in each run. TLS path: %s."
+        % "; ".join(sorted(set(r["path"] for r in rs))),
+        "",
+        "\n".join(lines),
+    ])
+
+
 def bench_cpr(binary, accel, runs):
     """The hand-over pause at each size; returns the doc section."""
     ternlib.ACCEL = accel
@@ -391,20 +475,22 @@ def main():
     ap.add_argument("--baseline", help="an older tern binary: compare KVM exit round trips")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
-    ap.add_argument("--only", choices=["migration", "cpr"],
-                    help="only the migration scenarios, or only the cpr-transfer hand-over")
+    ap.add_argument("--only", choices=["migration", "cpr", "tls"],
+                    help="only the migration scenarios, the cpr-transfer hand-over, or TLS")
     args = ap.parse_args()
     accels = args.accel or (["kvm"] if os.path.exists("/dev/kvm") else []) + ["emu"]
     binary = os.path.abspath(args.tern)
     for accel in accels:
         print("bench: measuring on accelerator %s" % accel, flush=True)
         sections = []
-        if args.only != "cpr":
+        if args.only in (None, "migration"):
             sections.append((accel, bench_accel(
                 binary, accel, args.runs,
                 os.path.abspath(args.baseline) if args.baseline and accel == "kvm" else None)))
-        if args.only != "migration":
+        if args.only in (None, "cpr"):
             sections.append(("cpr-" + accel, bench_cpr(binary, accel, args.runs)))
+        if args.only in (None, "tls"):
+            sections.append(("tls-" + accel, bench_tls(binary, accel, args.runs)))
         for key, section in sections:
             print()
             print(section)

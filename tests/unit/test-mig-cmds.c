@@ -407,7 +407,8 @@ static void test_capabilities(void **state)
 #define DEFAULT_PARAMS_JSON \
     "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":" \
     "20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
-    "\"x-checksum\":true,\"mode\":\"normal\"}"
+    "\"x-checksum\":true,\"mode\":\"normal\"," \
+    "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}"
 
 static void test_query_parameters(void **state)
 {
@@ -423,7 +424,10 @@ static void test_query_parameters(void **state)
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 0\r\n"
                "x-checksum: on\r\n"
-               "mode: normal\r\n");
+               "mode: normal\r\n"
+               "tls-creds: ''\r\n"
+               "tls-hostname: ''\r\n"
+               "tls-authz: ''\r\n");
 
     /* Defaults match migration_params_default(). */
     struct mig_params p;
@@ -464,13 +468,15 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
                "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\"}");
+               "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\","
+               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
                "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
+               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
     unsigned calls = fake_migration_set_params_calls();
 
     /* Every error leaves everything as it was: all or nothing. */
@@ -504,7 +510,8 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
                "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
+               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 2000000, \"compress-level\": 0, "
@@ -513,7 +520,8 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "query-migrate-parameters", NULL,
                "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
                "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
-               "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+               "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
+               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
 }
 
 /* The table-level API the commands are built on. */
@@ -524,7 +532,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 9);
+    assert_int_equal(count, 12);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -595,7 +603,10 @@ static void test_hmp_set_parameter(void **state)
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 2\r\n"
                "x-checksum: on\r\n"
-               "mode: normal\r\n");
+               "mode: normal\r\n"
+               "tls-creds: ''\r\n"
+               "tls-hostname: ''\r\n"
+               "tls-authz: ''\r\n");
 
     unsigned calls = fake_migration_set_params_calls();
     assert_hmp(m, "migrate_set_parameter downtime-limit 2000001",
