@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tern/commands.h"
+#include "tern/compress.h"
 #include "tern/hmp.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
@@ -202,7 +203,7 @@ static JsonObject *mig_info_to_json(const struct mig_info *info, const struct mi
     }
     if (ram) {
         json_object_set_object_member(o, "ram", mig_ram_to_json(st));
-        if (p->compress_level > 0) {
+        if (p->compress_level > 0 || p->multifd_compression != PAGE_COMPRESSION_NONE) {
             JsonObject *c = json_object_new();
             set_u64(c, "pages", st->compressed);
             set_u64(c, "busy", 0);
