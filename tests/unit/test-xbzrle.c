@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "test-helpers.h"
+#include "tern/compress.h"
 #include "tern/stream.h"
 #include "tern/xbzrle.h"
 
@@ -266,6 +267,75 @@ static void test_stream_encoding(void **state)
     g_clear_error(&err);
 }
 
+static bool count_page(void *opaque, const struct stream_page *page, GError **errp)
+{
+    (void)errp;
+    uint32_t *seen = opaque;
+    seen[page->encoding]++;
+    return true;
+}
+
+/* The reader takes encodings 3 (XBZRLE) and 4 (ZSTD) with 1..page-size
+ * payloads, and still refuses 2 and unknown values. */
+static void test_page_data_encodings(void **state)
+{
+    (void)state;
+    uint8_t zpage[PAGE] = { 0 }, z[PAGE];
+    size_t zn = page_compress(PAGE_COMPRESSION_ZSTD, 1, zpage, PAGE, z, sizeof(z));
+    assert_true(zn > 0);
+    size_t len = 8 + 2 * 16 + 3 + zn;
+    uint8_t *b = g_malloc0(len);
+    struct stream_record rec = { .type = MIG_REC_PAGE_DATA, .body = b, .length = (uint32_t)len };
+    uint32_t seen[8] = { 0 };
+    GError *err = NULL;
+
+    mig_store_le32(b, 2);
+    mig_store_le64(b + 8, 1);
+    mig_store_le32(b + 16, MIG_PAGE_ENC_XBZRLE);
+    mig_store_le32(b + 20, 3);
+    mig_store_le64(b + 24, 2);
+    mig_store_le32(b + 32, MIG_PAGE_ENC_ZSTD);
+    mig_store_le32(b + 36, (uint32_t)zn);
+    memcpy(b + 40, "\x0A\x01\xAA", 3);
+    memcpy(b + 43, z, zn);
+    assert_true(stream_parse_page_data(&rec, PAGE, 16, count_page, seen, &err));
+    assert_int_equal(seen[MIG_PAGE_ENC_XBZRLE], 1);
+    assert_int_equal(seen[MIG_PAGE_ENC_ZSTD], 1);
+
+    mig_store_le32(b + 20, 0);
+    rec.length = (uint32_t)(len - 3);
+    assert_false(stream_parse_page_data(&rec, PAGE, 16, count_page, seen, &err));
+    assert_error(err, "compressed length 0");
+    g_clear_error(&err);
+    mig_store_le32(b + 20, PAGE + 1);
+    rec.length = (uint32_t)len;
+    assert_false(stream_parse_page_data(&rec, PAGE, 16, count_page, seen, &err));
+    assert_error(err, "compressed length 4097");
+    g_clear_error(&err);
+    mig_store_le32(b + 20, 3);
+    mig_store_le32(b + 16, MIG_PAGE_ENC_DELTA);
+    assert_false(stream_parse_page_data(&rec, PAGE, 16, count_page, seen, &err));
+    assert_error(err, "encoding DELTA is reserved");
+    g_clear_error(&err);
+    mig_store_le32(b + 16, 5);
+    assert_false(stream_parse_page_data(&rec, PAGE, 16, count_page, seen, &err));
+    assert_error(err, "unknown encoding 5");
+    g_clear_error(&err);
+
+    /* ZSTD through the page decoder: exactly one page. */
+    struct stream_page zp = {
+        .gfn = 2, .encoding = MIG_PAGE_ENC_ZSTD, .length = (uint32_t)zn, .data = z
+    };
+    memset(out, 0xff, PAGE);
+    assert_true(stream_page_decode(&zp, out, PAGE, &err));
+    assert_memory_equal(out, zpage, PAGE);
+    zp.length--;
+    assert_false(stream_page_decode(&zp, out, PAGE, &err));
+    assert_error(err, "gfn 0x2: zstd data does not inflate to exactly one page");
+    g_clear_error(&err);
+    g_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_hostile_input),
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_stream_encoding),
+        cmocka_unit_test(test_page_data_encodings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
