@@ -213,9 +213,9 @@ static bool add_zero(struct ram_save *rs, uint64_t gfn, GError **errp)
     static const uint8_t zero_page[GUEST_PAGE_SIZE];
     struct stream_gfn_range *last = rs->nr_zero ? &rs->zero[rs->nr_zero - 1] : NULL;
     count(&rs->counters->duplicate, 1);
-    /* The target's copy is now zero. In pass 1 the cache cannot hold the
-     * page yet (each page comes once), later it may: keep them in step. */
-    if (rs->xcache && rs->pass > 1)
+    /* The target's copy is now zero: a page that gets a few bytes written
+     * later goes as a small delta against that. */
+    if (rs->xcache)
         xbzrle_cache_insert(rs->xcache, gfn, zero_page);
     if (last && last->first_gfn + last->npages == gfn) {
         last->npages++;
