@@ -252,7 +252,8 @@ static bool xbzrle_page(struct ram_save *rs, struct stream_page *p, uint8_t *out
             count(&rs->counters->xbzrle_overflow, 1);
         }
     } else if (rs->pass > 1) {
-        count(&rs->counters->xbzrle_cache_miss, 1); /* sent before, evicted since */
+        /* Evicted, or first sent now: QEMU counts both after the first round. */
+        count(&rs->counters->xbzrle_cache_miss, 1);
     }
     xbzrle_cache_insert(rs->xcache, p->gfn, snap);
     return true;
@@ -267,9 +268,8 @@ static bool add_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GEr
     };
     if (rs->xcache && !xbzrle_page(rs, p, out))
         return true;
-    if (p->encoding == MIG_PAGE_ENC_XBZRLE)
-        goto queued; /* QEMU counts these apart from normal pages */
-    if (rs->alg != PAGE_COMPRESSION_NONE) {
+    /* A delta is counted apart from normal pages, as QEMU does. */
+    if (p->encoding == MIG_PAGE_ENC_RAW && rs->alg != PAGE_COMPRESSION_NONE) {
         size_t n = page_compress(rs->alg, rs->level, p->data, GUEST_PAGE_SIZE, out,
                                  GUEST_PAGE_SIZE);
         if (n) {
@@ -279,9 +279,10 @@ static bool add_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GEr
             count(&rs->counters->compressed, 1);
         }
     }
-    count(&rs->counters->normal, 1);
-    count(&rs->counters->normal_bytes, p->length);
-queued:
+    if (p->encoding != MIG_PAGE_ENC_XBZRLE) {
+        count(&rs->counters->normal, 1);
+        count(&rs->counters->normal_bytes, p->length);
+    }
     if (++rs->nr_pages == RAM_BATCH_PAGES)
         return flush_pages(rs, errp);
     return true;

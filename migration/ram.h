@@ -26,7 +26,7 @@ struct ram_counters {
     /* XBZRLE (QEMU's XBZRLECacheStats) */
     uint64_t xbzrle_bytes;        /* delta payload bytes sent */
     uint64_t xbzrle_pages;        /* pages sent as deltas */
-    uint64_t xbzrle_cache_miss;   /* pages sent before, no longer in the cache */
+    uint64_t xbzrle_cache_miss;   /* pages of pass 2+ not in the cache */
     uint64_t xbzrle_hits;         /* pages found in the cache */
     uint64_t xbzrle_overflow;     /* found, but the delta was too large: sent whole */
     uint64_t xbzrle_cache_memory; /* bytes the cache holds */

@@ -88,7 +88,7 @@ struct mig_stats {
     /* xbzrle-cache (XBZRLECacheStats), with the xbzrle capability */
     uint64_t xbzrle_bytes;        /* bytes: XBZRLE payload bytes sent */
     uint64_t xbzrle_pages;        /* pages: pages sent as XBZRLE deltas */
-    uint64_t xbzrle_cache_miss;   /* cache-miss: pages sent before but not in the cache */
+    uint64_t xbzrle_cache_miss;   /* cache-miss: pages of pass 2+ not in the cache */
     uint64_t xbzrle_cache_hits;   /* Tern: pages found in the cache */
     uint64_t xbzrle_overflow;     /* overflow: delta too large, sent whole */
     uint64_t xbzrle_cache_memory; /* Tern: bytes the cache holds (pages and tags) */
