@@ -7,8 +7,8 @@ PYTHON    ?= python3
 SOAK_SECONDS ?= 300
 
 DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-glib-dev \
-               libfdt-dev zlib1g-dev libdeflate-dev libaio-dev libcmocka-dev clang-format \
-               libgnutls28-dev gnutls-bin
+               libfdt-dev zlib1g-dev libzstd-dev libdeflate-dev libaio-dev libcmocka-dev \
+               clang-format libgnutls28-dev gnutls-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build check demo bench soak fuzz fuzz-cpu tsan clean

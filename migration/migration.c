@@ -110,6 +110,13 @@ void migration_info(struct migration *mig, struct mig_info *out)
     out->stats.duplicate = __atomic_load_n(&mig->ram.duplicate, __ATOMIC_RELAXED);
     out->stats.compressed = __atomic_load_n(&mig->ram.compressed, __ATOMIC_RELAXED);
     out->stats.skipped = __atomic_load_n(&mig->ram.skipped, __ATOMIC_RELAXED);
+    out->stats.xbzrle_bytes = __atomic_load_n(&mig->ram.xbzrle_bytes, __ATOMIC_RELAXED);
+    out->stats.xbzrle_pages = __atomic_load_n(&mig->ram.xbzrle_pages, __ATOMIC_RELAXED);
+    out->stats.xbzrle_cache_miss = __atomic_load_n(&mig->ram.xbzrle_cache_miss, __ATOMIC_RELAXED);
+    out->stats.xbzrle_cache_hits = __atomic_load_n(&mig->ram.xbzrle_hits, __ATOMIC_RELAXED);
+    out->stats.xbzrle_overflow = __atomic_load_n(&mig->ram.xbzrle_overflow, __ATOMIC_RELAXED);
+    out->stats.xbzrle_cache_memory = __atomic_load_n(&mig->ram.xbzrle_cache_memory,
+                                                     __ATOMIC_RELAXED);
     if (out->status == MIG_STATUS_ACTIVE || out->status == MIG_STATUS_DEVICE) {
         uint64_t sent = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
         out->stats.transferred = MAX(out->stats.transferred, sent);

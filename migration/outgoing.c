@@ -589,12 +589,20 @@ static bool run(struct sender *s, GError **errp)
     if (!connect_and_configure(s, errp))
         return false;
     g_mutex_lock(&mig->lock);
-    int level = mig->params.compress_level;
+    struct mig_params p = mig->params;
     g_mutex_unlock(&mig->lock);
-    s->rs = ram_save_new(machine_ram(mig->m), machine_accel(mig->m), &s->w, level, &mig->ram,
-                         &mig->max_bandwidth);
+    s->rs = ram_save_new(machine_ram(mig->m), machine_accel(mig->m), &s->w, (int)p.compress_level,
+                         &mig->ram, &mig->max_bandwidth);
+    /* compress-level (zlib) first, as before; else multifd-compression. */
+    if (!p.compress_level && p.multifd_compression != PAGE_COMPRESSION_NONE)
+        ram_save_set_compression(s->rs, p.multifd_compression,
+                                 p.multifd_compression == PAGE_COMPRESSION_ZSTD
+                                     ? (int)p.multifd_zstd_level
+                                     : (int)p.multifd_zlib_level);
     if (s->to_file)
         ram_save_set_mapped(s->rs, &s->layout);
+    else if (p.xbzrle && !ram_save_set_xbzrle(s->rs, p.xbzrle_cache_size, errp))
+        return false;
     if (!ram_save_setup(s->rs, errp))
         return false;
     g_mutex_lock(&mig->lock);
@@ -669,7 +677,7 @@ static bool ram_still_ours(struct migration *mig, GError **errp)
 /* The counters are atomic only: zeroed one by one, never by memset. */
 static void ram_counters_reset(struct ram_counters *c)
 {
-    _Static_assert(sizeof(*c) == 7 * sizeof(uint64_t), "a counter is missing here");
+    _Static_assert(sizeof(*c) == 13 * sizeof(uint64_t), "a counter is missing here");
     __atomic_store_n(&c->normal, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->normal_bytes, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->duplicate, 0, __ATOMIC_RELAXED);
@@ -677,6 +685,12 @@ static void ram_counters_reset(struct ram_counters *c)
     __atomic_store_n(&c->skipped, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->transferred, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->remaining, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_bytes, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_pages, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_cache_miss, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_hits, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_overflow, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->xbzrle_cache_memory, 0, __ATOMIC_RELAXED);
 }
 
 static void join_finished(struct migration *mig)

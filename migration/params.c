@@ -9,15 +9,21 @@
 #include <string.h>
 
 #include "tern/tls-creds.h"
+#include "tern/compress.h"
+#include "tern/memory.h"
 #include "tern/util.h"
 
 /* Largest values a client may set. QEMU's cap for downtime-limit: 2000 s. */
 #define MIG_DOWNTIME_LIMIT_MAX_MS 2000000ULL
 #define MIG_COMPRESS_LEVEL_MAX 9ULL /* zlib */
 #define MIG_X_PASSES_MAX 100000ULL
+#define MIG_ZSTD_LEVEL_MAX 20ULL          /* QEMU's bound */
+#define MIG_XBZRLE_CACHE_MAX (1ULL << 40) /* 1 TiB: far beyond any guest here */
 
 /* QEMU's MigMode names, in enum mig_mode order. */
 static const char *const mig_mode_names[] = { "normal", "cpr-transfer", NULL };
+/* QEMU's MultiFDCompression names, in enum page_compression order. */
+static const char *const mig_compression_names[] = { "none", "zlib", "zstd", NULL };
 
 /* tls-creds must name a tls-creds object; which endpoint it needs depends on
  * the side, checked by migration_set_params() and again when it is used. */
@@ -145,6 +151,42 @@ static const struct mig_param_desc mig_param_table[] = {
         .check_str = check_tls_authz,
         .help = "id of the -object authz-simple the source's certificate must match, \"\" = any",
     },
+    {
+        .name = "xbzrle-cache-size",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(xbzrle_cache_size),
+        .min = GUEST_PAGE_SIZE,
+        .max = MIG_XBZRLE_CACHE_MAX,
+        .unit = "bytes",
+        .hmp_mib = true,
+        .help = "xbzrle: bytes of sent pages kept to delta against (a power of two of pages)",
+    },
+    {
+        .name = "multifd-compression",
+        .type = MIG_PARAM_ENUM,
+        MIG_FIELD(multifd_compression),
+        .min = 0,
+        .max = G_N_ELEMENTS(mig_compression_names) - 2,
+        .values = mig_compression_names,
+        .help = "page compression: none, zlib or zstd (the single stream too, "
+                "when compress-level is 0)",
+    },
+    {
+        .name = "multifd-zlib-level",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_zlib_level),
+        .min = 0,
+        .max = MIG_COMPRESS_LEVEL_MAX,
+        .help = "zlib level with multifd-compression zlib",
+    },
+    {
+        .name = "multifd-zstd-level",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_zstd_level),
+        .min = 0,
+        .max = MIG_ZSTD_LEVEL_MAX,
+        .help = "zstd level with multifd-compression zstd",
+    },
 };
 
 void migration_params_default(struct mig_params *p)
@@ -159,6 +201,11 @@ void migration_params_default(struct mig_params *p)
     p->cpu_throttle_increment = 10;
     p->max_cpu_throttle = 99;
     p->auto_converge = false;
+    p->xbzrle = false;
+    p->xbzrle_cache_size = 64ULL << 20; /* QEMU's default */
+    p->multifd_compression = PAGE_COMPRESSION_NONE;
+    p->multifd_zlib_level = 1;
+    p->multifd_zstd_level = 1;
 }
 
 /* Capabilities: on/off switches set with migrate-set-capabilities (QEMU's split). */
@@ -168,6 +215,12 @@ static const struct mig_param_desc mig_cap_table[] = {
         .type = MIG_PARAM_BOOL,
         MIG_FIELD(auto_converge),
         .help = "throttle vCPUs while they dirty memory faster than it is sent",
+    },
+    {
+        .name = "xbzrle",
+        .type = MIG_PARAM_BOOL,
+        MIG_FIELD(xbzrle),
+        .help = "send pages sent before as XBZRLE deltas against their cached copy",
     },
 };
 

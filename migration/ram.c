@@ -3,15 +3,16 @@
  * dirty log reports, pass after pass; the target validates and applies. */
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "ram.h"
+#include "tern/compress.h"
 #include "tern/channel-file.h"
 #include "tern/crc32.h"
 #include "tern/bitmap.h"
 #include "tern/accel.h"
 #include "tern/memory.h"
 #include "tern/util.h"
+#include "tern/xbzrle.h"
 
 /* 256 pages (1 MiB) a PAGE_DATA record: big enough to amortise the record,
  * small enough to check for cancel and the rate limit often. */
@@ -22,7 +23,8 @@ struct ram_save {
     struct guest_ram *ram;
     struct accel *accel;
     struct stream_writer *w;
-    int compress_level;
+    enum page_compression alg; /* of pages sent whole */
+    int level;
     struct ram_counters *counters;
     const uint64_t *max_bandwidth; /* max-bandwidth, changed by other threads */
     unsigned long *to_send;        /* by gfn; only the migration thread touches it */
@@ -31,7 +33,13 @@ struct ram_save {
 
     struct stream_page pages[RAM_BATCH_PAGES];
     unsigned nr_pages;
-    uint8_t *zbuf; /* compressed payloads of the current batch */
+    uint8_t *zbuf; /* compressed or XBZRLE payloads of the current batch */
+    /* XBZRLE: the copies of pages as last sent, and the pages of the current
+     * batch as sent (a snapshot, so that the cache and the target agree even
+     * if a vCPU writes the page meanwhile). */
+    struct xbzrle_cache *xcache;
+    uint8_t *xsnap;
+    uint32_t pass;
     struct stream_gfn_range zero[RAM_ZERO_RANGES];
     unsigned nr_zero;
     bool live;
@@ -65,13 +73,33 @@ struct ram_save *ram_save_new(struct guest_ram *ram, struct accel *accel, struct
     rs->ram = ram;
     rs->accel = accel;
     rs->w = w;
-    rs->compress_level = compress_level;
     rs->counters = counters;
     rs->max_bandwidth = max_bandwidth;
     rs->to_send = bitmap_new(ram->nr_gfns);
     if (compress_level)
-        rs->zbuf = g_malloc(RAM_BATCH_PAGES * GUEST_PAGE_SIZE);
+        ram_save_set_compression(rs, PAGE_COMPRESSION_ZLIB, compress_level);
     return rs;
+}
+
+void ram_save_set_compression(struct ram_save *rs, enum page_compression alg, int level)
+{
+    rs->alg = alg;
+    rs->level = level;
+    if (alg != PAGE_COMPRESSION_NONE && !rs->zbuf)
+        rs->zbuf = g_malloc(RAM_BATCH_PAGES * GUEST_PAGE_SIZE);
+}
+
+bool ram_save_set_xbzrle(struct ram_save *rs, uint64_t cache_size, GError **errp)
+{
+    rs->xcache = xbzrle_cache_new(cache_size, GUEST_PAGE_SIZE, errp);
+    if (!rs->xcache)
+        return false;
+    rs->xsnap = g_malloc(RAM_BATCH_PAGES * GUEST_PAGE_SIZE);
+    if (!rs->zbuf)
+        rs->zbuf = g_malloc(RAM_BATCH_PAGES * GUEST_PAGE_SIZE);
+    __atomic_store_n(&rs->counters->xbzrle_cache_memory, xbzrle_cache_memory(rs->xcache),
+                     __ATOMIC_RELAXED);
+    return true;
 }
 
 void ram_save_free(struct ram_save *rs)
@@ -82,6 +110,8 @@ void ram_save_free(struct ram_save *rs)
         accel_dirty_log_stop(rs->accel, NULL);
     g_free(rs->to_send);
     g_free(rs->zbuf);
+    g_free(rs->xsnap);
+    xbzrle_cache_free(rs->xcache);
     g_free(rs->present);
     g_free(rs->page_crc);
     if (rs->passes)
@@ -163,6 +193,9 @@ static bool flush_pages(struct ram_save *rs, GError **errp)
         return true;
     bool ok = stream_write_page_data(rs->w, rs->pages, rs->nr_pages, rs->live, errp);
     rs->nr_pages = 0;
+    /* Raw pages may go by reference: out before the snapshots are reused. */
+    if (ok && rs->xcache)
+        ok = channel_flush(rs->w->ch, errp);
     return ok;
 }
 
@@ -177,8 +210,13 @@ static bool flush_zero(struct ram_save *rs, GError **errp)
 
 static bool add_zero(struct ram_save *rs, uint64_t gfn, GError **errp)
 {
+    static const uint8_t zero_page[GUEST_PAGE_SIZE];
     struct stream_gfn_range *last = rs->nr_zero ? &rs->zero[rs->nr_zero - 1] : NULL;
     count(&rs->counters->duplicate, 1);
+    /* The target's copy is now zero: a page that gets a few bytes written
+     * later goes as a small delta against that. */
+    if (rs->xcache)
+        xbzrle_cache_insert(rs->xcache, gfn, zero_page);
     if (last && last->first_gfn + last->npages == gfn) {
         last->npages++;
         return true;
@@ -189,25 +227,62 @@ static bool add_zero(struct ram_save *rs, uint64_t gfn, GError **errp)
     return true;
 }
 
+/* XBZRLE: send (p)'s page as a delta against the copy last sent, if there is
+ * one and the delta is small enough; else whole, remembered for next time.
+ * Returns false when the page need not be sent at all (unchanged). */
+static bool xbzrle_page(struct ram_save *rs, struct stream_page *p, uint8_t *out)
+{
+    uint8_t *snap = rs->xsnap + rs->nr_pages * GUEST_PAGE_SIZE;
+    const uint8_t *old = xbzrle_cache_lookup(rs->xcache, p->gfn);
+
+    memcpy(snap, p->data, GUEST_PAGE_SIZE);
+    p->data = snap;
+    if (old) {
+        count(&rs->counters->xbzrle_hits, 1);
+        int n = xbzrle_encode(old, snap, GUEST_PAGE_SIZE, out, GUEST_PAGE_SIZE);
+        if (n == 0)
+            return false; /* the target has it as it is */
+        if (n > 0) {
+            p->encoding = MIG_PAGE_ENC_XBZRLE;
+            p->length = (uint32_t)n;
+            p->data = out;
+            count(&rs->counters->xbzrle_pages, 1);
+            count(&rs->counters->xbzrle_bytes, (uint64_t)n);
+        } else {
+            count(&rs->counters->xbzrle_overflow, 1);
+        }
+    } else if (rs->pass > 1) {
+        /* Evicted, or first sent now: QEMU counts both after the first round. */
+        count(&rs->counters->xbzrle_cache_miss, 1);
+    }
+    xbzrle_cache_insert(rs->xcache, p->gfn, snap);
+    return true;
+}
+
 static bool add_page(struct ram_save *rs, uint64_t gfn, const uint8_t *page, GError **errp)
 {
     struct stream_page *p = &rs->pages[rs->nr_pages];
+    uint8_t *out = rs->zbuf ? rs->zbuf + rs->nr_pages * GUEST_PAGE_SIZE : NULL;
     *p = (struct stream_page){
         .gfn = gfn, .encoding = MIG_PAGE_ENC_RAW, .length = GUEST_PAGE_SIZE, .data = page
     };
-    if (rs->compress_level) {
-        uint8_t *out = rs->zbuf + rs->nr_pages * GUEST_PAGE_SIZE;
-        size_t n = stream_page_compress(page, GUEST_PAGE_SIZE, rs->compress_level, out,
-                                        GUEST_PAGE_SIZE);
+    if (rs->xcache && !xbzrle_page(rs, p, out))
+        return true;
+    /* A delta is counted apart from normal pages, as QEMU does. */
+    if (p->encoding == MIG_PAGE_ENC_RAW && rs->alg != PAGE_COMPRESSION_NONE) {
+        size_t n = page_compress(rs->alg, rs->level, p->data, GUEST_PAGE_SIZE, out,
+                                 GUEST_PAGE_SIZE);
         if (n) {
-            p->encoding = MIG_PAGE_ENC_ZLIB;
-            p->length = n;
+            p->encoding = rs->alg == PAGE_COMPRESSION_ZSTD ? MIG_PAGE_ENC_ZSTD : MIG_PAGE_ENC_ZLIB;
+            p->length = (uint32_t)n;
             p->data = out;
             count(&rs->counters->compressed, 1);
         }
     }
-    count(&rs->counters->normal, 1);
-    count(&rs->counters->normal_bytes, p->length);
+    if (p->encoding != MIG_PAGE_ENC_XBZRLE) {
+        count(&rs->counters->normal, 1);
+        count(&rs->counters->normal_bytes, p->length);
+    }
     if (++rs->nr_pages == RAM_BATCH_PAGES)
         return flush_pages(rs, errp);
     return true;
@@ -224,6 +299,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
     uint64_t handled = 0, zero0 = rs->counters->duplicate;
 
     rs->live = live;
+    rs->pass = pass;
     for (uint64_t gfn = bitmap_next_set(rs->to_send, ram->nr_gfns, 0); gfn < ram->nr_gfns;
          gfn = bitmap_next_set(rs->to_send, ram->nr_gfns, gfn + 1)) {
         bitmap_clear_bit(rs->to_send, gfn);
@@ -347,7 +423,14 @@ static bool load_page(void *opaque, const struct stream_page *page, GError **err
         return true;
     }
     /* Decode into scratch first: a bad page must not half-write guest RAM. */
-    if (!flush_run(rl, errp) || !stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
+    if (!flush_run(rl, errp))
+        return false;
+    if (page->encoding == MIG_PAGE_ENC_XBZRLE) {
+        /* A delta against the page as this side last received it. */
+        const void *cur = guest_ram_ptr(rl->ram, page->gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE);
+        memcpy(rl->scratch, cur, GUEST_PAGE_SIZE);
+    }
+    if (!stream_page_decode(page, rl->scratch, GUEST_PAGE_SIZE, errp))
         return false;
     return guest_ram_write(rl->ram, page->gfn << GUEST_PAGE_SHIFT, rl->scratch, GUEST_PAGE_SIZE,
                            errp);

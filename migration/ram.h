@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/compress.h"
 #include "tern/stream.h"
 
 struct guest_ram;
@@ -22,6 +23,13 @@ struct ram_counters {
     uint64_t skipped;      /* never-touched pages: not read, not sent */
     uint64_t transferred;  /* bytes on the channel so far (updated every batch) */
     uint64_t remaining;    /* pages still to send in this pass (every batch) */
+    /* XBZRLE (QEMU's XBZRLECacheStats) */
+    uint64_t xbzrle_bytes;        /* delta payload bytes sent */
+    uint64_t xbzrle_pages;        /* pages sent as deltas */
+    uint64_t xbzrle_cache_miss;   /* pages of pass 2+ not in the cache */
+    uint64_t xbzrle_hits;         /* pages found in the cache */
+    uint64_t xbzrle_overflow;     /* found, but the delta was too large: sent whole */
+    uint64_t xbzrle_cache_memory; /* bytes the cache holds */
 };
 
 struct ram_pass_result {
@@ -36,6 +44,13 @@ struct ram_pass_result {
 struct ram_save *ram_save_new(struct guest_ram *ram, struct accel *accel, struct stream_writer *w,
                               int compress_level, struct ram_counters *counters,
                               const uint64_t *max_bandwidth);
+/* Compress pages sent whole with (alg) at (level) (the zlib of
+ * compress_level above is PAGE_COMPRESSION_ZLIB). Call before the first pass. */
+void ram_save_set_compression(struct ram_save *rs, enum page_compression alg, int level);
+/* XBZRLE: keep up to (cache_size) bytes of sent pages, and send a page sent in
+ * an earlier pass as a delta against its copy. Call before the first pass;
+ * not with mapped-RAM files. */
+bool ram_save_set_xbzrle(struct ram_save *rs, uint64_t cache_size, GError **errp);
 /* Dirty logging on; every populated page becomes "to send" (holes never are). */
 bool ram_save_setup(struct ram_save *rs, GError **errp);
 /* Send every page marked to send, then ITERATION_END (pass number (pass),

@@ -1,11 +1,19 @@
 /* stream-pages.c: RAM in the stream: PAGE_DATA, ZERO_PAGES, page encodings, ITERATION_END. */
 #include "tern/stream.h"
+#include "tern/compress.h"
 #include "tern/util.h"
+#include "tern/xbzrle.h"
 #include "stream-internal.h"
 
 #include <inttypes.h>
 #include <string.h>
-#include <zlib.h>
+
+/* The encodings other than RAW: a payload of 1 to page-size octets. */
+static bool stream_page_encoded(uint32_t encoding)
+{
+    return encoding == MIG_PAGE_ENC_ZLIB || encoding == MIG_PAGE_ENC_XBZRLE ||
+           encoding == MIG_PAGE_ENC_ZSTD;
+}
 
 bool stream_write_page_data(struct stream_writer *w, const struct stream_page *pages,
                             unsigned count, bool live, GError **errp)
@@ -19,7 +27,7 @@ bool stream_write_page_data(struct stream_writer *w, const struct stream_page *p
     for (unsigned i = 0; i < count; i++) {
         bool ok = pages[i].encoding == MIG_PAGE_ENC_RAW
                       ? pages[i].length == page_size
-                      : pages[i].encoding == MIG_PAGE_ENC_ZLIB && pages[i].length >= 1 &&
+                      : stream_page_encoded(pages[i].encoding) && pages[i].length >= 1 &&
                             pages[i].length <= page_size;
 
         if (!ok)
@@ -118,6 +126,8 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
                                        i, gfn, len, page_size);
             break;
         case MIG_PAGE_ENC_ZLIB:
+        case MIG_PAGE_ENC_XBZRLE:
+        case MIG_PAGE_ENC_ZSTD:
             if (len < 1 || len > page_size)
                 return stream_rec_fail(rec, errp,
                                        "page %u (gfn 0x%" PRIx64
@@ -206,9 +216,8 @@ bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns, 
 bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page_size,
                         GError **errp)
 {
-    uLongf out_len = page_size;
-    uLong in_len = page->length;
-    int rc;
+    g_autoptr(GError) err = NULL;
+    enum page_compression alg = PAGE_COMPRESSION_ZLIB;
 
     switch (page->encoding) {
     case MIG_PAGE_ENC_RAW:
@@ -217,16 +226,17 @@ bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page
                                page->length);
         memcpy(dst, page->data, page_size);
         return true;
+    case MIG_PAGE_ENC_ZSTD:
+        alg = PAGE_COMPRESSION_ZSTD;
+        /* fall through */
     case MIG_PAGE_ENC_ZLIB:
-        rc = uncompress2(dst, &out_len, page->data, &in_len);
-        if (rc != Z_OK || out_len != page_size || in_len != page->length)
-            return stream_fail(errp,
-                               "gfn 0x%" PRIx64 ": zlib data does not inflate to exactly "
-                               "one page (%s)",
-                               page->gfn,
-                               rc == Z_OK          ? "size mismatch or trailing bytes"
-                               : rc == Z_BUF_ERROR ? "too long or truncated"
-                                                   : "corrupt");
+        if (!page_decompress(alg, page->data, page->length, dst, page_size, &err))
+            return stream_fail(errp, "gfn 0x%" PRIx64 ": %s", page->gfn, err->message);
+        return true;
+    case MIG_PAGE_ENC_XBZRLE:
+        /* (dst) holds the page as the target has it: the delta applies to it. */
+        if (!xbzrle_decode(page->data, page->length, dst, page_size, &err))
+            return stream_fail(errp, "gfn 0x%" PRIx64 ": %s", page->gfn, err->message);
         return true;
     default:
         return stream_fail(errp, "gfn 0x%" PRIx64 ": unsupported encoding %u", page->gfn,
@@ -237,11 +247,7 @@ bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page
 size_t stream_page_compress(const void *page, uint32_t page_size, int level, uint8_t *out,
                             size_t out_size)
 {
-    uLongf len = out_size;
-
-    if (compress2(out, &len, page, page_size, level) != Z_OK || len >= page_size)
-        return 0;
-    return len;
+    return page_compress(PAGE_COMPRESSION_ZLIB, level, page, page_size, out, out_size);
 }
 
 /* ---- ITERATION_END ---- */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tern/commands.h"
+#include "tern/compress.h"
 #include "tern/hmp.h"
 #include "tern/machine.h"
 #include "tern/memory.h"
@@ -202,13 +203,32 @@ static JsonObject *mig_info_to_json(const struct mig_info *info, const struct mi
     }
     if (ram) {
         json_object_set_object_member(o, "ram", mig_ram_to_json(st));
-        if (p->compress_level > 0) {
+        if (p->compress_level > 0 || p->multifd_compression != PAGE_COMPRESSION_NONE) {
             JsonObject *c = json_object_new();
             set_u64(c, "pages", st->compressed);
             set_u64(c, "busy", 0);
             set_double(c, "busy-rate", 0.0);
             json_object_set_object_member(o, "compression", c);
         }
+    }
+    if (ram && p->xbzrle) {
+        /* QEMU's XBZRLECacheStats; rates over the whole migration. */
+        JsonObject *x = json_object_new();
+        uint64_t looked = st->xbzrle_cache_hits + st->xbzrle_cache_miss;
+        set_u64(x, "cache-size", p->xbzrle_cache_size);
+        set_u64(x, "bytes", st->xbzrle_bytes);
+        set_u64(x, "pages", st->xbzrle_pages);
+        set_u64(x, "cache-miss", st->xbzrle_cache_miss);
+        set_double(x, "cache-miss-rate", looked ? (double)st->xbzrle_cache_miss / looked : 0.0);
+        set_double(x, "encoding-rate",
+                   st->xbzrle_bytes
+                       ? (double)(st->xbzrle_pages * GUEST_PAGE_SIZE) / st->xbzrle_bytes
+                       : 0.0);
+        set_u64(x, "overflow", st->xbzrle_overflow);
+        /* Tern's own: lookups that found the page, and the cache's real size. */
+        set_u64(x, "cache-hits", st->xbzrle_cache_hits);
+        set_u64(x, "cache-memory", st->xbzrle_cache_memory);
+        json_object_set_object_member(o, "xbzrle-cache", x);
     }
     if (ram && st->cpu_throttle_percentage)
         set_u64(o, "cpu-throttle-percentage", st->cpu_throttle_percentage);
@@ -295,6 +315,27 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
             g_string_append_printf(out, "downtime ram: %" PRIu64 " kbytes\n",
                                    get_u64(ram, "downtime-bytes") >> 10);
         }
+    }
+    JsonObject *x = json_object_has_member(o, "xbzrle-cache")
+                        ? json_object_get_object_member(o, "xbzrle-cache")
+                        : NULL;
+    if (x) {
+        /* QEMU's lines, then Tern's two extra counters. */
+        g_string_append_printf(out, "cache size: %" PRIu64 " bytes\n", get_u64(x, "cache-size"));
+        g_string_append_printf(out, "xbzrle transferred: %" PRIu64 " kbytes\n",
+                               get_u64(x, "bytes") >> 10);
+        g_string_append_printf(out, "xbzrle pages: %" PRIu64 " pages\n", get_u64(x, "pages"));
+        g_string_append_printf(out, "xbzrle cache miss: %" PRIu64 " pages\n",
+                               get_u64(x, "cache-miss"));
+        g_string_append_printf(out, "xbzrle cache miss rate: %0.2f\n",
+                               json_object_get_double_member_with_default(x, "cache-miss-rate", 0));
+        g_string_append_printf(out, "xbzrle encoding rate: %0.2f\n",
+                               json_object_get_double_member_with_default(x, "encoding-rate", 0));
+        g_string_append_printf(out, "xbzrle overflow: %" PRIu64 "\n", get_u64(x, "overflow"));
+        g_string_append_printf(out, "xbzrle cache hits: %" PRIu64 " pages\n",
+                               get_u64(x, "cache-hits"));
+        g_string_append_printf(out, "xbzrle cache memory: %" PRIu64 " kbytes\n",
+                               get_u64(x, "cache-memory") >> 10);
     }
     if (json_object_has_member(o, "cpu-throttle-percentage"))
         g_string_append_printf(out, "cpu throttle percentage: %" PRIu64 "\n",

@@ -58,6 +58,12 @@ struct mig_params {
     char tls_creds[MIG_PARAM_STR_MAX];
     char tls_hostname[MIG_PARAM_STR_MAX];
     char tls_authz[MIG_PARAM_STR_MAX];
+    bool xbzrle;                  /* capability xbzrle: delta pages sent before (off) */
+    uint64_t xbzrle_cache_size;   /* xbzrle-cache-size: bytes of sent pages kept (64 MiB) */
+    uint32_t multifd_compression; /* multifd-compression: enum page_compression, also for
+                                      * the single stream when compress-level is 0 (none) */
+    uint32_t multifd_zlib_level;  /* multifd-zlib-level (1) */
+    uint32_t multifd_zstd_level;  /* multifd-zstd-level (1) */
 };
 
 /* QEMU's MigMode, the subset Tern has. */
@@ -88,6 +94,13 @@ struct mig_stats {
     uint64_t cpu_throttle_percentage; /* cpu-throttle-percentage: auto-converge's level */
     uint64_t precopy_bytes;           /* ram.precopy-bytes: bytes sent while the guest ran */
     uint64_t downtime_bytes;          /* ram.downtime-bytes: bytes sent while paused */
+    /* xbzrle-cache (XBZRLECacheStats), with the xbzrle capability */
+    uint64_t xbzrle_bytes;        /* bytes: XBZRLE payload bytes sent */
+    uint64_t xbzrle_pages;        /* pages: pages sent as XBZRLE deltas */
+    uint64_t xbzrle_cache_miss;   /* cache-miss: pages of pass 2+ not in the cache */
+    uint64_t xbzrle_cache_hits;   /* Tern: pages found in the cache */
+    uint64_t xbzrle_overflow;     /* overflow: delta too large, sent whole */
+    uint64_t xbzrle_cache_memory; /* Tern: bytes the cache holds (pages and tags) */
 };
 
 struct mig_info {

@@ -122,7 +122,11 @@ struct mig_rec_vm_config {
 #define MIG_PAGE_DATA_MAX_PAGES 4096
 #define MIG_PAGE_ENC_RAW 0u   /* page_size bytes as they are */
 #define MIG_PAGE_ENC_ZLIB 1u  /* zlib stream inflating to page_size bytes */
-#define MIG_PAGE_ENC_DELTA 2u /* reserved (XBZRLE-like); refused in v1 */
+#define MIG_PAGE_ENC_DELTA 2u /* reserved, never written; refused (XBZRLE is 3) */
+/* Later additions within v1: a reader that predates them refuses the record
+ * ("unknown encoding"); writers use them only when asked to. */
+#define MIG_PAGE_ENC_XBZRLE 3u /* QEMU's XBZRLE delta against the page as last sent */
+#define MIG_PAGE_ENC_ZSTD 4u   /* one zstd frame decompressing to page_size bytes */
 
 struct mig_rec_page_data {
     uint32_t count;    /* 1..MIG_PAGE_DATA_MAX_PAGES */
@@ -132,7 +136,7 @@ struct mig_rec_page_data {
 struct mig_page_desc {
     uint64_t gfn;      /* guest frame number (gpa >> page_shift); no flag bits */
     uint32_t encoding; /* MIG_PAGE_ENC_* */
-    uint32_t length;   /* payload bytes: page size for RAW; 1..page size for ZLIB */
+    uint32_t length;   /* payload bytes: page size for RAW; 1..page size otherwise */
 };
 
 /* ZERO_PAGES: this header, then count x struct mig_gfn_range. */

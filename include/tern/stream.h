@@ -180,7 +180,7 @@ bool stream_vm_config_compare(const struct stream_vm_config *incoming,
 
 struct stream_page {
     uint64_t gfn;
-    uint32_t encoding; /* MIG_PAGE_ENC_RAW or MIG_PAGE_ENC_ZLIB */
+    uint32_t encoding; /* MIG_PAGE_ENC_RAW, _ZLIB, _XBZRLE or _ZSTD */
     uint32_t length;   /* bytes at (data) */
     const uint8_t *data;
 };
@@ -213,8 +213,9 @@ bool stream_parse_page_data(const struct stream_record *rec, uint32_t page_size,
 bool stream_parse_zero_pages(const struct stream_record *rec, uint64_t nr_gfns, stream_range_fn fn,
                              void *opaque, GError **errp);
 /* Decode (page) into (dst) ((page_size) bytes, a scratch page: write it to
- * guest RAM only when this succeeds). ZLIB must inflate to exactly one page
- * and use all its bytes. */
+ * guest RAM only when this succeeds). ZLIB and ZSTD must inflate to exactly
+ * one page and use all their bytes. XBZRLE applies to (dst), which must hold
+ * the page as last received, and must be well formed. */
 bool stream_page_decode(const struct stream_page *page, void *dst, uint32_t page_size,
                         GError **errp);
 /* Compress (page) at zlib (level) into (out) ((out_size) bytes). Returns the

@@ -380,12 +380,13 @@ static void test_capabilities(void **state)
     struct mig_params p;
 
     assert_qmp(m, "query-migrate-capabilities", NULL,
-               "[{\"capability\":\"auto-converge\",\"state\":false}]");
+               "[{\"capability\":\"auto-converge\",\"state\":false},"
+               "{\"capability\":\"xbzrle\",\"state\":false}]");
     assert_qmp(m, "migrate-set-capabilities",
                "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}", "{}");
     migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
-    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\n");
+    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\nxbzrle: off\r\n");
     /* All or nothing: a bad entry after a good one changes nothing. */
     assert_qmp_error(m, "migrate-set-capabilities",
                      "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": false},"
@@ -407,8 +408,9 @@ static void test_capabilities(void **state)
 #define DEFAULT_PARAMS_JSON \
     "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":" \
     "20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
-    "\"x-checksum\":true,\"mode\":\"normal\"," \
-    "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}"
+    "\"x-checksum\":true,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-" \
+    "authz\":\"\",\"xbzrle-cache-size\":67108864," \
+    "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}"
 
 static void test_query_parameters(void **state)
 {
@@ -427,7 +429,11 @@ static void test_query_parameters(void **state)
                "mode: normal\r\n"
                "tls-creds: ''\r\n"
                "tls-hostname: ''\r\n"
-               "tls-authz: ''\r\n");
+               "tls-authz: ''\r\n"
+               "xbzrle-cache-size: 67108864 bytes\r\n"
+               "multifd-compression: none\r\n"
+               "multifd-zlib-level: 1\r\n"
+               "multifd-zstd-level: 1\r\n");
 
     /* Defaults match migration_params_default(). */
     struct mig_params p;
@@ -465,18 +471,22 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "migrate-set-parameters", "{}", "{}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 100, \"max-bandwidth\": 125000000}", "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\","
-               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
-               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     unsigned calls = fake_migration_set_params_calls();
 
     /* Every error leaves everything as it was: all or nothing. */
@@ -507,21 +517,26 @@ static void test_set_parameters(void **state)
         assert_qmp_error(m, "migrate-set-parameters", bad[i].json, bad[i].error);
     }
     assert_int_equal(fake_migration_set_params_calls(), calls);
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
-               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 2000000, \"compress-level\": 0, "
                "\"max-bandwidth\": 9223372036854775807}",
                "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
-               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
-               "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\","
-               "\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
+        "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
+        "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-"
+        "creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-"
+        "cache-size\":67108864,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
 }
 
 /* The table-level API the commands are built on. */
@@ -532,7 +547,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 12);
+    assert_int_equal(count, 16);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -606,7 +621,11 @@ static void test_hmp_set_parameter(void **state)
                "mode: normal\r\n"
                "tls-creds: ''\r\n"
                "tls-hostname: ''\r\n"
-               "tls-authz: ''\r\n");
+               "tls-authz: ''\r\n"
+               "xbzrle-cache-size: 67108864 bytes\r\n"
+               "multifd-compression: none\r\n"
+               "multifd-zlib-level: 1\r\n"
+               "multifd-zstd-level: 1\r\n");
 
     unsigned calls = fake_migration_set_params_calls();
     assert_hmp(m, "migrate_set_parameter downtime-limit 2000001",
