@@ -12,7 +12,10 @@
  * I/O: where the filesystem accepts O_DIRECT, page-aligned data bypasses the
  * page cache: positional page writes go straight from guest RAM through
  * libaio with a bounded queue of writes in flight, adjacent pages merged into
- * one request; sequential bytes go through an aligned bounce buffer; pieces
+ * one request (runs of at most CHANNEL_FILE_BUFFERED_MAX go through the page
+ * cache, which is faster for scattered single pages); restore reads batches
+ * with read-ahead on several threads (channel_file_read_batch());
+ * sequential bytes go through an aligned bounce buffer; pieces
  * that are not block aligned go through a second, buffered descriptor of the
  * same file, so the file's length is exact. Elsewhere (or with the
  * environment variable TERN_FILE_NO_DIRECT=1) all I/O is buffered, and a note
