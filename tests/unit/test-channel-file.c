@@ -734,6 +734,9 @@ struct batch_check {
     uint8_t *want; /* what the file holds from RAM_OFF on */
     struct channel_file_read *reqs;
     size_t fail_at; /* the request whose callback fails, or BATCH_REQS */
+    GThread *main_thread;
+    bool fail_on_worker; /* the first request a second thread reads fails */
+    int worker_failed;   /* atomic */
     GMutex lock;
     GThread *seen[CHANNEL_FILE_READ_THREADS_MAX];
     unsigned nseen;
@@ -761,6 +764,17 @@ static bool batch_done(void *opaque, size_t index, const uint8_t *data, GError *
     if (index == c->fail_at) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "request %zu: bad CRC", index);
         return false;
+    }
+    if (c->fail_on_worker && g_thread_self() != c->main_thread) {
+        __atomic_store_n(&c->worker_failed, 1, __ATOMIC_RELEASE);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "bad CRC on a second thread");
+        return false;
+    }
+    /* The calling thread waits (5 s at most) until the other one failed. */
+    for (int i = 0; c->fail_on_worker && i < 5000; i++) {
+        if (__atomic_load_n(&c->worker_failed, __ATOMIC_ACQUIRE))
+            break;
+        g_usleep(1000);
     }
     return true;
 }
@@ -861,6 +875,20 @@ static void test_read_batch_callback_fails(void **state)
         /* The channel itself is fine: positional reads still work. */
         assert_true(channel_file_read_at(ch, RAM_OFF, dst, PAGE, &err));
         g_assert_no_error(err);
+
+        /* A failure on the second thread stops the first one too. */
+        g_mutex_clear(&c.lock);
+        c = (struct batch_check){ .want = want,
+                                  .reqs = reqs,
+                                  .fail_at = BATCH_REQS,
+                                  .main_thread = g_thread_self(),
+                                  .fail_on_worker = true };
+        g_mutex_init(&c.lock);
+        assert_false(channel_file_read_batch(ch, reqs, BATCH_REQS, 2, batch_done, &c, &err));
+        assert_error(err, "bad CRC on a second thread");
+        g_clear_error(&err);
+        assert_int_equal(c.worker_failed, 1);
+        assert_true(c.calls < BATCH_REQS);
         channel_close(ch);
         g_mutex_clear(&c.lock);
         remove_dir(dir);
