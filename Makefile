@@ -54,7 +54,11 @@ check: deps build $(SAN_BUILD)/build.ninja
 demo: build
 	$(PYTHON) tests/demo.py --tern $(BUILD)/tern
 
+# make bench's own needs: matplotlib draws docs/benchmarks.md's plot.
+BENCH_PACKAGES = python3-matplotlib
+
 bench: build
+	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(PYTHON) tests/bench/run.py --tern $(BUILD)/tern
 
 # Randomised fault-injection trials (tests/functional/soak.py) for SOAK_SECONDS;

@@ -60,6 +60,7 @@ struct file_backend {
     struct file_slot *open_run; /* positional writes being merged, not yet submitted */
     uint64_t requests;
     uint64_t blocks;
+    bool buffered_pending; /* small runs written through the page cache since the last drain */
 };
 
 static const struct channel_ops file_ops;
@@ -311,9 +312,15 @@ static bool submit_run(struct file_backend *fb, GError **errp)
     fb->open_run = NULL;
     fb->requests++;
     fb->blocks += s->len / ALIGN;
-    if (!fb->have_ctx) {
+    if (!fb->have_ctx || s->len <= CHANNEL_FILE_BUFFERED_MAX) {
+        /* Small runs (a later pass's scattered pages) through the page cache:
+         * a copy now, merged writeback later, fsynced by the commit. */
+        bool buffered = s->len <= CHANNEL_FILE_BUFFERED_MAX;
         size_t done;
-        int err = pwritev_all(aligned_fd(fb), s->iov, s->iovcnt, s->offset, s->len, &done);
+        int err = pwritev_all(buffered ? fb->bfd : aligned_fd(fb), s->iov, s->iovcnt, s->offset,
+                              s->len, &done);
+
+        fb->buffered_pending |= buffered;
 
         put_slot(fb, s);
         if (err)
@@ -671,6 +678,11 @@ static bool file_drain(void *opaque, GError **errp)
     }
     if (fb->have_ctx && !wait_all(fb, errp))
         ok = false;
+    if (fb->buffered_pending) {
+        /* Start their writeback now, so the commit's fsync waits less. */
+        sync_file_range(fb->bfd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        fb->buffered_pending = false;
+    }
     return ok && channel_check(ch, errp);
 }
 
@@ -731,6 +743,257 @@ bool channel_file_read_at(struct channel *ch, uint64_t offset, void *buf, size_t
     if (!wait_all(fb, errp))
         ok = false;
     return ok && channel_check(ch, errp);
+}
+
+/* ---- Read-ahead batches (restore) ---- */
+
+/* One batch shared by its threads. */
+struct read_batch {
+    struct file_backend *fb;
+    const struct channel_file_read *reqs;
+    size_t nreqs;
+    channel_file_read_done_fn done;
+    void *opaque;
+    size_t bounce_len; /* the largest request without a buffer: each thread's bounce size */
+    size_t next;       /* the next request to claim (atomic) */
+    int stop;          /* a request failed: claim no more (atomic) */
+    GMutex lock;       /* guards the three below */
+    GError *err;       /* the failure of the first failed request */
+    size_t err_index;
+    bool err_io; /* (err) is a read error: it fails the channel */
+};
+
+/* Record the failure (err) of request (index), keeping the first in order. */
+static void batch_fail(struct read_batch *b, size_t index, GError *err, bool io)
+{
+    g_mutex_lock(&b->lock);
+    if (!b->err || index < b->err_index) {
+        if (b->err)
+            g_error_free(b->err);
+        b->err = err;
+        b->err_index = index;
+        b->err_io = io;
+    } else {
+        g_error_free(err);
+    }
+    g_mutex_unlock(&b->lock);
+    __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
+}
+
+static bool batch_claim(struct read_batch *b, size_t *index)
+{
+    if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
+        return false;
+    *index = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+    return *index < b->nreqs;
+}
+
+/* Read request (index) from byte (done) on through the page cache: all of an
+ * unaligned request, or the rest of a short O_DIRECT read (the end of the
+ * file, or a filesystem's partial read), which also tells which it was. */
+static bool batch_read_rest(struct read_batch *b, size_t index, uint8_t *dst, size_t done)
+{
+    const struct channel_file_read *r = &b->reqs[index];
+    struct file_backend *fb = b->fb;
+
+    while (done < r->len) {
+        ssize_t n = pread(fb->bfd, dst + done, r->len - done, (off_t)(r->offset + done));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            batch_fail(b, index,
+                       g_error_new(TERN_ERROR, TERN_ERROR_FAILED,
+                                   "read of %zu bytes at offset %" PRIu64 " failed: %s",
+                                   r->len - done, r->offset + done, g_strerror(errno)),
+                       true);
+            return false;
+        }
+        if (n == 0) {
+            batch_fail(b, index,
+                       g_error_new(TERN_ERROR, TERN_ERROR_FAILED,
+                                   "short read at offset %" PRIu64 ": the file ends there "
+                                   "(reading %zu bytes at offset %" PRIu64 ", file size %" PRIu64
+                                   ")",
+                                   r->offset + done, r->len, r->offset, channel_file_size(fb->ch)),
+                       true);
+            return false;
+        }
+        done += (size_t)n;
+    }
+    return true;
+}
+
+/* Request (index) landed: hand it to the callback, unless the batch stopped. */
+static void batch_landed(struct read_batch *b, size_t index, const uint8_t *data)
+{
+    GError *err = NULL;
+
+    if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
+        return;
+    if (!b->done(b->opaque, index, data, &err))
+        batch_fail(b, index,
+                   err ? err
+                       : g_error_new(TERN_ERROR, TERN_ERROR_FAILED, "request %zu failed", index),
+                   false);
+}
+
+static bool batch_aligned(const struct channel_file_read *r, const uint8_t *dst)
+{
+    return r->offset % ALIGN == 0 && r->len % ALIGN == 0 && (uintptr_t)dst % ALIGN == 0;
+}
+
+/* Submit (iocb) for request (index); false if the kernel refused it. */
+static bool batch_submit(io_context_t ctx, struct iocb *iocb)
+{
+    int rc;
+
+    do {
+        rc = io_submit(ctx, 1, &iocb);
+    } while (rc == -EINTR);
+    return rc == 1;
+}
+
+/* One thread's share: claim requests, keep up to CHANNEL_FILE_READ_DEPTH in
+ * flight, hand each to the callback as it lands; wait for its own reads
+ * before returning. Slot i is iocbs[i] and, for requests without a buffer,
+ * bounce + i * bounce_len. */
+static void batch_run(struct read_batch *b)
+{
+    struct iocb iocbs[CHANNEL_FILE_READ_DEPTH];
+    int free_slots[CHANNEL_FILE_READ_DEPTH];
+    struct io_event events[CHANNEL_FILE_READ_DEPTH];
+    struct file_backend *fb = b->fb;
+    io_context_t ctx = 0;
+    uint8_t *bounce = NULL;
+    int nfree = 0, inflight = 0;
+    bool aio = fb->direct && io_setup(CHANNEL_FILE_READ_DEPTH, &ctx) == 0;
+    size_t index;
+
+    if (b->bounce_len &&
+        posix_memalign((void **)&bounce, ALIGN, CHANNEL_FILE_READ_DEPTH * b->bounce_len)) {
+        batch_fail(b, 0, g_error_new(TERN_ERROR, TERN_ERROR_FAILED, "out of memory"), true);
+        bounce = NULL;
+    }
+    for (int i = CHANNEL_FILE_READ_DEPTH - 1; i >= 0; i--)
+        free_slots[nfree++] = i;
+    for (;;) {
+        while (inflight < CHANNEL_FILE_READ_DEPTH && batch_claim(b, &index)) {
+            const struct channel_file_read *r = &b->reqs[index];
+            int slot = free_slots[--nfree];
+            uint8_t *dst = r->buf ? r->buf : bounce + (size_t)slot * b->bounce_len;
+            struct iocb *iocb = &iocbs[slot];
+
+            if (aio && batch_aligned(r, dst)) {
+                io_prep_pread(iocb, fb->dfd, dst, r->len, (long long)r->offset);
+                iocb->data = (void *)(uintptr_t)index;
+                if (batch_submit(ctx, iocb)) {
+                    inflight++;
+                    continue;
+                }
+            }
+            /* Unaligned, no libaio, or refused (EAGAIN): synchronously. */
+            if (batch_read_rest(b, index, dst, 0))
+                batch_landed(b, index, dst);
+            free_slots[nfree++] = slot;
+        }
+        if (!inflight)
+            break;
+        int n = io_getevents(ctx, 1, CHANNEL_FILE_READ_DEPTH, events, NULL);
+
+        if (n == -EINTR)
+            continue;
+        if (n < 0) {
+            /* Reads may still land in the buffers: nothing safe to do but stop. */
+            batch_fail(b, b->nreqs,
+                       g_error_new(TERN_ERROR, TERN_ERROR_FAILED, "waiting for I/O failed: %s",
+                                   g_strerror(-n)),
+                       true);
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            long res = (long)events[i].res;
+            struct iocb *iocb = events[i].obj;
+            uint8_t *dst = iocb->u.c.buf;
+
+            index = (size_t)(uintptr_t)events[i].data;
+            inflight--;
+            if (res < 0) {
+                const struct channel_file_read *r = &b->reqs[index];
+
+                batch_fail(b, index,
+                           g_error_new(TERN_ERROR, TERN_ERROR_FAILED,
+                                       "read of %zu bytes at offset %" PRIu64 " failed: %s", r->len,
+                                       r->offset, g_strerror((int)-res)),
+                           true);
+            } else if (batch_read_rest(b, index, dst, (size_t)res)) {
+                batch_landed(b, index, dst);
+            }
+            free_slots[nfree++] = (int)(iocb - iocbs);
+        }
+    }
+    if (aio)
+        io_destroy(ctx);
+    free(bounce);
+}
+
+static gpointer batch_thread(gpointer opaque)
+{
+    batch_run(opaque);
+    return NULL;
+}
+
+/* Threads for a batch: (threads), or automatic for 0. */
+static unsigned batch_threads(unsigned threads)
+{
+    if (!threads) {
+        const char *v = g_getenv("TERN_FILE_READ_THREADS");
+
+        threads = v && *v ? (unsigned)strtoul(v, NULL, 10) : (unsigned)g_get_num_processors();
+    }
+    return CLAMP(threads, 1u, (unsigned)CHANNEL_FILE_READ_THREADS_MAX);
+}
+
+bool channel_file_read_batch(struct channel *ch, const struct channel_file_read *reqs, size_t nreqs,
+                             unsigned threads, channel_file_read_done_fn done, void *opaque,
+                             GError **errp)
+{
+    struct file_backend *fb = file_of(ch, "positional read", errp);
+    struct read_batch b = {
+        .fb = fb, .reqs = reqs, .nreqs = nreqs, .done = done, .opaque = opaque
+    };
+    GThread *tids[CHANNEL_FILE_READ_THREADS_MAX];
+    unsigned n = 0;
+    bool ok = true;
+
+    if (!fb || !channel_check(ch, errp))
+        return false;
+    if (fb->writing)
+        return fb_fail(fb, errp, "positional read on a channel that is writing");
+    for (size_t i = 0; i < nreqs; i++)
+        if (!reqs[i].buf)
+            b.bounce_len = MAX(b.bounce_len, ALIGN_UP(reqs[i].len, (size_t)ALIGN));
+    threads = (unsigned)MIN((size_t)batch_threads(threads), MAX(nreqs, (size_t)1));
+    g_mutex_init(&b.lock);
+    /* The calling thread is one of them; without more threads it reads alone. */
+    while (n + 1 < threads) {
+        tids[n] = g_thread_try_new("file-read", batch_thread, &b, NULL);
+        if (!tids[n])
+            break;
+        n++;
+    }
+    batch_run(&b);
+    for (unsigned i = 0; i < n; i++)
+        g_thread_join(tids[i]);
+    g_mutex_clear(&b.lock);
+    if (b.err && b.err_io) {
+        ok = fb_fail(fb, errp, "%s", b.err->message);
+        g_error_free(b.err);
+    } else if (b.err) {
+        g_propagate_error(errp, b.err);
+        ok = false;
+    }
+    return ok;
 }
 
 /* ---- Both directions ---- */

@@ -12,7 +12,10 @@
  * I/O: where the filesystem accepts O_DIRECT, page-aligned data bypasses the
  * page cache: positional page writes go straight from guest RAM through
  * libaio with a bounded queue of writes in flight, adjacent pages merged into
- * one request; sequential bytes go through an aligned bounce buffer; pieces
+ * one request (runs of at most CHANNEL_FILE_BUFFERED_MAX go through the page
+ * cache, which is faster for scattered single pages); restore reads batches
+ * with read-ahead on several threads (channel_file_read_batch());
+ * sequential bytes go through an aligned bounce buffer; pieces
  * that are not block aligned go through a second, buffered descriptor of the
  * same file, so the file's length is exact. Elsewhere (or with the
  * environment variable TERN_FILE_NO_DIRECT=1) all I/O is buffered, and a note
@@ -40,6 +43,11 @@
 #define CHANNEL_FILE_QUEUE_DEPTH 64
 /* Largest merged run of positional writes in one request. */
 #define CHANNEL_FILE_RUN_MAX (1u << 20)
+/* Merged runs up to this size are written through the page cache (a copy,
+ * and the kernel's writeback merges them) rather than with O_DIRECT; the
+ * drain that ends a pass starts their writeback. docs/checkpoint.md has the
+ * measurements. */
+#define CHANNEL_FILE_BUFFERED_MAX (8u << 10)
 
 /* ---- Writing a checkpoint ---- */
 
@@ -74,6 +82,42 @@ struct channel *channel_file_open(const char *path, GError **errp);
  * error naming the offset. False with (errp) (a sticky channel error). */
 bool channel_file_read_at(struct channel *ch, uint64_t offset, void *buf, size_t len,
                           GError **errp);
+
+/* One request of channel_file_read_batch(): (len) bytes at file offset
+ * (offset) into (buf), or, with (buf) NULL, into a buffer of the reading
+ * thread's, valid during the callback (the file's data through a hot
+ * buffer: cheaper than faulting in fresh memory where page mapping is
+ * expensive). */
+struct channel_file_read {
+    uint64_t offset;
+    void *buf;
+    size_t len;
+};
+
+/* Called on the thread that read request (index) of a batch, once its bytes
+ * are at (data) (its buf, or the thread's buffer). False with (errp) stops
+ * the batch. */
+typedef bool (*channel_file_read_done_fn)(void *opaque, size_t index, const uint8_t *data,
+                                          GError **errp);
+
+/* Reads in flight per thread of a batch, and the most threads. */
+#define CHANNEL_FILE_READ_DEPTH 4
+#define CHANNEL_FILE_READ_THREADS_MAX 8
+
+/* Read (reqs)[0, nreqs) (restore's read-ahead) on (threads) threads (0:
+ * automatic: $TERN_FILE_READ_THREADS, else the CPUs, at most
+ * CHANNEL_FILE_READ_THREADS_MAX), the calling thread one of them. Requests
+ * are handed out in order; each thread keeps up to CHANNEL_FILE_READ_DEPTH of
+ * them in flight (aligned ones with O_DIRECT and libaio, others through the
+ * page cache) and calls (done) for each request as soon as it landed. The
+ * first failure stops the batch (reads in flight are waited for, no more
+ * callbacks start): false with the error of the failed request that comes
+ * first in (reqs): a read error or short file is a sticky channel error
+ * naming the offset, as channel_file_read_at()'s; an error of (done) is
+ * passed on as is. Buffers must not overlap. */
+bool channel_file_read_batch(struct channel *ch, const struct channel_file_read *reqs, size_t nreqs,
+                             unsigned threads, channel_file_read_done_fn done, void *opaque,
+                             GError **errp);
 
 /* The current size of (ch)'s file in bytes (the temporary file while writing). */
 uint64_t channel_file_size(struct channel *ch);

@@ -341,6 +341,29 @@ bool stream_ram_index_check_run(const struct stream_ram_index *idx,
                                 uint64_t npages, uint64_t first_crc, const uint8_t *pages,
                                 GError **errp);
 
+/* Where a restore puts run [gfn, gfn + npages) of pages. */
+struct stream_mapped_sink {
+    /* The run's page-aligned host memory, or NULL if it lies outside RAM
+     * (asked for every run before any read). */
+    uint8_t *(*dest)(void *opaque, uint64_t gfn, uint64_t npages);
+    /* NULL: each run is read straight into dest's memory and checked there.
+     * Else the run is read into a buffer of the reading thread, checked
+     * there, and handed to place(), which stores it (from that thread). */
+    bool (*place)(void *opaque, uint64_t gfn, uint64_t npages, const uint8_t *pages, GError **errp);
+    void *opaque;
+};
+/* Restore the RAM area of mapped-RAM file channel (ch) per (m) and (idx):
+ * runs of present pages (at most 2 MiB each) are read with read-ahead on
+ * (threads) threads (0: automatic, channel_file_read_batch()), each checked
+ * against its CRCs on the thread that read it, and stored as (sink) says.
+ * Absent pages are never touched. False with (errp) naming the page (CRC
+ * mismatch), the offset (short file, read error) or the run (outside RAM);
+ * the memory may then hold some pages of the file, so the caller must not
+ * run it. */
+bool stream_mapped_load_ram(struct channel *ch, const struct stream_mapped_ram *m,
+                            const struct stream_ram_index *idx, unsigned threads,
+                            const struct stream_mapped_sink *sink, GError **errp);
+
 /* ---- cpr-transfer: RAM_FDS ---- */
 
 struct stream_ram_fds {

@@ -4,10 +4,14 @@
  *   {"ceiling": NAME, "threads": N, "bytes": B, "seconds": S, "gb_per_s": R}
  * Ceilings: memcpy; CRC-32 by zlib and by libdeflate (the stream's); first-touch writes into a fresh memfd (what
  * a target does to RAM it never had); loopback TCP from a hot buffer into a
- * hot buffer; and RAM -> TCP -> never-touched RAM (a migration without a
- * VMM). Usage: ceilings [MIB [THREADS...]] (default 768 MiB, threads 1 2). */
+ * hot buffer; RAM -> TCP -> never-touched RAM (a migration without a
+ * VMM); and a checkpoint's disk: sequential O_DIRECT writes of RAM to a file
+ * (fdatasync included) and O_DIRECT reads of it into a hot buffer, 1 MiB per
+ * call, one slice per thread, in $TERN_CEILINGS_DIR (default /var/tmp).
+ * Usage: ceilings [MIB [THREADS...]] (default 768 MiB, threads 1 2). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -78,7 +82,8 @@ struct job {
     uint8_t *src, *dst;
     size_t len;
     int fd;
-    uint64_t sink; /* keeps results alive */
+    size_t file_off; /* file jobs: where the slice starts in the file */
+    uint64_t sink;   /* keeps results alive */
 };
 
 typedef void *(*job_fn)(void *);
@@ -184,6 +189,84 @@ static void *job_recv_hot(void *opaque)
     return NULL;
 }
 
+/* O_DIRECT: a checkpoint's page runs, straight from RAM to the disk. */
+static void *job_file_write(void *opaque)
+{
+    struct job *j = opaque;
+    for (size_t off = 0; off < j->len;) {
+        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
+        ssize_t w = pwrite(j->fd, j->src + off, n, (off_t)(j->file_off + off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            die("pwrite");
+        off += (size_t)w;
+    }
+    return NULL;
+}
+
+/* O_DIRECT reads into one hot chunk: the disk without first-touch costs. */
+static void *job_file_read(void *opaque)
+{
+    struct job *j = opaque;
+    for (size_t off = 0; off < j->len;) {
+        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
+        ssize_t r = pread(j->fd, j->src, n, (off_t)(j->file_off + off));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            die("pread");
+        off += (size_t)r;
+    }
+    return NULL;
+}
+
+/* Write (size) bytes of (src) to a new file with (n) threads, fdatasync it,
+ * then read it back; report both. */
+static void measure_file(size_t size, unsigned n, uint8_t *src, size_t total)
+{
+    const char *dir = getenv("TERN_CEILINGS_DIR");
+    char path[4096];
+    struct job jobs[MAX_THREADS];
+    size_t slice = size / n / PAGE * PAGE;
+    uint8_t *bufs[MAX_THREADS];
+    double t0, secs;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/tern-ceilings-XXXXXX", dir && *dir ? dir : "/var/tmp");
+    fd = mkstemp(path);
+    if (fd < 0)
+        die("mkstemp");
+    close(fd);
+    fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+    unlink(path);
+    if (fd < 0) {
+        fprintf(stderr, "ceilings: %s: no O_DIRECT here (%s): no file ceilings\n", path,
+                strerror(errno));
+        return;
+    }
+    for (unsigned i = 0; i < n; i++)
+        jobs[i] = (struct job){
+            .src = src + i * slice, .len = slice, .fd = fd, .file_off = i * slice
+        };
+    t0 = now_s();
+    run_jobs(job_file_write, jobs, n);
+    if (fdatasync(fd) < 0)
+        die("fdatasync");
+    secs = now_s() - t0;
+    report("file-write-direct", n, total, secs);
+    for (unsigned i = 0; i < n; i++) {
+        if (posix_memalign((void **)&bufs[i], PAGE, CHUNK))
+            die("posix_memalign");
+        memset(bufs[i], 0, CHUNK);
+        jobs[i].src = bufs[i];
+    }
+    report("file-read-direct", n, total, run_jobs(job_file_read, jobs, n));
+    for (unsigned i = 0; i < n; i++)
+        free(bufs[i]);
+    close(fd);
+}
+
 /* (n) connected loopback TCP pairs: (out)[i] sends to (in)[i]. */
 static void tcp_pairs(unsigned n, int *out, int *in)
 {
@@ -271,6 +354,8 @@ static void measure(size_t size, unsigned n, uint8_t *src, uint8_t *hot_dst)
     dst = fresh_memfd(size);
     report("ram-tcp-fresh-ram", n, total, run_tcp(n, job_send, job_recv, src, dst, size));
     munmap(dst, size);
+
+    measure_file(size, n, src, total);
 }
 
 int main(int argc, char **argv)

@@ -22,13 +22,16 @@ replace each accelerator's section of docs/benchmarks.md (or are appended).
 """
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "functional"))
 import ternlib  # noqa: E402
@@ -416,6 +419,7 @@ def bench_accel(binary, accel, runs, baseline=None):
             print("bench: %-4s %-8s run %d: %s" % (accel, name, i + 1, ", ".join(
                 "%s %s" % (k, fmt % r[k]) for k, _, fmt in METRICS[name])), flush=True)
     md = table(results, runs)
+    ceil_md = ceilings_section(binary, accel, results)  # right after the rows it judges
     plat = []
     for _ in range(runs):
         p = platform_run(binary)
@@ -427,7 +431,7 @@ def bench_accel(binary, accel, runs, baseline=None):
                          ["| %s | %s |" % (label, span([p[k] for p in plat], fmt))
                           for k, label, fmt in PLATFORM_METRICS] +
                          (baseline_rows(binary, baseline, runs) if baseline else []))
-    ratios = [r["gap_ratio"] for r in results["ws64"] if r["gap_ratio"] == r["gap_ratio"]]
+    ratios = [r["gap_ratio"] for r in results.get("ws64", []) if r["gap_ratio"] == r["gap_ratio"]]
     command = "make bench  (python3 tests/bench/run.py --runs %d)" % runs
     who = ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
            else "the software CPU (-accel emu)")
@@ -459,6 +463,8 @@ def bench_accel(binary, accel, runs, baseline=None):
         "migration throttled to 32 MiB/s keeps dirty logging on.",
         "",
         plat_md,
+        "",
+        ceil_md,
     ])
 
 
@@ -533,6 +539,149 @@ def bench_xbzrle(binary, accel, runs):
         "Bytes without / with XBZRLE, run by run: %s." % (span(ratios, "%.2f") if ratios
                                                            else "n/a"),
     ])
+# ---- Ceilings: the host's best, measured in the same run (tests/bench/ceilings) ----
+
+CEILING_MIB = 768
+CEILING_THREADS = (1, 2, 4)
+# Threads a restore reads with (channel_file_read_batch(): the CPUs, at most 8).
+RESTORE_THREADS = max(1, min(os.cpu_count() or 1, 8))
+PLOT_NAME = "bench-channels.png"
+# Per accelerator: (results, ceilings) of the last bench_accel(), for the plot.
+LAST_RUN = {}
+
+
+def measure_ceilings(binary):
+    """Run tests/bench/ceilings beside (binary) once; {(name, threads): GB/s}."""
+    tool = os.path.join(os.path.dirname(binary), "tests", "bench", "ceilings")
+    if not os.path.exists(tool):
+        print("bench: %s missing: no ceilings" % tool, flush=True)
+        return {}
+    out = subprocess.run([tool, str(CEILING_MIB)] + [str(t) for t in CEILING_THREADS],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        print("bench: ceilings failed: %s" % out.stderr.strip(), flush=True)
+    ceil = {}
+    for line in out.stdout.splitlines():
+        row = json.loads(line)
+        ceil[(row["ceiling"], row["threads"])] = row["gb_per_s"]
+    print("bench: ceilings: %s" % ", ".join("%s/%d %.2f" % (n, t, v)
+                                             for (n, t), v in sorted(ceil.items())), flush=True)
+    return ceil
+
+
+def ceilings_table(ceil):
+    names = []
+    for name, _ in ceil:
+        if name not in names:
+            names.append(name)
+    lines = ["| ceiling (GB/s) | %s |" % " | ".join("%d thread%s" % (t, "" if t == 1 else "s")
+                                                   for t in CEILING_THREADS),
+             "|---|%s" % ("---|" * len(CEILING_THREADS))]
+    for name in names:
+        lines.append("| %s | %s |" % (name, " | ".join(
+            "%.2f" % ceil[(name, t)] if (name, t) in ceil else "–" for t in CEILING_THREADS)))
+    return "\n".join(lines)
+
+
+def checkpoint_save_gbps(r):
+    """A checkpoint's write rate: the bytes it allocated on disk over its total time."""
+    return r["alloc_mib"] * MiB / (r["total_ms"] / 1000) / 1e9 if r["total_ms"] else float("nan")
+
+
+def fraction_rows(results, ceil):
+    """Each throughput row of (results) as a fraction of its ceiling."""
+    rows = []  # (label, [GB/s per run], ceiling name, threads)
+    if "fill768" in results:
+        rows.append(("live migration, 768 MiB, single stream",
+                     [r["gbps"] for r in results["fill768"]], "ram-tcp-fresh-ram", 1))
+    for name, runs in results.items():
+        m = re.search(r"multifd\D*(\d+)", name)
+        if m and runs and "gbps" in runs[0]:
+            n = int(m.group(1))
+            rows.append(("live migration, %s (%d channels)" % (name, n),
+                         [r["gbps"] for r in runs], "ram-tcp-fresh-ram", n))
+    if "ck-fill768" in results:
+        ck = results["ck-fill768"]
+        rows.append(("checkpoint save, 768 MiB (allocated bytes / total time)",
+                     [checkpoint_save_gbps(r) for r in ck], "file-write-direct", RESTORE_THREADS))
+        rows.append(("checkpoint restore, 768 MiB (%d reading threads)" % RESTORE_THREADS,
+                     [r["restore_gbps"] for r in ck], "first-touch", RESTORE_THREADS))
+    lines = ["| row | GB/s | ceiling | ceiling GB/s | fraction |", "|---|---|---|---|---|"]
+    for label, vals, cname, threads in rows:
+        c = ceil.get((cname, threads))
+        frac = span([v / c for v in vals], "%.2f") if c else "–"
+        lines.append("| %s | %s | %s, %d thread%s | %s | %s |" % (
+            label, span(vals, "%.2f"), cname, threads, "" if threads == 1 else "s",
+            "%.2f" % c if c else "not measured", frac))
+    return "\n".join(lines)
+
+
+def ceilings_section(binary, accel, results):
+    """bench_accel()'s hook: measure the ceilings now, return their tables."""
+    ceil = measure_ceilings(binary)
+    LAST_RUN[accel] = (results, ceil)
+    return "\n".join([
+        "### Against this host's ceilings (%s)" % accel,
+        "",
+        "`tests/bench/ceilings %d %s`, run once right after the rows above: memcpy, CRC-32, "
+        "first-touch writes into a fresh memfd (a target's RAM), loopback TCP, RAM -> TCP -> "
+        "fresh RAM (a migration without a VMM), and O_DIRECT writes and reads of a file in "
+        "/var/tmp (a checkpoint's disk). Each throughput row as a fraction of its ceiling, "
+        "run by run (the ceiling measured once)."
+        % (CEILING_MIB, " ".join(str(t) for t in CEILING_THREADS)),
+        "",
+        ceilings_table(ceil) if ceil else "(ceilings not measured)",
+        "",
+        fraction_rows(results, ceil),
+    ] + ([] if accel != plot_accel() else [
+        "",
+        "![Migration throughput against channel count, beside the ceilings](%s)" % PLOT_NAME,
+        "",
+        "The plot (`tests/bench/plot.py`): migration throughput against the number of "
+        "channels, 1 (the single stream, `fill768`) and 2 and 4 (multifd-channels, marked "
+        "\"not measured\" until those scenarios exist), beside the ceilings measured in the "
+        "same run.",
+    ]))
+
+
+def plot_accel():
+    """The accelerator whose run the plot shows: KVM where there is one."""
+    return "kvm" if os.path.exists("/dev/kvm") else "emu"
+
+
+def write_plot(doc):
+    """main()'s hook: the throughput-against-channels plot beside (doc), from the
+    first accelerator measured (KVM where there is one)."""
+    if not LAST_RUN:
+        return
+    accel = plot_accel() if plot_accel() in LAST_RUN else sorted(LAST_RUN)[0]
+    results, ceil = LAST_RUN[accel]
+    try:
+        import plot
+    except ImportError as e:
+        print("bench: no plot (%s)" % e, flush=True)
+        return
+    path = os.path.join(os.path.dirname(doc), PLOT_NAME)
+    try:
+        missing = plot.plot_channels(plot.points_from_results(results), ceil, path,
+                                     "Migration of 768 MiB on %s, %s" % (
+                                         accel, datetime.date.today().isoformat()))
+    except ImportError as e:
+        print("bench: no plot: %s (make bench installs python3-matplotlib)" % e, flush=True)
+        return
+    print("bench: wrote %s%s" % (os.path.relpath(path), "; channel counts not measured: %s"
+                                 % ", ".join(map(str, missing)) if missing else ""), flush=True)
+
+
+def select_scenarios(names):
+    """--scenarios: keep only these of SCENARIOS (e.g. fill768,ck-fill768)."""
+    if not names:
+        return
+    want = names.split(",")
+    unknown = [n for n in want if n not in [s[0] for s in SCENARIOS]]
+    if unknown:
+        sys.exit("bench: unknown scenarios: %s" % ", ".join(unknown))
+    SCENARIOS[:] = [s for s in SCENARIOS if s[0] in want]
 
 
 def machine_kvm_flavour():
@@ -550,7 +699,9 @@ def main():
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
     ap.add_argument("--only", choices=["migration", "cpr", "tls", "xbzrle"],
                     help="only one scenario: the migrations, the cpr-transfer hand-over, TLS or XBZRLE")
+    ap.add_argument("--scenarios", help="comma-separated migration scenarios to run (default all)")
     args = ap.parse_args()
+    select_scenarios(args.scenarios)
     accels = args.accel or (["kvm"] if os.path.exists("/dev/kvm") else []) + ["emu"]
     binary = os.path.abspath(args.tern)
     for accel in accels:
@@ -572,6 +723,8 @@ def main():
             if not args.no_doc:
                 write_doc(args.doc, section, key)
                 print("\nbench: wrote %s" % os.path.relpath(args.doc))
+    if not args.no_doc:
+        write_plot(args.doc)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <glib/gstdio.h>
 #include <sched.h>
 #include <signal.h>
@@ -724,6 +725,220 @@ static void test_tmpfs_full(void **state)
     }
 }
 
+/* ---- Read-ahead batches ---- */
+
+#define BATCH_REQS 96 /* far more than CHANNEL_FILE_READ_DEPTH per thread */
+#define BATCH_PAGES 16
+
+struct batch_check {
+    uint8_t *want; /* what the file holds from RAM_OFF on */
+    struct channel_file_read *reqs;
+    size_t fail_at; /* the request whose callback fails, or BATCH_REQS */
+    GThread *main_thread;
+    bool fail_on_worker; /* the first request a second thread reads fails */
+    int worker_failed;   /* atomic */
+    GMutex lock;
+    GThread *seen[CHANNEL_FILE_READ_THREADS_MAX];
+    unsigned nseen;
+    int calls;
+};
+
+static bool batch_done(void *opaque, size_t index, const uint8_t *data, GError **errp)
+{
+    struct batch_check *c = opaque;
+    const struct channel_file_read *r = &c->reqs[index];
+    bool known = false;
+
+    g_mutex_lock(&c->lock);
+    c->calls++;
+    for (unsigned i = 0; i < c->nseen; i++)
+        known |= c->seen[i] == g_thread_self();
+    if (!known && c->nseen < CHANNEL_FILE_READ_THREADS_MAX)
+        c->seen[c->nseen++] = g_thread_self();
+    g_mutex_unlock(&c->lock);
+    /* The bytes are there when the callback runs. */
+    if ((r->buf && data != r->buf) || memcmp(data, c->want + (r->offset - RAM_OFF), r->len) != 0) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "request %zu: wrong bytes", index);
+        return false;
+    }
+    if (index == c->fail_at) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "request %zu: bad CRC", index);
+        return false;
+    }
+    if (c->fail_on_worker && g_thread_self() != c->main_thread) {
+        __atomic_store_n(&c->worker_failed, 1, __ATOMIC_RELEASE);
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "bad CRC on a second thread");
+        return false;
+    }
+    /* The calling thread waits (5 s at most) until the other one failed. */
+    for (int i = 0; c->fail_on_worker && i < 5000; i++) {
+        if (__atomic_load_n(&c->worker_failed, __ATOMIC_ACQUIRE))
+            break;
+        g_usleep(1000);
+    }
+    return true;
+}
+
+/* A file of BATCH_REQS * BATCH_PAGES pages at RAM_OFF; (*want) gets its bytes. */
+static char *batch_file(const char *dir, uint8_t **want)
+{
+    char *path = g_build_filename(dir, "ckpt", NULL);
+    size_t len = (size_t)BATCH_REQS * BATCH_PAGES * PAGE;
+    struct channel *ch;
+    GError *err = NULL;
+
+    *want = aligned_buf(len);
+    fill(*want, len, 17);
+    ch = channel_file_create(path, &err);
+    g_assert_no_error(err);
+    channel_put_bytes(ch, *want, 64);
+    assert_true(channel_write_at(ch, RAM_OFF, *want, len, &err));
+    assert_true(channel_file_commit(ch, &err));
+    channel_close(ch);
+    return path;
+}
+
+/* Requests over the file: (mode) 0 into (dst), 1 every other one unaligned
+ * in memory, 2 every third one into the thread's buffer. */
+static void batch_reqs(struct channel_file_read *reqs, uint8_t *dst, int mode)
+{
+    for (size_t i = 0; i < BATCH_REQS; i++) {
+        reqs[i].offset = RAM_OFF + (uint64_t)i * BATCH_PAGES * PAGE;
+        reqs[i].len = BATCH_PAGES * PAGE;
+        reqs[i].buf = dst + i * (BATCH_PAGES * PAGE + PAGE) + (mode == 1 && i % 2 ? 8 : 0);
+        if (mode == 2 && i % 3 == 0)
+            reqs[i].buf = NULL;
+    }
+}
+
+static void test_read_batch(void **state)
+{
+    (void)state;
+    for (int direct = 0; direct < 2; direct++) {
+        for (unsigned threads = 1; threads <= 3; threads++) {
+            g_autofree char *dir = make_dir("/var/tmp");
+            uint8_t *want;
+            g_autofree char *path = batch_file(dir, &want);
+            uint8_t *dst = aligned_buf((size_t)BATCH_REQS * (BATCH_PAGES + 1) * PAGE);
+            struct channel_file_read reqs[BATCH_REQS];
+            struct batch_check c = { .want = want, .reqs = reqs, .fail_at = BATCH_REQS };
+            struct channel *ch;
+            GError *err = NULL;
+
+            set_direct(direct);
+            g_mutex_init(&c.lock);
+            batch_reqs(reqs, dst, (int)threads - 1);
+            ch = channel_file_open(path, &err);
+            g_assert_no_error(err);
+            assert_true(
+                channel_file_read_batch(ch, reqs, BATCH_REQS, threads, batch_done, &c, &err));
+            g_assert_no_error(err);
+            assert_int_equal(c.calls, BATCH_REQS);
+            assert_true(c.nseen <= threads);
+            if (threads > 1)
+                print_message("read batch: %u threads asked, callbacks ran on %u\n", threads,
+                              c.nseen);
+            /* An empty batch is fine too. */
+            assert_true(channel_file_read_batch(ch, reqs, 0, threads, batch_done, &c, &err));
+            channel_close(ch);
+            g_mutex_clear(&c.lock);
+            remove_dir(dir);
+            free(dst);
+            free(want);
+        }
+    }
+}
+
+/* A callback failing on one request (any thread): the batch stops with its
+ * error, which is not a channel error. */
+static void test_read_batch_callback_fails(void **state)
+{
+    (void)state;
+    for (int direct = 0; direct < 2; direct++) {
+        g_autofree char *dir = make_dir("/var/tmp");
+        uint8_t *want;
+        g_autofree char *path = batch_file(dir, &want);
+        uint8_t *dst = aligned_buf((size_t)BATCH_REQS * (BATCH_PAGES + 1) * PAGE);
+        struct channel_file_read reqs[BATCH_REQS];
+        struct batch_check c = { .want = want, .reqs = reqs, .fail_at = 41 };
+        struct channel *ch;
+        GError *err = NULL;
+
+        set_direct(direct);
+        g_mutex_init(&c.lock);
+        batch_reqs(reqs, dst, 2);
+        ch = channel_file_open(path, &err);
+        assert_false(channel_file_read_batch(ch, reqs, BATCH_REQS, 2, batch_done, &c, &err));
+        assert_error(err, "request 41: bad CRC");
+        g_clear_error(&err);
+        assert_true(c.calls <= BATCH_REQS);
+        /* The channel itself is fine: positional reads still work. */
+        assert_true(channel_file_read_at(ch, RAM_OFF, dst, PAGE, &err));
+        g_assert_no_error(err);
+
+        /* A failure on the second thread stops the first one too. */
+        g_mutex_clear(&c.lock);
+        c = (struct batch_check){ .want = want,
+                                  .reqs = reqs,
+                                  .fail_at = BATCH_REQS,
+                                  .main_thread = g_thread_self(),
+                                  .fail_on_worker = true };
+        g_mutex_init(&c.lock);
+        assert_false(channel_file_read_batch(ch, reqs, BATCH_REQS, 2, batch_done, &c, &err));
+        assert_error(err, "bad CRC on a second thread");
+        g_clear_error(&err);
+        assert_int_equal(c.worker_failed, 1);
+        assert_true(c.calls < BATCH_REQS);
+        channel_close(ch);
+        g_mutex_clear(&c.lock);
+        remove_dir(dir);
+        free(dst);
+        free(want);
+    }
+}
+
+/* The file ends inside request 70 (mid-page): the first short request is
+ * named with the file's size, as channel_file_read_at() names it, and the
+ * channel has failed. */
+static void test_read_batch_short(void **state)
+{
+    (void)state;
+    for (int direct = 0; direct < 2; direct++) {
+        g_autofree char *dir = make_dir("/var/tmp");
+        uint8_t *want;
+        g_autofree char *path = batch_file(dir, &want);
+        uint8_t *dst = aligned_buf((size_t)BATCH_REQS * (BATCH_PAGES + 1) * PAGE);
+        struct channel_file_read reqs[BATCH_REQS];
+        struct batch_check c = { .want = want, .reqs = reqs, .fail_at = BATCH_REQS };
+        uint64_t cut = RAM_OFF + (70ull * BATCH_PAGES + 3) * PAGE + 100;
+        char msg[96];
+        struct channel *ch;
+        GError *err = NULL;
+
+        set_direct(direct);
+        g_mutex_init(&c.lock);
+        batch_reqs(reqs, dst, 2);
+        assert_int_equal(truncate(path, (off_t)cut), 0);
+        ch = channel_file_open(path, &err);
+        assert_false(channel_file_read_batch(ch, reqs, BATCH_REQS, 2, batch_done, &c, &err));
+        assert_error(err, path);
+        snprintf(msg, sizeof(msg), "short read at offset %" PRIu64, cut);
+        assert_error(err, msg);
+        snprintf(msg, sizeof(msg), "file size %" PRIu64, cut);
+        assert_error(err, msg);
+        g_clear_error(&err);
+        assert_true(c.calls <= 70);
+        /* Sticky: the channel has failed. */
+        assert_false(channel_file_read_at(ch, RAM_OFF, dst, PAGE, &err));
+        g_clear_error(&err);
+        channel_close(ch);
+        g_mutex_clear(&c.lock);
+        remove_dir(dir);
+        free(dst);
+        free(want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -739,6 +954,9 @@ int main(void)
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_file_size_limit),
         cmocka_unit_test(test_tmpfs_full),
+        cmocka_unit_test(test_read_batch),
+        cmocka_unit_test(test_read_batch_callback_fails),
+        cmocka_unit_test(test_read_batch_short),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,8 +14,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "tern/bitmap.h"
+#include "tern/channel-file.h"
 #include "tern/stream.h"
 #include "tern/util.h"
 #include "test-stream-lib.h"
@@ -730,6 +732,130 @@ static void test_mapped_flipped(void **state)
     g_byte_array_unref(s);
 }
 
+/* ---- Restoring the RAM area from a file (read-ahead, threads) ---- */
+
+struct load_sink {
+    uint8_t *ram; /* M_NR_GFNS pages */
+    uint64_t limit;
+    int placed; /* atomic */
+};
+
+static uint8_t *load_dest(void *opaque, uint64_t gfn, uint64_t npages)
+{
+    struct load_sink *ls = opaque;
+
+    return gfn + npages <= ls->limit ? ls->ram + gfn * PAGE : NULL;
+}
+
+static bool load_place(void *opaque, uint64_t gfn, uint64_t npages, const uint8_t *data,
+                       GError **errp)
+{
+    struct load_sink *ls = opaque;
+
+    (void)errp;
+    memcpy(ls->ram + gfn * PAGE, data, npages * PAGE);
+    __atomic_fetch_add(&ls->placed, (int)npages, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Write (len) bytes of mapped file (s) to a file and restore its RAM area
+ * into (ls) with the index of the whole (s). */
+static bool load_from_file(GByteArray *s, size_t len, const struct stream_mapped_ram *m,
+                           unsigned threads, bool in_place, struct load_sink *ls, GError **errp)
+{
+    g_autofree char *dir = g_build_filename("/var/tmp", "tern-sm-XXXXXX", NULL);
+    g_autofree char *path = NULL;
+    struct channel *mem = channel_mem_new(s->data, s->len), *file;
+    const struct stream_mapped_sink sink = { load_dest, in_place ? NULL : load_place, ls };
+    struct stream_reader r;
+    struct stream_record rec;
+    struct stream_ram_index idx;
+    bool ok;
+
+    assert_non_null(g_mkdtemp(dir));
+    path = g_build_filename(dir, "ckpt", NULL);
+    assert_true(g_file_set_contents(path, (const char *)s->data, (gssize)len, NULL));
+    stream_reader_init(&r, mem, false);
+    assert_true(stream_read_header(&r, NULL));
+    assert_true(stream_reader_skip_to(&r, m->tail_offset, NULL));
+    assert_true(stream_read_record(&r, &rec, NULL));
+    assert_true(stream_parse_ram_index(&rec, r.flags, M_NR_GFNS, &idx, NULL));
+    file = channel_file_open(path, errp);
+    assert_non_null(file);
+    ok = stream_mapped_load_ram(file, m, &idx, threads, &sink, errp);
+    channel_close(file);
+    stream_reader_cleanup(&r);
+    channel_close(mem);
+    unlink(path);
+    rmdir(dir);
+    return ok;
+}
+
+static void test_mapped_load_file(void **state)
+{
+    struct stream_mapped_ram m;
+    GByteArray *s = build_mapped(M_FLAGS, &m);
+    uint8_t *ram = NULL, want[PAGE], sentinel[PAGE];
+    GError *err = NULL;
+
+    (void)state;
+    assert_int_equal(posix_memalign((void **)&ram, PAGE, M_NR_GFNS * PAGE), 0);
+    memset(sentinel, 0xaa, PAGE);
+    for (int in_place = 0; in_place < 2; in_place++) {
+        for (unsigned threads = 1; threads <= 2; threads++) {
+            struct load_sink ls = { .ram = ram, .limit = M_NR_GFNS };
+            uint64_t page_off = m.ram_offset + 63 * PAGE;
+            char msg[128];
+
+            memset(ram, 0xaa, M_NR_GFNS * PAGE);
+            if (!load_from_file(s, s->len, &m, threads, in_place, &ls, &err))
+                fail_msg("%s", err->message);
+            for (uint64_t gfn = 0; gfn < M_NR_GFNS; gfn++) {
+                bool present = false;
+
+                for (size_t i = 0; i < ARRAY_SIZE(m_present); i++)
+                    present |= m_present[i] == gfn;
+                fill_page(want, (unsigned)gfn + 7);
+                /* Absent pages are never touched. */
+                assert_memory_equal(ram + gfn * PAGE, present ? want : sentinel, PAGE);
+            }
+            assert_int_equal(ls.placed, in_place ? 0 : (int)ARRAY_SIZE(m_present));
+
+            /* A flipped byte in the last run: named with its gfn and offset,
+             * and (placing) the bad page is not stored. */
+            memset(ram, 0xaa, M_NR_GFNS * PAGE);
+            s->data[page_off + 99] ^= 0x10;
+            assert_false(load_from_file(s, s->len, &m, threads, in_place, &ls, &err));
+            snprintf(msg, sizeof(msg), "gfn 0x3f at file offset %" PRIu64 ": page CRC mismatch",
+                     page_off);
+            assert_error(err, msg);
+            g_clear_error(&err);
+            if (!in_place)
+                assert_memory_equal(ram + 63 * PAGE, sentinel, PAGE);
+            s->data[page_off + 99] ^= 0x10;
+
+            /* A file cut inside page 10. */
+            assert_false(load_from_file(s, m.ram_offset + 10 * PAGE + 100, &m, threads, in_place,
+                                        &ls, &err));
+            snprintf(msg, sizeof(msg), "file size %" PRIu64, m.ram_offset + 10 * PAGE + 100);
+            assert_error(err, "short read");
+            assert_error(err, msg);
+            g_clear_error(&err);
+
+            /* A run outside RAM: refused before anything is read. */
+            memset(ram, 0xaa, M_NR_GFNS * PAGE);
+            ls.limit = 32;
+            assert_false(load_from_file(s, s->len, &m, threads, in_place, &ls, &err));
+            assert_error(err, "RAM_INDEX lists pages 0x3f+1 outside guest RAM");
+            g_clear_error(&err);
+            for (uint64_t gfn = 0; gfn < M_NR_GFNS; gfn++)
+                assert_memory_equal(ram + gfn * PAGE, sentinel, PAGE);
+        }
+    }
+    free(ram);
+    g_byte_array_unref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -738,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_ram_index_validation),  cmocka_unit_test(test_ram_index_round_trip),
         cmocka_unit_test(test_mapped_order),          cmocka_unit_test(test_mapped_round_trip),
         cmocka_unit_test(test_mapped_truncated),      cmocka_unit_test(test_mapped_flipped),
+        cmocka_unit_test(test_mapped_load_file),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
