@@ -56,10 +56,13 @@ demo: build
 
 # make bench's own needs: matplotlib draws docs/benchmarks.md's plot.
 BENCH_PACKAGES = python3-matplotlib
+# Debian's own interpreter, the one that sees Debian's matplotlib (a python3
+# earlier on PATH, e.g. pyenv's, may not).
+BENCH_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo $(PYTHON))
 
 bench: build
 	$(MAKE) deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
-	$(PYTHON) tests/bench/run.py --tern $(BUILD)/tern
+	$(BENCH_PYTHON) tests/bench/run.py --tern $(BUILD)/tern
 
 # Randomised fault-injection trials (tests/functional/soak.py) for SOAK_SECONDS;
 # SOAK_ARGS=--seed=N repeats a run.
