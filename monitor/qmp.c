@@ -242,7 +242,7 @@ static void qmp_value_done(struct qmp_session *s)
     } else if (s->buf->len) {
         qmp_handle_request(s, s->buf->str, s->buf->len);
     }
-    g_string_truncate(s->buf, 0);
+    qmp_drop_value(s);
 }
 
 void qmp_session_feed(struct qmp_session *s, const void *data, size_t len)
