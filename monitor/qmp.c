@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <glib-unix.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include "tern/chardev.h"
 #include "tern/commands.h"
 #include "tern/events.h"
+#include "tern/json-scan.h"
 
 struct qmp_session {
     struct machine *m;
@@ -20,14 +22,11 @@ struct qmp_session {
     bool negotiated;
     bool wants_close;
 
-    /* The splitter: one JSON value at a time, found by tracking nesting depth
-     * and strings; json-glib does the actual parsing. */
+    /* The splitter: json-scan finds where each JSON value ends by JSON's
+     * lexical rules; json-glib then parses the value. */
     GString *buf;
-    unsigned depth;
-    char in_string; /* the open quote: '"' or '\'' (QEMU accepts both), or 0 */
-    bool escape;
-    bool scalar;     /* a bare top-level literal or number */
-    bool discarding; /* skipping the rest of an oversized value */
+    struct json_scan scan;
+    bool discarding; /* skipping the rest of a refused value */
     size_t discarded;
 };
 
@@ -196,38 +195,39 @@ static void qmp_handle_request(struct qmp_session *s, const char *text, size_t l
 
 /* ---- the splitter ---- */
 
-static void qmp_value_reset(struct qmp_session *s)
+static void qmp_drop_value(struct qmp_session *s)
 {
-    g_string_truncate(s->buf, 0);
-    s->scalar = false;
-}
-
-static void qmp_start_discard(struct qmp_session *s, const char *why)
-{
-    g_autofree char *desc = g_strdup_printf("JSON parse error, %s", why);
-
-    qmp_send_error(s, NULL, "GenericError", desc);
     g_string_truncate(s->buf, 0);
     /* Give back the memory a huge request took. */
     if (s->buf->allocated_len > 64 * 1024) {
         g_string_free(s->buf, TRUE);
         s->buf = g_string_new(NULL);
     }
-    s->discarding = true;
-    s->discarded = 0;
+}
+
+/* The value being read is refused: say why once, and skip the rest of it
+ * (json-scan still follows its structure to find its end). */
+static void qmp_refuse_value(struct qmp_session *s, const char *why)
+{
+    if (!s->discarding) {
+        g_autofree char *desc = g_strdup_printf("JSON parse error, %s", why);
+        qmp_send_error(s, NULL, "GenericError", desc);
+    }
+    qmp_drop_value(s);
+    s->discarding = json_scan_in_value(&s->scan);
+    if (!s->discarding) {
+        s->discarded = 0;
+    }
 }
 
 static void qmp_keep(struct qmp_session *s, char c)
 {
     if (s->discarding) {
-        if (++s->discarded > QMP_MAX_DISCARD) {
-            s->wants_close = true;
-        }
         return;
     }
     if (s->buf->len >= QMP_MAX_REQUEST) {
-        qmp_start_discard(s, "request larger than 1048576 bytes");
-        s->discarded = 1;
+        g_autofree char *why = g_strdup_printf("request larger than %d bytes", QMP_MAX_REQUEST);
+        qmp_refuse_value(s, why);
         return;
     }
     g_string_append_c(s->buf, c);
@@ -242,85 +242,53 @@ static void qmp_value_done(struct qmp_session *s)
     } else if (s->buf->len) {
         qmp_handle_request(s, s->buf->str, s->buf->len);
     }
-    qmp_value_reset(s);
-}
-
-static bool is_scalar_end(char c)
-{
-    return strchr(" \t\r\n{}[]\"',:", c) != NULL;
+    qmp_drop_value(s);
 }
 
 void qmp_session_feed(struct qmp_session *s, const void *data, size_t len)
 {
-    const char *p = data;
+    const uint8_t *p = data;
+    const char *why = NULL;
 
     for (size_t i = 0; i < len && !s->wants_close; i++) {
-        char c = p[i];
+        uint8_t c = p[i];
 
-        if (s->in_string) {
-            qmp_keep(s, c);
-            if (s->escape) {
-                s->escape = false;
-            } else if (c == '\\') {
-                s->escape = true;
-            } else if (c == s->in_string) {
-                s->in_string = 0;
-                if (s->depth == 0) {
-                    qmp_value_done(s);
-                }
-            }
-            continue;
+        if (s->discarding && ++s->discarded > QMP_MAX_DISCARD) {
+            s->wants_close = true;
+            break;
         }
-        if (s->scalar) {
-            if (c == '\0' || !is_scalar_end(c)) {
-                qmp_keep(s, c);
-                continue;
-            }
-            qmp_value_done(s); /* and look at (c) afresh below */
+        enum json_scan_event ev = json_scan_byte(&s->scan, c, &why);
+        if (ev == JSON_SCAN_BEFORE) {
+            /* A bare literal ended at (c), which starts something new. */
+            qmp_value_done(s);
+            ev = json_scan_byte(&s->scan, c, &why);
         }
-        switch (c) {
-        case '{':
-        case '[':
-            qmp_keep(s, c);
-            s->depth++;
-            if (s->depth > QMP_MAX_DEPTH && !s->discarding) {
-                qmp_start_discard(s, "too many nested levels");
-            }
+        switch (ev) {
+        case JSON_SCAN_PART:
+            qmp_keep(s, (char)c);
             break;
-        case '}':
-        case ']':
-            if (s->depth == 0) {
-                g_autofree char *why = g_strdup_printf("unexpected '%c'", c);
-                g_autofree char *desc = g_strdup_printf("JSON parse error, %s", why);
-                qmp_send_error(s, NULL, "GenericError", desc);
-                break;
-            }
-            qmp_keep(s, c);
-            if (--s->depth == 0) {
-                qmp_value_done(s);
-            }
+        case JSON_SCAN_END:
+            qmp_keep(s, (char)c);
+            qmp_value_done(s);
             break;
-        case '"':
-        case '\'':
-            qmp_keep(s, c);
-            s->in_string = c;
+        case JSON_SCAN_ERROR:
+            qmp_refuse_value(s, why);
             break;
-        case ' ':
-        case '\t':
-        case '\r':
-        case '\n':
-            if (s->depth > 0) {
-                qmp_keep(s, c);
-            }
-            break;
-        default:
-            qmp_keep(s, c);
-            if (s->depth == 0) {
-                s->scalar = true;
-            }
+        case JSON_SCAN_SKIP:
+        case JSON_SCAN_BEFORE:
             break;
         }
     }
+}
+
+bool qmp_session_partial(const struct qmp_session *s)
+{
+    return json_scan_in_value(&s->scan) || s->discarding;
+}
+
+size_t qmp_session_buffered(const struct qmp_session *s)
+{
+    return s->buf->allocated_len;
 }
 
 /* ---- sessions ---- */
@@ -333,6 +301,7 @@ struct qmp_session *qmp_session_new(struct machine *m, qmp_output_fn *out, void 
     s->out = out;
     s->opaque = opaque;
     s->buf = g_string_new(NULL);
+    json_scan_init(&s->scan, QMP_MAX_DEPTH, QMP_MAX_TOKEN);
     qmp_sessions = g_list_append(qmp_sessions, s);
     event_set_sink(qmp_event_sink, NULL);
     qmp_send_greeting(s);
@@ -361,8 +330,6 @@ bool qmp_session_negotiated(const struct qmp_session *s)
 
 /* ---- unix socket server: many clients ---- */
 
-#define QMP_MAX_OUTPUT (16 * 1024 * 1024)
-
 struct qmp_server;
 
 struct qmp_client {
@@ -371,6 +338,8 @@ struct qmp_client {
     guint in_watch;
     guint out_watch;
     guint close_idle;
+    guint stall_timer;
+    gint64 last_input; /* monotonic usec of the last byte received */
     bool closing;
     GByteArray *out;
     struct qmp_session *session;
@@ -399,6 +368,9 @@ static void qmp_client_destroy(struct qmp_client *c)
     }
     if (c->close_idle) {
         g_source_remove(c->close_idle);
+    }
+    if (c->stall_timer) {
+        g_source_remove(c->stall_timer);
     }
     c->srv->clients = g_list_remove(c->srv->clients, c);
     qmp_session_free(c->session);
@@ -459,6 +431,37 @@ static gboolean qmp_client_out_cb(gint fd, GIOCondition cond, gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
+static size_t qmp_client_memory(const struct qmp_client *c)
+{
+    /* (session) is NULL while the greeting of a new client is written. */
+    return c->out->len + (c->session ? qmp_session_buffered(c->session) : 0);
+}
+
+/* Over QMP_MAX_MEMORY for all clients together: close the biggest user. */
+static void qmp_enforce_memory(void)
+{
+    struct qmp_client *biggest = NULL;
+    size_t total = 0;
+
+    for (GList *l = qmp_servers; l; l = l->next) {
+        struct qmp_server *srv = l->data;
+        for (GList *k = srv->clients; k; k = k->next) {
+            struct qmp_client *c = k->data;
+            if (c->closing) {
+                continue;
+            }
+            size_t n = qmp_client_memory(c);
+            total += n;
+            if (!biggest || n > qmp_client_memory(biggest)) {
+                biggest = c;
+            }
+        }
+    }
+    if (total > QMP_MAX_MEMORY && biggest) {
+        qmp_client_close_later(biggest);
+    }
+}
+
 static void qmp_client_output(void *opaque, const char *text, size_t len)
 {
     struct qmp_client *c = opaque;
@@ -479,6 +482,47 @@ static void qmp_client_output(void *opaque, const char *text, size_t len)
     if (c->out->len && !c->out_watch) {
         c->out_watch = g_unix_fd_add(c->fd, G_IO_OUT, qmp_client_out_cb, c);
     }
+    qmp_enforce_memory();
+}
+
+static guint qmp_stall_timeout_ms(void)
+{
+    static guint ms;
+
+    if (!ms) {
+        const char *env = getenv("TERN_QMP_STALL_MS");
+        guint64 v = env ? g_ascii_strtoull(env, NULL, 10) : 0;
+        ms = v > 0 && v <= G_MAXUINT ? (guint)v : QMP_STALL_TIMEOUT_MS;
+    }
+    return ms;
+}
+
+/* Say why, as an error object, and close; best effort, never blocks. */
+static void qmp_client_refuse(struct qmp_client *c, const char *desc)
+{
+    qmp_send_error(c->session, NULL, "GenericError", desc);
+    qmp_client_flush(c);
+    qmp_client_close_later(c);
+}
+
+static gboolean qmp_client_stall_cb(gpointer opaque)
+{
+    struct qmp_client *c = opaque;
+    gint64 idle_ms = (g_get_monotonic_time() - c->last_input) / 1000;
+    guint limit = qmp_stall_timeout_ms();
+
+    c->stall_timer = 0;
+    if (c->closing || !qmp_session_partial(c->session)) {
+        return G_SOURCE_REMOVE;
+    }
+    if (idle_ms >= limit) {
+        g_autofree char *desc = g_strdup_printf(
+            "QMP client sent part of a request and nothing for %u ms: closed", limit);
+        qmp_client_refuse(c, desc);
+        return G_SOURCE_REMOVE;
+    }
+    c->stall_timer = g_timeout_add(limit - (guint)idle_ms, qmp_client_stall_cb, c);
+    return G_SOURCE_REMOVE;
 }
 
 static gboolean qmp_client_in_cb(gint fd, GIOCondition cond, gpointer opaque)
@@ -503,12 +547,17 @@ static gboolean qmp_client_in_cb(gint fd, GIOCondition cond, gpointer opaque)
         qmp_client_close_later(c);
         return G_SOURCE_REMOVE;
     }
+    c->last_input = g_get_monotonic_time();
     qmp_session_feed(c->session, buf, (size_t)n);
     if (qmp_session_wants_close(c->session) || c->closing) {
         c->in_watch = 0;
         qmp_client_close_later(c);
         return G_SOURCE_REMOVE;
     }
+    if (qmp_session_partial(c->session) && !c->stall_timer) {
+        c->stall_timer = g_timeout_add(qmp_stall_timeout_ms(), qmp_client_stall_cb, c);
+    }
+    qmp_enforce_memory();
     return G_SOURCE_CONTINUE;
 }
 
@@ -519,6 +568,17 @@ static gboolean qmp_listen_cb(gint fd, GIOCondition cond, gpointer opaque)
     (void)cond;
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (cfd < 0) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (g_list_length(srv->clients) >= QMP_MAX_CLIENTS) {
+        /* What QEMU's QMP would say to a client it cannot serve. */
+        g_autofree char *line = g_strdup_printf(
+            "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+            "\"too many QMP clients (at most %d)\"}}\r\n",
+            QMP_MAX_CLIENTS);
+        ssize_t sent = send(cfd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent;
+        close(cfd);
         return G_SOURCE_CONTINUE;
     }
     struct qmp_client *c = g_new0(struct qmp_client, 1);

@@ -15,6 +15,7 @@
 #include "tern/events.h"
 #include "tern/memory.h"
 #include "tern/hmp.h"
+#include "tern/json-scan.h"
 #include "tern/qmp.h"
 
 struct capture {
@@ -594,6 +595,170 @@ static void test_registered_table(void **state)
     assert_last_error(f, "DeviceNotActive", "asked to fail");
 }
 
+/* ---- the framing lexer ---- */
+
+static const char *desc_of(JsonNode *n)
+{
+    return json_object_get_string_member(json_object_get_object_member(json_node_get_object(n),
+                                                                       "error"),
+                                         "desc");
+}
+
+static void test_scanner_strings(void **state)
+{
+    struct fixture *f = *state;
+
+    negotiate(f);
+    /* Brackets in strings are not nesting; an escaped quote ends nothing. */
+    feed(f, "{\"execute\": \"query-status\", \"id\": \"[[[{\\\"]]}}\\\\\"}");
+    g_autoptr(JsonNode) a = last(f);
+    assert_string_equal(json_object_get_string_member(json_node_get_object(a), "id"),
+                        "[[[{\"]]}}\\");
+    feed(f, "{'execute': 'query-status', 'id': '\"}]'}");
+    g_autoptr(JsonNode) b = last(f);
+    assert_string_equal(json_object_get_string_member(json_node_get_object(b), "id"), "\"}]");
+    feed(f, "{\"execute\": \"query-status\", \"id\": \"\\u00e9\\ud83d\\ude00\\/\"}");
+    g_autoptr(JsonNode) c = last(f);
+    assert_string_equal(json_object_get_string_member(json_node_get_object(c), "id"),
+                        "\xc3\xa9\xf0\x9f\x98\x80/");
+
+    /* What json-glib would read otherwise is refused, once per request. */
+    static const struct {
+        const char *in, *why;
+    } bad[] = {
+        /* json-glib takes no escapes in '...': "['\\', [[..." nests for it. */
+        { "['\\', [[[1]]]]", "backslash in a single-quoted string" },
+        /* json-glib skips comments: a quote inside one hid the nesting. */
+        { "[/* \" */ [[[1]]] /* \" */]", "stray '/'" },
+        { "{\"a\": \"\\q\"}", "invalid escape sequence in a string" },
+        { "{\"a\": \"\\u12\"}", "invalid \\u escape in a string" },
+        { "{\"a\": \"\\ud800\"}", "lone UTF-16 high surrogate" },
+        { "{\"a\": \"\\udc00\"}", "lone UTF-16 low surrogate" },
+        { "{\"a\": \"\\ud800\\u0041\"}", "invalid UTF-16 surrogate pair" },
+        { "{\"a\": \"\\u0000\"}", "\\u0000 is not supported" },
+        { "{\"a\": \"x\ty\"}", "control character in a string" },
+        { "{\"a\": #1}", "stray '#'" },
+        { "@nonsense ", "stray '@'" },
+        { ",", "unexpected ','" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        guint before = f->cap.msgs->len;
+        feed(f, bad[i].in);
+        assert_int_equal(f->cap.msgs->len, before + 1);
+        g_autofree char *want = g_strdup_printf("JSON parse error, %s", bad[i].why);
+        assert_last_error(f, "GenericError", want);
+        feed(f, "{\"execute\": \"query-status\"}");
+        g_autoptr(JsonNode) r = last_return(f);
+        assert_non_null(r);
+    }
+}
+
+/* A request whose "id" nests (depth - 1) arrays: depth levels in all. */
+static char *nested_request(unsigned depth)
+{
+    GString *s = g_string_new("{\"execute\": \"query-status\", \"id\": ");
+    for (unsigned i = 1; i < depth; i++) {
+        g_string_append_c(s, '[');
+    }
+    for (unsigned i = 1; i < depth; i++) {
+        g_string_append_c(s, ']');
+    }
+    g_string_append_c(s, '}');
+    return g_string_free(s, FALSE);
+}
+
+static void test_scanner_limits(void **state)
+{
+    struct fixture *f = *state;
+
+    negotiate(f);
+    /* Nesting: exactly QMP_MAX_DEPTH is served, one more is refused. */
+    g_autofree char *ok = nested_request(QMP_MAX_DEPTH);
+    feed(f, ok);
+    g_autoptr(JsonNode) r = last_return(f);
+    assert_non_null(r);
+    guint before = f->cap.msgs->len;
+    g_autofree char *deep = nested_request(QMP_MAX_DEPTH + 1);
+    feed(f, deep);
+    assert_int_equal(f->cap.msgs->len, before + 1);
+    assert_last_error(f, "GenericError", "JSON parse error, too many nested levels");
+
+    /* A token: exactly QMP_MAX_TOKEN bytes (quotes included), then one more. */
+    for (int extra = 0; extra < 2; extra++) {
+        GString *s = g_string_new("{\"execute\": \"query-status\", \"id\": \"");
+        for (int i = 0; i < QMP_MAX_TOKEN - 2 + extra; i++) {
+            g_string_append_c(s, 'a');
+        }
+        g_string_append(s, "\"}");
+        before = f->cap.msgs->len;
+        feed(f, s->str);
+        g_string_free(s, TRUE);
+        assert_int_equal(f->cap.msgs->len, before + 1);
+        g_autoptr(JsonNode) n = last(f);
+        if (extra) {
+            assert_string_equal(desc_of(n), "JSON parse error, token too long");
+        } else {
+            assert_true(json_object_has_member(json_node_get_object(n), "return"));
+        }
+    }
+
+    /* A request over QMP_MAX_REQUEST made of small tokens: refused, skipped. */
+    GString *big = g_string_new("{\"execute\": \"query-status\", \"id\": [");
+    while (big->len <= QMP_MAX_REQUEST) {
+        g_string_append(big, "\"0123456789abcdef\", ");
+    }
+    g_string_append(big, "0]}");
+    before = f->cap.msgs->len;
+    qmp_session_feed(f->s, big->str, big->len);
+    g_string_free(big, TRUE);
+    assert_int_equal(f->cap.msgs->len, before + 1);
+    g_autofree char *want = g_strdup_printf("JSON parse error, request larger than %d bytes",
+                                            QMP_MAX_REQUEST);
+    assert_last_error(f, "GenericError", want);
+    assert_false(qmp_session_wants_close(f->s));
+    assert_false(qmp_session_partial(f->s));
+    assert_true(qmp_session_buffered(f->s) <= 64 * 1024);
+    feed(f, "{\"execute\": \"query-status\"}");
+    g_autoptr(JsonNode) r2 = last_return(f);
+    assert_non_null(r2);
+}
+
+/* The lexer alone: events byte by byte. */
+static void test_scanner_events(void **state)
+{
+    (void)state;
+    struct json_scan js;
+    const char *why = NULL;
+    const char *in = " [\"]\\\"\", 'x', -1.5e3 ] true{}";
+    /* S skip, P part, E end, B before (the byte is scanned again). */
+    json_scan_init(&js, 4, 16);
+    GString *got = g_string_new(NULL);
+    for (const char *p = in; *p; p++) {
+        enum json_scan_event ev = json_scan_byte(&js, (uint8_t)*p, &why);
+        g_string_append_c(got, "SPEBX"[ev]);
+        if (ev == JSON_SCAN_BEFORE) {
+            ev = json_scan_byte(&js, (uint8_t)*p, &why);
+            g_string_append_c(got, "SPEBX"[ev]);
+        }
+    }
+    assert_false(json_scan_in_value(&js));
+    assert_string_equal(got->str, "SPPPPPPPPPPPPPPPPPPPPESPPPPBPE");
+    g_string_free(got, TRUE);
+
+    /* Depth: 4 levels pass, the 5th is refused; the structure is still followed. */
+    json_scan_reset(&js);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(json_scan_byte(&js, '[', &why), JSON_SCAN_PART);
+    }
+    assert_int_equal(json_scan_byte(&js, '[', &why), JSON_SCAN_ERROR);
+    assert_string_equal(why, "too many nested levels");
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(json_scan_byte(&js, ']', &why), JSON_SCAN_PART);
+    }
+    assert_int_equal(json_scan_byte(&js, ']', &why), JSON_SCAN_END);
+    assert_false(json_scan_in_value(&js));
+}
+
 /* ---- a real socket ---- */
 
 /* Run the main context until (n) "\r\n"-terminated lines arrived on (fd). */
@@ -669,8 +834,90 @@ static void test_socket_round_trip(void **state)
     rmdir(dir);
 }
 
+/* Run the main loop until the server closes (fd); what came before is returned. */
+static char *read_until_closed(int fd)
+{
+    GString *s = g_string_new(NULL);
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+
+    while (pump_and_recv(fd, s)) {
+        assert_true(g_get_monotonic_time() < deadline);
+    }
+    return g_string_free(s, FALSE);
+}
+
+static void test_socket_limits(void **state)
+{
+    struct fixture *f = *state;
+    g_autofree char *dir = g_dir_make_tmp("tern-qmp-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "qmp.sock", NULL);
+    g_autofree char *spec = g_strdup_printf("unix:%s,server,nowait", path);
+    g_autoptr(GError) err = NULL;
+    int fds[QMP_MAX_CLIENTS];
+
+    assert_true(qmp_server_start(f->m, spec, &err));
+    for (int i = 0; i < QMP_MAX_CLIENTS; i++) {
+        fds[i] = connect_unix(path);
+        g_autofree char *g = read_lines(fds[i], 1);
+        assert_true(g_str_has_prefix(g, "{\"QMP\""));
+    }
+    /* One client too many: an error object, then the connection closes. */
+    int extra = connect_unix(path);
+    g_autofree char *e = read_until_closed(extra);
+    g_autofree char *want = g_strdup_printf("{\"error\": {\"class\": \"GenericError\", \"desc\": "
+                                            "\"too many QMP clients (at most %d)\"}}\r\n",
+                                            QMP_MAX_CLIENTS);
+    assert_string_equal(e, want);
+    close(extra);
+
+    /* A client stalled mid-request is closed after TERN_QMP_STALL_MS (main). */
+    send_str(fds[1], "{\"execute\": \"query-");
+    gint64 t0 = g_get_monotonic_time();
+    g_autofree char *st = read_until_closed(fds[1]);
+    assert_true(g_get_monotonic_time() - t0 >= 200 * 1000);
+    assert_non_null(strstr(st, "sent part of a request and nothing for 200 ms"));
+    close(fds[1]);
+    /* ... which frees a place. */
+    fds[1] = connect_unix(path);
+    g_autofree char *g1 = read_lines(fds[1], 1);
+    assert_true(g_str_has_prefix(g1, "{\"QMP\""));
+
+    /* A client that never reads its replies is closed once QMP_MAX_OUTPUT is
+     * queued; the others are still served. */
+    int rcvbuf = 4096;
+    assert_int_equal(setsockopt(fds[2], SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+    send_str(fds[2], "{\"execute\": \"qmp_capabilities\"}");
+    GString *flood = g_string_new(NULL);
+    for (int i = 0; i < 2000; i++) {
+        g_string_append(flood, "{\"execute\": \"query-commands\"}");
+    }
+    bool closed = false;
+    for (int round = 0; round < 200 && !closed; round++) {
+        ssize_t n = send(fds[2], flood->str, flood->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        closed = n < 0 && errno != EAGAIN;
+        for (int i = 0; i < 50; i++) {
+            g_main_context_iteration(NULL, FALSE);
+        }
+    }
+    g_string_free(flood, TRUE);
+    assert_true(closed);
+    close(fds[2]);
+
+    send_str(fds[0], "{\"execute\": \"qmp_capabilities\"}{\"execute\": \"query-status\"}");
+    g_autofree char *r0 = read_lines(fds[0], 2);
+    assert_non_null(strstr(r0, "\"running\":true"));
+
+    qmp_server_stop_all();
+    for (int i = 0; i < QMP_MAX_CLIENTS; i++) {
+        close(fds[i]);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
+    /* The stalled-client timeout, shortened for test_socket_limits. */
+    g_setenv("TERN_QMP_STALL_MS", "200", TRUE);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_greeting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_negotiation, setup, teardown),
@@ -688,6 +935,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registered_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scanner_strings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scanner_limits, setup, teardown),
+        cmocka_unit_test(test_scanner_events),
+        cmocka_unit_test_setup_teardown(test_socket_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
