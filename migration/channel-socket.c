@@ -435,7 +435,12 @@ static int unix_open(const struct channel_uri *u, const char *uri, bool listenin
         /* Replace a stale socket left by an earlier run, never another file. */
         if (lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode))
             unlink(u->path);
-        rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+        /* Only this user may connect, whatever the umask: Linux creates the
+         * node with the socket inode's mode (less the umask) at bind(), so
+         * no window (core/chardev.c, chardev_unix_listen()). */
+        rc = fchmod(fd, 0600);
+        if (rc == 0)
+            rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
         if (rc == 0)
             rc = listen(fd, 16);
     } else {
