@@ -682,7 +682,9 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     for (unsigned i = 0; i < INCOMING_VET_MAX && slot < 0; i++)
         if (!inc->vets[i])
             slot = (int)i;
-    if (inc->chosen || inc->cancelled)
+    if (inc->cancelled)
+        refused = "migration cancelled";
+    else if (inc->chosen)
         refused = "a source's stream was accepted already";
     else if (slot < 0)
         refused = "too many connections being vetted at once";
