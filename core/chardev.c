@@ -317,7 +317,8 @@ int chardev_unix_listen(const char *path, GError **errp)
     if (!unix_addr(path, &sa, errp)) {
         return -1;
     }
-    /* Replace a socket left behind, never an ordinary file. */
+    /* Replace a socket left behind, never an ordinary file nor a symlink
+     * (lstat: whatever it points to is not ours to remove). */
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
             g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST, "'%s' exists and is not a socket",
@@ -332,7 +333,14 @@ int chardev_unix_listen(const char *path, GError **errp)
                     g_strerror(errno));
         return -1;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+    /* The monitor is the whole VM: only its user may connect, whatever the
+     * umask. Linux creates the socket's node at bind() with the socket
+     * inode's mode less the umask (af_unix.c, unix_bind_bsd), so an fchmod()
+     * before bind() makes it 0600 or stricter from its first instant: no
+     * chmod() after bind() (a window, and it follows symlinks), no umask()
+     * (process-wide, and threads run already), no private directory. */
+    if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, 8) < 0) {
         int e = errno;
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on '%s': %s",
                     path, g_strerror(e));
@@ -381,6 +389,30 @@ static void chardev_start_writer(struct chardev *chr)
     chr->writer = g_thread_new("chardev-out", chardev_writer_main, chr);
 }
 
+/* The file: back-end's output: a new file is created 0600 whatever the
+ * umask (a guest's console may show secrets); an existing one is truncated
+ * and keeps the mode its owner gave it. A symlink is never followed: in a
+ * shared directory it could point anywhere the user may write. */
+static int file_open(const char *path, GError **errp)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+    if (fd >= 0 && fchmod(fd, 0600) < 0) {
+        close(fd);
+        fd = -1;
+    } else if (fd < 0 && errno == EEXIST) {
+        fd = open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        int e = errno;
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open '%s': %s", path,
+                    e == ELOOP ? "it is a symbolic link, which is not followed: name the file "
+                                 "itself"
+                               : g_strerror(e));
+    }
+    return fd;
+}
+
 struct chardev *chardev_open(const char *spec, GError **errp)
 {
     struct chardev *chr;
@@ -405,11 +437,8 @@ struct chardev *chardev_open(const char *spec, GError **errp)
     }
     if (g_str_has_prefix(spec, "file:")) {
         const char *path = spec + 5;
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int fd = file_open(path, errp);
         if (fd < 0) {
-            int e = errno;
-            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open '%s': %s",
-                        path, g_strerror(e));
             return NULL;
         }
         chr = chardev_new(CHR_FILE);

@@ -533,6 +533,22 @@ static bool open_direct(struct file_backend *fb, const char *path, int flags, GE
     return true;
 }
 
+/* The O_DIRECT descriptor, opened by name, is the file mkostemp() created,
+ * not one put in its place meanwhile. */
+static bool same_file(struct file_backend *fb, GError **errp)
+{
+    struct stat a, b;
+
+    if (fb->dfd < 0)
+        return true;
+    if (fstat(fb->bfd, &a) == 0 && fstat(fb->dfd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return true;
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: %s was replaced while being opened",
+                fb->path, fb->tmp_path);
+    return false;
+}
+
 struct channel *channel_file_create(const char *path, GError **errp)
 {
     struct file_backend *fb;
@@ -542,17 +558,30 @@ struct channel *channel_file_create(const char *path, GError **errp)
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "checkpoint: empty file name");
         return NULL;
     }
+    /* A symlink in (path)'s place is refused rather than replaced: the
+     * user meant the file it points to, which a checkpoint never writes
+     * through (rename() would swap the link itself for the file). */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED,
+                    "%s: is a symbolic link, which is not followed: name the file itself", path);
+        return NULL;
+    }
     fb = backend_new(path, true);
     fb->tmp_path = g_strdup_printf("%s.tmp-XXXXXX", path);
-    fb->bfd = mkostemp(fb->tmp_path, O_CLOEXEC); /* mode 0600 */
-    if (fb->bfd < 0) {
+    /* mkostemp: O_EXCL (never an existing file or symlink), mode 0600 less
+     * the umask; fchmod makes it exactly 0600: the guest's RAM is in it. */
+    fb->bfd = mkostemp(fb->tmp_path, O_CLOEXEC);
+    if (fb->bfd < 0 || fchmod(fb->bfd, 0600) < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot create a file: %s", path,
                     g_strerror(errno));
+        if (fb->bfd >= 0)
+            remove_tmp(fb);
         g_clear_pointer(&fb->tmp_path, g_free);
         file_close(fb);
         return NULL;
     }
-    if (!open_direct(fb, fb->tmp_path, O_WRONLY, errp)) {
+    if (!open_direct(fb, fb->tmp_path, O_WRONLY | O_NOFOLLOW, errp) || !same_file(fb, errp)) {
         file_close(fb);
         return NULL;
     }

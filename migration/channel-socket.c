@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -360,16 +361,28 @@ static int tcp_open(const struct channel_uri *u, const char *uri, bool listening
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC };
     struct addrinfo *res, *ai;
+    const char *host = u->host;
     int rc, fd = -1, err = 0;
 
-    if (listening)
+    if (listening) {
         hints.ai_flags = AI_PASSIVE;
-    else if (!*u->host) {
+        /* No host: loopback only, not every address (QEMU's tcp::PORT means
+         * all of them); a listener open to the network must be asked for. */
+        if (!*u->host) {
+            static int said;
+
+            if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+                fprintf(stderr, "tern: incoming migration: no host given, listening on "
+                                "127.0.0.1 only; use tcp:0.0.0.0:PORT to listen on all "
+                                "addresses\n");
+            host = "127.0.0.1";
+        }
+    } else if (!*u->host) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     "invalid migration URI '%s': no host to connect to", uri);
         return -1;
     }
-    rc = getaddrinfo(*u->host ? u->host : NULL, u->port, &hints, &res);
+    rc = getaddrinfo(host, u->port, &hints, &res);
     if (rc) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot resolve '%s': %s", uri,
                     u->host, gai_strerror(rc));
@@ -422,7 +435,12 @@ static int unix_open(const struct channel_uri *u, const char *uri, bool listenin
         /* Replace a stale socket left by an earlier run, never another file. */
         if (lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode))
             unlink(u->path);
-        rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+        /* Only this user may connect, whatever the umask: Linux creates the
+         * node with the socket inode's mode (less the umask) at bind(), so
+         * no window (core/chardev.c, chardev_unix_listen()). */
+        rc = fchmod(fd, 0600);
+        if (rc == 0)
+            rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
         if (rc == 0)
             rc = listen(fd, 16);
     } else {
@@ -515,6 +533,40 @@ int channel_socket_accept(int listen_fd, GError **errp)
     }
     socket_tune(fd, ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
     return fd;
+}
+
+char *channel_socket_peer_name(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return g_strdup("an unknown peer");
+    switch (ss.ss_family) {
+    case AF_INET: {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        return g_strdup_printf("%s:%u", host, ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        return g_strdup_printf("[%s]:%u", host, ntohs(in6->sin6_port));
+    }
+    case AF_UNIX: {
+        struct ucred cred;
+
+        len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0)
+            return g_strdup_printf("local process %d", (int)cred.pid);
+        return g_strdup("a local process");
+    }
+    default:
+        return g_strdup("an unknown peer");
+    }
 }
 
 int channel_socket_peer_pidfd(struct channel *ch)

@@ -40,7 +40,8 @@ static void conn_unref(struct tls_conn *c)
     if (!g_atomic_int_dec_and_test(&c->refs))
         return;
     gnutls_deinit(c->session);
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     g_free(c->describe);
     g_free(c);
 }
@@ -386,7 +387,6 @@ static struct channel *tls_start(int fd, struct tls_creds *creds, bool server, c
                                       GNUTLS_NO_TICKETS);
     if (rc < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "TLS: %s", gnutls_strerror(rc));
-        close(fd);
         g_free(c);
         return NULL;
     }
@@ -454,6 +454,7 @@ static struct channel *tls_start(int fd, struct tls_creds *creds, bool server, c
     return tls_channel(c, name);
 fail:
     c->refs = 1;
+    c->fd = -1; /* the caller's again */
     conn_unref(c);
     return NULL;
 }

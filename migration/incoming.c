@@ -1,8 +1,10 @@
-/* incoming.c: the target side. Listen, accept one connection, validate and
- * load the stream record by record into a paused machine, and only when END
- * has arrived with everything in place say RESUMED and run. Any failure
- * tells the source (ERROR), and the process exits without ever running a
- * partially loaded guest. */
+/* incoming.c: the target side. Listen, vet each connection (stream header,
+ * VM_CONFIG) on a thread of its own, dropping strangers and carrying on
+ * listening, and load the first vetted source's stream record by record into
+ * a paused machine; only when END has arrived with everything in place say
+ * RESUMED and run. A failure of a vetted source tells it (ERROR), and the
+ * process exits without ever running a partially loaded guest. */
+#include <errno.h>
 #include <glib-unix.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,17 +26,38 @@
  * ERROR, so that the source reads ERROR rather than a reset: the source stops
  * sending as soon as ERROR arrives, so this is rarely waited out. */
 #define INCOMING_LINGER_MS 2000
+/* Connections vetted at once; more are dropped at accept. A few, so that
+ * strangers cannot crowd out the real source for long, nor cost threads. */
+#define INCOMING_VET_MAX 4
+/* How long a connection may take to send its stream header and VM_CONFIG
+ * (and its handshake) before it is dropped. */
+#define INCOMING_VET_TIMEOUT_MS 10000
+
+/* The target -> source direction; begins with its own header, written with
+ * the first message. */
+struct return_path {
+    struct channel *ch;
+    struct stream_writer w;
+    bool started;
+};
+
+/* One accepted connection being vetted, on its own thread. */
+struct vetting {
+    struct incoming *inc;
+    int fd;     /* the accepted socket: others shut it down, only its thread closes it */
+    char *peer; /* "ADDR" for messages */
+    uint64_t deadline_ns;
+    const char *why; /* set (under inc->lock) by whoever shut (fd) down: the reason to log */
+};
 
 struct incoming {
     struct migration *mig;
     int listen_fd;
     guint watch;
-    GThread *thread;
-    int conn_fd;           /* accepted; incoming_thread makes it (ch) */
-    struct channel *ch;    /* source -> target; set under mig->lock */
-    struct channel *rp_ch; /* target -> source; NULL when restoring a file */
-    struct stream_writer rp;
-    bool rp_started;
+    guint watchdog;        /* the vetting deadlines' timer */
+    GThread *thread;       /* a restore's loader (sockets: counted in nr_threads) */
+    struct channel *ch;    /* source -> target: the vetted source's */
+    struct return_path rp; /* ch NULL when restoring a file */
     bool from_file;        /* a checkpoint: mapped RAM, no return path */
     uint32_t stream_flags; /* from the image header */
     struct stream_mapped_ram layout;
@@ -43,22 +66,32 @@ struct incoming {
     bool adopted;           /* the source's memfds are mapped as our RAM */
     struct ram_load *pages; /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
     bool done;              /* END accepted */
+    unsigned vet_timeout_ms;
+    char *deadline_why; /* the reason a connection past its deadline is dropped */
+
+    GMutex lock; /* guards the fields below (taken after mig->lock, never before) */
+    GCond idle;  /* nr_threads went down */
+    struct vetting *vets[INCOMING_VET_MAX];
+    unsigned nr_threads; /* vetting and loading threads alive */
+    bool chosen;         /* a source passed vetting: (ch) is its channel */
+    bool cancelled;      /* migrate_cancel */
+    guint stop_idle;     /* stop_listening() pending on the main loop */
+    bool finished;       /* the loader is done (completed, or the process ends) */
 };
 
-/* The return path begins with its own header, written with the first message. */
-static bool rp_send(struct incoming *inc, uint32_t type, const char *error, GError **errp)
+static bool rp_send(struct return_path *rp, uint32_t type, const char *error, GError **errp)
 {
-    if (!inc->rp_ch)
+    if (!rp->ch)
         return true; /* a file has nobody to tell */
-    if (!inc->rp_started) {
-        stream_writer_init(&inc->rp, inc->rp_ch, MIG_HDR_F_CRC32);
-        if (!stream_write_header(&inc->rp, errp))
+    if (!rp->started) {
+        stream_writer_init(&rp->w, rp->ch, MIG_HDR_F_CRC32);
+        if (!stream_write_header(&rp->w, errp))
             return false;
-        inc->rp_started = true;
+        rp->started = true;
     }
-    bool ok = type == MIG_RP_ERROR ? stream_write_rp_error(&inc->rp, error, errp)
-                                   : stream_write_empty(&inc->rp, type, errp);
-    return ok && channel_flush(inc->rp_ch, errp);
+    bool ok = type == MIG_RP_ERROR ? stream_write_rp_error(&rp->w, error, errp)
+                                   : stream_write_empty(&rp->w, type, errp);
+    return ok && channel_flush(rp->ch, errp);
 }
 
 /* ---- The loader's step for each record type, after its descriptor parsed it ---- */
@@ -79,7 +112,7 @@ static bool load_static_end(struct incoming *inc, const struct stream_record *re
     (void)rec;
     (void)b;
     mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
-    return rp_send(inc, MIG_RP_READY, NULL, errp);
+    return rp_send(&inc->rp, MIG_RP_READY, NULL, errp);
 }
 
 /* PAGE_DATA, ZERO_PAGES: the parse stored the pages (ram_load_sinks). */
@@ -100,38 +133,11 @@ static bool load_mapped_ram(struct incoming *inc, const struct stream_record *re
     return channel_file_seek(inc->ch, inc->layout.tail_offset, errp);
 }
 
-/* Where a restored run goes in guest RAM (NULL outside it). */
-static uint8_t *restore_dest(void *opaque, uint64_t gfn, uint64_t npages)
-{
-    struct guest_ram *ram = opaque;
-
-    if (gfn >= ram->nr_gfns || npages > ram->nr_gfns - gfn)
-        return NULL;
-    return guest_ram_ptr(ram, gfn << GUEST_PAGE_SHIFT, npages << GUEST_PAGE_SHIFT);
-}
-
-/* Store a checked run: guest_ram_write() fills never-touched memory through
- * the memfd, without faulting it in (docs/checkpoint.md has the numbers). */
-static bool restore_place(void *opaque, uint64_t gfn, uint64_t npages, const uint8_t *pages,
-                          GError **errp)
-{
-    return guest_ram_write(opaque, gfn << GUEST_PAGE_SHIFT, pages, npages << GUEST_PAGE_SHIFT,
-                           errp);
-}
-
 static bool load_ram_index(struct incoming *inc, const struct stream_record *rec,
                            const struct stream_body *b, GError **errp)
 {
-    const struct stream_mapped_sink sink = {
-        .dest = restore_dest,
-        .place = g_getenv("TERN_RESTORE_IN_PLACE") ? NULL : restore_place,
-        .opaque = machine_ram(inc->mig->m),
-    };
-
     (void)rec;
-    /* Read-ahead on several threads, each run checked against its CRCs
-     * before it is stored; a failure ends the restore before any vCPU runs. */
-    return stream_mapped_load_ram(inc->ch, &inc->layout, &b->ram_index, 0, &sink, errp);
+    return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index, errp);
 }
 
 /* ITERATION_END: nothing to do beyond its checks. */
@@ -179,6 +185,17 @@ static bool load_end(struct incoming *inc, const struct stream_record *rec,
     if (inc->devices != machine_device_count(m)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "END after %u of %u devices' state",
                     inc->devices, machine_device_count(m));
+        return false;
+    }
+    /* The complete state is here: from now on a cancel is refused, as on
+     * the source once it has sent END; one that came first wins. */
+    g_mutex_lock(&inc->mig->lock);
+    bool cancelled = mig_status_get(&inc->mig->status) == MIG_STATUS_CANCELLING;
+    if (!cancelled)
+        inc->mig->end_sent = true;
+    g_mutex_unlock(&inc->mig->lock);
+    if (cancelled) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "migration cancelled");
         return false;
     }
     inc->done = true;
@@ -319,35 +336,63 @@ static void test_stall_after(const struct stream_record *rec)
         pause();
 }
 
-static bool load_stream(struct incoming *inc, GError **errp)
-{
-    struct stream_reader r;
-    struct stream_record rec;
-    struct stream_order order;
-    bool ok = true;
+/* ---- Opening a stream: the header and VM_CONFIG ---- */
 
-    stream_reader_init(&r, inc->ch, false);
-    if (!stream_read_header(&r, errp)) {
-        stream_reader_cleanup(&r);
+/* Read the image header and the records up to VM_CONFIG and check them
+ * against this machine: whether the peer is a source for it at all.
+ * (*tern_peer) becomes true once the header was a Tern stream's (such a peer
+ * understands an ERROR). (r) is set up here; the caller cleans it up. */
+static bool stream_open(struct incoming *inc, struct channel *ch, struct stream_reader *r,
+                        struct stream_order *order, bool *tern_peer, GError **errp)
+{
+    struct stream_record rec;
+
+    stream_reader_init(r, ch, false);
+    if (!stream_read_header(r, errp))
         return false;
-    }
-    inc->stream_flags = r.flags;
-    if (!!(r.flags & MIG_HDR_F_MAPPED_RAM) != inc->from_file) {
+    *tern_peer = true;
+    if (!!(r->flags & MIG_HDR_F_MAPPED_RAM) != inc->from_file) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
                     inc->from_file
                         ? "not a checkpoint file (a live migration stream: use tern-dump on it)"
                         : "a checkpoint file's stream cannot come over a socket");
-        stream_reader_cleanup(&r);
         return false;
     }
-    if (!cpr_setup_check(inc, r.flags, errp)) {
-        stream_reader_cleanup(&r);
+    if (!cpr_setup_check(inc, r->flags, errp))
         return false;
-    }
-    stream_order_init_flags(&order, r.flags);
+    stream_order_init_flags(order, r->flags);
+    do {
+        if (!stream_read_record(r, &rec, errp) || !stream_order_check(order, &rec, errp))
+            return false;
+    } while (rec.skip);
+
+    /* The order check let only VM_CONFIG through. */
+    struct stream_parse_ctx ctx = { .stream_flags = r->flags,
+                                    .nr_gfns = machine_ram(inc->mig->m)->nr_gfns };
+    struct stream_body b;
+    GError *err = NULL;
+
+    if (stream_record_parse(&rec, &ctx, &b, &err) && load_config(inc, &rec, &b, &err))
+        return true;
+    g_autofree char *where = stream_record_describe(&rec);
+    g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "%s: %s", where, err->message);
+    g_error_free(err);
+    return false;
+}
+
+/* ---- Loading the chosen stream ---- */
+
+/* The records after VM_CONFIG, up to END. */
+static bool load_stream(struct incoming *inc, struct stream_reader *r, struct stream_order *order,
+                        GError **errp)
+{
+    struct stream_record rec;
+    bool ok = true;
+
+    inc->stream_flags = r->flags;
     inc->pages = ram_load_new(machine_ram(inc->mig->m));
     while (ok && !inc->done) {
-        ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
+        ok = stream_read_record(r, &rec, errp) && stream_order_check(order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch), __ATOMIC_RELAXED);
         if (!ok || rec.skip)
             continue;
@@ -362,55 +407,32 @@ static bool load_stream(struct incoming *inc, GError **errp)
             g_error_free(err);
         }
     }
-    if (ok && !stream_order_done(&order)) {
+    if (ok && !stream_order_done(order)) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "stream ended early");
         ok = false;
     }
     g_clear_pointer(&inc->pages, ram_load_free);
-    stream_reader_cleanup(&r);
     return ok;
 }
 
-/* The channel over accepted (fd): TLS when tls-creds is set, its handshake
- * run here on the incoming thread, never on the main loop. */
-static struct channel *incoming_channel(struct migration *mig, int fd, GError **errp)
+/* Load the chosen stream (opened by stream_open() into (r, order)) and run
+ * the guest, or fail for good: tell the source and end the process. (err):
+ * the stream failed to open already (a restore), taken. (t0): its start. */
+static void incoming_load(struct incoming *inc, struct stream_reader *r, struct stream_order *order,
+                          GError *open_err, uint64_t t0)
 {
-    struct mig_params p;
-
-    migration_get_params(mig, &p);
-    if (!p.tls_creds[0])
-        return channel_socket_new(fd, "incoming");
-    struct tls_creds *creds = tls_creds_lookup(p.tls_creds, TLS_ENDPOINT_SERVER, errp);
-    if (!creds) {
-        close(fd);
-        return NULL;
-    }
-    return channel_tls_new_server(fd, creds, p.tls_authz, errp);
-}
-
-static gpointer incoming_thread(gpointer opaque)
-{
-    struct incoming *inc = opaque;
     struct migration *mig = inc->mig;
-    g_autoptr(GError) err = NULL;
-    uint64_t t0 = clock_ns();
+    g_autoptr(GError) err = open_err;
+    bool ok = err == NULL;
 
-    bool ok = true;
-    if (!inc->from_file) {
-        struct channel *ch = incoming_channel(mig, inc->conn_fd, &err);
-        g_mutex_lock(&mig->lock);
-        inc->ch = ch;
-        inc->conn_fd = -1;
-        g_mutex_unlock(&mig->lock);
-        if (!ch)
-            goto failed;
-        inc->rp_ch = channel_return_path(inc->ch, &err);
-        ok = inc->rp_ch != NULL;
+    if (ok && !inc->from_file) {
+        inc->rp.ch = channel_return_path(inc->ch, &err);
+        ok = inc->rp.ch != NULL;
     }
-    ok = ok && load_stream(inc, &err);
+    ok = ok && load_stream(inc, r, order, &err);
     /* RESUMED goes out before the vCPUs run: if the source cannot hear it,
      * it keeps its guest, and this one must not run. */
-    ok = ok && rp_send(inc, MIG_RP_RESUMED, NULL, &err);
+    ok = ok && rp_send(&inc->rp, MIG_RP_RESUMED, NULL, &err);
 
     g_mutex_lock(&mig->lock);
     mig->stats.total_time_ms = (clock_ns() - t0) / 1000000;
@@ -420,45 +442,309 @@ static gpointer incoming_thread(gpointer opaque)
     if (ok) {
         machine_incoming_finish(mig->m);
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
+    } else {
+        g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
+        migration_set_error(mig, msg);
+        fprintf(stderr, "tern: %s\n", msg);
+        /* The source resumes on that memory once it reads ERROR: let go of
+         * it before saying so. */
+        if (inc->adopted)
+            guest_ram_release(machine_ram(mig->m));
+        if (inc->rp.ch) {
+            rp_send(&inc->rp, MIG_RP_ERROR, msg, NULL);
+            channel_linger(inc->ch, INCOMING_LINGER_MS);
+        }
+        enum mig_status cur = mig_status_get(&mig->status);
+        if (!mig_status_is_terminal(cur))
+            mig_status_set(&mig->status, cur,
+                           cur == MIG_STATUS_CANCELLING ? MIG_STATUS_CANCELLED : MIG_STATUS_FAILED);
+        machine_incoming_failed(mig->m);
+    }
+    g_mutex_lock(&inc->lock);
+    inc->finished = true;
+    g_mutex_unlock(&inc->lock);
+}
+
+static gpointer restore_thread(gpointer opaque)
+{
+    struct incoming *inc = opaque;
+    struct stream_reader r;
+    struct stream_order order;
+    bool tern_peer = false;
+    GError *err = NULL;
+    uint64_t t0 = clock_ns();
+
+    stream_open(inc, inc->ch, &r, &order, &tern_peer, &err);
+    incoming_load(inc, &r, &order, err, t0);
+    stream_reader_cleanup(&r);
+    return NULL;
+}
+
+/* ---- Vetting connections ---- */
+
+/* The one place an accepted connection becomes a channel: on its vetting
+ * thread, as it may block (a handshake), under the vetting deadline. On
+ * failure (fd) stays the caller's. */
+static struct channel *incoming_open_channel(struct incoming *inc, int fd, GError **errp)
+{
+    unsigned char head[2];
+    ssize_t n;
+    struct mig_params p;
+
+    migration_get_params(inc->mig, &p);
+    if (p.tls_creds[0]) {
+        struct tls_creds *creds = tls_creds_lookup(p.tls_creds, TLS_ENDPOINT_SERVER, errp);
+        return creds ? channel_tls_new_server(fd, creds, p.tls_authz, errp) : NULL;
+    }
+    /* Without tls-creds, a TLS client's first octets are a handshake record
+     * (0x16 0x03): say so rather than "bad magic". Peeked: the stream's own
+     * header reader sees every octet. */
+    while ((n = recv(fd, head, sizeof(head), MSG_PEEK)) < 0 && errno == EINTR)
+        ;
+    if (n == (ssize_t)sizeof(head) && head[0] == 0x16 && head[1] == 0x03) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "a TLS client connected, but tls-creds is not set on this target");
         return NULL;
     }
-failed:;
-    g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
-    migration_set_error(mig, msg);
-    fprintf(stderr, "tern: %s\n", msg);
-    /* The source resumes on that memory once it reads ERROR: let go of it
-     * before saying so. */
-    if (inc->adopted)
-        guest_ram_release(machine_ram(mig->m));
-    if (inc->rp_ch) {
-        rp_send(inc, MIG_RP_ERROR, msg, NULL);
-        channel_linger(inc->ch, INCOMING_LINGER_MS);
+    return channel_socket_new(fd, "incoming");
+}
+
+/* Shut down the connections being vetted (they fail at once and are dropped,
+ * saying (why)). Under inc->lock. */
+static void vets_shutdown_locked(struct incoming *inc, const char *why)
+{
+    for (unsigned i = 0; i < INCOMING_VET_MAX; i++) {
+        struct vetting *v = inc->vets[i];
+
+        if (!v)
+            continue;
+        if (!v->why)
+            v->why = why;
+        shutdown(v->fd, SHUT_RDWR);
     }
-    enum mig_status cur = mig_status_get(&mig->status);
-    if (!mig_status_is_terminal(cur))
-        mig_status_set(&mig->status, cur, MIG_STATUS_FAILED);
-    machine_incoming_failed(mig->m);
+}
+
+static void vet_unregister_locked(struct incoming *inc, struct vetting *v)
+{
+    for (unsigned i = 0; i < INCOMING_VET_MAX; i++)
+        if (inc->vets[i] == v)
+            inc->vets[i] = NULL;
+}
+
+/* Main thread: no more connections. */
+static void stop_listening(struct incoming *inc)
+{
+    if (inc->watch)
+        g_source_remove(inc->watch);
+    inc->watch = 0;
+    if (inc->watchdog)
+        g_source_remove(inc->watchdog);
+    inc->watchdog = 0;
+    if (inc->listen_fd >= 0)
+        close(inc->listen_fd);
+    inc->listen_fd = -1;
+}
+
+static gboolean stop_listening_idle(gpointer opaque)
+{
+    struct incoming *inc = opaque;
+
+    g_mutex_lock(&inc->lock);
+    inc->stop_idle = 0;
+    g_mutex_unlock(&inc->lock);
+    stop_listening(inc);
+    return G_SOURCE_REMOVE;
+}
+
+/* (v) passed: make it the source, unless another one did first or the
+ * migration was cancelled. The others are shut down, listening stops. */
+static bool vet_claim(struct vetting *v, struct channel *ch, GError **errp)
+{
+    struct incoming *inc = v->inc;
+    const char *why = NULL;
+
+    g_mutex_lock(&inc->lock);
+    if (v->why)
+        why = v->why;
+    else if (inc->cancelled)
+        why = "migration cancelled";
+    else if (inc->chosen)
+        why = "another source's stream was accepted first";
+    if (!why) {
+        inc->chosen = true;
+        inc->ch = ch;
+        vet_unregister_locked(inc, v);
+        vets_shutdown_locked(inc, "another source's stream was accepted");
+        inc->stop_idle = g_idle_add(stop_listening_idle, inc);
+    }
+    g_mutex_unlock(&inc->lock);
+    if (why)
+        g_set_error_literal(errp, TERN_ERROR, TERN_ERROR_FAILED, why);
+    return !why;
+}
+
+/* (v) failed its vetting: log it and let it go; the target listens on. A Tern
+ * source refused on its own merits (e.g. a VM_CONFIG that does not match)
+ * hears why, as an ERROR on the return path. */
+static void vet_drop(struct vetting *v, struct channel *ch, bool tern_peer, const GError *err)
+{
+    struct incoming *inc = v->inc;
+
+    g_mutex_lock(&inc->lock);
+    const char *why = v->why;
+    g_mutex_unlock(&inc->lock);
+    fprintf(stderr, "tern: incoming migration: dropped connection from %s: %s\n", v->peer,
+            why ? why : err->message);
+    if (ch && tern_peer && !why) {
+        g_autofree char *msg = g_strdup_printf("incoming migration refused: %s", err->message);
+        struct return_path rp = { .ch = channel_return_path(ch, NULL) };
+
+        if (rp.ch) {
+            rp_send(&rp, MIG_RP_ERROR, msg, NULL);
+            channel_linger(ch, INCOMING_LINGER_MS);
+            channel_close(rp.ch);
+        }
+    }
+    /* Unregistered before its fd closes, so that no shutdown() can reach a
+     * number reused meanwhile. */
+    g_mutex_lock(&inc->lock);
+    vet_unregister_locked(inc, v);
+    g_mutex_unlock(&inc->lock);
+    if (ch)
+        channel_close(ch);
+    else
+        close(v->fd);
+}
+
+static gpointer vet_thread(gpointer opaque)
+{
+    struct vetting *v = opaque;
+    struct incoming *inc = v->inc;
+    struct stream_reader r;
+    struct stream_order order;
+    bool tern_peer = false;
+    GError *err = NULL;
+    uint64_t t0 = clock_ns();
+    struct channel *ch = incoming_open_channel(inc, v->fd, &err);
+
+    bool ok = ch && stream_open(inc, ch, &r, &order, &tern_peer, &err) && vet_claim(v, ch, &err);
+    if (ok)
+        incoming_load(inc, &r, &order, NULL, t0);
+    else
+        vet_drop(v, ch, tern_peer, err);
+    if (ch)
+        stream_reader_cleanup(&r);
+    g_clear_error(&err);
+
+    g_mutex_lock(&inc->lock);
+    inc->nr_threads--;
+    g_cond_broadcast(&inc->idle);
+    g_mutex_unlock(&inc->lock);
+    g_free(v->peer);
+    g_free(v);
     return NULL;
+}
+
+/* Main loop, twice a second while listening: drop connections past their
+ * vetting deadline (a stalled stranger). */
+static gboolean vet_watchdog(gpointer opaque)
+{
+    struct incoming *inc = opaque;
+    uint64_t now = clock_ns();
+
+    g_mutex_lock(&inc->lock);
+    for (unsigned i = 0; i < INCOMING_VET_MAX; i++) {
+        struct vetting *v = inc->vets[i];
+
+        if (v && !v->why && now >= v->deadline_ns) {
+            v->why = inc->deadline_why;
+            shutdown(v->fd, SHUT_RDWR);
+        }
+    }
+    g_mutex_unlock(&inc->lock);
+    return G_SOURCE_CONTINUE;
 }
 
 static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
 {
     struct incoming *inc = opaque;
     g_autoptr(GError) err = NULL;
-    (void)cond;
+    const char *refused = NULL;
+    int slot = -1;
 
+    (void)cond;
     int conn = channel_socket_accept(fd, &err);
     if (conn < 0) {
         fprintf(stderr, "tern: incoming migration: %s\n", err->message);
         return G_SOURCE_CONTINUE;
     }
-    /* One migration per process: stop listening. */
-    close(inc->listen_fd);
-    inc->listen_fd = -1;
-    inc->watch = 0;
-    inc->conn_fd = conn;
-    inc->thread = g_thread_new("mig-incoming", incoming_thread, inc);
-    return G_SOURCE_REMOVE;
+    struct vetting *v = g_new0(struct vetting, 1);
+    v->inc = inc;
+    v->fd = conn;
+    v->peer = channel_socket_peer_name(conn);
+    v->deadline_ns = clock_ns() + (uint64_t)inc->vet_timeout_ms * 1000000;
+
+    g_mutex_lock(&inc->lock);
+    for (unsigned i = 0; i < INCOMING_VET_MAX && slot < 0; i++)
+        if (!inc->vets[i])
+            slot = (int)i;
+    if (inc->cancelled)
+        refused = "migration cancelled";
+    else if (inc->chosen)
+        refused = "a source's stream was accepted already";
+    else if (slot < 0)
+        refused = "too many connections being vetted at once";
+    else {
+        inc->vets[slot] = v;
+        inc->nr_threads++;
+    }
+    g_mutex_unlock(&inc->lock);
+
+    GThread *t = refused ? NULL : g_thread_try_new("mig-vet", vet_thread, v, &err);
+    if (t) {
+        g_thread_unref(t); /* it ends on its own; incoming_cleanup() waits for nr_threads */
+        return G_SOURCE_CONTINUE;
+    }
+    if (!refused) {
+        g_mutex_lock(&inc->lock);
+        inc->vets[slot] = NULL;
+        inc->nr_threads--;
+        g_mutex_unlock(&inc->lock);
+        refused = err->message;
+    }
+    fprintf(stderr, "tern: incoming migration: dropped connection from %s: %s\n", v->peer, refused);
+    close(conn);
+    g_free(v->peer);
+    g_free(v);
+    return G_SOURCE_CONTINUE;
+}
+
+/* migrate_cancel (main thread, mig->lock held, the status now cancelling):
+ * stop listening and drop every connection; a stream being loaded fails and
+ * its loader finishes the cancel. Like a failed incoming migration, a
+ * cancelled one ends the process. */
+static void incoming_cancel(struct migration *mig)
+{
+    struct incoming *inc = mig->incoming;
+
+    g_mutex_lock(&inc->lock);
+    if (inc->finished) {
+        /* This machine's incoming migration is long over: the cancel is
+         * for an outgoing one. */
+        g_mutex_unlock(&inc->lock);
+        return;
+    }
+    inc->cancelled = true;
+    vets_shutdown_locked(inc, "migration cancelled");
+    bool loading = inc->chosen;
+    if (loading)
+        channel_shutdown(inc->ch, "migration cancelled");
+    g_mutex_unlock(&inc->lock);
+    stop_listening(inc);
+    if (loading || !mig_status_set(&mig->status, MIG_STATUS_CANCELLING, MIG_STATUS_CANCELLED))
+        return;
+    fprintf(stderr, "tern: incoming migration cancelled\n");
+    machine_incoming_failed(mig->m);
 }
 
 static void incoming_cleanup(struct migration *mig);
@@ -501,7 +787,6 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     inc->mig = mig;
     inc->cpr = cpr;
     inc->listen_fd = -1;
-    inc->conn_fd = -1;
     inc->from_file = from_file;
     if (from_file) {
         /* A restore: nothing to wait for, load at once. */
@@ -510,21 +795,33 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
             g_free(inc);
             return false;
         }
+        inc->chosen = true;
     } else {
         inc->listen_fd = channel_socket_listen(uri, errp);
         if (inc->listen_fd < 0) {
             g_free(inc);
             return false;
         }
+        /* Tests only: TERN_TEST_VET_TIMEOUT_MS shortens the vetting deadline. */
+        const char *t = g_getenv("TERN_TEST_VET_TIMEOUT_MS");
+        inc->vet_timeout_ms = t ? (unsigned)g_ascii_strtoull(t, NULL, 10) : 0;
+        if (!inc->vet_timeout_ms)
+            inc->vet_timeout_ms = INCOMING_VET_TIMEOUT_MS;
+        inc->deadline_why = g_strdup_printf("no stream header and VM_CONFIG within %u ms",
+                                            inc->vet_timeout_ms);
         inc->watch = g_unix_fd_add(inc->listen_fd, G_IO_IN, on_connection, inc);
+        inc->watchdog = g_timeout_add(500, vet_watchdog, inc);
     }
+    g_mutex_init(&inc->lock);
+    g_cond_init(&inc->idle);
     mig->incoming = inc;
     mig->incoming_cleanup = incoming_cleanup;
+    mig->incoming_cancel = incoming_cancel;
     mig->start_ns = clock_ns();
     mig->stats.total = machine_ram(m)->size;
     mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP);
     if (from_file)
-        inc->thread = g_thread_new("mig-restore", incoming_thread, inc);
+        inc->thread = g_thread_new("mig-restore", restore_thread, inc);
     return true;
 }
 
@@ -533,23 +830,28 @@ static void incoming_cleanup(struct migration *mig)
     struct incoming *inc = mig->incoming;
     if (!inc)
         return;
-    if (inc->watch)
-        g_source_remove(inc->watch);
-    if (inc->listen_fd >= 0)
-        close(inc->listen_fd);
-    if (inc->thread) {
-        g_mutex_lock(&mig->lock);
-        if (inc->ch)
-            channel_shutdown(inc->ch, "shutting down");
-        else if (inc->conn_fd >= 0)
-            shutdown(inc->conn_fd, SHUT_RDWR); /* a TLS handshake in progress */
-        g_mutex_unlock(&mig->lock);
+    stop_listening(inc);
+    g_mutex_lock(&inc->lock);
+    /* No vetted connection may win from now on (vet_claim() sees (why)). */
+    inc->cancelled = true;
+    vets_shutdown_locked(inc, "shutting down");
+    if (inc->ch)
+        channel_shutdown(inc->ch, "shutting down");
+    if (inc->stop_idle)
+        g_source_remove(inc->stop_idle);
+    inc->stop_idle = 0;
+    while (inc->nr_threads)
+        g_cond_wait(&inc->idle, &inc->lock);
+    g_mutex_unlock(&inc->lock);
+    if (inc->thread)
         g_thread_join(inc->thread);
-    }
-    if (inc->rp_ch)
-        channel_close(inc->rp_ch);
+    if (inc->rp.ch)
+        channel_close(inc->rp.ch);
     if (inc->ch)
         channel_close(inc->ch);
+    g_free(inc->deadline_why);
+    g_cond_clear(&inc->idle);
+    g_mutex_clear(&inc->lock);
     g_free(inc);
     mig->incoming = NULL;
 }

@@ -39,6 +39,9 @@ struct migration {
     /* Set by incoming_start(): stops and frees (incoming) at teardown, so the
      * object needs no knowledge of the incoming side. */
     void (*incoming_cleanup)(struct migration *mig);
+    /* Set by incoming_start(): migrate_cancel on a target, called with (lock)
+     * held once the status is cancelling. */
+    void (*incoming_cancel)(struct migration *mig);
 };
 
 /* Record (msg) as the error of the current migration (first one wins). */

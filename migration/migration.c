@@ -88,6 +88,8 @@ bool migration_cancel(struct migration *mig, GError **errp)
                 mig->error = g_strdup("migration cancelled");
             if (mig->ch)
                 channel_shutdown(mig->ch, "migration cancelled");
+            if (mig->incoming_cancel)
+                mig->incoming_cancel(mig);
             break;
         }
     }

@@ -233,7 +233,10 @@ static struct channel *wrap_connection(struct sender *s, int fd, GError **errp)
     if (!p.tls_hostname[0] && channel_uri_parse(s->uri, &u, NULL) && u.host)
         g_strlcpy(p.tls_hostname, u.host, sizeof(p.tls_hostname));
     channel_uri_clear(&u);
-    return channel_tls_new_client(fd, creds, p.tls_hostname, s->uri, errp);
+    struct channel *ch = channel_tls_new_client(fd, creds, p.tls_hostname, s->uri, errp);
+    if (!ch)
+        close(fd);
+    return ch;
 }
 
 static bool connect_and_configure(struct sender *s, GError **errp)

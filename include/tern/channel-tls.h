@@ -12,7 +12,8 @@
 
 /*
  * Both functions run the whole handshake on the calling thread (never call
- * them on the main loop), and take over (fd): on failure it is closed. The
+ * them on the main loop), and take over (fd) when they succeed; on failure
+ * it stays the caller's (the target's vetting closes it once, itself). The
  * channel's return path is the same TLS session in the other direction (one
  * thread sends, another receives); channel_shutdown() shuts the socket down,
  * which unblocks both. After the handshake, the channel writes and reads the

@@ -232,6 +232,9 @@ int channel_socket_listen(const char *uri, GError **errp);
 char *channel_socket_local_uri(int listen_fd, GError **errp);
 /* Accept one connection on (listen_fd); returns the tuned fd or -1 with (errp). */
 int channel_socket_accept(int listen_fd, GError **errp);
+/* Who is at the other end of connected socket (fd), for messages:
+ * "ADDR:PORT", "[ADDR]:PORT" or "local process PID"; g_free it. */
+char *channel_socket_peer_name(int fd);
 /* A channel over connected socket or other fd (fd), which it takes over and
  * closes. Its return path is a second channel on a dup of (fd). */
 struct channel *channel_socket_new(int fd, const char *name);

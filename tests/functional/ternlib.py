@@ -500,6 +500,19 @@ def assert_target_refused(dst, timeout=30.0):
     return code
 
 
+def assert_target_waits(dst):
+    """A source refused before loading (its handshake, stream header or VM_CONFIG):
+    the target logs why, never ran the guest and keeps waiting for the right
+    source (test_strangers.py). Returns its last message."""
+    err = wait_until(lambda: "dropped connection" in dst.stderr() and dst.stderr(), 10,
+                     "the target logs the refused source")
+    assert dst.alive(), "target exited: %r" % err
+    assert dst.qmp.cmd("query-migrate")["status"] == "setup", dst.qmp.cmd("query-migrate")
+    dst.serial.poll()
+    assert not [l for l in dst.serial.lines if TICK_RE.match(l)], "target ran"
+    return err.strip().splitlines()[-1]
+
+
 def assert_guest_moved(src_last, dst, n=3):
     """The target runs the source's guest (not a fresh boot) and it is healthy.
     Its first ticks are the first the guest printed there: they cover the switchover."""

@@ -71,11 +71,19 @@ def assert_handed_over(info, src, dst):
     assert status(src) == "postmigrate"
 
 
-def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", expect="failed"):
+def target_waits_then_kill(dst):
+    ternlib.assert_target_waits(dst)
+    dst.kill()
+
+
+def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", expect="failed",
+                 vetting=False):
     """Hand over a running guest to the target (make_target)(lab) makes, which
     must fail; (provoke)(src, dst) runs while it is under way. Then the source
     runs on, and a paused copy of it keeps an unchanged digest through a second
-    failing attempt."""
+    failing attempt. (vetting): the target refuses the source before loading
+    anything, and waits on."""
+    settle = target_waits_then_kill if vetting else assert_target_refused
     with Lab(binary) as lab:
         src = lab.source("-m", "512M", "-smp", "2", append="ws=16 cpus=2 " + TICK)
         src.wait_running()
@@ -89,7 +97,7 @@ def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", exp
         assert info["status"] == expect, info
         assert info.get("error-desc"), info
         assert_source_unharmed(src, last)
-        assert_target_refused(dst)
+        settle(dst)
         why = info["error-desc"]
         # Again with the source paused: its RAM must come back bit for bit.
         src.qmp.cmd("stop")
@@ -100,7 +108,7 @@ def failure_case(binary, make_target, provoke=None, src_mode="cpr-transfer", exp
             provoke(src, dst2)
         info = wait_migration(src.qmp, 60)
         assert info["status"] == expect, info
-        assert_target_refused(dst2)
+        settle(dst2)
         assert status(src) == "paused", src.qmp.cmd("query-status")
         assert digest(src) == before, "source RAM changed by a failed hand-over"
         src.qmp.cmd("cont")
@@ -188,7 +196,7 @@ def test_target_refuses_config(binary):
     def make(lab, name):
         return handover_target(lab, "-m", "1G", "-smp", "2", name=name)
 
-    why = failure_case(binary, make)
+    why = failure_case(binary, make, vetting=True)
     assert "RAM size differs" in why, why
 
 
@@ -213,7 +221,7 @@ def test_normal_target_offered_handover(binary):
     def make(lab, name):
         return handover_target(lab, "-m", "512M", "-smp", "2", name=name, mode=False)
 
-    why = failure_case(binary, make)
+    why = failure_case(binary, make, vetting=True)
     assert "mode is normal" in why, why
 
 
@@ -221,7 +229,7 @@ def test_handover_target_offered_normal(binary):
     def make(lab, name):
         return handover_target(lab, "-m", "512M", "-smp", "2", name=name)
 
-    why = failure_case(binary, make, src_mode="normal")
+    why = failure_case(binary, make, src_mode="normal", vetting=True)
     assert "set up for a cpr-transfer" in why, why
 
 

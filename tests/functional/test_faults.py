@@ -40,7 +40,11 @@ failure"). The judge (settle()) checks, for every trial:
   - the guest that runs keeps ticking with errors 0, and on the target it
     continues the source's tick numbers;
   - a failed target exits with status 1 and prints
-    "tern: incoming migration failed: ..." naming the record;
+    "tern: incoming migration failed: ..." naming the record; but a stream
+    that fails in its header or VM_CONFIG (before the target chose it as its
+    source) is dropped: the target prints "tern: incoming migration: dropped
+    connection from ADDR: ..." naming the record, and waits for another
+    source (test_strangers.py);
   - a source that keeps its guest reports failed/cancelled with error-desc
     and is running; one that handed over reports completed, postmigrate.
   - a source that kept its guest, or was continued with `cont` after being in
@@ -72,6 +76,9 @@ HOLD_BUF = 256 << 10
 # "stream header: ...".
 TARGET_RE = re.compile(r"tern: incoming migration failed: (record \d+( \(\w+\))? at offset \d+"
                        r"|stream header): ")
+# A connection dropped while vetted (stream header, VM_CONFIG): the target waits on.
+DROPPED_RE = re.compile(r"tern: incoming migration: dropped connection from \S+: ((record \d+"
+                        r"( \(\w+\))? at offset \d+|stream header): .*)")
 # The source's error-desc when END went out and neither RESUMED nor ERROR came back.
 IN_DOUBT_RE = re.compile(r"^lost contact with the target after it was sent the complete state "
                          r"\((?P<why>.+)\): it may be running the guest, so this copy stays "
@@ -161,7 +168,8 @@ def running_status(vm):
 
 
 def wait_target_settled(dst, timeout=20.0):
-    """Until the target exits, or runs (status running/paused after completed)."""
+    """Until the target exits, or runs (status running/paused after completed), or
+    dropped the connection and waits for another source ("waiting")."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if not dst.alive():
@@ -169,6 +177,8 @@ def wait_target_settled(dst, timeout=20.0):
         st = running_status(dst)
         if st == "running":
             return st
+        if st == "inmigrate" and DROPPED_RE.search(dst.stderr()):
+            return "waiting"
         if st.startswith("unreachable") and not dst.alive():
             return "exited"
         time.sleep(0.05)
@@ -257,8 +267,18 @@ def settle(src, dst, proxy, last_tick, res, src_killed=False, dst_killed=False,
     if dst_running:
         check_ticks(dst, 0, last_tick, res, "target")       # all the target printed
 
-    # A target that did not take over never ran a tick and exited 1, saying why.
-    if not dst_running and not dst_killed:
+    # A target that did not take over never ran a tick and exited 1, saying why,
+    # or dropped a stream that failed its vetting and waits on.
+    if not dst_running and not dst_killed and dst_state == "waiting":
+        dst.serial.poll()
+        ran = [l for l in dst.serial.lines if TICK_RE.match(l)]
+        res.check(not ran, "waiting target ran a guest: %s" % ran[:2])
+        res.check(dst.qmp.cmd("query-migrate")["status"] == "setup",
+                  "waiting target's status: %s" % dst.qmp.cmd("query-migrate"))
+        m = DROPPED_RE.search(dst.stderr())
+        res.detail = "dropped, waits: " + m.group(1)
+        dst.kill()
+    elif not dst_running and not dst_killed:
         res.check(dst_state == "exited", "target neither runs nor exited: %s" % dst_state)
         if dst_state == "exited":
             res.check(dst.proc.returncode == 1, "target exit status %s, expected 1"

@@ -13,7 +13,7 @@ import tempfile
 
 import ternlib
 
-from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused,
+from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_waits,
                      cleanup_dir, free_port, Hmp, Lab, live_ticks, run_tests, start_migration,
                      status, tcp_uri, tern_dump_binary, wait_migration, wait_migration_status,
                      wait_until)
@@ -133,8 +133,9 @@ def refused(src, dst, last, **params):
     start_migration(src.qmp, dst.uri)
     info = wait_migration(src.qmp, 40)
     assert info["status"] == "failed", info
-    assert_target_refused(dst, 30)
+    assert_target_waits(dst)
     assert_source_unharmed(src, last)
+    dst.kill()
     return info["error-desc"]
 
 
