@@ -297,6 +297,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
     bool ok = true;
 
     stream_reader_init(&r, inc->ch, false);
+    r.nr_gfns = machine_ram(inc->mig->m)->nr_gfns; /* per-VM record maxima */
     if (!stream_read_header(&r, errp)) {
         stream_reader_cleanup(&r);
         return false;
@@ -481,4 +482,18 @@ static void incoming_cleanup(struct migration *mig)
         channel_close(inc->ch);
     g_free(inc);
     mig->incoming = NULL;
+}
+
+/* Tests and fuzzing (tests/fuzz/fuzz-stream.c): the loader on (ch) on this
+ * thread, as after an accept (or, for a file channel, a restore), without
+ * threads, sockets or the machine's finish/failed hooks. */
+bool incoming_load_channel(struct migration *mig, struct channel *ch, struct channel *rp_ch,
+                           GError **errp)
+{
+    struct incoming inc = {
+        .mig = mig, .listen_fd = -1, .ch = ch, .rp_ch = rp_ch, .from_file = channel_is_file(ch)
+    };
+
+    mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP); /* a fresh (mig) */
+    return load_stream(&inc, errp) && rp_send(&inc, MIG_RP_RESUMED, NULL, errp);
 }
