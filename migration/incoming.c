@@ -133,6 +133,15 @@ static bool load_device(struct incoming *inc, const struct stream_record *rec,
                         const struct stream_body *b, GError **errp)
 {
     (void)rec;
+    /* VM_CONFIG's list, in its order, each device once: a repeated record
+     * must not stand in for another device's state at END's count. */
+    if (inc->devices >= machine_device_count(inc->mig->m) ||
+        strcmp(b->state.id, machine_device(inc->mig->m, inc->devices)->id) || b->state.index) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "device %s.%u is not device %u of this VM's list", b->state.id, b->state.index,
+                    inc->devices);
+        return false;
+    }
     if (!machine_load_device(inc->mig->m, b->state.id, b->state.fdt, b->state.fdt_len, errp))
         return false;
     inc->devices++;

@@ -181,8 +181,8 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
         return stream_rec_fail(rec, errp, "length %u, but this record has no body", rec->length);
     max = desc ? stream_record_max_length(desc, r) : MIG_REC_LENGTH_MAX;
     if (rec->length > max)
-        return stream_rec_fail(rec, errp, "length %u exceeds the %u bytes a %s record can hold",
-                               rec->length, max, desc->name);
+        return stream_rec_fail(rec, errp, "length %u exceeds the maximum %s body of %u bytes",
+                               rec->length, desc->name, max);
 
     crc = (uint32_t)crc32(0, h, sizeof(h));
     if (!read_body(r, rec, &crc, errp))

@@ -154,6 +154,16 @@ static bool walk_page(void *opaque, const struct stream_page *page, GError **err
 
 /* ---- Mapped-RAM files ---- */
 
+/* The I/O buffer, allocated when a checkpoint first needs it (4 MiB: a
+ * stream never does). */
+static bool dump_io(struct dump *d)
+{
+    if (!d->io &&
+        posix_memalign((void **)&d->io, CHANNEL_FILE_ALIGN, (size_t)IO_PAGES * PAGE_SIZE_V1))
+        g_error("tern-dump: out of memory");
+    return true;
+}
+
 struct run_check {
     struct dump *d;
     const struct stream_ram_index *idx;
@@ -184,7 +194,7 @@ static bool check_run(void *opaque, uint64_t first_gfn, uint64_t npages, uint64_
             return false;
         }
     }
-    return channel_file_read_at(d->ch, off, d->io, len, errp) &&
+    return dump_io(d) && channel_file_read_at(d->ch, off, d->io, len, errp) &&
            stream_ram_index_check_run(c->idx, &d->m, first_gfn, npages, first_crc, d->io, errp);
 }
 
@@ -214,8 +224,13 @@ static bool enter_tail(struct dump *d, const struct stream_record *rec, const st
     for (pos = head_end; pos < d->m.ram_offset;) {
         size_t n = (size_t)MIN(d->m.ram_offset - pos, (uint64_t)IO_PAGES * PAGE_SIZE_V1);
 
-        if (!channel_file_read_at(d->ch, pos, d->io, n, errp))
+        if (!dump_io(d) || !channel_file_read_at(d->ch, pos, d->io, n, errp))
             return false;
+        /* All zero when the first byte is and each equals the next. */
+        if (n && !d->io[0] && !memcmp(d->io, d->io + 1, n - 1)) {
+            pos += n;
+            continue;
+        }
         for (size_t i = 0; i < n; i++) {
             if (d->io[i]) {
                 g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
@@ -687,8 +702,6 @@ int dump_channel(const struct dump_opts *o, const char *path, struct channel *ch
     d.is_file = is_file;
     d.text = !d.verify && !d.quiet && !d.json;
     d.page = g_malloc(PAGE_SIZE_V1);
-    if (posix_memalign((void **)&d.io, CHANNEL_FILE_ALIGN, (size_t)IO_PAGES * PAGE_SIZE_V1))
-        g_error("tern-dump: out of memory");
     d.pass_list = g_array_new(false, true, sizeof(struct pass_stat));
     if (d.json) {
         d.jb = json_builder_new();
