@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../../accel/accel-backend.h"
 #include "fuzz-state-tables.h"
@@ -73,12 +75,38 @@ static void field_list(void *o, const char *n, const char *const *v, size_t k)
         field_str(o, n, v[i]);
 }
 
-/* A state blob the way machine_load_*() takes it: checked, then its node. */
-static void load_state(const struct stream_body *b, const char *node_name, bool vcpu)
+/* libfdt is not built with the sanitizers: a read past the blob inside it
+ * would go unseen in a heap buffer. So the blob is loaded from the end of a
+ * mapping followed by an inaccessible page (8-aligned: at most 7 bytes of
+ * slack), where such a read faults. */
+#define GUARDED_MAX (STREAM_STATE_FDT_MAX + 4096)
+static uint8_t *guarded_end;
+
+static const void *guarded_copy(const void *p, size_t len)
 {
+    if (!guarded_end) {
+        long pg = sysconf(_SC_PAGESIZE);
+        uint8_t *m = mmap(NULL, GUARDED_MAX + (size_t)pg, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+        if (m == MAP_FAILED || mprotect(m + GUARDED_MAX, (size_t)pg, PROT_NONE))
+            g_error("fuzz-state: cannot map the guard page");
+        guarded_end = m + GUARDED_MAX;
+    }
+    g_assert(len <= GUARDED_MAX - 8);
+    if (!len)
+        return guarded_end;
+    return memcpy(guarded_end - ((len + 7) & ~(size_t)7), p, len);
+}
+
+/* A state blob the way machine_load_*() takes it: checked, then its node. */
+static void load_state(const struct stream_body *body, const char *node_name, bool vcpu)
+{
+    struct stream_body copy = *body, *b = &copy;
     GError *err = NULL;
     int node;
 
+    b->state.fdt = guarded_copy(body->state.fdt, body->state.fdt_len);
     if (!vmstate_fdt_check(b->state.fdt, b->state.fdt_len, &err)) {
         g_error_free(err);
         return;
@@ -123,6 +151,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rec.type = t->type;
     rec.length = (uint32_t)(size - 2);
     rec.body = body;
+    /* Once against the guard page (for libfdt), once in the heap (for ASan). */
+    if (rec.length <= GUARDED_MAX - 8) {
+        rec.body = guarded_copy(body, rec.length);
+        if (!stream_record_parse(&rec, &ctx, &b, &err))
+            g_clear_error(&err);
+        rec.body = body;
+    }
     if (!stream_record_parse(&rec, &ctx, &b, &err)) {
         g_error_free(err);
         g_free(body);
