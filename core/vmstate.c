@@ -3,6 +3,7 @@
 
 #include <libfdt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "tern/util.h"
@@ -327,6 +328,74 @@ void *vmstate_fdt_new(size_t size)
     return fdt;
 }
 
+/* Big-endian u32 at byte (off) of (b): FDT header fields, read by hand. */
+static uint32_t be32_at(const uint8_t *b, size_t off)
+{
+    return (uint32_t)b[off] << 24 | (uint32_t)b[off + 1] << 16 | (uint32_t)b[off + 2] << 8 |
+           b[off + 3];
+}
+
+/* [off, off + size) lies inside (total) bytes, without overflow. */
+static bool block_inside(uint32_t off, uint32_t size, uint32_t total)
+{
+    return off <= total && size <= total - off;
+}
+
+/*
+ * What libfdt is trusted with only after it holds. fdt_check_full() is not
+ * enough on hostile input: libfdt 1.6.1's dereferences a NULL name when the
+ * root node of a blob older than version 16 has none (docs/fuzzing.md, crash
+ * state-1), and libfdt is not built with the sanitizers, so a read past the
+ * blob inside it goes unseen. So the header is checked here by hand first:
+ * version 17 only (what vmstate_fdt_new() makes), every block inside the
+ * blob, no memory reservations, the structure block opening with the root
+ * node and its empty name.
+ */
+static bool fdt_preflight(const uint8_t *b, size_t len, GError **errp)
+{
+    uint32_t total = be32_at(b, offsetof(struct fdt_header, totalsize));
+    uint32_t off_struct = be32_at(b, offsetof(struct fdt_header, off_dt_struct));
+    uint32_t off_strings = be32_at(b, offsetof(struct fdt_header, off_dt_strings));
+    uint32_t off_rsv = be32_at(b, offsetof(struct fdt_header, off_mem_rsvmap));
+    uint32_t version = be32_at(b, offsetof(struct fdt_header, version));
+    uint32_t last_comp = be32_at(b, offsetof(struct fdt_header, last_comp_version));
+    uint32_t size_strings = be32_at(b, offsetof(struct fdt_header, size_dt_strings));
+    uint32_t size_struct = be32_at(b, offsetof(struct fdt_header, size_dt_struct));
+    const uint32_t hdr = sizeof(struct fdt_header);
+
+    if (be32_at(b, 0) != FDT_MAGIC) {
+        VMS_ERR(errp, "state blob is not an FDT (bad magic 0x%08x)", be32_at(b, 0));
+        return false;
+    }
+    if (total > len || total < hdr) {
+        VMS_ERR(errp, "state FDT claims %u bytes but %zu were received", total, len);
+        return false;
+    }
+    if (version != 17 || last_comp < 16 || last_comp > 17) {
+        VMS_ERR(errp, "state FDT has version %u (last compatible %u); only version 17 is read",
+                version, last_comp);
+        return false;
+    }
+    /* The reservation map: 8-aligned, inside, and empty (one zero entry). */
+    if (off_rsv < hdr || off_rsv % 8 || !block_inside(off_rsv, 16, total) ||
+        memcmp(b + off_rsv, (const uint8_t[16]){ 0 }, 16)) {
+        VMS_ERR(errp, "state FDT: bad or non-empty memory reservation map at %u", off_rsv);
+        return false;
+    }
+    /* The structure block: the root node (an empty name) up to FDT_END. */
+    if (off_struct < hdr || off_struct % 4 || size_struct % 4 || size_struct < 16 ||
+        !block_inside(off_struct, size_struct, total) || off_strings < hdr ||
+        !block_inside(off_strings, size_strings, total)) {
+        VMS_ERR(errp, "state FDT: structure or strings block outside the blob");
+        return false;
+    }
+    if (be32_at(b, off_struct) != FDT_BEGIN_NODE || b[off_struct + 4] != 0) {
+        VMS_ERR(errp, "state FDT does not open with the root node");
+        return false;
+    }
+    return true;
+}
+
 bool vmstate_fdt_check(const void *fdt, size_t len, GError **errp)
 {
     int err;
@@ -339,14 +408,9 @@ bool vmstate_fdt_check(const void *fdt, size_t len, GError **errp)
         VMS_ERR(errp, "state blob is not 8-byte aligned");
         return false;
     }
-    if (fdt_magic(fdt) != FDT_MAGIC) {
-        VMS_ERR(errp, "state blob is not an FDT (bad magic 0x%08x)", fdt_magic(fdt));
+    if (!fdt_preflight(fdt, len, errp))
         return false;
-    }
-    if (fdt_totalsize(fdt) > len || fdt_totalsize(fdt) < sizeof(struct fdt_header)) {
-        VMS_ERR(errp, "state FDT claims %u bytes but %zu were received", fdt_totalsize(fdt), len);
-        return false;
-    }
+    /* Every libfdt call on the blob comes after this one. */
     err = fdt_check_full(fdt, len);
     if (err < 0) {
         VMS_ERR(errp, "state FDT is corrupt: %s", fdt_strerror(err));

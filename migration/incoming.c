@@ -169,6 +169,15 @@ static bool load_device(struct incoming *inc, const struct stream_record *rec,
                         const struct stream_body *b, GError **errp)
 {
     (void)rec;
+    /* VM_CONFIG's list, in its order, each device once: a repeated record
+     * must not stand in for another device's state at END's count. */
+    if (inc->devices >= machine_device_count(inc->mig->m) ||
+        strcmp(b->state.id, machine_device(inc->mig->m, inc->devices)->id) || b->state.index) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "device %s.%u is not device %u of this VM's list", b->state.id, b->state.index,
+                    inc->devices);
+        return false;
+    }
     if (!machine_load_device(inc->mig->m, b->state.id, b->state.fdt, b->state.fdt_len, errp))
         return false;
     inc->devices++;
@@ -348,6 +357,7 @@ static bool stream_open(struct incoming *inc, struct channel *ch, struct stream_
     struct stream_record rec;
 
     stream_reader_init(r, ch, false);
+    r->nr_gfns = machine_ram(inc->mig->m)->nr_gfns; /* per-VM record maxima */
     if (!stream_read_header(r, errp))
         return false;
     *tern_peer = true;
@@ -854,4 +864,26 @@ static void incoming_cleanup(struct migration *mig)
     g_mutex_clear(&inc->lock);
     g_free(inc);
     mig->incoming = NULL;
+}
+
+/* Tests and fuzzing (tests/fuzz/fuzz-stream.c): the loader on (ch) on this
+ * thread, as after an accept (or, for a file channel, a restore), without
+ * threads, sockets or the machine's finish/failed hooks. */
+bool incoming_load_channel(struct migration *mig, struct channel *ch, struct channel *rp_ch,
+                           GError **errp)
+{
+    struct incoming inc = { .mig = mig,
+                            .listen_fd = -1,
+                            .ch = ch,
+                            .rp = { .ch = rp_ch },
+                            .from_file = channel_is_file(ch) };
+    struct stream_reader r;
+    struct stream_order order;
+    bool tern_peer = false;
+
+    mig_status_set(&mig->status, MIG_STATUS_NONE, MIG_STATUS_SETUP); /* a fresh (mig) */
+    bool ok = stream_open(&inc, ch, &r, &order, &tern_peer, errp) &&
+              load_stream(&inc, &r, &order, errp) && rp_send(&inc.rp, MIG_RP_RESUMED, NULL, errp);
+    stream_reader_cleanup(&r);
+    return ok;
 }

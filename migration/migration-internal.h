@@ -53,5 +53,8 @@ bool migration_take_mode(struct migration *mig, enum channel_uri_kind kind, cons
                          bool *cpr, GError **errp);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg);
+/* Load a whole stream from (ch) into (mig)'s machine on this thread (incoming.c; tests, fuzzing). */
+bool incoming_load_channel(struct migration *mig, struct channel *ch, struct channel *rp_ch,
+                           GError **errp);
 
 #endif

@@ -55,6 +55,10 @@ STREAM_BODY_FN(stream_body_rp_error);
 STREAM_BODY_FN(stream_body_ram_fds);
 #undef STREAM_BODY_FN
 
+/* RAM_INDEX's exact body for (nr_gfns) frames with every page present: its
+ * max_for_vm (stream-mapped.c). */
+uint32_t stream_ram_index_max_length(uint32_t stream_flags, uint64_t nr_gfns);
+
 /* tern-dump's summaries (stream-describe.c). */
 #define STREAM_DESCRIBE_FN(name) \
     char *name(const struct stream_body *body, uint32_t pass, const struct stream_fields *f)

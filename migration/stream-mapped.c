@@ -121,6 +121,17 @@ static uint64_t ram_index_bitmap_bytes(uint64_t nr_gfns)
     return DIV_ROUND_UP(nr_gfns, 64) * 8;
 }
 
+uint32_t stream_ram_index_max_length(uint32_t stream_flags, uint64_t nr_gfns)
+{
+    uint64_t len;
+
+    if (nr_gfns > (uint64_t)MIG_REC_LENGTH_MAX * 8)
+        return MIG_REC_LENGTH_MAX;
+    len = sizeof(struct mig_rec_ram_index) + ram_index_bitmap_bytes(nr_gfns) +
+          ((stream_flags & MIG_HDR_F_CRC32) ? 4 * nr_gfns : 0);
+    return (uint32_t)MIN(len, (uint64_t)MIG_REC_LENGTH_MAX);
+}
+
 bool stream_write_ram_index(struct stream_writer *w, uint64_t nr_gfns, const unsigned long *bitmap,
                             const uint32_t *crcs, GError **errp)
 {

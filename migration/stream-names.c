@@ -1,6 +1,7 @@
 /* stream-names.c: NUL-padded names and FDT blobs inside record bodies, checked and stored. */
 #include "tern/stream.h"
 #include "tern/util.h"
+#include "tern/vmstate.h"
 #include "stream-internal.h"
 
 #include <libfdt.h>
@@ -48,13 +49,13 @@ void stream_store_name(uint8_t *p, const char *name)
 bool stream_check_fdt(const struct stream_record *rec, const uint8_t *fdt, size_t len,
                       GError **errp)
 {
-    int rc;
+    g_autoptr(GError) err = NULL;
 
     if (len < MIG_FDT_MIN_SIZE)
         return stream_rec_fail(rec, errp, "FDT blob of %zu bytes is too short", len);
-    rc = fdt_check_full(fdt, len);
-    if (rc)
-        return stream_rec_fail(rec, errp, "bad FDT blob: %s", fdt_strerror(rc));
+    /* The header by hand, then fdt_check_full(), before any other libfdt call. */
+    if (!vmstate_fdt_check(fdt, len, &err))
+        return stream_rec_fail(rec, errp, "bad FDT blob: %s", err->message);
     if (fdt_totalsize(fdt) != len)
         return stream_rec_fail(rec, errp, "FDT blob size %u does not match the %zu bytes left",
                                fdt_totalsize(fdt), len);
@@ -67,7 +68,8 @@ bool stream_fdt_blob_size(const void *fdt, uint32_t prefix, uint32_t *out, GErro
 
     if (rc)
         return stream_fail(errp, "cannot send a bad FDT blob: %s", fdt_strerror(rc));
-    if (fdt_totalsize(fdt) > MIG_REC_LENGTH_MAX - prefix)
+    (void)prefix; /* the state records' maxima leave room for their fixed parts */
+    if (fdt_totalsize(fdt) > STREAM_STATE_FDT_MAX)
         return stream_fail(errp, "FDT blob of %u bytes is too large", fdt_totalsize(fdt));
     *out = fdt_totalsize(fdt);
     return true;

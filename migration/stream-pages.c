@@ -65,8 +65,9 @@ bool stream_write_zero_pages(struct stream_writer *w, const struct stream_gfn_ra
     uint8_t hdr[sizeof(struct mig_rec_zero_pages)] = { 0 };
     uint64_t len = sizeof(hdr) + (uint64_t)count * sizeof(struct mig_gfn_range);
 
-    if (count < 1 || len > MIG_REC_LENGTH_MAX)
-        return stream_fail(errp, "ZERO_PAGES: %u ranges", count);
+    if (count < 1 || count > STREAM_ZERO_PAGES_MAX_RANGES)
+        return stream_fail(errp, "ZERO_PAGES: %u ranges (1 to %u)", count,
+                           STREAM_ZERO_PAGES_MAX_RANGES);
     mig_store_le32(hdr + offsetof(struct mig_rec_zero_pages, count), count);
     if (!stream_record_begin(w, MIG_REC_ZERO_PAGES, (uint32_t)len, errp))
         return false;

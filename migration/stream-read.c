@@ -96,12 +96,60 @@ bool stream_read_header(struct stream_reader *r, GError **errp)
     return true;
 }
 
+/* Make (r)'s buffer hold at least (size) bytes, keeping the first (keep). */
+static void buf_reserve(struct stream_reader *r, size_t size, size_t keep)
+{
+    if (size <= r->buf_size)
+        return;
+    if (keep) {
+        r->buf = g_realloc(r->buf, size);
+    } else {
+        g_free(r->buf);
+        r->buf = g_malloc(size);
+    }
+    r->buf_size = size;
+}
+
+/* Read (rec)'s body, (rec->length) bytes, into (r)'s buffer (or, for a
+ * skipped record, through one chunk of it, keeping nothing) in steps of
+ * STREAM_READ_CHUNK, folding them into (*crc). The buffer grows with the
+ * bytes that actually came, doubling at most, so a peer that announces
+ * 64 MiB and sends 100 bytes makes the target commit one chunk. */
+static bool read_body(struct stream_reader *r, struct stream_record *rec, uint32_t *crc,
+                      GError **errp)
+{
+    size_t done = 0, len = rec->length;
+    GError *err = NULL;
+
+    while (done < len) {
+        size_t n = MIN(len - done, (size_t)STREAM_READ_CHUNK);
+        uint8_t *dst;
+
+        if (rec->skip) {
+            buf_reserve(r, n, 0);
+            dst = r->buf;
+        } else {
+            buf_reserve(r, MIN(len, MAX(done + n, 2 * r->buf_size)), done);
+            dst = r->buf + done;
+        }
+        if (!channel_read_exact(r->ch, dst, n, &err)) {
+            g_autofree char *what = stream_record_describe(rec);
+
+            g_propagate_prefixed_error(errp, err, "%s: truncated body: ", what);
+            return false;
+        }
+        *crc = (uint32_t)crc32(*crc, dst, (uInt)n);
+        done += n;
+    }
+    return true;
+}
+
 bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GError **errp)
 {
     const struct stream_record_type *desc;
     uint8_t h[sizeof(struct mig_rec_header)];
-    size_t need;
-    uint32_t pad;
+    uint8_t pad_bytes[MIG_REC_ALIGN];
+    uint32_t pad, crc, max;
     GError *err = NULL;
 
     memset(rec, 0, sizeof(*rec));
@@ -116,7 +164,7 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
     rec->type = mig_load_le32(h + offsetof(struct mig_rec_header, type));
     rec->length = mig_load_le32(h + offsetof(struct mig_rec_header, length));
 
-    /* Bound first: nothing is allocated for a length we will refuse. */
+    /* Bound first: nothing is read or allocated for a length we will refuse. */
     if (rec->length > MIG_REC_LENGTH_MAX)
         return stream_rec_fail(rec, errp, "length %u exceeds the maximum of %u", rec->length,
                                MIG_REC_LENGTH_MAX);
@@ -131,23 +179,25 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
     }
     if (desc && desc->max_length == 0 && rec->length)
         return stream_rec_fail(rec, errp, "length %u, but this record has no body", rec->length);
+    max = desc ? stream_record_max_length(desc, r) : MIG_REC_LENGTH_MAX;
+    if (rec->length > max)
+        return stream_rec_fail(rec, errp, "length %u exceeds the maximum %s body of %u bytes",
+                               rec->length, desc->name, max);
 
+    crc = (uint32_t)crc32(0, h, sizeof(h));
+    if (!read_body(r, rec, &crc, errp))
+        return false;
     pad = mig_rec_padding(rec->length);
-    need = (size_t)rec->length + pad + sizeof(struct mig_rec_trailer);
-    if (need > r->buf_size) {
-        g_free(r->buf);
-        r->buf_size = MAX(need, (size_t)4096);
-        r->buf = g_malloc(r->buf_size);
-    }
-    if (!channel_read_exact(r->ch, r->buf, (size_t)rec->length + pad, &err)) {
+    if (!channel_read_exact(r->ch, pad_bytes, pad, &err)) {
         g_autofree char *what = stream_record_describe(rec);
 
         g_propagate_prefixed_error(errp, err, "%s: truncated body: ", what);
         return false;
     }
+    crc = (uint32_t)crc32(crc, pad_bytes, pad);
     if (r->flags & MIG_HDR_F_CRC32) {
         uint8_t t[sizeof(struct mig_rec_trailer)];
-        uint32_t crc, want;
+        uint32_t want;
 
         if (!channel_read_exact(r->ch, t, sizeof(t), &err)) {
             g_autofree char *what = stream_record_describe(rec);
@@ -155,18 +205,20 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
             g_propagate_prefixed_error(errp, err, "%s: truncated CRC trailer: ", what);
             return false;
         }
-        want = (uint32_t)crc32(0, h, sizeof(h));
-        want = (uint32_t)crc32(want, r->buf, (uInt)(rec->length + pad));
-        crc = mig_load_le32(t + offsetof(struct mig_rec_trailer, crc));
+        want = mig_load_le32(t + offsetof(struct mig_rec_trailer, crc));
         if (crc != want)
             return stream_rec_fail(rec, errp, "CRC mismatch (record says 0x%08x, computed 0x%08x)",
-                                   crc, want);
+                                   want, crc);
         if (mig_load_le32(t + offsetof(struct mig_rec_trailer, reserved)))
             return stream_rec_fail(rec, errp, "CRC trailer: reserved field is not zero");
     }
-    if (memcmp(r->buf + rec->length, stream_zero_pad, pad))
+    if (memcmp(pad_bytes, stream_zero_pad, pad))
         return stream_rec_fail(rec, errp, "padding is not zero");
-    rec->body = r->buf;
+    /* An empty body still points somewhere readable; a skipped one nowhere. */
+    if (!rec->skip) {
+        buf_reserve(r, MAX(rec->length, 1u), rec->length);
+        rec->body = r->buf;
+    }
     r->records++;
     return true;
 }

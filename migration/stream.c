@@ -60,43 +60,51 @@ static bool body_empty(const struct stream_record *rec, const struct stream_pars
     return true;
 }
 
-#define FIXED(s) sizeof(struct s), sizeof(struct s)
-#define AT_LEAST(s) sizeof(struct s), MIG_REC_LENGTH_MAX
-#define EMPTY 0, 0
+/* Size rules: (head_length, max_length, max_for_vm). Every maximum is what
+ * the type can need (docs/fuzzing.md, "Stream limits"): nothing larger is read. */
+#define FIXED(s) sizeof(struct s), sizeof(struct s), NULL
+#define UP_TO(s, max) sizeof(struct s), (uint32_t)(max), NULL
+#define EMPTY 0, 0, NULL
 
 /* One descriptor per type, in type order: the reader, the order check, the
  * loader and tern-dump all go by it. */
 const struct stream_record_type stream_record_types[] = {
-    { MIG_REC_VM_CONFIG, "VM_CONFIG", false, STREAM_REC_ANY, sizeof(struct mig_rec_vm_config),
-      sizeof(struct mig_rec_vm_config) +
-          MIG_VM_CONFIG_MAX_DEVICES * sizeof(struct mig_vm_config_device),
+    { MIG_REC_VM_CONFIG, "VM_CONFIG", false, STREAM_REC_ANY,
+      UP_TO(mig_rec_vm_config, sizeof(struct mig_rec_vm_config) +
+                                   MIG_VM_CONFIG_MAX_DEVICES * sizeof(struct mig_vm_config_device)),
       stream_body_vm_config, stream_describe_vm_config },
     { MIG_REC_STATIC_END, "STATIC_END", false, STREAM_REC_ANY, EMPTY, body_empty,
       stream_describe_static_end },
-    { MIG_REC_PAGE_DATA, "PAGE_DATA", false, STREAM_REC_SOCKET, AT_LEAST(mig_rec_page_data),
-      stream_body_page_data, stream_describe_page_data },
-    { MIG_REC_ZERO_PAGES, "ZERO_PAGES", false, STREAM_REC_SOCKET, AT_LEAST(mig_rec_zero_pages),
+    { MIG_REC_PAGE_DATA, "PAGE_DATA", false, STREAM_REC_SOCKET,
+      UP_TO(mig_rec_page_data, STREAM_PAGE_DATA_MAX), stream_body_page_data,
+      stream_describe_page_data },
+    { MIG_REC_ZERO_PAGES, "ZERO_PAGES", false, STREAM_REC_SOCKET,
+      UP_TO(mig_rec_zero_pages, sizeof(struct mig_rec_zero_pages) +
+                                    STREAM_ZERO_PAGES_MAX_RANGES * sizeof(struct mig_gfn_range)),
       stream_body_zero_pages, stream_describe_zero_pages },
     { MIG_REC_ITERATION_END, "ITERATION_END", false, STREAM_REC_ANY, FIXED(mig_rec_iteration_end),
       stream_body_iteration_end, stream_describe_iteration_end },
-    { MIG_REC_VCPU_STATE, "VCPU_STATE", false, STREAM_REC_ANY, AT_LEAST(mig_rec_vcpu_state),
+    { MIG_REC_VCPU_STATE, "VCPU_STATE", false, STREAM_REC_ANY,
+      UP_TO(mig_rec_vcpu_state, sizeof(struct mig_rec_vcpu_state) + STREAM_STATE_FDT_MAX),
       stream_body_vcpu_state, stream_describe_vcpu_state },
-    { MIG_REC_VM_STATE, "VM_STATE", false, STREAM_REC_ANY, 0, MIG_REC_LENGTH_MAX,
+    { MIG_REC_VM_STATE, "VM_STATE", false, STREAM_REC_ANY, 0, STREAM_STATE_FDT_MAX, NULL,
       stream_body_vm_state, stream_describe_vm_state },
-    { MIG_REC_DEVICE_STATE, "DEVICE_STATE", false, STREAM_REC_ANY, AT_LEAST(mig_rec_device_state),
+    { MIG_REC_DEVICE_STATE, "DEVICE_STATE", false, STREAM_REC_ANY,
+      UP_TO(mig_rec_device_state, sizeof(struct mig_rec_device_state) + STREAM_STATE_FDT_MAX),
       stream_body_device_state, stream_describe_device_state },
     { MIG_REC_END, "END", false, STREAM_REC_ANY, EMPTY, body_empty, stream_describe_end },
     { MIG_REC_MAPPED_RAM, "MAPPED_RAM", false, STREAM_REC_MAPPED, FIXED(mig_rec_mapped_ram),
       stream_body_mapped_ram, stream_describe_mapped_ram },
-    { MIG_REC_RAM_INDEX, "RAM_INDEX", false, STREAM_REC_MAPPED, AT_LEAST(mig_rec_ram_index),
-      stream_body_ram_index, stream_describe_ram_index },
-    { MIG_REC_RAM_FDS, "RAM_FDS", false, STREAM_REC_HANDOVER, sizeof(struct mig_rec_ram_fds),
-      sizeof(struct mig_rec_ram_fds) +
-          MIG_VM_CONFIG_MAX_REGIONS * sizeof(struct mig_vm_config_region),
+    { MIG_REC_RAM_INDEX, "RAM_INDEX", false, STREAM_REC_MAPPED, sizeof(struct mig_rec_ram_index),
+      MIG_REC_LENGTH_MAX, stream_ram_index_max_length, stream_body_ram_index,
+      stream_describe_ram_index },
+    { MIG_REC_RAM_FDS, "RAM_FDS", false, STREAM_REC_HANDOVER,
+      UP_TO(mig_rec_ram_fds, sizeof(struct mig_rec_ram_fds) +
+                                 MIG_VM_CONFIG_MAX_REGIONS * sizeof(struct mig_vm_config_region)),
       stream_body_ram_fds, stream_describe_ram_fds },
     { MIG_RP_READY, "READY", true, STREAM_REC_ANY, EMPTY, body_empty, NULL },
     { MIG_RP_RESUMED, "RESUMED", true, STREAM_REC_ANY, EMPTY, body_empty, NULL },
-    { MIG_RP_ERROR, "ERROR", true, STREAM_REC_ANY, 1, MIG_RP_ERROR_MAX, stream_body_rp_error,
+    { MIG_RP_ERROR, "ERROR", true, STREAM_REC_ANY, 1, MIG_RP_ERROR_MAX, NULL, stream_body_rp_error,
       NULL },
 };
 
@@ -115,6 +123,13 @@ const char *mig_rec_type_name(uint32_t type)
     const struct stream_record_type *t = stream_record_type_find(type);
 
     return t ? t->name : "UNKNOWN";
+}
+
+uint32_t stream_record_max_length(const struct stream_record_type *t, const struct stream_reader *r)
+{
+    if (t->max_for_vm && r && r->nr_gfns)
+        return MIN(t->max_length, t->max_for_vm(r->flags, r->nr_gfns));
+    return t->max_length;
 }
 
 bool stream_record_parse(const struct stream_record *rec, const struct stream_parse_ctx *ctx,

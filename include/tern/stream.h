@@ -73,11 +73,13 @@ bool stream_write_empty(struct stream_writer *w, uint32_t type, GError **errp);
 
 struct stream_reader {
     struct channel *ch;
+    uint64_t nr_gfns;    /* the VM's frames once known (0: not yet): tightens per-VM
+                          * maxima (RAM_INDEX), see stream_record_max_length() */
     bool return_path;    /* expects return-path types (MIG_RP_*) */
     uint32_t flags;      /* from the header */
     uint32_t page_shift; /* from the header */
     uint64_t records;    /* records read */
-    uint8_t *buf;        /* body buffer, grown as needed up to the maximum */
+    uint8_t *buf;        /* body buffer, grown as the bytes arrive (never ahead of them) */
     size_t buf_size;
     uint64_t pos_base; /* stream offset = pos_base + channel_read_pos(ch) */
 };
@@ -97,10 +99,14 @@ void stream_reader_init(struct stream_reader *r, struct channel *ch, bool return
 void stream_reader_cleanup(struct stream_reader *r);
 /* Read and check the image header: magic, version, header CRC, flags, page size. */
 bool stream_read_header(struct stream_reader *r, GError **errp);
-/* Read the next record into (rec): the length is checked against the maximum
- * before anything is allocated; the CRC, zero padding and reserved fields are
- * verified; empty types must be empty. An unknown mandatory type is an error;
- * an unknown optional one returns true with (rec->skip) set. */
+/* Read the next record into (rec): the length is checked against its type's
+ * maximum (stream_record_max_length()) before anything is read or allocated,
+ * and the body is read in chunks of STREAM_READ_CHUNK, the buffer growing
+ * only as bytes arrive (a header that lies about its length costs one
+ * chunk); the CRC, zero padding and reserved fields are verified; empty
+ * types must be empty. An unknown mandatory type is an error; an unknown
+ * optional one is CRC-checked chunk by chunk without being kept, and returns
+ * true with (rec->skip) set (and no body). */
 bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GError **errp);
 /* "record 4 (PAGE_DATA) at offset 4136", for messages; g_free it. */
 char *stream_record_describe(const struct stream_record *rec);
@@ -390,6 +396,20 @@ bool stream_parse_rp_error(const struct stream_record *rec, char **message, GErr
 
 /* ---- Record types: one descriptor each ---- */
 
+/* The longest bodies, by what each type can need (stream_record_types[]). */
+/* PAGE_DATA: MIG_PAGE_DATA_MAX_PAGES raw pages with their descriptors (16 MiB + 64 KiB + 8). */
+#define STREAM_PAGE_DATA_MAX \
+    (sizeof(struct mig_rec_page_data) + \
+     MIG_PAGE_DATA_MAX_PAGES * (sizeof(struct mig_page_desc) + (1u << MIG_STREAM_PAGE_SHIFT)))
+/* ZERO_PAGES: at most this many ranges a record (the sender puts 256). */
+#define STREAM_ZERO_PAGES_MAX_RANGES 4096u
+/* A vCPU's, the VM's or a device's state blob (real ones are a few KiB; a
+ * vCPU with AMX's XSAVE area some 20 KiB). The writers refuse larger ones. */
+#define STREAM_STATE_FDT_MAX (1u << 20)
+/* The reader's step: bytes read (and memory committed) before it grows its
+ * buffer again. */
+#define STREAM_READ_CHUNK (256u << 10)
+
 /* A body decoded by its type's descriptor (stream_record_parse()); pointers
  * point into the record's body (valid until the next read). */
 struct stream_body {
@@ -462,6 +482,9 @@ struct stream_record_type {
     enum stream_rec_where where;
     uint32_t head_length;
     uint32_t max_length;
+    /* A tighter maximum for a VM of (nr_gfns) frames in a stream with header
+     * flags (stream_flags) (RAM_INDEX: its exact size); NULL: max_length. */
+    uint32_t (*max_for_vm)(uint32_t stream_flags, uint64_t nr_gfns);
     /* Decode and validate (rec) of this type into (out). */
     bool (*parse)(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
                   struct stream_body *out, GError **errp);
@@ -478,6 +501,10 @@ extern const size_t stream_record_types_count;
 const struct stream_record_type *stream_record_type_find(uint32_t type);
 /* Name of record type (type), e.g. "PAGE_DATA"; "UNKNOWN" if not a v1 type. */
 const char *mig_rec_type_name(uint32_t type);
+/* The longest body a record of type (t) may have in (r)'s stream: max_length,
+ * or max_for_vm once the reader knows the VM (r->nr_gfns). */
+uint32_t stream_record_max_length(const struct stream_record_type *t,
+                                  const struct stream_reader *r);
 /* Decode and validate (rec) through its type's descriptor into (out). */
 bool stream_record_parse(const struct stream_record *rec, const struct stream_parse_ctx *ctx,
                          struct stream_body *out, GError **errp);

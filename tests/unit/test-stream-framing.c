@@ -442,6 +442,170 @@ static void test_nonzero_padding(void **state)
     g_byte_array_unref(s);
 }
 
+/* ---- per-type limits: what a hostile header can make the target commit ---- */
+
+/* A stream: header (flags), then a record header of (type) claiming (length)
+ * bytes, followed by only (have) bytes of zeros. */
+static GByteArray *lying_record(uint32_t flags, uint32_t type, uint32_t length, size_t have)
+{
+    GByteArray *s = g_byte_array_new();
+    uint8_t h[40];
+
+    make_header(h, 1, flags, 12);
+    mig_store_le32(h + 32, type);
+    mig_store_le32(h + 36, length);
+    g_byte_array_append(s, h, sizeof(h));
+    g_byte_array_set_size(s, (guint)(sizeof(h) + have));
+    memset(s->data + sizeof(h), 0, have);
+    return s;
+}
+
+/* Each type's own maximum is refused before a byte of the body is read or
+ * any memory is allocated: 64 MiB is no longer the bound for VM_CONFIG. */
+static void test_type_maximum_before_allocation(void **state)
+{
+    static const struct {
+        uint32_t type, length;
+        const char *msg;
+    } cases[] = {
+        { MIG_REC_VM_CONFIG, 2721, "length 2721 exceeds the maximum VM_CONFIG body of 2720 bytes" },
+        { MIG_REC_VM_CONFIG, MIG_REC_LENGTH_MAX, "the maximum VM_CONFIG body of" },
+        { MIG_REC_ITERATION_END, 49, "the maximum ITERATION_END body of 48 bytes" },
+        { MIG_REC_MAPPED_RAM, 4096, "the maximum MAPPED_RAM body of" },
+        { MIG_REC_VCPU_STATE, 8 + STREAM_STATE_FDT_MAX + 1, "the maximum VCPU_STATE body of" },
+        { MIG_REC_VM_STATE, STREAM_STATE_FDT_MAX + 1, "the maximum VM_STATE body of" },
+        { MIG_REC_DEVICE_STATE, 40 + STREAM_STATE_FDT_MAX + 1, "the maximum DEVICE_STATE body of" },
+        { MIG_REC_ZERO_PAGES, 8 + 16 * STREAM_ZERO_PAGES_MAX_RANGES + 16,
+          "the maximum ZERO_PAGES body of" },
+        { MIG_REC_PAGE_DATA, (uint32_t)STREAM_PAGE_DATA_MAX + 8, "the maximum PAGE_DATA body of" },
+        { MIG_REC_RAM_FDS, 8 + 16 * 5, "the maximum RAM_FDS body of" },
+    };
+    struct stream_reader r;
+    struct stream_record rec;
+    struct channel *ch;
+    GError *err = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        GByteArray *s = lying_record(0, cases[i].type, cases[i].length, 64);
+
+        assert_false(read_one(s, &r, &ch, &rec, &err));
+        assert_error(err, cases[i].msg);
+        assert_null(r.buf);                         /* refused before allocating */
+        assert_int_equal(channel_read_pos(ch), 40); /* and before reading the body */
+        g_clear_error(&err);
+        stream_reader_cleanup(&r);
+        channel_close(ch);
+        g_byte_array_unref(s);
+    }
+    /* The table states them, and they hold what the writers put. */
+    assert_int_equal(stream_record_type_find(MIG_REC_PAGE_DATA)->max_length, STREAM_PAGE_DATA_MAX);
+    assert_true(STREAM_PAGE_DATA_MAX <= MIG_REC_LENGTH_MAX);
+    assert_int_equal(stream_record_type_find(MIG_REC_VM_STATE)->max_length, STREAM_STATE_FDT_MAX);
+}
+
+/* A record that announces far more than arrives commits memory only for
+ * what came: one chunk, not the declared length. */
+static void test_memory_follows_data(void **state)
+{
+    struct stream_reader r;
+    struct stream_record rec;
+    struct channel *ch;
+    GError *err = NULL;
+    GByteArray *s;
+
+    (void)state;
+    /* A full-size PAGE_DATA claim with 100 bytes behind it. */
+    s = lying_record(0, MIG_REC_PAGE_DATA, (uint32_t)STREAM_PAGE_DATA_MAX, 100);
+    assert_false(read_one(s, &r, &ch, &rec, &err));
+    assert_error(err, "truncated body");
+    assert_true(r.buf_size <= STREAM_READ_CHUNK);
+    g_clear_error(&err);
+    stream_reader_cleanup(&r);
+    channel_close(ch);
+    g_byte_array_unref(s);
+
+    /* 600 KiB that do arrive: the buffer grows with them, to the body. */
+    s = lying_record(0, MIG_REC_OPTIONAL | 0x77, 600 * 1024, 600 * 1024);
+    assert_true(read_one(s, &r, &ch, &rec, NULL));
+    assert_true(rec.skip);
+    assert_null(rec.body);                        /* a skipped body is not kept */
+    assert_true(r.buf_size <= STREAM_READ_CHUNK); /* only passed through a chunk */
+    stream_reader_cleanup(&r);
+    channel_close(ch);
+    g_byte_array_unref(s);
+
+    /* A 2 MiB PAGE_DATA body: read in chunks, whole and intact at the end. */
+    s = lying_record(0, MIG_REC_PAGE_DATA, 2u << 20, 2u << 20);
+    for (size_t i = 40; i < s->len; i++)
+        s->data[i] = (uint8_t)(i * 7);
+    channel_mem_set_max_io(ch = channel_mem_new(s->data, s->len), 1000);
+    stream_reader_init(&r, ch, false);
+    assert_true(stream_read_header(&r, NULL));
+    assert_true(stream_read_record(&r, &rec, NULL));
+    assert_int_equal(rec.length, 2u << 20);
+    assert_memory_equal(rec.body, s->data + 40, 2u << 20);
+    stream_reader_cleanup(&r);
+    channel_close(ch);
+    g_byte_array_unref(s);
+}
+
+/* Once the reader knows the VM, RAM_INDEX may be no longer than that VM's
+ * index with every page present. */
+static void test_ram_index_per_vm(void **state)
+{
+    const uint32_t flags = MIG_HDR_F_MAPPED_RAM | MIG_HDR_F_CRC32;
+    /* 64 frames: 16 + 8 bytes of bitmap + 64 CRCs. */
+    const uint32_t exact = 16 + 8 + 4 * 64;
+    struct stream_reader r;
+    struct stream_record rec;
+    struct channel *ch;
+    GError *err = NULL;
+    GByteArray *s = lying_record(flags, MIG_REC_RAM_INDEX, exact + 8, exact + 8);
+
+    (void)state;
+    ch = channel_mem_new(s->data, s->len);
+    stream_reader_init(&r, ch, false);
+    r.nr_gfns = 64;
+    assert_true(stream_read_header(&r, NULL));
+    assert_false(stream_read_record(&r, &rec, &err));
+    assert_error(err, "exceeds the maximum RAM_INDEX body of 280 bytes");
+    assert_null(r.buf);
+    g_clear_error(&err);
+    stream_reader_cleanup(&r);
+    channel_close(ch);
+    assert_int_equal(stream_record_max_length(stream_record_type_find(MIG_REC_RAM_INDEX), &r),
+                     exact);
+    g_byte_array_unref(s);
+}
+
+/* The writers never put what the reader refuses. */
+static void test_writers_respect_maxima(void **state)
+{
+    struct channel *ch = channel_mem_new(NULL, 0);
+    struct stream_writer w;
+    struct stream_gfn_range *ranges = g_new0(struct stream_gfn_range,
+                                             STREAM_ZERO_PAGES_MAX_RANGES + 1);
+    void *fdt = g_malloc0(STREAM_STATE_FDT_MAX + 4096);
+    GError *err = NULL;
+
+    (void)state;
+    stream_writer_init(&w, ch, 0);
+    for (unsigned i = 0; i <= STREAM_ZERO_PAGES_MAX_RANGES; i++)
+        ranges[i] = (struct stream_gfn_range){ 2 * i, 1 };
+    assert_false(stream_write_zero_pages(&w, ranges, STREAM_ZERO_PAGES_MAX_RANGES + 1, &err));
+    assert_error(err, "ZERO_PAGES: 4097 ranges (1 to 4096)");
+    g_clear_error(&err);
+    assert_true(stream_write_zero_pages(&w, ranges, STREAM_ZERO_PAGES_MAX_RANGES, NULL));
+    assert_int_equal(fdt_create_empty_tree(fdt, STREAM_STATE_FDT_MAX + 4096), 0);
+    assert_false(stream_write_vm_state(&w, fdt, &err));
+    assert_error(err, "is too large");
+    g_clear_error(&err);
+    g_free(fdt);
+    g_free(ranges);
+    channel_close(ch);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +619,10 @@ int main(void)
         cmocka_unit_test(test_crc_mismatch_message),
         cmocka_unit_test(test_bad_header),
         cmocka_unit_test(test_oversized_length),
+        cmocka_unit_test(test_type_maximum_before_allocation),
+        cmocka_unit_test(test_memory_follows_data),
+        cmocka_unit_test(test_ram_index_per_vm),
+        cmocka_unit_test(test_writers_respect_maxima),
         cmocka_unit_test(test_unknown_types),
         cmocka_unit_test(test_nonzero_padding),
     };

@@ -660,6 +660,67 @@ static void test_record_table_parse_describe(void **state)
     g_byte_array_unref(s);
 }
 
+/* ---- FDT blobs are checked by hand before libfdt sees them ---- */
+
+/* (fdt) as a VM_STATE body: accepted, or refused naming (msg). */
+static void vm_state_verdict(const void *fdt, size_t len, const char *msg)
+{
+    g_autofree uint8_t *body = g_memdup2(fdt, len); /* 8-aligned, its own size */
+    struct stream_record rec = { .type = MIG_REC_VM_STATE, .length = (uint32_t)len, .body = body };
+    const void *out;
+    size_t out_len;
+    GError *err = NULL;
+
+    if (!msg) {
+        assert_true(stream_parse_vm_state(&rec, &out, &out_len, NULL));
+        return;
+    }
+    assert_false(stream_parse_vm_state(&rec, &out, &out_len, &err));
+    assert_error(err, msg);
+    g_clear_error(&err);
+}
+
+static void set_be32(void *fdt, size_t off, uint32_t v)
+{
+    fdt32_t be = cpu_to_fdt32(v);
+
+    memcpy((uint8_t *)fdt + off, &be, 4);
+}
+
+static void test_fdt_preflight(void **state)
+{
+    g_autofree uint8_t *fdt = make_fdt(7);
+    size_t len = fdt_totalsize(fdt);
+    g_autofree uint8_t *bad = g_malloc(len);
+
+    (void)state;
+    vm_state_verdict(fdt, len, NULL);
+    /* Version 14, whose root name libfdt 1.6.1's fdt_check_full()
+     * dereferences as NULL (tests/fuzz/crashes/state/state-1-*). */
+    memcpy(bad, fdt, len);
+    set_be32(bad, offsetof(struct fdt_header, version), 14);
+    set_be32(bad, offsetof(struct fdt_header, last_comp_version), 0);
+    vm_state_verdict(bad, len, "bad FDT blob: state FDT has version 14");
+    memcpy(bad, fdt, len);
+    set_be32(bad, offsetof(struct fdt_header, version), 16);
+    vm_state_verdict(bad, len, "only version 17 is read");
+    /* A memory reservation, which no state blob has. */
+    memcpy(bad, fdt, len);
+    bad[fdt_off_mem_rsvmap(fdt) + 15] = 1;
+    vm_state_verdict(bad, len, "non-empty memory reservation map");
+    /* Blocks reaching past the blob. */
+    memcpy(bad, fdt, len);
+    set_be32(bad, offsetof(struct fdt_header, size_dt_strings), (uint32_t)len);
+    vm_state_verdict(bad, len, "structure or strings block outside the blob");
+    memcpy(bad, fdt, len);
+    set_be32(bad, offsetof(struct fdt_header, off_dt_struct), UINT32_MAX - 3);
+    vm_state_verdict(bad, len, "structure or strings block outside the blob");
+    /* A root node with a name. */
+    memcpy(bad, fdt, len);
+    bad[fdt_off_dt_struct(fdt) + 4] = 'x';
+    vm_state_verdict(bad, len, "does not open with the root node");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_ram_fds_record),
         cmocka_unit_test(test_record_table),
         cmocka_unit_test(test_record_size_rules),
+        cmocka_unit_test(test_fdt_preflight),
         cmocka_unit_test(test_record_table_parse_describe),
     };
 
