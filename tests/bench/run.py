@@ -472,11 +472,21 @@ XBZRLE_METRICS = [("mib", "transferred (MiB)", "%.1f"), ("downtime_ms", "downtim
                   ("passes", "passes (dirty syncs)", "%.0f"), ("total_ms", "total time (ms)", "%.0f")]
 
 
-def one_xbzrle(binary, xbzrle):
-    """The ws64 migration, with or without XBZRLE (64 MiB cache), once the guest
+# The two 64 MiB writers: whole pages of fresh data, and counter updates
+# (wsdelta=1: 16 bytes of each page change per rewrite).
+XBZRLE_GUESTS = [("ws64", "ws=64 tick_ms=200", "rewrites each page whole with new pseudo-random "
+                  "data: a page found in the cache overflows, and what XBZRLE saves is pages "
+                  "dirtied but unchanged since they were sent"),
+                 ("ws64-delta", "ws=64 wsdelta=1 tick_ms=200", "rewrites each page whole "
+                  "but changes only its 16-byte pass stamp (`wsdelta=1`), as counters and "
+                  "headers change: what XBZRLE is for")]
+
+
+def one_xbzrle(binary, xbzrle, append):
+    """A ws64 migration, with or without XBZRLE (64 MiB cache), once the guest
     has rewritten its working set twice (all of it populated: the steady state)."""
     with Lab(binary) as lab:
-        src = lab.source("-m", "1G", append="ws=64 tick_ms=200")
+        src = lab.source("-m", "1G", append=append)
         dst = lab.target("-m", "1G")
         src.wait_running(timeout=60)
         last = ternlib.warm_up(src, 64)
@@ -498,47 +508,46 @@ def one_xbzrle(binary, xbzrle):
 
 
 def bench_xbzrle(binary, accel, runs):
-    """ws64 with and without XBZRLE, interleaved run by run; returns the doc section."""
+    """Each XBZRLE_GUESTS writer with and without XBZRLE, interleaved run by run;
+    returns the doc section."""
     ternlib.ACCEL = accel
     ternlib.SLOW = 4 if accel == "emu" else 1
-    res = {False: [], True: []}
-    for i in range(runs):
+    out = ["## XBZRLE on %s" % ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
+                                else "the software CPU (-accel emu)"),
+           "",
+           "Produced by `python3 tests/bench/run.py --only xbzrle --runs %d` on %s."
+           % (runs, datetime.date.today().isoformat()),
+           "",
+           "A 1 GiB guest rewriting 64 MiB (all of it rewritten twice first), default "
+           "parameters, migrated without and with `migrate_set_capability xbzrle on` "
+           "(cache 64 MiB), alternately."]
+    for name, append, what in XBZRLE_GUESTS:
+        res = {False: [], True: []}
+        for i in range(runs):
+            for on in (False, True):
+                try:
+                    r = one_xbzrle(binary, on, append)
+                except Exception as e:
+                    sys.exit("bench: %s %s xbzrle=%s run %d failed: %s: %s" % (
+                        accel, name, on, i + 1, type(e).__name__, e))
+                res[on].append(r)
+                print("bench: %-4s %s xbzrle %-3s run %d: %s %s" % (
+                    accel, name, "on" if on else "off", i + 1, ", ".join(
+                        "%s %s" % (k, fmt % r[k]) for k, _, fmt in XBZRLE_METRICS),
+                    r["xbzrle"] or ""), flush=True)
+        lines = ["| XBZRLE | metric | min – max, %d runs |" % runs, "|---|---|---|"]
         for on in (False, True):
-            try:
-                r = one_xbzrle(binary, on)
-            except Exception as e:
-                sys.exit("bench: %s xbzrle=%s run %d failed: %s: %s" % (accel, on, i + 1,
-                                                                       type(e).__name__, e))
-            res[on].append(r)
-            print("bench: %-4s ws64 xbzrle %-3s run %d: %s %s" % (
-                accel, "on" if on else "off", i + 1, ", ".join(
-                    "%s %s" % (k, fmt % r[k]) for k, _, fmt in XBZRLE_METRICS),
-                r["xbzrle"] or ""), flush=True)
-    lines = ["| XBZRLE | metric | min – max, %d runs |" % runs, "|---|---|---|"]
-    for on in (False, True):
-        for key, label, fmt in XBZRLE_METRICS:
-            lines.append("| %s | %s | %s |" % ("on" if on else "off", label,
-                                               span([r[key] for r in res[on]], fmt)))
-    ratios = [a["mib"] / b["mib"] for a, b in zip(res[False], res[True]) if b["mib"]]
-    return "\n".join([
-        "## XBZRLE on %s" % ("KVM (%s)" % machine_kvm_flavour() if accel == "kvm"
-                             else "the software CPU (-accel emu)"),
-        "",
-        "Produced by `python3 tests/bench/run.py --only xbzrle --runs %d` on %s."
-        % (runs, datetime.date.today().isoformat()),
-        "",
-        "A 1 GiB guest rewriting 64 MiB (`ws=64`, all of it rewritten twice first), "
-        "default parameters, migrated without "
-        "and with `migrate_set_capability xbzrle on` (cache 64 MiB), alternately. The "
-        "guest rewrites each page whole with new pseudo-random data, so a page found in "
-        "the cache mostly overflows; what XBZRLE saves is chiefly pages dirtied but "
-        "unchanged since they were sent (not sent at all).",
-        "",
-        "\n".join(lines),
-        "",
-        "Bytes without / with XBZRLE, run by run: %s." % (span(ratios, "%.2f") if ratios
-                                                           else "n/a"),
-    ])
+            for key, label, fmt in XBZRLE_METRICS:
+                lines.append("| %s | %s | %s |" % ("on" if on else "off", label,
+                                                   span([r[key] for r in res[on]], fmt)))
+        ratios = [a["mib"] / b["mib"] for a, b in zip(res[False], res[True]) if b["mib"]]
+        out += ["", "### `%s` (`%s`)" % (name, append), "",
+                "The guest %s." % what, "", "\n".join(lines), "",
+                "Bytes without / with XBZRLE, run by run: %s." % (
+                    span(ratios, "%.2f") if ratios else "n/a")]
+    return "\n".join(out)
+
+
 # ---- Ceilings: the host's best, measured in the same run (tests/bench/ceilings) ----
 
 CEILING_MIB = 768

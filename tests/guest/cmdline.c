@@ -26,6 +26,7 @@ void cmdline_parse(const char *s, struct params *p)
         { "debug", offsetof(struct params, debug) },
         { "exitbench", offsetof(struct params, exitbench) },
         { "locktest", offsetof(struct params, locktest) },
+        { "wsdelta", offsetof(struct params, wsdelta) },
     };
 
     p->ws_mib = 0;
@@ -38,6 +39,7 @@ void cmdline_parse(const char *s, struct params *p)
     p->debug = 0;
     p->exitbench = 0;
     p->locktest = 0;
+    p->wsdelta = 0;
     while (*s) {
         const char *w = s, *eq = NULL;
         uint64_t v = 0;

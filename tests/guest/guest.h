@@ -169,6 +169,7 @@ uint64_t boot_page_addr(uint64_t idx);
 struct params {
     uint64_t ws_mib, rate_mib, fill_mib, tick_ms, timer_hz, cpus, exit_after, debug, exitbench;
     uint64_t locktest;
+    uint64_t wsdelta; /* 1: a rewrite changes only a page's pass and check words */
 };
 void cmdline_parse(const char *s, struct params *p);
 

@@ -32,9 +32,17 @@ static uint64_t page_check(uint64_t pfn, uint64_t pass)
 }
 
 /* Page layout: pfn, pass, check word, then a xorshift stream seeded by the check word. */
+/* The seed of a page's body: new every pass, or with wsdelta=1 the same in
+ * every pass, so that a rewrite changes 16 bytes of the page (a counter
+ * update rather than fresh data: what delta encodings such as XBZRLE are for). */
+static uint64_t body_seed(uint64_t pfn, uint64_t pass)
+{
+    return page_check(pfn, params.wsdelta ? 0 : pass) | 1;
+}
+
 static void page_write(uint64_t *p, uint64_t pfn, uint64_t pass)
 {
-    uint64_t chk = page_check(pfn, pass), x = chk | 1;
+    uint64_t chk = page_check(pfn, pass), x = body_seed(pfn, pass);
 
     p[0] = pfn;
     p[1] = pass;
@@ -50,7 +58,7 @@ static void page_write(uint64_t *p, uint64_t pfn, uint64_t pass)
 /* Check a page against (pass); count and report a mismatch. Returns true if intact. */
 static bool page_verify(struct cpu *c, const uint64_t *p, uint64_t pfn, uint64_t pass)
 {
-    uint64_t chk = page_check(pfn, pass), x = chk | 1;
+    uint64_t chk = page_check(pfn, pass), x = body_seed(pfn, pass);
     unsigned bad = 0;
 
     if (p[0] != pfn || p[1] != pass || p[2] != chk) {
