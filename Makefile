@@ -7,7 +7,8 @@ PYTHON    ?= python3
 SOAK_SECONDS ?= 300
 
 DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-glib-dev \
-               libfdt-dev zlib1g-dev libdeflate-dev libaio-dev libcmocka-dev clang-format
+               libfdt-dev zlib1g-dev libdeflate-dev libaio-dev libcmocka-dev clang-format \
+               libzstd-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build check demo bench soak fuzz fuzz-cpu tsan clean

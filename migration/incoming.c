@@ -35,11 +35,15 @@ struct incoming {
     bool from_file;        /* a checkpoint: mapped RAM, no return path */
     uint32_t stream_flags; /* from the image header */
     struct stream_mapped_ram layout;
-    unsigned devices;       /* DEVICE_STATE records loaded */
-    bool cpr;               /* mode cpr-transfer: expects RAM as memfds */
-    bool adopted;           /* the source's memfds are mapped as our RAM */
-    struct ram_load *pages; /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
-    bool done;              /* END accepted */
+    unsigned devices;        /* DEVICE_STATE records loaded */
+    bool cpr;                /* mode cpr-transfer: expects RAM as memfds */
+    bool adopted;            /* the source's memfds are mapped as our RAM */
+    struct ram_load *pages;  /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
+    bool done;               /* END accepted */
+    struct multifd_recv *mf; /* capability multifd: the receive side of the channels */
+    bool mf_announced;       /* the stream's MULTIFD record was accepted */
+    unsigned mf_channels;    /* expected channels */
+    unsigned mf_routed;      /* connections handed to multifd (main loop) */
 };
 
 /* The return path begins with its own header, written with the first message. */
@@ -75,6 +79,10 @@ static bool load_static_end(struct incoming *inc, const struct stream_record *re
 {
     (void)rec;
     (void)b;
+    if ((inc->stream_flags & MIG_HDR_F_MULTIFD) && !inc->mf_announced) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "a multifd stream without MULTIFD");
+        return false;
+    }
     mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
     return rp_send(inc, MIG_RP_READY, NULL, errp);
 }
@@ -104,15 +112,17 @@ static bool load_ram_index(struct incoming *inc, const struct stream_record *rec
     return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index, errp);
 }
 
-/* ITERATION_END: nothing to do beyond its checks. */
-static bool load_nothing(struct incoming *inc, const struct stream_record *rec,
-                         const struct stream_body *b, GError **errp)
+/* ITERATION_END: nothing to do beyond its checks, except in a multifd stream:
+ * the pass is over once every channel has delivered its part
+ * (multifd_recv_sync()). */
+static bool load_iteration_end(struct incoming *inc, const struct stream_record *rec,
+                               const struct stream_body *b, GError **errp)
 {
-    (void)inc;
     (void)rec;
-    (void)b;
-    (void)errp;
-    return true;
+    if (!(inc->stream_flags & MIG_HDR_F_MULTIFD))
+        return true;
+    return multifd_recv_sync(inc->mf, b->iteration_end.pass,
+                             b->iteration_end.flags & MIG_ITER_F_FINAL, errp);
 }
 
 static bool load_vcpu(struct incoming *inc, const struct stream_record *rec,
@@ -223,7 +233,7 @@ static const struct load_step {
     [MIG_REC_STATIC_END] = { load_static_end },
     [MIG_REC_PAGE_DATA] = { load_pages },
     [MIG_REC_ZERO_PAGES] = { load_pages },
-    [MIG_REC_ITERATION_END] = { load_nothing },
+    [MIG_REC_ITERATION_END] = { load_iteration_end },
     [MIG_REC_VCPU_STATE] = { load_vcpu, true }, /* the first CPU state: pages are done */
     [MIG_REC_VM_STATE] = { load_vm },
     [MIG_REC_DEVICE_STATE] = { load_device },
@@ -275,6 +285,68 @@ static bool cpr_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
     return true;
 }
 
+/* ---- Multifd (the channels themselves: multifd-recv.c) ---- */
+
+/* Both sides must agree on multifd before any page moves. */
+static bool multifd_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
+{
+    bool multifd = flags & MIG_HDR_F_MULTIFD;
+
+    if (multifd && !inc->mf) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "the source sends a multifd stream, but this target's capability multifd is "
+                    "off: set it (and multifd-channels) before migrate_incoming");
+        return false;
+    }
+    if (!multifd && inc->mf) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "this target is set up for multifd, but the source sent a single-stream "
+                    "migration: set the capability multifd on both sides");
+        return false;
+    }
+    return true;
+}
+
+/* The MULTIFD record (optional by type, required by the header flag). */
+static bool multifd_record(struct incoming *inc, const struct stream_record *rec, GError **errp)
+{
+    struct multifd_announce a;
+
+    if (!(inc->stream_flags & MIG_HDR_F_MULTIFD) || inc->mf_announced) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected MULTIFD record");
+        return false;
+    }
+    if (!multifd_announce_decode(rec->body, rec->length, &a, errp) ||
+        !multifd_recv_expect(inc->mf, &a, inc->stream_flags & MIG_HDR_F_CRC32, errp))
+        return false;
+    inc->mf_announced = true;
+    return true;
+}
+
+/* An accepted connection after the main one: a multifd channel, maybe (its
+ * thread reads the channel header). True while more channels are due. */
+static bool multifd_route(struct incoming *inc, int conn)
+{
+    multifd_recv_accept(inc->mf, conn);
+    return ++inc->mf_routed < inc->mf_channels;
+}
+
+/* Multifd on this target: set up from its parameters before the source comes. */
+static void multifd_incoming_setup(struct incoming *inc)
+{
+    struct migration *mig = inc->mig;
+
+    g_mutex_lock(&mig->lock);
+    bool on = mig->params.multifd && !inc->from_file && !inc->cpr;
+    unsigned channels = mig->params.multifd_channels;
+    uint32_t comp = mig->params.multifd_compression;
+    g_mutex_unlock(&mig->lock);
+    if (!on)
+        return;
+    inc->mf_channels = channels;
+    inc->mf = multifd_recv_new(machine_ram(mig->m), channels, comp, &mig->mf);
+}
+
 /* Tests only: TERN_TEST_STALL_AFTER=TYPE holds the loader for good once a
  * record of TYPE (e.g. RAM_FDS, END) is loaded, so that a test can kill the
  * target at that point of a hand-over (tests/functional/test_cpr.py). */
@@ -310,7 +382,7 @@ static bool load_stream(struct incoming *inc, GError **errp)
         stream_reader_cleanup(&r);
         return false;
     }
-    if (!cpr_setup_check(inc, r.flags, errp)) {
+    if (!cpr_setup_check(inc, r.flags, errp) || !multifd_setup_check(inc, r.flags, errp)) {
         stream_reader_cleanup(&r);
         return false;
     }
@@ -319,6 +391,8 @@ static bool load_stream(struct incoming *inc, GError **errp)
     while (ok && !inc->done) {
         ok = stream_read_record(&r, &rec, errp) && stream_order_check(&order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch), __ATOMIC_RELAXED);
+        if (ok && rec.type == MIG_REC_MULTIFD)
+            ok = multifd_record(inc, &rec, errp);
         if (!ok || rec.skip)
             continue;
         GError *err = NULL;
@@ -368,7 +442,11 @@ static gpointer incoming_thread(gpointer opaque)
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
         return NULL;
     }
-    g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
+    /* A channel's failure is the cause; the main stream's error its echo. */
+    g_autofree char *mf_err = multifd_recv_error(inc->mf);
+    multifd_recv_shutdown(inc->mf, "incoming migration failed");
+    g_autofree char *msg = g_strdup_printf("incoming migration failed: %s",
+                                           mf_err ? mf_err : err->message);
     migration_set_error(mig, msg);
     fprintf(stderr, "tern: %s\n", msg);
     /* The source resumes on that memory once it reads ERROR: let go of it
@@ -397,12 +475,20 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
         fprintf(stderr, "tern: incoming migration: %s\n", err->message);
         return G_SOURCE_CONTINUE;
     }
+    bool more;
+    if (inc->ch) {
+        more = multifd_route(inc, conn);
+    } else {
+        inc->ch = channel_socket_new(conn, "incoming");
+        inc->thread = g_thread_new("mig-incoming", incoming_thread, inc);
+        more = inc->mf != NULL; /* the multifd channels come next */
+    }
+    if (more)
+        return G_SOURCE_CONTINUE;
     /* One migration per process: stop listening. */
     close(inc->listen_fd);
     inc->listen_fd = -1;
     inc->watch = 0;
-    inc->ch = channel_socket_new(conn, "incoming");
-    inc->thread = g_thread_new("mig-incoming", incoming_thread, inc);
     return G_SOURCE_REMOVE;
 }
 
@@ -437,6 +523,7 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     inc->cpr = cpr;
     inc->listen_fd = -1;
     inc->from_file = from_file;
+    multifd_incoming_setup(inc);
     if (from_file) {
         /* A restore: nothing to wait for, load at once. */
         inc->ch = channel_file_open(uri + strlen("file:"), errp);
@@ -475,6 +562,7 @@ static void incoming_cleanup(struct migration *mig)
         channel_shutdown(inc->ch, "shutting down");
         g_thread_join(inc->thread);
     }
+    multifd_recv_free(inc->mf);
     if (inc->rp_ch)
         channel_close(inc->rp_ch);
     if (inc->ch)

@@ -109,6 +109,7 @@ void migration_info(struct migration *mig, struct mig_info *out)
     out->stats.duplicate = __atomic_load_n(&mig->ram.duplicate, __ATOMIC_RELAXED);
     out->stats.compressed = __atomic_load_n(&mig->ram.compressed, __ATOMIC_RELAXED);
     out->stats.skipped = __atomic_load_n(&mig->ram.skipped, __ATOMIC_RELAXED);
+    multifd_counters_fill(&mig->mf, &out->stats);
     if (out->status == MIG_STATUS_ACTIVE || out->status == MIG_STATUS_DEVICE) {
         uint64_t sent = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
         out->stats.transferred = MAX(out->stats.transferred, sent);

@@ -17,6 +17,8 @@
 
 /* QEMU's MigMode names, in enum mig_mode order. */
 static const char *const mig_mode_names[] = { "normal", "cpr-transfer", NULL };
+/* QEMU's MultiFDCompression names, in enum multifd_comp order. */
+static const char *const multifd_comp_names[] = { "none", "zlib", "zstd", NULL };
 
 #define MIG_FIELD(field) \
     .offset = offsetof(struct mig_params, field), .size = sizeof(((struct mig_params *)0)->field)
@@ -99,6 +101,39 @@ static const struct mig_param_desc mig_param_table[] = {
         .values = mig_mode_names,
         .help = "normal, or cpr-transfer: hand guest RAM to a process on this host as memfds",
     },
+    {
+        .name = "multifd-channels",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_channels),
+        .min = 1,
+        .max = MIG_MULTIFD_MAX_CHANNELS,
+        .help = "multifd: connections carrying pages in parallel (both sides alike)",
+    },
+    {
+        .name = "multifd-compression",
+        .type = MIG_PARAM_ENUM,
+        MIG_FIELD(multifd_compression),
+        .min = 0,
+        .max = G_N_ELEMENTS(multifd_comp_names) - 2,
+        .values = multifd_comp_names,
+        .help = "multifd: none, zlib or zstd per batch of pages (both sides alike)",
+    },
+    {
+        .name = "multifd-zlib-level",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_zlib_level),
+        .min = 0,
+        .max = 9,
+        .help = "multifd: zlib level when multifd-compression is zlib",
+    },
+    {
+        .name = "multifd-zstd-level",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_zstd_level),
+        .min = 0,
+        .max = 20,
+        .help = "multifd: zstd level when multifd-compression is zstd",
+    },
 };
 
 void migration_params_default(struct mig_params *p)
@@ -113,6 +148,11 @@ void migration_params_default(struct mig_params *p)
     p->cpu_throttle_increment = 10;
     p->max_cpu_throttle = 99;
     p->auto_converge = false;
+    p->multifd = false;
+    p->multifd_channels = 2; /* QEMU's defaults */
+    p->multifd_compression = 0;
+    p->multifd_zlib_level = 1;
+    p->multifd_zstd_level = 1;
 }
 
 /* Capabilities: on/off switches set with migrate-set-capabilities (QEMU's split). */
@@ -122,6 +162,12 @@ static const struct mig_param_desc mig_cap_table[] = {
         .type = MIG_PARAM_BOOL,
         MIG_FIELD(auto_converge),
         .help = "throttle vCPUs while they dirty memory faster than it is sent",
+    },
+    {
+        .name = "multifd",
+        .type = MIG_PARAM_BOOL,
+        MIG_FIELD(multifd),
+        .help = "send pages over multifd-channels connections at once (both sides)",
     },
 };
 

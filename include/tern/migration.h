@@ -49,6 +49,11 @@ struct mig_params {
     bool auto_converge;              /* capability auto-converge: throttle vCPUs that
                                      * dirty memory faster than it can be sent (off) */
     uint32_t mode;                   /* mode: enum mig_mode (normal) */
+    bool multifd;                    /* capability multifd: pages on several connections */
+    uint32_t multifd_channels;       /* multifd-channels (2) */
+    uint32_t multifd_compression;    /* multifd-compression: none, zlib, zstd */
+    uint32_t multifd_zlib_level;     /* multifd-zlib-level (1) */
+    uint32_t multifd_zstd_level;     /* multifd-zstd-level (1) */
 };
 
 /* QEMU's MigMode, the subset Tern has. */
@@ -57,6 +62,8 @@ enum mig_mode {
     MIG_MODE_CPR_TRANSFER, /* same host: guest RAM handed over as memfds */
 };
 void migration_params_default(struct mig_params *p);
+
+#define MIG_MULTIFD_MAX_CHANNELS 16
 
 /* Statistics, named after QEMU's query-migrate fields. Times in ms, rates as said. */
 struct mig_stats {
@@ -79,6 +86,13 @@ struct mig_stats {
     uint64_t cpu_throttle_percentage; /* cpu-throttle-percentage: auto-converge's level */
     uint64_t precopy_bytes;           /* ram.precopy-bytes: bytes sent while the guest ran */
     uint64_t downtime_bytes;          /* ram.downtime-bytes: bytes sent while paused */
+    /* Multifd (QEMU's ram.multifd-bytes and compression; per channel: Tern's). */
+    uint64_t multifd_channels;
+    uint64_t multifd_bytes;
+    uint64_t multifd_channel_bytes[MIG_MULTIFD_MAX_CHANNELS];
+    uint64_t multifd_raw_bytes, multifd_comp_bytes; /* page data before and after */
+    uint64_t multifd_comp_batches, multifd_raw_batches;
+    uint64_t multifd_placed_bytes, multifd_place_ns; /* target: placement */
 };
 
 struct mig_info {

@@ -380,12 +380,13 @@ static void test_capabilities(void **state)
     struct mig_params p;
 
     assert_qmp(m, "query-migrate-capabilities", NULL,
-               "[{\"capability\":\"auto-converge\",\"state\":false}]");
+               "[{\"capability\":\"auto-converge\",\"state\":false},"
+               "{\"capability\":\"multifd\",\"state\":false}]");
     assert_qmp(m, "migrate-set-capabilities",
                "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}", "{}");
     migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
-    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\n");
+    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\nmultifd: off\r\n");
     /* All or nothing: a bad entry after a good one changes nothing. */
     assert_qmp_error(m, "migrate-set-capabilities",
                      "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": false},"
@@ -407,7 +408,8 @@ static void test_capabilities(void **state)
 #define DEFAULT_PARAMS_JSON \
     "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":" \
     "20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
-    "\"x-checksum\":true,\"mode\":\"normal\"}"
+    "\"x-checksum\":true,\"mode\":\"normal\",\"multifd-channels\":2," \
+    "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}"
 
 static void test_query_parameters(void **state)
 {
@@ -423,7 +425,9 @@ static void test_query_parameters(void **state)
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 0\r\n"
                "x-checksum: on\r\n"
-               "mode: normal\r\n");
+               "mode: normal\r\n"
+               "multifd-channels: 2\r\nmultifd-compression: none\r\nmultifd-zlib-level: 1\r\n"
+               "multifd-zstd-level: 1\r\n");
 
     /* Defaults match migration_params_default(). */
     struct mig_params p;
@@ -461,16 +465,20 @@ static void test_set_parameters(void **state)
     assert_qmp(m, "migrate-set-parameters", "{}", "{}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 100, \"max-bandwidth\": 125000000}", "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\",\"multifd-channels\":2,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"multifd-channels\":2,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     unsigned calls = fake_migration_set_params_calls();
 
     /* Every error leaves everything as it was: all or nothing. */
@@ -494,26 +502,30 @@ static void test_set_parameters(void **state)
           "Invalid parameter type for 'downtime-limit', expected: integer" },
         { "{\"downtime-limit\": \"1\"}",
           "Invalid parameter type for 'downtime-limit', expected: integer" },
-        { "{\"downtime-limit\": 1, \"multifd-channels\": 4}",
-          "Parameter 'multifd-channels' is unexpected" },
+        { "{\"downtime-limit\": 1, \"x-bogus\": 4}", "Parameter 'x-bogus' is unexpected" },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         assert_qmp_error(m, "migrate-set-parameters", bad[i].json, bad[i].error);
     }
     assert_int_equal(fake_migration_set_params_calls(), calls);
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
-               "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
-               "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
+        "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
+        "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"multifd-channels\":2,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
                "{\"downtime-limit\": 2000000, \"compress-level\": 0, "
                "\"max-bandwidth\": 9223372036854775807}",
                "{}");
-    assert_qmp(m, "query-migrate-parameters", NULL,
-               "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
-               "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
-               "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\"}");
+    assert_qmp(
+        m, "query-migrate-parameters", NULL,
+        "{\"downtime-limit\":2000000,\"max-bandwidth\":9223372036854775807,"
+        "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
+        "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"multifd-"
+        "channels\":2,"
+        "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
 }
 
 /* The table-level API the commands are built on. */
@@ -524,7 +536,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 9);
+    assert_int_equal(count, 13);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -595,7 +607,9 @@ static void test_hmp_set_parameter(void **state)
                "max-cpu-throttle: 99 %\r\n"
                "x-passes: 2\r\n"
                "x-checksum: on\r\n"
-               "mode: normal\r\n");
+               "mode: normal\r\n"
+               "multifd-channels: 2\r\nmultifd-compression: none\r\nmultifd-zlib-level: 1\r\n"
+               "multifd-zstd-level: 1\r\n");
 
     unsigned calls = fake_migration_set_params_calls();
     assert_hmp(m, "migrate_set_parameter downtime-limit 2000001",

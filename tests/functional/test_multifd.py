@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Multifd: guest pages over several connections at once, as a user sets it up
+(QEMU's capability multifd, multifd-channels, multifd-compression on both
+sides, the target with -incoming defer). Judged by the RAM digest of both
+sides, the guest's own ticks on the target, and the source's health when the
+migration is refused or a channel breaks.
+"""
+import ternlib
+from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused, Lab,
+                     live_ticks, run_tests, start_migration, status, wait_migration,
+                     wait_migration_status)
+
+MiB = 1 << 20
+TICK = "tick_ms=200"
+
+
+def note(fmt, *args):
+    print("     " + (fmt % args if args else fmt), flush=True)
+
+
+def set_multifd(vm, channels, compression="none", **params):
+    vm.qmp.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": "multifd", "state": True}])
+    vm.qmp.cmd("migrate-set-parameters", multifd_channels=channels,
+               multifd_compression=compression, **params)
+
+
+
+
+def incoming(dst, channels, compression="none"):
+    set_multifd(dst, channels, compression)
+    dst.qmp.cmd("migrate-incoming", uri=dst.uri)
+
+
+def digest(vm):
+    return vm.qmp.cmd("x-query-ram-digest")
+
+
+def round_trip(binary, channels, compression="none", append="ws=16", mem="512M", **params):
+    """A rewriting 2-vCPU guest over (channels) channels; equal RAM, guest moved."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", mem, "-smp", "2", append="%s cpus=2 %s" % (append, TICK))
+        dst = lab.start("dst", ["-m", mem, "-smp", "2", "-S", "-incoming", "defer"])
+        port = ternlib.free_port()
+        dst.uri = ternlib.tcp_uri(port)
+        incoming(dst, channels, compression)
+        src.wait_running(timeout=60)
+        last = live_ticks(src, 2)[-1]
+        set_multifd(src, channels, compression, **params)
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, 120)
+        assert info["status"] == "completed", info
+        wait_migration_status(dst.qmp, "completed", 10)
+        d_src, d_dst = digest(src), digest(dst)
+        assert d_src["digest"] == d_dst["digest"], "RAM differs: %s, %s" % (d_src, d_dst)
+        mf = info["x-multifd"]
+        assert mf["channels"] == channels, mf
+        per = [c["bytes"] for c in mf["channel-stats"]]
+        assert len(per) == channels and all(b > 0 for b in per), mf
+        assert info["ram"]["multifd-bytes"] == sum(per), info["ram"]
+        dinfo = dst.qmp.cmd("query-migrate")
+        dmf = dinfo["x-multifd"]
+        assert dmf["placed-bytes"] > 0, dinfo
+        hmp = src.qmp.hmp("info migrate")
+        assert "multifd channel %d" % (channels - 1) in hmp, hmp
+        dst.qmp.cmd("cont")
+        ticks = assert_guest_moved(last, dst)
+        assert status(src) == "postmigrate"
+        rate = dmf["placement-rate"] / 1e9
+        note("%d channels, %s: %.1f MiB over the channels %s, %d passes, downtime %d ms, "
+             "placement %.2f GB/s%s", channels, compression, sum(per) / MiB,
+             [round(b / MiB, 1) for b in per], info["ram"]["dirty-sync-count"],
+             info["downtime"], rate,
+             (", compression rate %.2f" % info["compression"]["compression-rate"])
+             if "compression" in info else "")
+        return info, ticks
+
+
+def test_two_channels(binary):
+    round_trip(binary, 2, x_passes=2)
+
+
+def test_four_channels(binary):
+    round_trip(binary, 4, x_passes=2)
+
+
+def test_zstd(binary):
+    # fill=32: 32 MiB of random (incompressible) data, sent raw in its batches.
+    info, _ = round_trip(binary, 2, "zstd", append="ws=8 fill=32", x_passes=2)
+    c = info["compression"]
+    assert c["compression-rate"] > 1.0, c
+
+
+def test_zlib(binary):
+    info, _ = round_trip(binary, 2, "zlib", append="ws=8 fill=32", x_passes=2)
+    assert info["compression"]["pages"] > 0, info["compression"]
+
+
+def test_channel_count_mismatch(binary):
+    """A target set up for 2 channels refuses a 4-channel stream; the source runs on."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "256M", append="ws=4 " + TICK)
+        dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+        dst.uri = ternlib.tcp_uri(ternlib.free_port())
+        incoming(dst, 2)
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        set_multifd(src, 4)
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, 60)
+        assert info["status"] == "failed", info
+        err = info.get("error-desc", "")
+        assert "4 channel(s)" in err and "2 channel(s)" in err, err
+        assert_target_refused(dst)
+        assert_source_unharmed(src, last)
+        note("refused: %s", err)
+
+
+def test_single_stream_to_multifd_target(binary):
+    """Multifd on the target only: refused with a clear message, the source runs on."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "256M", append="ws=4 " + TICK)
+        dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+        dst.uri = ternlib.tcp_uri(ternlib.free_port())
+        incoming(dst, 2)
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, 60)
+        assert info["status"] == "failed", info
+        assert "multifd" in info.get("error-desc", ""), info
+        assert_target_refused(dst)
+        assert_source_unharmed(src, last)
+
+
+if __name__ == "__main__":
+    run_tests([
+        ("2 channels, rewriting guest", test_two_channels),
+        ("4 channels, rewriting guest", test_four_channels),
+        ("zstd, incompressible data", test_zstd),
+        ("zlib, incompressible data", test_zlib),
+        ("channel count mismatch", test_channel_count_mismatch),
+        ("single stream to multifd target", test_single_stream_to_multifd_target),
+    ])
