@@ -5,10 +5,16 @@ sides, the target with -incoming defer). Judged by the RAM digest of both
 sides, the guest's own ticks on the target, and the source's health when the
 migration is refused or a channel breaks.
 """
+import gzip
+import json
+import os
+import shutil
+
 import ternlib
+from faultproxy import Fault, FaultProxy, Trigger
 from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_refused, Lab,
                      live_ticks, run_tests, start_migration, status, wait_migration,
-                     wait_migration_status)
+                     wait_migration_status, wait_until)
 
 MiB = 1 << 20
 TICK = "tick_ms=200"
@@ -133,6 +139,94 @@ def test_single_stream_to_multifd_target(binary):
         assert_source_unharmed(src, last)
 
 
+def faulty_channel(binary, action, offset, conn, channels=2):
+    """(action) at octet (offset) of multifd connection (conn) (1..channels; 0 is
+    the main stream) through faultproxy: the migration fails, the source runs on,
+    the target never runs the guest."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "512M", "-smp", "2", append="ws=16 cpus=2 " + TICK)
+        dst = lab.start("dst", ["-m", "512M", "-smp", "2", "-incoming", "defer"])
+        port = ternlib.free_port()
+        dst.uri = ternlib.tcp_uri(port)
+        incoming(dst, channels)
+        src.wait_running(timeout=60)
+        last = live_ticks(src, 2)[-1]
+        with FaultProxy(port, Fault(action, Trigger.offset(offset), conn=conn),
+                        connections=1 + channels) as proxy:
+            set_multifd(src, channels, x_passes=2)
+            start_migration(src.qmp, ternlib.tcp_uri(proxy.port))
+            info = wait_migration(src.qmp, 60)
+            assert proxy.fault.fired.is_set(), "the fault never fired: %s" % proxy.log
+        assert info["status"] == "failed", info
+        assert_target_refused(dst)
+        assert_source_unharmed(src, last)
+        err = [l for l in dst.stderr().splitlines() if "failed" in l]
+        note("%s on channel %d: source: %s; target: %s", action, conn - 1,
+             info.get("error-desc"), err[-1] if err else "?")
+        return info, dst.stderr()
+
+
+def test_cut_one_channel(binary):
+    faulty_channel(binary, "cut", 300000, conn=2)
+
+
+def test_corrupt_one_channel(binary):
+    _, err = faulty_channel(binary, "corrupt", 400000, conn=1)
+    assert "CRC mismatch" in err, err[-500:]
+
+
+def test_kill_target(binary):
+    """The target dies while 2 channels carry pages: the source runs on."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "512M", "-smp", "2", append="ws=8 fill=64 cpus=2 " + TICK)
+        dst = lab.start("dst", ["-m", "512M", "-smp", "2", "-incoming", "defer"])
+        dst.uri = ternlib.tcp_uri(ternlib.free_port())
+        incoming(dst, 2)
+        src.wait_running(timeout=60)
+        last = live_ticks(src, 2)[-1]
+        set_multifd(src, 2, max_bandwidth=20 * 1000 * 1000)
+        start_migration(src.qmp, dst.uri)
+
+        def both_busy():
+            mf = src.qmp.cmd("query-migrate").get("x-multifd")
+            return mf and all(c["bytes"] > (1 << 20) for c in mf["channel-stats"])
+        wait_until(both_busy, 30, "both channels carrying pages")
+        dst.kill()
+        info = wait_migration(src.qmp, 60)
+        assert info["status"] == "failed", info
+        assert_source_unharmed(src, last)
+        note("target killed: %s", info.get("error-desc"))
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+
+
+def test_v1_checkpoint_loads(binary):
+    """A checkpoint written by Tern before multifd (tests/data, software CPU: its
+    CPUID is the same on every host) restores: same RAM digest, the guest ticks on."""
+    meta = json.load(open(os.path.join(DATA, "v1-checkpoint-16M-emu.json")))
+    saved, ternlib.ACCEL = ternlib.ACCEL, meta["accel"]
+    try:
+        with Lab(binary) as lab:
+            path = os.path.join(lab.dir, "v1.tern")
+            with gzip.open(os.path.join(DATA, "v1-checkpoint-16M-emu.tern.gz")) as g, \
+                    open(path, "wb") as f:
+                shutil.copyfileobj(g, f)
+            vm = lab.start("dst", ["-m", meta["mem"], "-S", "-incoming", "file:" + path])
+            wait_until(lambda: vm.qmp.cmd("query-migrate").get("status") == "completed", 30,
+                       "the restore")
+            d = digest(vm)
+            assert d == meta["digest"], "RAM differs from the file's source: %s, %s" % (
+                d, meta["digest"])
+            vm.qmp.cmd("cont")
+            ticks = live_ticks(vm, 2, skip_old=False)
+            first = int(meta["last_tick_line"].split()[1])
+            assert ticks[0]["tick"] > first, (meta["last_tick_line"], ticks)
+            note("v1 checkpoint: digest %s, ticks on from %d", d["digest"], ticks[0]["tick"])
+    finally:
+        ternlib.ACCEL = saved
+
+
 if __name__ == "__main__":
     run_tests([
         ("2 channels, rewriting guest", test_two_channels),
@@ -141,4 +235,8 @@ if __name__ == "__main__":
         ("zlib, incompressible data", test_zlib),
         ("channel count mismatch", test_channel_count_mismatch),
         ("single stream to multifd target", test_single_stream_to_multifd_target),
+        ("v1 checkpoint (before multifd) loads", test_v1_checkpoint_loads),
+        ("cut one channel of 2", test_cut_one_channel),
+        ("corrupt one channel of 2", test_corrupt_one_channel),
+        ("kill the target", test_kill_target),
     ])
