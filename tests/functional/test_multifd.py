@@ -177,6 +177,15 @@ def test_corrupt_one_channel(binary):
 
 def test_kill_target(binary):
     """The target dies while 2 channels carry pages: the source runs on."""
+    slow_then(binary, lambda src, dst: dst.kill(), "failed")
+
+
+def test_cancel(binary):
+    """migrate_cancel while 2 rate-limited channels carry pages: the source runs on."""
+    slow_then(binary, lambda src, dst: src.qmp.cmd("migrate_cancel"), "cancelled")
+
+
+def slow_then(binary, act, outcome):
     with Lab(binary) as lab:
         src = lab.source("-m", "512M", "-smp", "2", append="ws=8 fill=64 cpus=2 " + TICK)
         dst = lab.start("dst", ["-m", "512M", "-smp", "2", "-incoming", "defer"])
@@ -191,11 +200,11 @@ def test_kill_target(binary):
             mf = src.qmp.cmd("query-migrate").get("x-multifd")
             return mf and all(c["bytes"] > (1 << 20) for c in mf["channel-stats"])
         wait_until(both_busy, 30, "both channels carrying pages")
-        dst.kill()
+        act(src, dst)
         info = wait_migration(src.qmp, 60)
-        assert info["status"] == "failed", info
+        assert info["status"] == outcome, info
         assert_source_unharmed(src, last)
-        note("target killed: %s", info.get("error-desc"))
+        note("%s: %s", outcome, info.get("error-desc"))
 
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
@@ -239,4 +248,5 @@ if __name__ == "__main__":
         ("cut one channel of 2", test_cut_one_channel),
         ("corrupt one channel of 2", test_corrupt_one_channel),
         ("kill the target", test_kill_target),
+        ("cancel", test_cancel),
     ])
