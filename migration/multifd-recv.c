@@ -203,9 +203,14 @@ static bool recv_batch(struct mr_conn *c, const struct multifd_packet *p, bool c
         return false;
     for (uint32_t i = 0; i < p->nr_pages; i++)
         bitmap_set_atomic(ram->vmm_dirty, c->gfns[i]);
-    for (uint32_t i = p->nr_pages; i < n; i++)
-        if (!guest_ram_zero(ram, c->gfns[i] << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE, errp))
+    /* Zero pages in runs of consecutive frames: one hole punched per run. */
+    for (uint32_t i = p->nr_pages, j; i < n; i = j) {
+        for (j = i + 1; j < n && c->gfns[j] == c->gfns[j - 1] + 1; j++)
+            ;
+        if (!guest_ram_zero(ram, c->gfns[i] << GUEST_PAGE_SHIFT,
+                            (uint64_t)(j - i) << GUEST_PAGE_SHIFT, errp))
             return false;
+    }
     __atomic_add_fetch(&mr->stats->placed_bytes, (uint64_t)p->nr_pages * GUEST_PAGE_SIZE,
                        __ATOMIC_RELAXED);
     /* Placement time: the channels' busy time (reading the pages in,

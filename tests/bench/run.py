@@ -378,6 +378,66 @@ def bench_accel(binary, accel, runs, baseline=None):
     ])
 
 
+# ---- multifd: the same 768 MiB random fill over 1, 2 and 4 channels ----
+
+MULTIFD_ROWS = [("single stream", None), ("multifd 1", 1), ("multifd 2", 2), ("multifd 4", 4)]
+
+
+def one_multifd(binary, channels, append="ws=0 fill=768"):
+    """One migration of a 1 GiB guest with (channels) multifd channels (None: the
+    single stream); returns GB/s on the wire and the target's placement rate."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append=append)
+        dst = lab.start("dst", ["-m", "1G", "-incoming", "defer"])
+        dst.uri = ternlib.tcp_uri(ternlib.free_port())
+        for vm in (src, dst) if channels else ():
+            vm.qmp.cmd("migrate-set-capabilities",
+                       capabilities=[{"capability": "multifd", "state": True}])
+            vm.qmp.cmd("migrate-set-parameters", multifd_channels=channels)
+        dst.qmp.cmd("migrate-incoming", uri=dst.uri)
+        src.wait_running(timeout=120)
+        src.serial.wait_ticks(2, proc=src.proc)
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, timeout=300)
+        if info["status"] != "completed":
+            raise RuntimeError("migration %s: %s" % (info["status"], info.get("error-desc")))
+        dst.serial.wait_ticks(2, timeout=20, proc=dst.proc)
+        secs = info["total-time"] / 1000
+        place = dst.qmp.cmd("query-migrate").get("x-multifd", {}).get("placement-rate", 0)
+        return {"gbps": info["ram"]["transferred"] / secs / 1e9 if secs else float("nan"),
+                "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+                "place_gbps": place / 1e9}
+
+
+def bench_multifd(binary, accel, runs):
+    """Multifd rows next to the single stream, in the same run; returns the doc section."""
+    ternlib.ACCEL = accel
+    ternlib.SLOW = 4 if accel == "emu" else 1
+    lines = ["| transport | GB/s on the wire | total (ms) | downtime (ms) | "
+             "target placement (GB/s) |", "|---|---|---|---|---|"]
+    for title, channels in MULTIFD_ROWS:
+        rs = []
+        for i in range(runs):
+            r = one_multifd(binary, channels)
+            rs.append(r)
+            print("bench: %-4s %-13s run %d: %.2f GB/s, total %d ms, placement %.2f GB/s"
+                  % (accel, title, i + 1, r["gbps"], r["total_ms"], r["place_gbps"]),
+                  flush=True)
+        lines.append("| %s | %s | %s | %s | %s |" % (
+            title, span([r["gbps"] for r in rs], "%.2f"), span([r["total_ms"] for r in rs], "%d"),
+            span([r["downtime_ms"] for r in rs], "%d"),
+            span([r["place_gbps"] for r in rs], "%.2f") if channels else "n/a"))
+    return "\n".join([
+        "## Multifd on %s" % accel,
+        "",
+        "Produced by `python3 tests/bench/run.py --only multifd --runs %d` on %s: a 1 GiB "
+        "guest that wrote 768 MiB of random data (`ws=0 fill=768`), TCP over 127.0.0.1, "
+        "record CRCs on, no compression; both sides with the same channel count. "
+        "Machine: %s." % (runs, datetime.date.today().isoformat(), machine_notes()),
+        "",
+    ] + lines)
+
+
 def machine_kvm_flavour():
     return "kvm_pvm" if os.path.exists("/sys/module/kvm_pvm") else "hardware KVM"
 
@@ -391,7 +451,7 @@ def main():
     ap.add_argument("--baseline", help="an older tern binary: compare KVM exit round trips")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
-    ap.add_argument("--only", choices=["migration", "cpr"],
+    ap.add_argument("--only", choices=["migration", "cpr", "multifd"],
                     help="only the migration scenarios, or only the cpr-transfer hand-over")
     args = ap.parse_args()
     accels = args.accel or (["kvm"] if os.path.exists("/dev/kvm") else []) + ["emu"]
@@ -399,11 +459,13 @@ def main():
     for accel in accels:
         print("bench: measuring on accelerator %s" % accel, flush=True)
         sections = []
-        if args.only != "cpr":
+        if args.only == "multifd":
+            sections.append(("multifd-" + accel, bench_multifd(binary, accel, args.runs)))
+        elif args.only != "cpr":
             sections.append((accel, bench_accel(
                 binary, accel, args.runs,
                 os.path.abspath(args.baseline) if args.baseline and accel == "kvm" else None)))
-        if args.only != "migration":
+        if args.only not in ("migration", "multifd"):
             sections.append(("cpr-" + accel, bench_cpr(binary, accel, args.runs)))
         for key, section in sections:
             print()
