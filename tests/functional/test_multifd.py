@@ -102,6 +102,28 @@ def test_zlib(binary):
     assert info["compression"]["pages"] > 0, info["compression"]
 
 
+def test_hmp_parameters(binary):
+    """The user's HMP lines (QEMU's names) land in query-migrate-parameters/-capabilities."""
+    with Lab(binary) as lab:
+        vm = lab.start("vm", ["-m", "64M", "-incoming", "defer"])
+        for line in ("migrate_set_capability multifd on",
+                     "migrate_set_parameter multifd-channels 4",
+                     "migrate_set_parameter multifd-compression zstd",
+                     "migrate_set_parameter multifd-zstd-level 3",
+                     "migrate_set_parameter multifd-zlib-level 6"):
+            out = vm.qmp.hmp(line)
+            assert not out.strip(), (line, out)
+        p = vm.qmp.cmd("query-migrate-parameters")
+        assert (p["multifd-channels"], p["multifd-compression"], p["multifd-zstd-level"],
+                p["multifd-zlib-level"]) == (4, "zstd", 3, 6), p
+        caps = vm.qmp.cmd("query-migrate-capabilities")
+        assert {"capability": "multifd", "state": True} in caps, caps
+        out = vm.qmp.hmp("migrate_set_parameter multifd-channels 17")
+        assert "multifd-channels" in out, out
+        out = vm.qmp.hmp("migrate_set_parameter multifd-compression lz4")
+        assert "multifd-compression" in out, out
+
+
 def test_channel_count_mismatch(binary):
     """A target set up for 2 channels refuses a 4-channel stream; the source runs on."""
     with Lab(binary) as lab:
@@ -242,6 +264,7 @@ if __name__ == "__main__":
         ("4 channels, rewriting guest", test_four_channels),
         ("zstd, incompressible data", test_zstd),
         ("zlib, incompressible data", test_zlib),
+        ("HMP parameters and capability", test_hmp_parameters),
         ("channel count mismatch", test_channel_count_mismatch),
         ("single stream to multifd target", test_single_stream_to_multifd_target),
         ("v1 checkpoint (before multifd) loads", test_v1_checkpoint_loads),
