@@ -42,7 +42,7 @@ def digest(vm):
     return vm.qmp.cmd("x-query-ram-digest")
 
 
-def round_trip(binary, channels, compression="none", append="ws=16", mem="512M", **params):
+def round_trip(binary, channels, compression="none", append="ws=16", mem="256M", **params):
     """A rewriting 2-vCPU guest over (channels) channels; equal RAM, guest moved."""
     with Lab(binary) as lab:
         src = lab.source("-m", mem, "-smp", "2", append="%s cpus=2 %s" % (append, TICK))
@@ -91,14 +91,14 @@ def test_four_channels(binary):
 
 
 def test_zstd(binary):
-    # fill=32: 32 MiB of random (incompressible) data, sent raw in its batches.
-    info, _ = round_trip(binary, 2, "zstd", append="ws=8 fill=32", x_passes=2)
+    # fill=8: 8 MiB of random (incompressible) data, sent raw in its batches.
+    info, _ = round_trip(binary, 2, "zstd", append="ws=4 fill=8", x_passes=2)
     c = info["compression"]
     assert c["compression-rate"] > 1.0, c
 
 
 def test_zlib(binary):
-    info, _ = round_trip(binary, 2, "zlib", append="ws=8 fill=32", x_passes=2)
+    info, _ = round_trip(binary, 2, "zlib", append="ws=4 fill=4", x_passes=2)
     assert info["compression"]["pages"] > 0, info["compression"]
 
 
@@ -127,8 +127,8 @@ def test_hmp_parameters(binary):
 def test_channel_count_mismatch(binary):
     """A target set up for 2 channels refuses a 4-channel stream; the source runs on."""
     with Lab(binary) as lab:
-        src = lab.source("-m", "256M", append="ws=4 " + TICK)
-        dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+        src = lab.source("-m", "64M", append="ws=2 " + TICK)
+        dst = lab.start("dst", ["-m", "64M", "-incoming", "defer"])
         dst.uri = ternlib.tcp_uri(ternlib.free_port())
         incoming(dst, 2)
         src.wait_running()
@@ -147,8 +147,8 @@ def test_channel_count_mismatch(binary):
 def test_single_stream_to_multifd_target(binary):
     """Multifd on the target only: refused with a clear message, the source runs on."""
     with Lab(binary) as lab:
-        src = lab.source("-m", "256M", append="ws=4 " + TICK)
-        dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+        src = lab.source("-m", "64M", append="ws=2 " + TICK)
+        dst = lab.start("dst", ["-m", "64M", "-incoming", "defer"])
         dst.uri = ternlib.tcp_uri(ternlib.free_port())
         incoming(dst, 2)
         src.wait_running()
@@ -166,8 +166,8 @@ def faulty_channel(binary, action, offset, conn, channels=2):
     the main stream) through faultproxy: the migration fails, the source runs on,
     the target never runs the guest."""
     with Lab(binary) as lab:
-        src = lab.source("-m", "512M", "-smp", "2", append="ws=16 cpus=2 " + TICK)
-        dst = lab.start("dst", ["-m", "512M", "-smp", "2", "-incoming", "defer"])
+        src = lab.source("-m", "256M", "-smp", "2", append="ws=16 cpus=2 " + TICK)
+        dst = lab.start("dst", ["-m", "256M", "-smp", "2", "-incoming", "defer"])
         port = ternlib.free_port()
         dst.uri = ternlib.tcp_uri(port)
         incoming(dst, channels)
@@ -209,8 +209,8 @@ def test_cancel(binary):
 
 def slow_then(binary, act, outcome):
     with Lab(binary) as lab:
-        src = lab.source("-m", "512M", "-smp", "2", append="ws=8 fill=64 cpus=2 " + TICK)
-        dst = lab.start("dst", ["-m", "512M", "-smp", "2", "-incoming", "defer"])
+        src = lab.source("-m", "256M", "-smp", "2", append="ws=8 fill=32 cpus=2 " + TICK)
+        dst = lab.start("dst", ["-m", "256M", "-smp", "2", "-incoming", "defer"])
         dst.uri = ternlib.tcp_uri(ternlib.free_port())
         incoming(dst, 2)
         src.wait_running(timeout=60)
