@@ -67,15 +67,13 @@ static uint8_t *page_of(struct multifd_send *ms, uint64_t gfn)
     return guest_ram_ptr(ms->cfg.ram, gfn << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE);
 }
 
-/* Put (c)'s pages by reference, adjacent ones merged by the channel. */
-static uint32_t put_pages_ref(struct mf_chan *c, unsigned nr, bool crc)
+/* CRC-32 of (c)'s first (nr) pages where they are (a paused guest's, or 0
+ * when the stream has no CRCs): they go by reference. */
+static uint32_t crc_in_place(struct mf_chan *c, unsigned nr, bool crc)
 {
     uint32_t sum = 0;
-    for (unsigned i = 0; i < nr; i++) {
-        const uint8_t *p = page_of(c->ms, c->list[i]);
-        if (crc)
-            sum = tern_crc32(sum, p, GUEST_PAGE_SIZE);
-    }
+    for (unsigned i = 0; crc && i < nr; i++)
+        sum = tern_crc32(sum, page_of(c->ms, c->list[i]), GUEST_PAGE_SIZE);
     return sum;
 }
 
@@ -134,7 +132,7 @@ static bool send_batch(struct mf_chan *c, GError **errp)
         }
     } else {
         pkt.payload_len = raw;
-        pkt.data_crc = put_pages_ref(c, nd, cfg->crc);
+        pkt.data_crc = crc_in_place(c, nd, cfg->crc);
     }
     size_t hlen = multifd_packet_encode(&pkt, c->list, c->hdr);
     channel_put_bytes(c->ch, c->hdr, hlen);

@@ -215,6 +215,7 @@ static void multifd_configure(struct sender *s)
 {
     struct migration *mig = s->mig;
 
+    multifd_counters_reset(&mig->mf); /* an earlier migration's, either side */
     if (s->to_file || s->cpr)
         return;
     g_mutex_lock(&mig->lock);
@@ -232,7 +233,6 @@ static void multifd_configure(struct sender *s)
     s->mf_cfg.max_bandwidth = &mig->max_bandwidth;
     s->mf_cfg.counters = &mig->ram;
     s->mf_cfg.stats = &mig->mf;
-    multifd_counters_reset(&mig->mf);
 }
 
 /* The sequential head of the stream: header, VM_CONFIG, STATIC_END (and for a
