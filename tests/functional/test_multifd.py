@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import shutil
+import time
 
 import ternlib
 from faultproxy import Fault, FaultProxy, Trigger
@@ -18,6 +19,7 @@ from ternlib import (assert_guest_moved, assert_source_unharmed, assert_target_r
 
 MiB = 1 << 20
 TICK = "tick_ms=200"
+BANDWIDTH = 20 * 1000 * 1000    # bytes/s: keeps a 32 MiB fill in flight for seconds
 
 
 def note(fmt, *args):
@@ -203,8 +205,19 @@ def test_kill_target(binary):
 
 
 def test_cancel(binary):
-    """migrate_cancel while 2 rate-limited channels carry pages: the source runs on."""
-    slow_then(binary, lambda src, dst: src.qmp.cmd("migrate_cancel"), "cancelled")
+    """migrate_cancel while 2 channels carry pages under max-bandwidth (which they
+    share, and keep to): the source runs on."""
+    def measure_then_cancel(src, dst):
+        def sent():
+            return src.qmp.cmd("query-migrate")["ram"]["multifd-bytes"]
+        b0, t0 = sent(), time.time()
+        time.sleep(1.0)
+        rate = (sent() - b0) / (time.time() - t0)
+        assert rate < 1.5 * BANDWIDTH, "%.1f MB/s over a %.0f MB/s limit" % (
+            rate / 1e6, BANDWIDTH / 1e6)
+        note("2 channels under max-bandwidth %.0f MB/s: %.1f MB/s", BANDWIDTH / 1e6, rate / 1e6)
+        src.qmp.cmd("migrate_cancel")
+    slow_then(binary, measure_then_cancel, "cancelled")
 
 
 def slow_then(binary, act, outcome):
@@ -215,7 +228,7 @@ def slow_then(binary, act, outcome):
         incoming(dst, 2)
         src.wait_running(timeout=60)
         last = live_ticks(src, 2)[-1]
-        set_multifd(src, 2, max_bandwidth=20 * 1000 * 1000)
+        set_multifd(src, 2, max_bandwidth=BANDWIDTH)
         start_migration(src.qmp, dst.uri)
 
         def both_busy():
