@@ -7,8 +7,11 @@
 
 #include "multifd.h"
 #include "tern/crc32.h"
+#include "tern/migration.h"
 #include "tern/stream-format.h"
 #include "tern/util.h"
+
+_Static_assert(MULTIFD_MAX_CHANNELS == MIG_MULTIFD_MAX_CHANNELS, "one channel limit");
 
 static const char *const comp_names[] = { "none", "zlib", "zstd" };
 

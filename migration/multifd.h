@@ -9,14 +9,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tern/migration.h"
-
 struct channel;
+struct mig_stats;
 struct guest_ram;
 struct ram_counters;
 struct migration;
 
-#define MULTIFD_MAX_CHANNELS MIG_MULTIFD_MAX_CHANNELS
+#define MULTIFD_MAX_CHANNELS 16 /* = MIG_MULTIFD_MAX_CHANNELS (tern/migration.h) */
 /* Most pages one batch may list (data and zero together); the writer sends
  * MULTIFD_BATCH_PAGES. */
 #define MULTIFD_BATCH_MAX_PAGES 1024u
