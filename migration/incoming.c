@@ -61,11 +61,15 @@ struct incoming {
     bool from_file;        /* a checkpoint: mapped RAM, no return path */
     uint32_t stream_flags; /* from the image header */
     struct stream_mapped_ram layout;
-    unsigned devices;       /* DEVICE_STATE records loaded */
-    bool cpr;               /* mode cpr-transfer: expects RAM as memfds */
-    bool adopted;           /* the source's memfds are mapped as our RAM */
-    struct ram_load *pages; /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
-    bool done;              /* END accepted */
+    unsigned devices;        /* DEVICE_STATE records loaded */
+    bool cpr;                /* mode cpr-transfer: expects RAM as memfds */
+    bool adopted;            /* the source's memfds are mapped as our RAM */
+    struct ram_load *pages;  /* while a stream loads: stores PAGE_DATA, ZERO_PAGES */
+    bool done;               /* END accepted */
+    struct multifd_recv *mf; /* capability multifd: the receive side of the channels */
+    bool mf_announced;       /* the stream's MULTIFD record was accepted */
+    unsigned mf_channels;    /* expected channels */
+    unsigned mf_routed;      /* connections handed to multifd (main loop) */
     unsigned vet_timeout_ms;
     char *deadline_why; /* the reason a connection past its deadline is dropped */
 
@@ -111,6 +115,10 @@ static bool load_static_end(struct incoming *inc, const struct stream_record *re
 {
     (void)rec;
     (void)b;
+    if ((inc->stream_flags & MIG_HDR_F_MULTIFD) && !inc->mf_announced) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "a multifd stream without MULTIFD");
+        return false;
+    }
     mig_status_set(&inc->mig->status, MIG_STATUS_SETUP, MIG_STATUS_ACTIVE);
     return rp_send(&inc->rp, MIG_RP_READY, NULL, errp);
 }
@@ -140,15 +148,17 @@ static bool load_ram_index(struct incoming *inc, const struct stream_record *rec
     return ram_load_mapped(machine_ram(inc->mig->m), inc->ch, &inc->layout, &b->ram_index, errp);
 }
 
-/* ITERATION_END: nothing to do beyond its checks. */
-static bool load_nothing(struct incoming *inc, const struct stream_record *rec,
-                         const struct stream_body *b, GError **errp)
+/* ITERATION_END: nothing to do beyond its checks, except in a multifd stream:
+ * the pass is over once every channel has delivered its part
+ * (multifd_recv_sync()). */
+static bool load_iteration_end(struct incoming *inc, const struct stream_record *rec,
+                               const struct stream_body *b, GError **errp)
 {
-    (void)inc;
     (void)rec;
-    (void)b;
-    (void)errp;
-    return true;
+    if (!(inc->stream_flags & MIG_HDR_F_MULTIFD))
+        return true;
+    return multifd_recv_sync(inc->mf, b->iteration_end.pass,
+                             b->iteration_end.flags & MIG_ITER_F_FINAL, errp);
 }
 
 static bool load_vcpu(struct incoming *inc, const struct stream_record *rec,
@@ -279,7 +289,7 @@ static const struct load_step {
     [MIG_REC_STATIC_END] = { load_static_end },
     [MIG_REC_PAGE_DATA] = { load_pages },
     [MIG_REC_ZERO_PAGES] = { load_pages },
-    [MIG_REC_ITERATION_END] = { load_nothing },
+    [MIG_REC_ITERATION_END] = { load_iteration_end },
     [MIG_REC_VCPU_STATE] = { load_vcpu, true }, /* the first CPU state: pages are done */
     [MIG_REC_VM_STATE] = { load_vm },
     [MIG_REC_DEVICE_STATE] = { load_device },
@@ -331,6 +341,71 @@ static bool cpr_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
     return true;
 }
 
+/* ---- Multifd (the channels themselves: multifd-recv.c) ---- */
+
+/* Both sides must agree on multifd before any page moves. */
+static bool multifd_setup_check(struct incoming *inc, uint32_t flags, GError **errp)
+{
+    bool multifd = flags & MIG_HDR_F_MULTIFD;
+
+    if (multifd && !inc->mf) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "the source sends a multifd stream, but this target's capability multifd is "
+                    "off: set it (and multifd-channels) before migrate_incoming");
+        return false;
+    }
+    if (!multifd && inc->mf) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "this target is set up for multifd, but the source sent a single-stream "
+                    "migration: set the capability multifd on both sides");
+        return false;
+    }
+    return true;
+}
+
+/* The MULTIFD record (optional by type, required by the header flag). */
+static bool multifd_record(struct incoming *inc, const struct stream_record *rec, GError **errp)
+{
+    struct multifd_announce a;
+
+    if (!(inc->stream_flags & MIG_HDR_F_MULTIFD) || inc->mf_announced || !rec->body) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "unexpected MULTIFD record");
+        return false;
+    }
+    if (!multifd_announce_decode(rec->body, rec->length, &a, errp) ||
+        !multifd_recv_expect(inc->mf, &a, inc->stream_flags & MIG_HDR_F_CRC32, errp))
+        return false;
+    inc->mf_announced = true;
+    return true;
+}
+
+/* An accepted connection after the main one: a multifd channel, maybe (its
+ * thread reads the channel header and drops a stranger's). True while more
+ * may come: a few strangers beyond the channels are tolerated, then the
+ * port closes; it closes at once when every channel has joined (the
+ * vetting watchdog looks). */
+static bool multifd_route(struct incoming *inc, int conn)
+{
+    multifd_recv_accept(inc->mf, conn);
+    return ++inc->mf_routed < inc->mf_channels + INCOMING_VET_MAX;
+}
+
+/* Multifd on this target: set up from its parameters before the source comes. */
+static void multifd_incoming_setup(struct incoming *inc)
+{
+    struct migration *mig = inc->mig;
+
+    g_mutex_lock(&mig->lock);
+    bool on = mig->params.multifd && !inc->from_file && !inc->cpr;
+    unsigned channels = mig->params.multifd_channels;
+    uint32_t comp = mig->params.multifd_compression;
+    g_mutex_unlock(&mig->lock);
+    if (!on)
+        return;
+    inc->mf_channels = channels;
+    inc->mf = multifd_recv_new(machine_ram(mig->m), channels, comp, &mig->mf);
+}
+
 /* Tests only: TERN_TEST_STALL_AFTER=TYPE holds the loader for good once a
  * record of TYPE (e.g. RAM_FDS, END) is loaded, so that a test can kill the
  * target at that point of a hand-over (tests/functional/test_cpr.py). */
@@ -368,7 +443,7 @@ static bool stream_open(struct incoming *inc, struct channel *ch, struct stream_
                         : "a checkpoint file's stream cannot come over a socket");
         return false;
     }
-    if (!cpr_setup_check(inc, r->flags, errp))
+    if (!cpr_setup_check(inc, r->flags, errp) || !multifd_setup_check(inc, r->flags, errp))
         return false;
     stream_order_init_flags(order, r->flags);
     do {
@@ -404,6 +479,8 @@ static bool load_stream(struct incoming *inc, struct stream_reader *r, struct st
     while (ok && !inc->done) {
         ok = stream_read_record(r, &rec, errp) && stream_order_check(order, &rec, errp);
         __atomic_store_n(&inc->mig->ram.transferred, channel_read_pos(inc->ch), __ATOMIC_RELAXED);
+        if (ok && rec.type == MIG_REC_MULTIFD)
+            ok = multifd_record(inc, &rec, errp);
         if (!ok || rec.skip)
             continue;
         GError *err = NULL;
@@ -453,7 +530,11 @@ static void incoming_load(struct incoming *inc, struct stream_reader *r, struct 
         machine_incoming_finish(mig->m);
         mig_status_set(&mig->status, MIG_STATUS_DEVICE, MIG_STATUS_COMPLETED);
     } else {
-        g_autofree char *msg = g_strdup_printf("incoming migration failed: %s", err->message);
+        /* A channel's failure is the cause; the main stream's error its echo. */
+        g_autofree char *mf_err = multifd_recv_error(inc->mf);
+        multifd_recv_shutdown(inc->mf, "incoming migration failed");
+        g_autofree char *msg = g_strdup_printf("incoming migration failed: %s",
+                                               mf_err ? mf_err : err->message);
         migration_set_error(mig, msg);
         fprintf(stderr, "tern: %s\n", msg);
         /* The source resumes on that memory once it reads ERROR: let go of
@@ -585,7 +666,9 @@ static bool vet_claim(struct vetting *v, struct channel *ch, GError **errp)
         inc->ch = ch;
         vet_unregister_locked(inc, v);
         vets_shutdown_locked(inc, "another source's stream was accepted");
-        inc->stop_idle = g_idle_add(stop_listening_idle, inc);
+        /* A multifd source's channels connect next: listen on for them. */
+        if (!inc->mf)
+            inc->stop_idle = g_idle_add(stop_listening_idle, inc);
     }
     g_mutex_unlock(&inc->lock);
     if (why)
@@ -671,6 +754,8 @@ static gboolean vet_watchdog(gpointer opaque)
             shutdown(v->fd, SHUT_RDWR);
         }
     }
+    if (inc->chosen && inc->mf && !inc->stop_idle && multifd_recv_all_joined(inc->mf))
+        inc->stop_idle = g_idle_add(stop_listening_idle, inc);
     g_mutex_unlock(&inc->lock);
     return G_SOURCE_CONTINUE;
 }
@@ -686,6 +771,16 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     int conn = channel_socket_accept(fd, &err);
     if (conn < 0) {
         fprintf(stderr, "tern: incoming migration: %s\n", err->message);
+        return G_SOURCE_CONTINUE;
+    }
+    g_mutex_lock(&inc->lock);
+    bool channel = inc->chosen && inc->mf && !inc->cancelled;
+    g_mutex_unlock(&inc->lock);
+    if (channel) {
+        if (!multifd_route(inc, conn)) {
+            stop_listening(inc);
+            return G_SOURCE_REMOVE;
+        }
         return G_SOURCE_CONTINUE;
     }
     struct vetting *v = g_new0(struct vetting, 1);
@@ -749,6 +844,7 @@ static void incoming_cancel(struct migration *mig)
     bool loading = inc->chosen;
     if (loading)
         channel_shutdown(inc->ch, "migration cancelled");
+    multifd_recv_shutdown(inc->mf, "migration cancelled");
     g_mutex_unlock(&inc->lock);
     stop_listening(inc);
     if (loading || !mig_status_set(&mig->status, MIG_STATUS_CANCELLING, MIG_STATUS_CANCELLED))
@@ -798,6 +894,7 @@ bool incoming_start(struct migration *mig, const char *uri, GError **errp)
     inc->cpr = cpr;
     inc->listen_fd = -1;
     inc->from_file = from_file;
+    multifd_incoming_setup(inc);
     if (from_file) {
         /* A restore: nothing to wait for, load at once. */
         inc->ch = channel_file_open(uri + strlen("file:"), errp);
@@ -855,6 +952,7 @@ static void incoming_cleanup(struct migration *mig)
     g_mutex_unlock(&inc->lock);
     if (inc->thread)
         g_thread_join(inc->thread);
+    multifd_recv_free(inc->mf);
     if (inc->rp.ch)
         channel_close(inc->rp.ch);
     if (inc->ch)

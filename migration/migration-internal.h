@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "multifd.h"
 #include "ram.h"
 #include "tern/channel.h"
 #include "tern/policy.h"
@@ -18,9 +19,10 @@ struct migration {
     struct machine *m; /* fixed */
 
     /* Atomic only, never under (lock): */
-    int status;              /* enum mig_status: mig_status_get() and mig_status_set() (CAS) */
-    uint64_t max_bandwidth;  /* params.max_bandwidth as the sender's batches read it */
-    struct ram_counters ram; /* the sender's (or loader's) counters */
+    int status;                 /* enum mig_status: mig_status_get() and mig_status_set() (CAS) */
+    uint64_t max_bandwidth;     /* params.max_bandwidth as the sender's batches read it */
+    struct ram_counters ram;    /* the sender's (or loader's) counters */
+    struct multifd_counters mf; /* multifd channels' counters, either side */
 
     GMutex lock;               /* guards the fields up to the next comment */
     struct mig_params params;  /* max_bandwidth also stored in (max_bandwidth) */
@@ -51,6 +53,10 @@ void migration_set_error(struct migration *mig, const char *msg);
  * whole migration, so a later migrate-set-parameters cannot change it midway. */
 bool migration_take_mode(struct migration *mig, enum channel_uri_kind kind, const char *uri,
                          bool *cpr, GError **errp);
+/* Open one outgoing connection of the migration to (uri) (the main stream
+ * and every multifd channel come through here, so that any wrapping of the
+ * connection, e.g. TLS, is added in one place). */
+struct channel *migration_open_channel(struct migration *mig, const char *uri, GError **errp);
 /* Fill VM_CONFIG from the machine: what both sides must agree on. */
 void migration_describe_machine(struct machine *m, struct stream_vm_config *cfg);
 /* Load a whole stream from (ch) into (mig)'s machine on this thread (incoming.c; tests, fuzzing). */

@@ -119,6 +119,7 @@ void migration_info(struct migration *mig, struct mig_info *out)
     out->stats.xbzrle_overflow = __atomic_load_n(&mig->ram.xbzrle_overflow, __ATOMIC_RELAXED);
     out->stats.xbzrle_cache_memory = __atomic_load_n(&mig->ram.xbzrle_cache_memory,
                                                      __ATOMIC_RELAXED);
+    multifd_counters_fill(&mig->mf, &out->stats);
     if (out->status == MIG_STATUS_ACTIVE || out->status == MIG_STATUS_DEVICE) {
         uint64_t sent = __atomic_load_n(&mig->ram.transferred, __ATOMIC_RELAXED);
         out->stats.transferred = MAX(out->stats.transferred, sent);

@@ -166,6 +166,8 @@ struct sender {
     bool cpr;               /* mode cpr-transfer: RAM goes as memfds, no pages */
     int peer_pidfd;         /* cpr: the target process, to tell death from silence; -1 */
     struct throttle_state throttle;
+    struct multifd_send_config mf_cfg; /* capability multifd: channels > 0 */
+    struct multifd_send *mf;
 };
 
 static void stats_update(struct migration *mig, void (*fn)(struct mig_stats *, void *), void *arg)
@@ -194,6 +196,46 @@ static bool cpr_send_ram_fds(struct sender *s, GError **errp)
            stream_write_ram_fds(&s->w, &layout, errp);
 }
 
+/* Multifd: the MULTIFD record announces the channels, their compression and
+ * the session id they will repeat. */
+static bool multifd_write_record(struct sender *s, GError **errp)
+{
+    struct multifd_announce a = { .channels = s->mf_cfg.channels,
+                                  .compression = s->mf_cfg.compression,
+                                  .session = s->mf_cfg.session };
+    uint8_t body[MULTIFD_RECORD_SIZE];
+    struct stream_part part = { .data = body, .len = sizeof(body), .mode = STREAM_PART_COPY };
+
+    multifd_announce_encode(&a, body);
+    return stream_write_record(&s->w, MIG_REC_MULTIFD, &part, 1, errp);
+}
+
+/* Multifd, for a tcp: or unix: stream (a file or a hand-over keeps one
+ * stream): what the parameters ask for, read once. */
+static void multifd_configure(struct sender *s)
+{
+    struct migration *mig = s->mig;
+
+    multifd_counters_reset(&mig->mf); /* an earlier migration's, either side */
+    if (s->to_file || s->cpr)
+        return;
+    g_mutex_lock(&mig->lock);
+    const struct mig_params *p = &mig->params;
+    if (p->multifd) {
+        s->mf_cfg.channels = p->multifd_channels;
+        s->mf_cfg.compression = p->multifd_compression;
+        s->mf_cfg.level = p->multifd_compression == MULTIFD_COMP_ZLIB ? (int)p->multifd_zlib_level
+                                                                      : (int)p->multifd_zstd_level;
+        s->mf_cfg.crc = p->x_checksum;
+    }
+    g_mutex_unlock(&mig->lock);
+    s->mf_cfg.session = ((uint64_t)g_random_int() << 32 | g_random_int()) | 1;
+    s->mf_cfg.ram = machine_ram(mig->m);
+    s->mf_cfg.max_bandwidth = &mig->max_bandwidth;
+    s->mf_cfg.counters = &mig->ram;
+    s->mf_cfg.stats = &mig->mf;
+}
+
 /* The sequential head of the stream: header, VM_CONFIG, STATIC_END (and for a
  * file MAPPED_RAM, the layout of the RAM area). */
 static bool write_head(struct sender *s, bool crc, GError **errp)
@@ -203,8 +245,11 @@ static bool write_head(struct sender *s, bool crc, GError **errp)
                      (s->cpr ? MIG_HDR_F_RAM_FD : 0);
 
     migration_describe_machine(s->mig->m, &cfg);
+    if (s->mf_cfg.channels)
+        flags |= MIG_HDR_F_MULTIFD;
     stream_writer_init(&s->w, s->ch, flags);
     if (!stream_write_header(&s->w, errp) || !stream_write_vm_config(&s->w, &cfg, errp) ||
+        (s->mf_cfg.channels && !multifd_write_record(s, errp)) ||
         (s->cpr && !cpr_send_ram_fds(s, errp)) ||
         !stream_write_empty(&s->w, MIG_REC_STATIC_END, errp))
         return false;
@@ -214,26 +259,29 @@ static bool write_head(struct sender *s, bool crc, GError **errp)
     return channel_flush(s->ch, errp);
 }
 
-/* The forward channel over connected (fd): TLS when tls-creds is set (the
- * handshake runs here, on the sender thread, before anything is sent). */
-static struct channel *wrap_connection(struct sender *s, int fd, GError **errp)
+/* One outgoing connection to (uri): TLS when tls-creds is set (the handshake
+ * runs here, on the calling sender thread, before anything is sent). */
+struct channel *migration_open_channel(struct migration *mig, const char *uri, GError **errp)
 {
     struct mig_params p;
     struct channel_uri u = { 0 };
 
-    migration_get_params(s->mig, &p);
+    int fd = channel_socket_connect(uri, errp);
+    if (fd < 0)
+        return NULL;
+    migration_get_params(mig, &p);
     if (!p.tls_creds[0])
-        return channel_socket_new(fd, s->uri);
+        return channel_socket_new(fd, uri);
     struct tls_creds *creds = tls_creds_lookup(p.tls_creds, TLS_ENDPOINT_CLIENT, errp);
     if (!creds) {
         close(fd);
         return NULL;
     }
     /* The name the target's certificate must carry: tls-hostname, else the URI's host. */
-    if (!p.tls_hostname[0] && channel_uri_parse(s->uri, &u, NULL) && u.host)
+    if (!p.tls_hostname[0] && channel_uri_parse(uri, &u, NULL) && u.host)
         g_strlcpy(p.tls_hostname, u.host, sizeof(p.tls_hostname));
     channel_uri_clear(&u);
-    struct channel *ch = channel_tls_new_client(fd, creds, p.tls_hostname, s->uri, errp);
+    struct channel *ch = channel_tls_new_client(fd, creds, p.tls_hostname, uri, errp);
     if (!ch)
         close(fd);
     return ch;
@@ -243,12 +291,10 @@ static bool connect_and_configure(struct sender *s, GError **errp)
 {
     struct migration *mig = s->mig;
 
-    if (s->to_file) {
+    if (s->to_file)
         s->ch = channel_file_create(s->uri + strlen("file:"), errp);
-    } else {
-        int fd = channel_socket_connect(s->uri, errp);
-        s->ch = fd < 0 ? NULL : wrap_connection(s, fd, errp);
-    }
+    else
+        s->ch = migration_open_channel(mig, s->uri, errp);
     if (!s->ch)
         return false;
     g_mutex_lock(&mig->lock);
@@ -589,8 +635,16 @@ static bool run(struct sender *s, GError **errp)
         s->peer_pidfd = channel_socket_peer_pidfd(s->ch);
         return cpr_hand_over(s, errp);
     }
+    multifd_configure(s);
     if (!connect_and_configure(s, errp))
         return false;
+    if (s->mf_cfg.channels) {
+        /* After READY: the target has accepted the MULTIFD record's session. */
+        s->mf_cfg.main = s->ch;
+        s->mf = multifd_send_start(mig, s->uri, &s->mf_cfg, errp);
+        if (!s->mf)
+            return false;
+    }
     g_mutex_lock(&mig->lock);
     struct mig_params p = mig->params;
     g_mutex_unlock(&mig->lock);
@@ -606,6 +660,8 @@ static bool run(struct sender *s, GError **errp)
         ram_save_set_mapped(s->rs, &s->layout);
     else if (p.xbzrle && !ram_save_set_xbzrle(s->rs, p.xbzrle_cache_size, errp))
         return false;
+    if (s->mf)
+        ram_save_set_multifd(s->rs, s->mf);
     if (!ram_save_setup(s->rs, errp))
         return false;
     g_mutex_lock(&mig->lock);
@@ -630,9 +686,11 @@ static gpointer sender_thread(gpointer opaque)
         /* Make sure the target sees the end too, and never a complete stream. */
         if (s->ch)
             channel_shutdown(s->ch, err ? err->message : "migration failed");
+        multifd_send_shutdown(s->mf, err ? err->message : "migration failed");
     }
     rp_stop(s->rp);
     ram_save_free(s->rs);
+    multifd_send_free(s->mf);
     if (s->throttle.percent)
         machine_set_throttle(mig->m, 0);
     if (s->paused)
@@ -733,7 +791,14 @@ bool migration_start(struct migration *mig, const char *uri, GError **errp)
         return false;
     g_mutex_lock(&mig->lock);
     bool tls = mig->params.tls_creds[0] != 0;
+    bool multifd_xbzrle = mig->params.multifd && mig->params.xbzrle;
     g_mutex_unlock(&mig->lock);
+    /* QEMU's rule: XBZRLE lives on the single stream's page path. */
+    if (multifd_xbzrle && parsed_kind != CHANNEL_URI_FILE && !cpr) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "Multifd is not compatible with xbzrle: turn one of the capabilities off");
+        return false;
+    }
     /* As QEMU: a file has no peer to do a handshake with. */
     if (tls && parsed_kind == CHANNEL_URI_FILE) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,

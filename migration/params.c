@@ -162,14 +162,22 @@ static const struct mig_param_desc mig_param_table[] = {
         .help = "xbzrle: bytes of sent pages kept to delta against (a power of two of pages)",
     },
     {
+        .name = "multifd-channels",
+        .type = MIG_PARAM_INT,
+        MIG_FIELD(multifd_channels),
+        .min = 1,
+        .max = MIG_MULTIFD_MAX_CHANNELS,
+        .help = "multifd: connections carrying pages in parallel (both sides alike)",
+    },
+    {
         .name = "multifd-compression",
         .type = MIG_PARAM_ENUM,
         MIG_FIELD(multifd_compression),
         .min = 0,
         .max = G_N_ELEMENTS(mig_compression_names) - 2,
         .values = mig_compression_names,
-        .help = "page compression: none, zlib or zstd (the single stream too, "
-                "when compress-level is 0)",
+        .help = "page compression: none, zlib or zstd, per batch on multifd channels and "
+                "per page on the single stream (when compress-level is 0); both sides alike",
     },
     {
         .name = "multifd-zlib-level",
@@ -204,6 +212,8 @@ void migration_params_default(struct mig_params *p)
     p->xbzrle = false;
     p->xbzrle_cache_size = 64ULL << 20; /* QEMU's default */
     p->multifd_compression = PAGE_COMPRESSION_NONE;
+    p->multifd = false;
+    p->multifd_channels = 2; /* QEMU's default */
     p->multifd_zlib_level = 1;
     p->multifd_zstd_level = 1;
 }
@@ -221,6 +231,12 @@ static const struct mig_param_desc mig_cap_table[] = {
         .type = MIG_PARAM_BOOL,
         MIG_FIELD(xbzrle),
         .help = "send pages sent before as XBZRLE deltas against their cached copy",
+    },
+    {
+        .name = "multifd",
+        .type = MIG_PARAM_BOOL,
+        MIG_FIELD(multifd),
+        .help = "send pages over multifd-channels connections at once (both sides)",
     },
 };
 

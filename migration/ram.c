@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "multifd.h"
 #include "ram.h"
 #include "tern/compress.h"
 #include "tern/channel-file.h"
@@ -51,13 +52,19 @@ struct ram_save {
     unsigned long *present;
     uint32_t *page_crc;
     GArray *passes; /* struct stream_iteration_end */
+
+    /* Multifd: pages go to the channels in batches of gfns; the main stream
+     * keeps only the ITERATION_END records. */
+    struct multifd_send *mf;
+    uint64_t mf_gfns[MULTIFD_BATCH_PAGES];
+    unsigned mf_n;
 };
 
 /* Bytes put out so far: the stream, plus pages written to their place in a
  * file (the channel counts both). */
 static uint64_t bytes_out(struct ram_save *rs)
 {
-    return channel_bytes_written(rs->w->ch);
+    return channel_bytes_written(rs->w->ch) + multifd_send_bytes(rs->mf);
 }
 
 static void count(uint64_t *counter, uint64_t n)
@@ -127,6 +134,27 @@ void ram_save_set_mapped(struct ram_save *rs, const struct stream_mapped_ram *la
     if (rs->w->flags & MIG_HDR_F_CRC32)
         rs->page_crc = g_new0(uint32_t, rs->ram->nr_gfns);
     rs->passes = g_array_new(FALSE, TRUE, sizeof(struct stream_iteration_end));
+}
+
+void ram_save_set_multifd(struct ram_save *rs, struct multifd_send *mf)
+{
+    rs->mf = mf;
+}
+
+static bool mf_flush(struct ram_save *rs, uint32_t pass, GError **errp)
+{
+    if (!rs->mf_n)
+        return true;
+    bool ok = multifd_send_batch(rs->mf, rs->mf_gfns, rs->mf_n, pass, rs->live, errp);
+    rs->mf_n = 0;
+    return ok;
+}
+
+/* Multifd: the channel reads the page, tells zero from data, and sends it. */
+static bool mf_add(struct ram_save *rs, uint64_t gfn, uint32_t pass, GError **errp)
+{
+    rs->mf_gfns[rs->mf_n++] = gfn;
+    return rs->mf_n < MULTIFD_BATCH_PAGES || mf_flush(rs, pass, errp);
 }
 
 bool ram_save_write_index(struct ram_save *rs, GError **errp)
@@ -307,7 +335,9 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         if (!page)
             continue; /* cannot happen: only RAM pages are ever marked */
         bool ok;
-        if (rs->mapped && page_is_zero(page)) {
+        if (rs->mf) {
+            ok = mf_add(rs, gfn, pass, errp);
+        } else if (rs->mapped && page_is_zero(page)) {
             /* Absent from the index reads as zero on restore. */
             bitmap_clear_bit(rs->present, gfn);
             count(&rs->counters->duplicate, 1);
@@ -340,6 +370,9 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         }
     }
     if (!flush_zero(rs, errp) || !flush_pages(rs, errp))
+        return false;
+    /* Multifd: the pass ends on the main stream once every channel sent its part. */
+    if (rs->mf && (!mf_flush(rs, pass, errp) || !multifd_send_sync(rs->mf, pass, final, errp)))
         return false;
     /* Never two writes of one page in flight: the pass ends when all landed. */
     if (rs->mapped && !channel_drain(ch, errp))

@@ -63,6 +63,10 @@ bool ram_save_sync(struct ram_save *rs, uint64_t *pending, GError **errp);
 /* Mapped-RAM file: pages go to their place in (layout) instead of PAGE_DATA
  * records; ITERATION_END records wait for the tail. Call before the first pass. */
 void ram_save_set_mapped(struct ram_save *rs, const struct stream_mapped_ram *layout);
+/* Multifd: pages go to (mf)'s channels instead of PAGE_DATA and ZERO_PAGES
+ * records; each pass ends with a SYNC on every channel. Before the first pass. */
+struct multifd_send;
+void ram_save_set_multifd(struct ram_save *rs, struct multifd_send *mf);
 /* Mapped-RAM file, at the tail: RAM_INDEX (pages holding data, their CRCs),
  * then every pass's ITERATION_END. */
 bool ram_save_write_index(struct ram_save *rs, GError **errp);

@@ -214,8 +214,11 @@ bool stream_read_record(struct stream_reader *r, struct stream_record *rec, GErr
     }
     if (memcmp(pad_bytes, stream_zero_pad, pad))
         return stream_rec_fail(rec, errp, "padding is not zero");
-    /* An empty body still points somewhere readable; a skipped one nowhere. */
-    if (!rec->skip) {
+    /* An empty body still points somewhere readable. A skipped one does when
+     * it fit in one chunk (its bytes are still in the buffer), so a caller
+     * that knows an optional type (MULTIFD) can read it; a longer one
+     * points nowhere. */
+    if (!rec->skip || rec->length <= STREAM_READ_CHUNK) {
         buf_reserve(r, MAX(rec->length, 1u), rec->length);
         rec->body = r->buf;
     }

@@ -158,7 +158,7 @@ static JsonObject *mig_ram_to_json(const struct mig_stats *st)
     set_u64(ram, "dirty-sync-count", st->dirty_sync_count);
     set_u64(ram, "postcopy-requests", 0);
     set_u64(ram, "page-size", GUEST_PAGE_SIZE);
-    set_u64(ram, "multifd-bytes", 0);
+    set_u64(ram, "multifd-bytes", st->multifd_bytes);
     set_u64(ram, "pages-per-second", st->pages_per_second);
     set_u64(ram, "precopy-bytes", st->precopy_bytes);
     set_u64(ram, "downtime-bytes", st->downtime_bytes);
@@ -167,6 +167,28 @@ static JsonObject *mig_ram_to_json(const struct mig_stats *st)
     /* QEMU dropped "skipped" (always 0 there); Tern counts never-touched pages. */
     set_u64(ram, "skipped", st->skipped);
     return ram;
+}
+
+/* Tern's extension "x-multifd": the channels, their bytes, and on the target
+ * the placement rate (page data placed in guest RAM per second). */
+static JsonObject *mig_multifd_to_json(const struct mig_stats *st)
+{
+    JsonObject *o = json_object_new();
+    JsonArray *chans = json_array_new();
+
+    set_u64(o, "channels", st->multifd_channels);
+    for (uint64_t i = 0; i < st->multifd_channels && i < MIG_MULTIFD_MAX_CHANNELS; i++) {
+        JsonObject *c = json_object_new();
+        set_u64(c, "channel", i);
+        set_u64(c, "bytes", st->multifd_channel_bytes[i]);
+        json_array_add_object_element(chans, c);
+    }
+    json_object_set_array_member(o, "channel-stats", chans);
+    set_u64(o, "placed-bytes", st->multifd_placed_bytes);
+    set_u64(o, "placement-time", st->multifd_place_ns / 1000000);
+    set_double(o, "placement-rate",
+               st->multifd_place_ns ? st->multifd_placed_bytes * 1e9 / st->multifd_place_ns : 0);
+    return o;
 }
 
 /* MigrationInfo for (info): only the members QEMU reports in each status. */
@@ -203,7 +225,21 @@ static JsonObject *mig_info_to_json(const struct mig_info *info, const struct mi
     }
     if (ram) {
         json_object_set_object_member(o, "ram", mig_ram_to_json(st));
-        if (p->compress_level > 0 || p->multifd_compression != PAGE_COMPRESSION_NONE) {
+        if (st->multifd_channels)
+            json_object_set_object_member(o, "x-multifd", mig_multifd_to_json(st));
+        if (st->multifd_channels && st->multifd_raw_bytes) {
+            /* QEMU's CompressionStats names, for multifd-compression. */
+            JsonObject *c = json_object_new();
+            set_u64(c, "pages", st->compressed);
+            set_u64(c, "busy", 0);
+            set_double(c, "busy-rate", 0.0);
+            set_u64(c, "compressed-size", st->multifd_comp_bytes);
+            set_double(c, "compression-rate",
+                       st->multifd_comp_bytes
+                           ? (double)st->multifd_raw_bytes / st->multifd_comp_bytes
+                           : 0.0);
+            json_object_set_object_member(o, "compression", c);
+        } else if (p->compress_level > 0 || p->multifd_compression != PAGE_COMPRESSION_NONE) {
             JsonObject *c = json_object_new();
             set_u64(c, "pages", st->compressed);
             set_u64(c, "busy", 0);
@@ -346,6 +382,28 @@ static void fmt_info_migrate(GString *out, JsonNode *result)
     if (comp) {
         g_string_append_printf(out, "compression pages: %" PRIu64 " pages\n",
                                get_u64(comp, "pages"));
+        if (json_object_has_member(comp, "compression-rate"))
+            g_string_append_printf(out, "compression rate: %0.2f\n",
+                                   json_object_get_double_member_with_default(comp,
+                                                                              "compression-rate",
+                                                                              0));
+    }
+    JsonObject *mf = json_object_has_member(o, "x-multifd")
+                         ? json_object_get_object_member(o, "x-multifd")
+                         : NULL;
+    if (mf) {
+        JsonArray *chans = json_object_get_array_member(mf, "channel-stats");
+        g_string_append_printf(out, "multifd channels: %" PRIu64 "\n", get_u64(mf, "channels"));
+        for (guint i = 0; chans && i < json_array_get_length(chans); i++) {
+            JsonObject *c = json_array_get_object_element(chans, i);
+            g_string_append_printf(out, "multifd channel %" PRIu64 ": %" PRIu64 " kbytes\n",
+                                   get_u64(c, "channel"), get_u64(c, "bytes") >> 10);
+        }
+        if (get_u64(mf, "placed-bytes"))
+            g_string_append_printf(
+                out, "multifd placement: %" PRIu64 " kbytes in %" PRIu64 " ms (%0.2f MB/s)\n",
+                get_u64(mf, "placed-bytes") >> 10, get_u64(mf, "placement-time"),
+                json_object_get_double_member_with_default(mf, "placement-rate", 0) / 1e6);
     }
     if (json_object_has_member(o, "error-desc")) {
         g_string_append_printf(out, "error description: %s\n",

@@ -64,6 +64,8 @@ struct mig_params {
                                       * the single stream when compress-level is 0 (none) */
     uint32_t multifd_zlib_level;  /* multifd-zlib-level (1) */
     uint32_t multifd_zstd_level;  /* multifd-zstd-level (1) */
+    bool multifd;                 /* capability multifd: pages on several connections */
+    uint32_t multifd_channels;    /* multifd-channels (2) */
 };
 
 /* QEMU's MigMode, the subset Tern has. */
@@ -72,6 +74,8 @@ enum mig_mode {
     MIG_MODE_CPR_TRANSFER, /* same host: guest RAM handed over as memfds */
 };
 void migration_params_default(struct mig_params *p);
+
+#define MIG_MULTIFD_MAX_CHANNELS 16
 
 /* Statistics, named after QEMU's query-migrate fields. Times in ms, rates as said. */
 struct mig_stats {
@@ -101,6 +105,13 @@ struct mig_stats {
     uint64_t xbzrle_cache_hits;   /* Tern: pages found in the cache */
     uint64_t xbzrle_overflow;     /* overflow: delta too large, sent whole */
     uint64_t xbzrle_cache_memory; /* Tern: bytes the cache holds (pages and tags) */
+    /* Multifd (QEMU's ram.multifd-bytes and compression; per channel: Tern's). */
+    uint64_t multifd_channels;
+    uint64_t multifd_bytes;
+    uint64_t multifd_channel_bytes[MIG_MULTIFD_MAX_CHANNELS];
+    uint64_t multifd_raw_bytes, multifd_comp_bytes; /* page data before and after */
+    uint64_t multifd_comp_batches, multifd_raw_batches;
+    uint64_t multifd_placed_bytes, multifd_place_ns; /* target: placement */
 };
 
 struct mig_info {

@@ -23,7 +23,9 @@
 #define MIG_HDR_F_CRC32 (1u << 0)      /* every record has a CRC-32 trailer */
 #define MIG_HDR_F_MAPPED_RAM (1u << 1) /* a file: RAM at fixed offsets (below) */
 #define MIG_HDR_F_RAM_FD (1u << 2)     /* cpr-transfer: RAM comes as memfds (RAM_FDS) */
-#define MIG_HDR_F_KNOWN (MIG_HDR_F_CRC32 | MIG_HDR_F_MAPPED_RAM | MIG_HDR_F_RAM_FD)
+#define MIG_HDR_F_MULTIFD (1u << 3)    /* pages on extra connections (MULTIFD record) */
+#define MIG_HDR_F_KNOWN \
+    (MIG_HDR_F_CRC32 | MIG_HDR_F_MAPPED_RAM | MIG_HDR_F_RAM_FD | MIG_HDR_F_MULTIFD)
 
 struct mig_image_header {
     uint8_t magic[8];    /* "TERNMIG\0" */
@@ -76,6 +78,9 @@ static inline uint32_t mig_rec_padding(uint32_t length)
 #define MIG_REC_RAM_INDEX 0x0000000Bu   /* mapped-RAM files: which pages hold data */
 #define MIG_REC_RAM_FDS 0x0000000Cu     /* cpr-transfer: the RAM memfds (SCM_RIGHTS) */
 #define MIG_REC_STREAM_MAX_ 0x0000000Du /* one past the last stream type */
+/* Multifd: channel count, compression and session id, before STATIC_END. An
+ * optional type: the header flag MIG_HDR_F_MULTIFD is what old readers refuse. */
+#define MIG_REC_MULTIFD (MIG_REC_OPTIONAL | 0x0000000Du)
 
 /* Target to source (the return path, same framing). */
 #define MIG_RP_READY 0x00000100u

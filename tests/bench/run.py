@@ -468,6 +468,76 @@ def bench_accel(binary, accel, runs, baseline=None):
     ])
 
 
+# ---- multifd: the same 768 MiB random fill over 1, 2 and 4 channels ----
+
+MULTIFD_ROWS = [("single stream", None), ("multifd 1", 1), ("multifd 2", 2), ("multifd 4", 4)]
+
+
+def one_multifd(binary, channels, append="ws=0 fill=768"):
+    """One migration of a 1 GiB guest with (channels) multifd channels (None: the
+    single stream); returns GB/s on the wire and the target's placement rate."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "1G", append=append)
+        dst = lab.start("dst", ["-m", "1G", "-incoming", "defer"])
+        dst.uri = ternlib.tcp_uri(ternlib.free_port())
+        for vm in (src, dst) if channels else ():
+            vm.qmp.cmd("migrate-set-capabilities",
+                       capabilities=[{"capability": "multifd", "state": True}])
+            vm.qmp.cmd("migrate-set-parameters", multifd_channels=channels)
+        dst.qmp.cmd("migrate-incoming", uri=dst.uri)
+        src.wait_running(timeout=120)
+        src.serial.wait_ticks(2, proc=src.proc)
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, timeout=300)
+        if info["status"] != "completed":
+            raise RuntimeError("migration %s: %s" % (info["status"], info.get("error-desc")))
+        dst.serial.wait_ticks(2, timeout=20, proc=dst.proc)
+        secs = info["total-time"] / 1000
+        place = dst.qmp.cmd("query-migrate").get("x-multifd", {}).get("placement-rate", 0)
+        return {"gbps": info["ram"]["transferred"] / secs / 1e9 if secs else float("nan"),
+                "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+                "place_gbps": place / 1e9}
+
+
+def bench_multifd(binary, accel, runs):
+    """Multifd rows next to the single stream, in the same run; returns the doc section."""
+    ternlib.ACCEL = accel
+    ternlib.SLOW = 4 if accel == "emu" else 1
+    results, ceil = LAST_RUN.get(accel) or ({}, None)
+    if ceil is None:
+        ceil = measure_ceilings(binary)
+        LAST_RUN[accel] = (results, ceil)
+    lines = ["| transport | GB/s on the wire | total (ms) | downtime (ms) | "
+             "target placement (GB/s) | ÷ RAM→TCP→fresh RAM, same threads |",
+             "|---|---|---|---|---|---|"]
+    for title, channels in MULTIFD_ROWS:
+        rs = []
+        for i in range(runs):
+            r = one_multifd(binary, channels)
+            rs.append(r)
+            print("bench: %-4s %-13s run %d: %.2f GB/s, total %d ms, placement %.2f GB/s"
+                  % (accel, title, i + 1, r["gbps"], r["total_ms"], r["place_gbps"]),
+                  flush=True)
+        # The plot's points: channels against GB/s (plot.points_from_results).
+        if channels:
+            results["multifd %d" % channels] = rs
+        c = ceil.get(("ram-tcp-fresh-ram", channels or 1))
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            title, span([r["gbps"] for r in rs], "%.2f"), span([r["total_ms"] for r in rs], "%d"),
+            span([r["downtime_ms"] for r in rs], "%d"),
+            span([r["place_gbps"] for r in rs], "%.2f") if channels else "n/a",
+            span([r["gbps"] / c for r in rs], "%.2f") if c else "–"))
+    return "\n".join([
+        "## Multifd on %s" % accel,
+        "",
+        "Produced by `python3 tests/bench/run.py --only multifd --runs %d` on %s: a 1 GiB "
+        "guest that wrote 768 MiB of random data (`ws=0 fill=768`), TCP over 127.0.0.1, "
+        "record CRCs on, no compression; both sides with the same channel count. "
+        "Machine: %s." % (runs, datetime.date.today().isoformat(), machine_notes()),
+        "",
+    ] + lines)
+
+
 XBZRLE_METRICS = [("mib", "transferred (MiB)", "%.1f"), ("downtime_ms", "downtime (ms)", "%.0f"),
                   ("passes", "passes (dirty syncs)", "%.0f"), ("total_ms", "total time (ms)", "%.0f")]
 
@@ -706,8 +776,9 @@ def main():
     ap.add_argument("--baseline", help="an older tern binary: compare KVM exit round trips")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only, do not touch the doc")
-    ap.add_argument("--only", choices=["migration", "cpr", "tls", "xbzrle"],
-                    help="only one scenario: the migrations, the cpr-transfer hand-over, TLS or XBZRLE")
+    ap.add_argument("--only", choices=["migration", "cpr", "tls", "xbzrle", "multifd"],
+                    help="only one scenario: the migrations, the cpr-transfer hand-over, TLS, "
+                    "XBZRLE or multifd")
     ap.add_argument("--scenarios", help="comma-separated migration scenarios to run (default all)")
     args = ap.parse_args()
     select_scenarios(args.scenarios)
@@ -720,6 +791,8 @@ def main():
             sections.append((accel, bench_accel(
                 binary, accel, args.runs,
                 os.path.abspath(args.baseline) if args.baseline and accel == "kvm" else None)))
+        if args.only in (None, "multifd"):
+            sections.append(("multifd-" + accel, bench_multifd(binary, accel, args.runs)))
         if args.only in (None, "xbzrle"):
             sections.append(("xbzrle-" + accel, bench_xbzrle(binary, accel, args.runs)))
         if args.only in (None, "cpr"):

@@ -31,6 +31,14 @@ Actions, each fired once at its trigger point:
     proxy.fault.fired.wait(10)
     proxy.close()
 
+Several connections (multifd: the main stream, then one per channel):
+FaultProxy(port, ..., connections=N) accepts N connections in turn and pairs
+each with a new connection to the target, in the same order. A fault acts on
+connection `conn` (0, the first, by default). On any other connection the
+stream is not a Tern image (a channel header comes first), so only
+Trigger.offset() applies there, and a cut, a reset or an end cuts that
+connection alone; on connection 0 they cut everything, as with one connection.
+
 Every thread is a daemon, every wait is bounded, and the proxy cuts itself
 off after `lifetime` seconds whatever happens. Data the proxy has already
 read from one side is still delivered to the other after that side closes
@@ -108,10 +116,11 @@ class Trigger:
 class Fault:
     """One action at one trigger, in one direction ('fwd' or 'ret')."""
 
-    def __init__(self, action, trigger, direction="fwd", ms=0, length=4096):
+    def __init__(self, action, trigger, direction="fwd", ms=0, length=4096, conn=0):
         # length None (duplicate): the whole record the trigger starts.
         assert action in ACTIONS, action
         assert direction in ("fwd", "ret")
+        self.conn = conn                # which accepted connection (0: the first)
         self.action = action
         self.trigger = trigger
         self.direction = direction
@@ -184,9 +193,10 @@ _ERR = object()     # the reader's side failed (reset)
 class _Pipe:
     """One direction: a reader thread (parse, queue) and a writer thread (faults, send)."""
 
-    def __init__(self, proxy, name, src, dst, faults, queue_limit):
+    def __init__(self, proxy, name, src, dst, faults, queue_limit, conn=0):
         self.proxy = proxy
-        self.name = name
+        self.conn = conn
+        self.name = name if not conn else "%s%d" % (name, conn)
         self.src, self.dst = src, dst
         self.faults = sorted(faults, key=lambda f: f.offset if f.offset is not None else 1 << 62)
         self.queue_limit = queue_limit
@@ -331,13 +341,13 @@ class _Pipe:
                 if item is _EOF or item is _ERR:
                     self.eof = True
                     if item is _ERR or self.dropping:
-                        self.proxy.cut("%s: %s" % (self.name, "reset" if item is _ERR else
-                                                   "end after truncate"))
+                        self._cut("%s: %s" % (self.name, "reset" if item is _ERR else
+                                              "end after truncate"))
                     else:
                         try:
                             self.dst.shutdown(socket.SHUT_WR)
                         except OSError:
-                            self.proxy.cut("%s: shutdown failed" % self.name)
+                            self._cut("%s: shutdown failed" % self.name)
                     return
                 base, data = item
                 data = bytearray(data)
@@ -372,7 +382,7 @@ class _Pipe:
                         self._sleep(f.ms)
                     elif f.action == "cut":
                         self._fire(f)
-                        self.proxy.cut("%s: cut" % self.name)
+                        self._cut("%s: cut" % self.name)
                         return
                     elif f.action == "truncate":
                         self._fire(f)
@@ -385,15 +395,26 @@ class _Pipe:
                     elif f.action == "duplicate":
                         dup = [f, max(f.length or 0, 1), bytearray()]
         except OSError as e:
-            self.proxy.cut("%s: %s" % (self.name, e))
+            self._cut("%s: %s" % (self.name, e))
+
+    def _cut(self, why):
+        """Connection 0 takes everything down with it; another only itself."""
+        if self.conn:
+            self.proxy.cut_conn(self.conn, why)
+        else:
+            self.proxy.cut(why)
 
 
 class FaultProxy:
-    """Accepts one connection on 127.0.0.1:(self.port), forwards it to target_port."""
+    """Accepts (connections) connections on 127.0.0.1:(self.port), forwards each to
+    target_port."""
 
     def __init__(self, target_port, *faults, lifetime=120.0, queue_limit=1 << 20,
-                 rcvbuf=None, verbose=False):
+                 rcvbuf=None, verbose=False, connections=1):
         self.target_port = target_port
+        self.connections = connections
+        self.pipes = []                     # [(fwd, ret)] per connection, in accept order
+        self.conn_socks = {}                # connection index -> [a, b]
         self.faults = [f for f in faults if f is not None]
         self.lifetime = lifetime
         self.queue_limit = queue_limit
@@ -412,7 +433,7 @@ class FaultProxy:
         if rcvbuf:
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
+        self.listener.listen(connections)
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.deadline = time.time() + lifetime
@@ -432,6 +453,12 @@ class FaultProxy:
             print("     proxy " + line, flush=True)
 
     def _serve(self):
+        for i in range(self.connections):
+            if not self._serve_one(i):
+                break
+        self.listener.close()
+
+    def _serve_one(self, i):
         a = None
         while not self.closing and time.time() < self.deadline:
             try:
@@ -441,16 +468,15 @@ class FaultProxy:
                 continue
             except OSError as e:
                 self.error = e
-                return
-        self.listener.close()
+                return False
         if a is None:
-            return
+            return False
         try:
             b = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
         except OSError as e:
             self.error = e
             a.close()
-            return
+            return False
         # Blocking sockets: cut() wakes a blocked recv or send with shutdown().
         for s in (a, b):
             s.settimeout(None)
@@ -458,24 +484,32 @@ class FaultProxy:
             if self.closing:
                 a.close()
                 b.close()
-                return
-            self.socks = [a, b]
-        self.fwd = _Pipe(self, "fwd", a, b, [f for f in self.faults if f.direction == "fwd"],
-                         self.queue_limit)
-        self.ret = _Pipe(self, "ret", b, a, [f for f in self.faults if f.direction == "ret"],
-                         self.queue_limit)
-        self._log("connected: source -> :%d -> target :%d" % (self.port, self.target_port))
-        self.connected.set()
-        self.fwd.start()
-        self.ret.start()
+                return False
+            self.socks += [a, b]
+            self.conn_socks[i] = [a, b]
+        mine = [f for f in self.faults if f.conn == i]
+        fwd = _Pipe(self, "fwd", a, b, [f for f in mine if f.direction == "fwd"],
+                    self.queue_limit, conn=i)
+        ret = _Pipe(self, "ret", b, a, [f for f in mine if f.direction == "ret"],
+                    self.queue_limit, conn=i)
+        self.pipes.append((fwd, ret))
+        if i == 0:
+            self.fwd, self.ret = fwd, ret
+        self._log("connected #%d: source -> :%d -> target :%d" % (i, self.port,
+                                                                 self.target_port))
+        if i == 0:
+            self.connected.set()
+        fwd.start()
+        ret.start()
+        return True
 
     def _watchdog(self):
         while not self.closing:
             if time.time() > self.deadline:
                 self.cut("lifetime of %.0f s is over" % self.lifetime)
                 return
-            if self.fwd and self.ret and all(not t.is_alive() for p in (self.fwd, self.ret)
-                                             for t in p.threads):
+            if self.fwd and self.ret and all(not t.is_alive() for pair in self.pipes
+                                             for p in pair for t in p.threads):
                 self.finished.set()
                 return
             time.sleep(0.05)
@@ -499,6 +533,17 @@ class FaultProxy:
             except OSError:
                 pass
         self.finished.set()
+
+    def cut_conn(self, i, why="cut"):
+        """Shut connection (i) alone down (both directions, both sides)."""
+        with self.lock:
+            socks = list(self.conn_socks.get(i, []))
+        self._log("cut #%d: %s" % (i, why))
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # -- what happened --
 
@@ -535,8 +580,8 @@ class FaultProxy:
         self.cut("closed")
         for t in self.threads:
             t.join(2)
-        for p in (self.fwd, self.ret):
-            if p:
+        for pair in self.pipes:
+            for p in pair:
                 for t in p.threads:
                     t.join(2)
         with self.lock:

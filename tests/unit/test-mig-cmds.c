@@ -381,12 +381,14 @@ static void test_capabilities(void **state)
 
     assert_qmp(m, "query-migrate-capabilities", NULL,
                "[{\"capability\":\"auto-converge\",\"state\":false},"
-               "{\"capability\":\"xbzrle\",\"state\":false}]");
+               "{\"capability\":\"xbzrle\",\"state\":false},"
+               "{\"capability\":\"multifd\",\"state\":false}]");
     assert_qmp(m, "migrate-set-capabilities",
                "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": true}]}", "{}");
     migration_get_params(test_mig, &p);
     assert_true(p.auto_converge);
-    assert_hmp(m, "info migrate_capabilities", "auto-converge: on\r\nxbzrle: off\r\n");
+    assert_hmp(m, "info migrate_capabilities",
+               "auto-converge: on\r\nxbzrle: off\r\nmultifd: off\r\n");
     /* All or nothing: a bad entry after a good one changes nothing. */
     assert_qmp_error(m, "migrate-set-capabilities",
                      "{\"capabilities\": [{\"capability\": \"auto-converge\", \"state\": false},"
@@ -409,7 +411,7 @@ static void test_capabilities(void **state)
     "{\"downtime-limit\":300,\"max-bandwidth\":0,\"compress-level\":0,\"cpu-throttle-initial\":" \
     "20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,\"x-passes\":0," \
     "\"x-checksum\":true,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-hostname\":\"\",\"tls-" \
-    "authz\":\"\",\"xbzrle-cache-size\":67108864," \
+    "authz\":\"\",\"xbzrle-cache-size\":67108864,\"multifd-channels\":2," \
     "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}"
 
 static void test_query_parameters(void **state)
@@ -431,6 +433,7 @@ static void test_query_parameters(void **state)
                "tls-hostname: ''\r\n"
                "tls-authz: ''\r\n"
                "xbzrle-cache-size: 67108864 bytes\r\n"
+               "multifd-channels: 2\r\n"
                "multifd-compression: none\r\n"
                "multifd-zlib-level: 1\r\n"
                "multifd-zstd-level: 1\r\n");
@@ -476,7 +479,7 @@ static void test_set_parameters(void **state)
         "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":0,\"cpu-"
         "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
         "\"x-passes\":0,\"x-checksum\":true,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
-        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,\"multifd-channels\":2,"
         "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     assert_qmp(m, "migrate-set-parameters",
                "{\"x-checksum\": false, \"x-passes\": 3, \"compress-level\": 9}", "{}");
@@ -485,7 +488,7 @@ static void test_set_parameters(void **state)
         "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
         "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
         "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
-        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,\"multifd-channels\":2,"
         "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     unsigned calls = fake_migration_set_params_calls();
 
@@ -510,8 +513,7 @@ static void test_set_parameters(void **state)
           "Invalid parameter type for 'downtime-limit', expected: integer" },
         { "{\"downtime-limit\": \"1\"}",
           "Invalid parameter type for 'downtime-limit', expected: integer" },
-        { "{\"downtime-limit\": 1, \"multifd-channels\": 4}",
-          "Parameter 'multifd-channels' is unexpected" },
+        { "{\"downtime-limit\": 1, \"x-bogus\": 4}", "Parameter 'x-bogus' is unexpected" },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         assert_qmp_error(m, "migrate-set-parameters", bad[i].json, bad[i].error);
@@ -522,7 +524,7 @@ static void test_set_parameters(void **state)
         "{\"downtime-limit\":100,\"max-bandwidth\":125000000,\"compress-level\":9,\"cpu-"
         "throttle-initial\":20,\"cpu-throttle-increment\":10,\"max-cpu-throttle\":99,"
         "\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-creds\":\"\",\"tls-"
-        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,"
+        "hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-cache-size\":67108864,\"multifd-channels\":2,"
         "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
     /* Boundaries are inclusive. */
     assert_qmp(m, "migrate-set-parameters",
@@ -535,7 +537,7 @@ static void test_set_parameters(void **state)
         "\"compress-level\":0,\"cpu-throttle-initial\":20,\"cpu-throttle-increment\":10,"
         "\"max-cpu-throttle\":99,\"x-passes\":3,\"x-checksum\":false,\"mode\":\"normal\",\"tls-"
         "creds\":\"\",\"tls-hostname\":\"\",\"tls-authz\":\"\",\"xbzrle-"
-        "cache-size\":67108864,"
+        "cache-size\":67108864,\"multifd-channels\":2,"
         "\"multifd-compression\":\"none\",\"multifd-zlib-level\":1,\"multifd-zstd-level\":1}");
 }
 
@@ -547,7 +549,7 @@ static void test_param_table(void **state)
     const struct mig_param_desc *t = mig_params_table(&count);
     struct mig_params p;
 
-    assert_int_equal(count, 16);
+    assert_int_equal(count, 17);
     migration_params_default(&p);
     for (size_t i = 0; i < count; i++) {
         assert_ptr_equal(mig_param_find(t[i].name), &t[i]);
@@ -623,6 +625,7 @@ static void test_hmp_set_parameter(void **state)
                "tls-hostname: ''\r\n"
                "tls-authz: ''\r\n"
                "xbzrle-cache-size: 67108864 bytes\r\n"
+               "multifd-channels: 2\r\n"
                "multifd-compression: none\r\n"
                "multifd-zlib-level: 1\r\n"
                "multifd-zstd-level: 1\r\n");
