@@ -38,6 +38,14 @@ def require_kvm():
         sys.exit(SKIP)
 
 
+def stream_only_here():
+    """Whether checks that exercise only the stream (proxy faults in the live
+    passes, TLS timeouts: nothing of the accelerator) run in this suite. They
+    run once per host: in the kvm suite where /dev/kvm exists, else in the emu
+    suite, so a host without KVM still runs every one of them."""
+    return ACCEL == "kvm" or not os.path.exists("/dev/kvm")
+
+
 def require_accel():
     """Skip (77) only where the accelerator under test cannot exist: KVM without /dev/kvm."""
     print("# accelerator: %s" % ACCEL, flush=True)
