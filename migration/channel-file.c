@@ -545,7 +545,7 @@ static bool same_file(struct file_backend *fb, GError **errp)
         a.st_ino == b.st_ino)
         return true;
     g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: %s was replaced while being opened",
-                fb->path, fb->tmp_path);
+                fb->path, fb->tmp_path ? fb->tmp_path : fb->path);
     return false;
 }
 
@@ -611,7 +611,8 @@ struct channel *channel_file_open(const char *path, GError **errp)
     struct channel *ch;
     struct stat st;
 
-    fb->bfd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO at (path) must not block the main loop in open(). */
+    fb->bfd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fb->bfd < 0) {
         g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s: cannot open: %s", path,
                     g_strerror(errno));
@@ -623,7 +624,9 @@ struct channel *channel_file_open(const char *path, GError **errp)
         file_close(fb);
         return NULL;
     }
-    if (!open_direct(fb, path, O_RDONLY, errp) || !setup_aio(fb, errp)) {
+    fcntl(fb->bfd, F_SETFL, fcntl(fb->bfd, F_GETFL) & ~O_NONBLOCK);
+    /* The O_DIRECT descriptor reopens the path: it must be the file checked. */
+    if (!open_direct(fb, path, O_RDONLY, errp) || !same_file(fb, errp) || !setup_aio(fb, errp)) {
         file_close(fb);
         return NULL;
     }

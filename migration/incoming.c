@@ -26,9 +26,13 @@
  * ERROR, so that the source reads ERROR rather than a reset: the source stops
  * sending as soon as ERROR arrives, so this is rarely waited out. */
 #define INCOMING_LINGER_MS 2000
-/* Connections vetted at once; more are dropped at accept. A few, so that
- * strangers cannot crowd out the real source for long, nor cost threads. */
-#define INCOMING_VET_MAX 4
+/* Connections vetted at once. One more evicts the oldest of them, so a
+ * flood of silent strangers cannot keep the real source out: its header and
+ * VM_CONFIG arrive at once and it is vetted long before it is the oldest.
+ * Evicted connections unwind in the spare slots; only when those are full
+ * too is a new connection dropped at accept. */
+#define INCOMING_VET_MAX 8
+#define INCOMING_VET_SLOTS (2 * INCOMING_VET_MAX)
 /* How long a connection may take to send its stream header and VM_CONFIG
  * (and its handshake) before it is dropped. */
 #define INCOMING_VET_TIMEOUT_MS 10000
@@ -75,7 +79,7 @@ struct incoming {
 
     GMutex lock; /* guards the fields below (taken after mig->lock, never before) */
     GCond idle;  /* nr_threads went down */
-    struct vetting *vets[INCOMING_VET_MAX];
+    struct vetting *vets[INCOMING_VET_SLOTS];
     unsigned nr_threads; /* vetting and loading threads alive */
     bool chosen;         /* a source passed vetting: (ch) is its channel */
     bool cancelled;      /* migrate_cancel */
@@ -604,7 +608,7 @@ static struct channel *incoming_open_channel(struct incoming *inc, int fd, GErro
  * saying (why)). Under inc->lock. */
 static void vets_shutdown_locked(struct incoming *inc, const char *why)
 {
-    for (unsigned i = 0; i < INCOMING_VET_MAX; i++) {
+    for (unsigned i = 0; i < INCOMING_VET_SLOTS; i++) {
         struct vetting *v = inc->vets[i];
 
         if (!v)
@@ -617,7 +621,7 @@ static void vets_shutdown_locked(struct incoming *inc, const char *why)
 
 static void vet_unregister_locked(struct incoming *inc, struct vetting *v)
 {
-    for (unsigned i = 0; i < INCOMING_VET_MAX; i++)
+    for (unsigned i = 0; i < INCOMING_VET_SLOTS; i++)
         if (inc->vets[i] == v)
             inc->vets[i] = NULL;
 }
@@ -746,7 +750,7 @@ static gboolean vet_watchdog(gpointer opaque)
     uint64_t now = clock_ns();
 
     g_mutex_lock(&inc->lock);
-    for (unsigned i = 0; i < INCOMING_VET_MAX; i++) {
+    for (unsigned i = 0; i < INCOMING_VET_SLOTS; i++) {
         struct vetting *v = inc->vets[i];
 
         if (v && !v->why && now >= v->deadline_ns) {
@@ -790,9 +794,24 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     v->deadline_ns = clock_ns() + (uint64_t)inc->vet_timeout_ms * 1000000;
 
     g_mutex_lock(&inc->lock);
-    for (unsigned i = 0; i < INCOMING_VET_MAX && slot < 0; i++)
-        if (!inc->vets[i])
+    struct vetting *oldest = NULL;
+    unsigned live = 0;
+    for (unsigned i = 0; i < INCOMING_VET_SLOTS; i++) {
+        struct vetting *w = inc->vets[i];
+
+        if (!w && slot < 0)
             slot = (int)i;
+        if (w && !w->why) {
+            live++;
+            if (!oldest || w->deadline_ns < oldest->deadline_ns)
+                oldest = w;
+        }
+    }
+    if (live >= INCOMING_VET_MAX && slot >= 0 && !inc->cancelled && !inc->chosen) {
+        oldest->why = "evicted: a newer connection came while " G_STRINGIFY(
+            INCOMING_VET_MAX) " were being vetted";
+        shutdown(oldest->fd, SHUT_RDWR);
+    }
     if (inc->cancelled)
         refused = "migration cancelled";
     else if (inc->chosen)

@@ -9,6 +9,7 @@ connections"). One target for all of it; a second, idle one for the cancel.
 import os
 import re
 import socket
+import time
 
 from ternlib import (assert_guest_moved, free_port, Lab, live_ticks, run_tests,
                      start_migration, Tern, tcp_uri, wait_migration, wait_migration_status,
@@ -16,6 +17,7 @@ from ternlib import (assert_guest_moved, free_port, Lab, live_ticks, run_tests,
 
 TICK = "tick_ms=200"
 VET_TIMEOUT_MS = 2000
+VET_MAX = 8  # INCOMING_VET_MAX, migration/incoming.c
 DROPPED_RE = re.compile(r"^tern: incoming migration: dropped connection from "
                         r"(?P<peer>\S+): (?P<why>.*)$", re.M)
 
@@ -91,15 +93,19 @@ def test_strangers_then_source(binary):
             assert "within %d ms" % VET_TIMEOUT_MS in why, why
             assert_waiting(dst)
 
-            # Four stall at once: a fifth is turned away at accept.
-            stalls = [connect(dst) for _ in range(4)]
+            # Eight stall at once (INCOMING_VET_MAX): a ninth evicts the oldest,
+            # so a flood of silent strangers cannot keep the real source out.
+            stalls = []
+            for _ in range(VET_MAX):
+                stalls.append(connect(dst))
+                time.sleep(0.01)
             keep += stalls
-            fifth = connect(dst)
-            keep.append(fifth)
-            why = wait_dropped(dst, fifth.getsockname()[1], "fifth concurrent connection")
-            assert "too many" in why, why
-            gone = [s.getsockname()[1] for s in stalls]
-            for s in stalls:
+            ninth = connect(dst)
+            keep.append(ninth)
+            why = wait_dropped(dst, stalls[0].getsockname()[1], "oldest of nine stallers")
+            assert "evicted" in why, why
+            gone = [s.getsockname()[1] for s in stalls[1:] + [ninth]]
+            for s in stalls[1:] + [ninth]:
                 s.close()
             for port in gone:
                 wait_dropped(dst, port, "closed staller")
