@@ -3,7 +3,7 @@
  * incoming.c's opener) and checks its channel header (the session the main
  * stream announced, a free index); a channel's thread then reads its batches
  * straight into guest RAM (a plain socket: readv over the destination pages;
- * TLS: the channel decrypts into each page; no bounce buffer either way),
+ * TLS: channel reads into each run of pages, docs/tls.md says which copy),
  * checks each batch's CRC over the pages as placed, and at SYNC
  * waits for the main stream to close the pass, so that no channel places a
  * later pass's copy of a page before every channel finished the earlier one. */
@@ -103,8 +103,8 @@ static bool read_full(int fd, void *buf, size_t len, GError **errp)
     return readv_full(fd, &iov, 1, errp);
 }
 
-/* (len) octets of the channel's stream: through the channel (TLS records
- * decrypted into (buf)), or straight off a plain socket. */
+/* (len) octets of the channel's stream: through the channel (TLS), or
+ * straight off a plain socket. */
 static bool conn_read(struct mr_conn *c, void *buf, size_t len, GError **errp)
 {
     if (c->tls)
