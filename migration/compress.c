@@ -1,6 +1,7 @@
 /* compress.c: page compression with zlib or zstd, and decompression that
  * trusts nothing about its input. */
 #include "tern/compress.h"
+#include "tern/memory.h"
 #include "tern/util.h"
 
 #include <pthread.h>
@@ -103,9 +104,10 @@ size_t page_compress(enum page_compression alg, int level, const void *src, size
 
 static bool fail(GError **errp, enum page_compression alg, size_t dst_len, const char *why)
 {
+    /* One page (streams, XBZRLE) or a multifd batch of several. */
     g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
-                "%s data does not inflate to exactly one page of %zu bytes (%s)",
-                page_compression_name(alg), dst_len, why);
+                "%s data does not inflate to exactly %s%zu bytes (%s)", page_compression_name(alg),
+                dst_len == GUEST_PAGE_SIZE ? "one page of " : "", dst_len, why);
     return false;
 }
 

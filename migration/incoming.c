@@ -394,6 +394,14 @@ static bool multifd_route(struct incoming *inc, int conn)
     return ++inc->mf_routed < inc->mf_channels + INCOMING_VET_MAX;
 }
 
+static struct channel *incoming_open_channel(struct incoming *inc, int fd, GError **errp);
+
+/* A multifd channel's thread opens its connection as the main one was. */
+static struct channel *multifd_open_channel(void *opaque, int fd, GError **errp)
+{
+    return incoming_open_channel(opaque, fd, errp);
+}
+
 /* Multifd on this target: set up from its parameters before the source comes. */
 static void multifd_incoming_setup(struct incoming *inc)
 {
@@ -407,7 +415,8 @@ static void multifd_incoming_setup(struct incoming *inc)
     if (!on)
         return;
     inc->mf_channels = channels;
-    inc->mf = multifd_recv_new(machine_ram(mig->m), channels, comp, &mig->mf);
+    const struct multifd_recv_open open = { .open = multifd_open_channel, .opaque = inc };
+    inc->mf = multifd_recv_new(machine_ram(mig->m), channels, comp, &mig->mf, &open);
 }
 
 /* Tests only: TERN_TEST_STALL_AFTER=TYPE holds the loader for good once a
@@ -578,8 +587,9 @@ static gpointer restore_thread(gpointer opaque)
 /* ---- Vetting connections ---- */
 
 /* The one place an accepted connection becomes a channel: on its vetting
- * thread, as it may block (a handshake), under the vetting deadline. On
- * failure (fd) stays the caller's. */
+ * thread (the main stream, under the vetting deadline) or its multifd
+ * channel's thread, as it may block (a handshake). On failure (fd) stays the
+ * caller's. */
 static struct channel *incoming_open_channel(struct incoming *inc, int fd, GError **errp)
 {
     unsigned char head[2];

@@ -1,9 +1,8 @@
 /* multifd-format.c: the multifd wire format: the MULTIFD record's body, the
- * channel header and the packet header with its gfn list, and the payload
- * compression; all little-endian, checked before anything is placed. */
+ * channel header and the packet header with its gfn list (the payload is
+ * compressed by tern/compress.h); all little-endian, checked before anything
+ * is placed. */
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "multifd.h"
 #include "tern/crc32.h"
@@ -12,13 +11,6 @@
 #include "tern/util.h"
 
 _Static_assert(MULTIFD_MAX_CHANNELS == MIG_MULTIFD_MAX_CHANNELS, "one channel limit");
-
-static const char *const comp_names[] = { "none", "zlib", "zstd" };
-
-const char *multifd_comp_name(uint32_t comp)
-{
-    return comp < MULTIFD_COMP__MAX ? comp_names[comp] : "?";
-}
 
 static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static bool fail(GError **errp, const char *fmt, ...)
@@ -51,7 +43,7 @@ bool multifd_announce_decode(const uint8_t *body, uint32_t len, struct multifd_a
     a->session = mig_load_le64(body + 8);
     if (a->channels < 1 || a->channels > MULTIFD_MAX_CHANNELS)
         return fail(errp, "MULTIFD: %u channels (1 to %u)", a->channels, MULTIFD_MAX_CHANNELS);
-    if (a->compression >= MULTIFD_COMP__MAX)
+    if (!multifd_comp_known(a->compression))
         return fail(errp, "MULTIFD: unknown compression %u", a->compression);
     if (!a->session)
         return fail(errp, "MULTIFD: session id 0");
@@ -136,7 +128,7 @@ bool multifd_packet_decode(const uint8_t in[MULTIFD_PKT_HDR_SIZE], struct multif
     }
     if (p->type != MULTIFD_PKT_BATCH)
         return fail(errp, "unknown packet type %u", p->type);
-    if (p->flags >= MULTIFD_COMP__MAX)
+    if (!multifd_comp_known(p->flags))
         return fail(errp, "batch: unknown encoding %u", p->flags);
     /* Each count alone first: their sum cannot overflow then. */
     if (p->nr_pages > MULTIFD_BATCH_MAX_PAGES || p->nr_zero > MULTIFD_BATCH_MAX_PAGES ||
@@ -144,10 +136,10 @@ bool multifd_packet_decode(const uint8_t in[MULTIFD_PKT_HDR_SIZE], struct multif
         return fail(errp, "batch: %u data + %u zero pages (1 to %u)", p->nr_pages, p->nr_zero,
                     MULTIFD_BATCH_MAX_PAGES);
     uint32_t raw = p->nr_pages * (1u << MIG_STREAM_PAGE_SHIFT);
-    if (p->flags == MULTIFD_COMP_NONE ? p->payload_len != raw
-                                      : (p->payload_len < 1 || p->payload_len >= raw))
+    if (p->flags == PAGE_COMPRESSION_NONE ? p->payload_len != raw
+                                          : (p->payload_len < 1 || p->payload_len >= raw))
         return fail(errp, "batch: payload of %u octets for %u %s pages", p->payload_len,
-                    p->nr_pages, multifd_comp_name(p->flags));
+                    p->nr_pages, page_compression_name(p->flags));
     return true;
 }
 
@@ -172,47 +164,6 @@ bool multifd_packet_check_gfns(const uint8_t *in, const struct multifd_packet *p
                         gfns[i], nr_gfns);
     }
     return true;
-}
-
-/* ---- compression ---- */
-
-size_t multifd_compress(uint32_t comp, int level, const void *src, size_t len, void *dst,
-                        size_t cap)
-{
-    if (comp == MULTIFD_COMP_ZLIB) {
-        uLongf out = cap;
-        if (compress2(dst, &out, src, len, level) != Z_OK || out >= len)
-            return 0;
-        return out;
-    }
-    if (comp == MULTIFD_COMP_ZSTD) {
-        size_t out = ZSTD_compress(dst, cap, src, len, level);
-        if (ZSTD_isError(out) || out >= len)
-            return 0;
-        return out;
-    }
-    return 0;
-}
-
-bool multifd_decompress(uint32_t comp, const void *src, size_t srclen, void *dst, size_t len,
-                        GError **errp)
-{
-    if (comp == MULTIFD_COMP_ZLIB) {
-        uLongf out = len;
-        int rc = uncompress(dst, &out, src, srclen);
-        if (rc != Z_OK || out != len)
-            return fail(errp, "zlib batch does not inflate to %zu octets (%s)", len,
-                        rc == Z_OK ? "wrong size" : zError(rc));
-        return true;
-    }
-    if (comp == MULTIFD_COMP_ZSTD) {
-        size_t out = ZSTD_decompress(dst, len, src, srclen);
-        if (ZSTD_isError(out) || out != len)
-            return fail(errp, "zstd batch does not decompress to %zu octets (%s)", len,
-                        ZSTD_isError(out) ? ZSTD_getErrorName(out) : "wrong size");
-        return true;
-    }
-    return fail(errp, "unknown encoding %u", comp);
 }
 
 /* ---- statistics ---- */

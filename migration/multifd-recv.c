@@ -1,8 +1,10 @@
 /* multifd-recv.c: the target side of multifd. Every extra connection gets a
- * thread that checks its channel header (the session the main stream
- * announced, a free index); a channel's thread then reads its batches
- * straight into guest RAM (readv over the destination pages, no bounce
- * buffer), checks each batch's CRC over the pages as placed, and at SYNC
+ * thread that opens it as the main connection was (TLS handshake included:
+ * incoming.c's opener) and checks its channel header (the session the main
+ * stream announced, a free index); a channel's thread then reads its batches
+ * straight into guest RAM (a plain socket: readv over the destination pages;
+ * TLS: channel reads into each run of pages, docs/tls.md says which copy),
+ * checks each batch's CRC over the pages as placed, and at SYNC
  * waits for the main stream to close the pass, so that no channel places a
  * later pass's copy of a page before every channel finished the earlier one. */
 #include <errno.h>
@@ -14,6 +16,8 @@
 
 #include "multifd.h"
 #include "tern/bitmap.h"
+#include "tern/channel-tls.h"
+#include "tern/channel.h"
 #include "tern/crc32.h"
 #include "tern/memory.h"
 #include "tern/util.h"
@@ -26,7 +30,9 @@
 
 struct mr_conn {
     struct multifd_recv *mr;
-    int fd;
+    int fd;             /* the socket: shutdown(2) from any thread unblocks the reader */
+    struct channel *ch; /* once opened (it owns (fd) then) */
+    bool tls;           /* read through (ch); else raw reads on (fd) */
     GThread *thread;
     int index; /* -1 until it joined */
     uint8_t hdr[MULTIFD_PKT_HDR_SIZE + 8 * MULTIFD_BATCH_MAX_PAGES];
@@ -40,6 +46,7 @@ struct multifd_recv {
     unsigned channels;
     uint32_t compression;
     struct multifd_counters *stats;
+    struct multifd_recv_open open;
 
     GMutex lock; /* guards everything below */
     GCond cond;
@@ -62,24 +69,6 @@ static void set_error(struct multifd_recv *mr, const char *msg)
         mr->error = g_strdup(msg);
     g_cond_broadcast(&mr->cond);
     g_mutex_unlock(&mr->lock);
-}
-
-static bool read_full(int fd, void *buf, size_t len, GError **errp)
-{
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = recv(fd, p, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            g_set_error(errp, TERN_ERROR, TERN_ERROR_FAILED, "%s",
-                        n ? g_strerror(errno) : "unexpected end of stream");
-            return false;
-        }
-        p += n;
-        len -= n;
-    }
-    return true;
 }
 
 /* Read into the pages themselves: (iov) is consumed as it fills. */
@@ -107,6 +96,33 @@ static bool readv_full(int fd, struct iovec *iov, int cnt, GError **errp)
     return true;
 }
 
+static bool read_full(int fd, void *buf, size_t len, GError **errp)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+
+    return readv_full(fd, &iov, 1, errp);
+}
+
+/* (len) octets of the channel's stream: through the channel (TLS), or
+ * straight off a plain socket. */
+static bool conn_read(struct mr_conn *c, void *buf, size_t len, GError **errp)
+{
+    if (c->tls)
+        return channel_read_exact(c->ch, buf, len, errp);
+    return read_full(c->fd, buf, len, errp);
+}
+
+/* Into the pages of (iov)[0..cnt). */
+static bool conn_readv(struct mr_conn *c, struct iovec *iov, int cnt, GError **errp)
+{
+    if (!c->tls)
+        return readv_full(c->fd, iov, cnt, errp);
+    for (int i = 0; i < cnt; i++)
+        if (!channel_read_exact(c->ch, iov[i].iov_base, iov[i].iov_len, errp))
+            return false;
+    return true;
+}
+
 static bool not_ram(uint64_t gfn, GError **errp)
 {
     g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
@@ -114,7 +130,7 @@ static bool not_ram(uint64_t gfn, GError **errp)
     return false;
 }
 
-/* Raw pages: straight from the socket into guest RAM, then the CRC over them. */
+/* Raw pages: straight from the connection into guest RAM, then the CRC over them. */
 static bool place_raw(struct mr_conn *c, const struct multifd_packet *p, bool crc, GError **errp)
 {
     struct guest_ram *ram = c->mr->ram;
@@ -131,7 +147,7 @@ static bool place_raw(struct mr_conn *c, const struct multifd_packet *p, bool cr
             }
             c->iov[cnt++] = (struct iovec){ .iov_base = dst, .iov_len = GUEST_PAGE_SIZE };
         }
-        if (!readv_full(c->fd, c->iov, cnt, errp))
+        if (!conn_readv(c, c->iov, cnt, errp))
             return false;
     }
     if (!crc)
@@ -161,9 +177,12 @@ static bool place_compressed(struct mr_conn *c, const struct multifd_packet *p, 
         c->zin = g_malloc((size_t)MULTIFD_BATCH_MAX_PAGES * GUEST_PAGE_SIZE);
         c->zout = g_malloc((size_t)MULTIFD_BATCH_MAX_PAGES * GUEST_PAGE_SIZE);
     }
-    if (!read_full(c->fd, c->zin, p->payload_len, errp) ||
-        !multifd_decompress(p->flags, c->zin, p->payload_len, c->zout, raw, errp))
+    if (!conn_read(c, c->zin, p->payload_len, errp))
         return false;
+    if (!page_decompress(p->flags, c->zin, p->payload_len, c->zout, raw, errp)) {
+        g_prefix_error(errp, "batch of %u pages (pass %u): ", p->nr_pages, p->pass);
+        return false;
+    }
     if (crc) {
         uint32_t sum = tern_crc32(0, c->zout, raw);
         if (sum != p->data_crc) {
@@ -186,7 +205,7 @@ static bool recv_batch(struct mr_conn *c, const struct multifd_packet *p, bool c
     struct guest_ram *ram = mr->ram;
     uint32_t n = p->nr_pages + p->nr_zero;
 
-    if (!read_full(c->fd, c->hdr + MULTIFD_PKT_HDR_SIZE, 8 * (size_t)n, errp) ||
+    if (!conn_read(c, c->hdr + MULTIFD_PKT_HDR_SIZE, 8 * (size_t)n, errp) ||
         !multifd_packet_check_gfns(c->hdr, p, ram->nr_gfns, c->gfns, errp))
         return false;
     if (!crc && p->data_crc) {
@@ -197,8 +216,8 @@ static bool recv_batch(struct mr_conn *c, const struct multifd_packet *p, bool c
         if (!guest_ram_ptr(ram, c->gfns[i] << GUEST_PAGE_SHIFT, GUEST_PAGE_SIZE))
             return not_ram(c->gfns[i], errp);
     uint64_t t0 = clock_ns();
-    bool ok = p->flags == MULTIFD_COMP_NONE ? place_raw(c, p, crc, errp)
-                                            : place_compressed(c, p, crc, errp);
+    bool ok = p->flags == PAGE_COMPRESSION_NONE ? place_raw(c, p, crc, errp)
+                                                : place_compressed(c, p, crc, errp);
     if (!ok)
         return false;
     for (uint32_t i = 0; i < p->nr_pages; i++)
@@ -243,7 +262,7 @@ static bool join(struct mr_conn *c, GError **errp)
     uint8_t buf[MULTIFD_HELLO_SIZE];
     struct multifd_hello h;
 
-    if (!read_full(c->fd, buf, sizeof(buf), errp) || !multifd_hello_decode(buf, &h, errp))
+    if (!conn_read(c, buf, sizeof(buf), errp) || !multifd_hello_decode(buf, &h, errp))
         return false;
     g_mutex_lock(&mr->lock);
     bool ok = false;
@@ -273,7 +292,17 @@ static gpointer conn_thread(gpointer opaque)
     struct multifd_recv *mr = c->mr;
     g_autoptr(GError) err = NULL;
 
-    if (!join(c, &err)) {
+    /* The handshake (TLS) runs here, never on the main loop. */
+    struct channel *ch = mr->open.open(mr->open.opaque, c->fd, &err);
+    if (ch) {
+        g_mutex_lock(&mr->lock);
+        c->ch = ch;
+        g_mutex_unlock(&mr->lock);
+        /* A plain socket is read raw (nothing was read through (ch)); TLS
+         * goes through the channel, kTLS included (its reads are the fd's). */
+        c->tls = channel_tls_describe(ch) != NULL;
+    }
+    if (!ch || !join(c, &err)) {
         /* A stranger (or a late duplicate): drop it, the migration goes on. */
         fprintf(stderr, "tern: incoming migration: dropped a connection: %s\n", err->message);
         shutdown(c->fd, SHUT_RDWR);
@@ -285,7 +314,7 @@ static gpointer conn_thread(gpointer opaque)
 
     for (;;) {
         struct multifd_packet p;
-        if (!read_full(c->fd, c->hdr, MULTIFD_PKT_HDR_SIZE, &err) ||
+        if (!conn_read(c, c->hdr, MULTIFD_PKT_HDR_SIZE, &err) ||
             !multifd_packet_decode(c->hdr, &p, &err))
             break;
         g_mutex_lock(&mr->lock);
@@ -297,10 +326,10 @@ static gpointer conn_thread(gpointer opaque)
             break;
         }
         if (p.type == MULTIFD_PKT_BATCH) {
-            if (p.flags != MULTIFD_COMP_NONE && p.flags != mr->compression) {
+            if (p.flags != PAGE_COMPRESSION_NONE && p.flags != mr->compression) {
                 g_set_error(&err, TERN_ERROR, TERN_ERROR_INVALID,
-                            "a %s batch, but the stream announced %s", multifd_comp_name(p.flags),
-                            multifd_comp_name(mr->compression));
+                            "a %s batch, but the stream announced %s",
+                            page_compression_name(p.flags), page_compression_name(mr->compression));
                 break;
             }
             if (!recv_batch(c, &p, crc, &err))
@@ -320,13 +349,15 @@ static gpointer conn_thread(gpointer opaque)
 }
 
 struct multifd_recv *multifd_recv_new(struct guest_ram *ram, unsigned channels,
-                                      uint32_t compression, struct multifd_counters *stats)
+                                      uint32_t compression, struct multifd_counters *stats,
+                                      const struct multifd_recv_open *open)
 {
     struct multifd_recv *mr = g_new0(struct multifd_recv, 1);
     mr->ram = ram;
     mr->channels = channels;
     mr->compression = compression;
     mr->stats = stats;
+    mr->open = *open;
     g_mutex_init(&mr->lock);
     g_cond_init(&mr->cond);
     mr->conns = g_ptr_array_new();
@@ -343,8 +374,8 @@ bool multifd_recv_expect(struct multifd_recv *mr, const struct multifd_announce 
                     "multifd setup differs: the source sends %u channel(s) with compression %s, "
                     "this target is set up for %u channel(s) with compression %s (set "
                     "multifd-channels and multifd-compression alike on both sides)",
-                    a->channels, multifd_comp_name(a->compression), mr->channels,
-                    multifd_comp_name(mr->compression));
+                    a->channels, page_compression_name(a->compression), mr->channels,
+                    page_compression_name(mr->compression));
         return false;
     }
     g_mutex_lock(&mr->lock);
@@ -448,7 +479,10 @@ void multifd_recv_free(struct multifd_recv *mr)
     for (guint i = 0; i < mr->conns->len; i++) {
         struct mr_conn *c = mr->conns->pdata[i];
         g_thread_join(c->thread);
-        close(c->fd);
+        if (c->ch)
+            channel_close(c->ch); /* and (fd) with it */
+        else
+            close(c->fd);
         g_free(c->zin);
         g_free(c->zout);
         g_free(c);

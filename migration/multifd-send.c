@@ -48,15 +48,6 @@ struct multifd_send {
     struct mf_chan chans[MULTIFD_MAX_CHANNELS];
 };
 
-static bool page_is_zero(const void *page)
-{
-    const uint64_t *w = page;
-    for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i += 4)
-        if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
-            return false;
-    return true;
-}
-
 static void count(uint64_t *counter, uint64_t n)
 {
     __atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
@@ -91,7 +82,7 @@ static bool send_batch(struct mf_chan *c, GError **errp)
         const uint8_t *p = page_of(ms, gfn);
         if (!p)
             continue; /* cannot happen: only RAM pages are ever marked */
-        if (page_is_zero(p))
+        if (ram_page_is_zero(p))
             zero[nz++] = gfn;
         else
             c->list[nd++] = gfn;
@@ -105,7 +96,7 @@ static bool send_batch(struct mf_chan *c, GError **errp)
     size_t raw = (size_t)nd * GUEST_PAGE_SIZE;
     /* Pages vCPUs may change are copied first (CRC and compression then see
      * one version); pages of a paused guest go by reference. */
-    bool copy = nd && ((c->job.live && cfg->crc) || cfg->compression != MULTIFD_COMP_NONE);
+    bool copy = nd && ((c->job.live && cfg->crc) || cfg->compression != PAGE_COMPRESSION_NONE);
     const uint8_t *payload = NULL;
     if (copy) {
         for (unsigned i = 0; i < nd; i++)
@@ -114,9 +105,9 @@ static bool send_batch(struct mf_chan *c, GError **errp)
             pkt.data_crc = tern_crc32(0, c->copy, raw);
         payload = c->copy;
         pkt.payload_len = raw;
-        if (cfg->compression != MULTIFD_COMP_NONE) {
-            size_t n = multifd_compress(cfg->compression, cfg->level, c->copy, raw, c->zbuf,
-                                        raw + raw / 8 + 1024);
+        if (cfg->compression != PAGE_COMPRESSION_NONE) {
+            size_t n = page_compress(cfg->compression, cfg->level, c->copy, raw, c->zbuf,
+                                     raw + raw / 8 + 1024);
             count(&cfg->stats->raw_bytes, raw);
             if (n) {
                 pkt.flags = cfg->compression;
@@ -337,7 +328,7 @@ struct multifd_send *multifd_send_start(struct migration *mig, const char *uri,
             return NULL;
         }
         c->copy = g_malloc(raw);
-        if (cfg->compression != MULTIFD_COMP_NONE)
+        if (cfg->compression != PAGE_COMPRESSION_NONE)
             c->zbuf = g_malloc(raw + raw / 8 + 1024);
     }
     for (unsigned i = 0; i < cfg->channels; i++)

@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/compress.h"
+
 struct channel;
 struct mig_stats;
 struct guest_ram;
@@ -32,20 +34,18 @@ struct migration;
 #define MULTIFD_PKT_SYNC 2u
 #define MULTIFD_SYNC_F_FINAL 1u
 
-/* multifd-compression; also a batch's payload encoding. */
-enum multifd_comp {
-    MULTIFD_COMP_NONE,
-    MULTIFD_COMP_ZLIB,
-    MULTIFD_COMP_ZSTD,
-    MULTIFD_COMP__MAX,
-};
-const char *multifd_comp_name(uint32_t comp);
+/* multifd-compression, and a batch's payload encoding, is an enum
+ * page_compression (tern/compress.h); on the wire as its value. */
+static inline bool multifd_comp_known(uint32_t comp)
+{
+    return comp <= PAGE_COMPRESSION_ZSTD;
+}
 
 /* The body of the main stream's MULTIFD record (16 octets). */
 #define MULTIFD_RECORD_SIZE 16u
 struct multifd_announce {
     uint32_t channels;    /* 1..MULTIFD_MAX_CHANNELS */
-    uint32_t compression; /* enum multifd_comp */
+    uint32_t compression; /* enum page_compression */
     uint64_t session;     /* random, never 0: the channels repeat it */
 };
 void multifd_announce_encode(const struct multifd_announce *a, uint8_t out[MULTIFD_RECORD_SIZE]);
@@ -63,11 +63,11 @@ bool multifd_hello_decode(const uint8_t in[MULTIFD_HELLO_SIZE], struct multifd_h
                           GError **errp);
 
 struct multifd_packet {
-    uint32_t type;        /* MULTIFD_PKT_* */
-    uint32_t flags;       /* BATCH: payload encoding (enum multifd_comp); SYNC: MULTIFD_SYNC_F_* */
-    uint32_t pass;        /* the pre-copy pass it belongs to */
-    uint32_t nr_pages;    /* BATCH: pages with data, their gfns first in the list */
-    uint32_t nr_zero;     /* BATCH: zero pages, gfns after the data pages' */
+    uint32_t type;     /* MULTIFD_PKT_* */
+    uint32_t flags;    /* BATCH: payload encoding (enum page_compression); SYNC: MULTIFD_SYNC_F_* */
+    uint32_t pass;     /* the pre-copy pass it belongs to */
+    uint32_t nr_pages; /* BATCH: pages with data, their gfns first in the list */
+    uint32_t nr_zero;  /* BATCH: zero pages, gfns after the data pages' */
     uint32_t payload_len; /* octets after the gfn list */
     uint32_t data_crc;    /* CRC-32 of the pages' data as placed, in list order (0: no CRCs) */
 };
@@ -82,14 +82,6 @@ bool multifd_packet_decode(const uint8_t in[MULTIFD_PKT_HDR_SIZE], struct multif
  * below (nr_gfns), decoded into (gfns). */
 bool multifd_packet_check_gfns(const uint8_t *in, const struct multifd_packet *p, uint64_t nr_gfns,
                                uint64_t *gfns, GError **errp);
-
-/* Payload compression (zlib or zstd, one frame per batch). 0: it did not
- * shrink (send raw). */
-size_t multifd_compress(uint32_t comp, int level, const void *src, size_t len, void *dst,
-                        size_t cap);
-/* Exactly (len) octets out, or an error. */
-bool multifd_decompress(uint32_t comp, const void *src, size_t srclen, void *dst, size_t len,
-                        GError **errp);
 
 /* ---- Statistics (atomic counters; query-migrate reads them) ---- */
 struct multifd_counters {
@@ -108,7 +100,7 @@ void multifd_counters_fill(const struct multifd_counters *c, struct mig_stats *s
 /* ---- Source ---- */
 struct multifd_send_config {
     unsigned channels;
-    uint32_t compression;
+    enum page_compression compression;
     int level;
     bool crc; /* the main stream has CRCs: batches carry data_crc */
     uint64_t session;
@@ -138,9 +130,18 @@ void multifd_send_free(struct multifd_send *ms);
 
 /* ---- Target ---- */
 struct multifd_recv;
-/* Set up for (channels) channels with (compression) (the target's parameters). */
+/* How an accepted connection (fd) becomes a channel: TLS or plain, as the
+ * main one did (incoming.c). Called on the connection's own thread (it may
+ * run a handshake). NULL with (errp) on failure, (fd) still the caller's. */
+struct multifd_recv_open {
+    struct channel *(*open)(void *opaque, int fd, GError **errp);
+    void *opaque;
+};
+/* Set up for (channels) channels with (compression) (the target's
+ * parameters); every connection opens through (open). */
 struct multifd_recv *multifd_recv_new(struct guest_ram *ram, unsigned channels,
-                                      uint32_t compression, struct multifd_counters *stats);
+                                      uint32_t compression, struct multifd_counters *stats,
+                                      const struct multifd_recv_open *open);
 /* The main stream's MULTIFD record: refuse a different setup (both sides'
  * values in the message), else open the door to its channels. */
 bool multifd_recv_expect(struct multifd_recv *mr, const struct multifd_announce *a, bool crc,

@@ -224,8 +224,9 @@ static void multifd_configure(struct sender *s)
     if (p->multifd) {
         s->mf_cfg.channels = p->multifd_channels;
         s->mf_cfg.compression = p->multifd_compression;
-        s->mf_cfg.level = p->multifd_compression == MULTIFD_COMP_ZLIB ? (int)p->multifd_zlib_level
-                                                                      : (int)p->multifd_zstd_level;
+        s->mf_cfg.level = p->multifd_compression == PAGE_COMPRESSION_ZLIB
+                              ? (int)p->multifd_zlib_level
+                              : (int)p->multifd_zstd_level;
         s->mf_cfg.crc = p->x_checksum;
     }
     g_mutex_unlock(&mig->lock);

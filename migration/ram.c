@@ -206,7 +206,7 @@ bool ram_save_setup(struct ram_save *rs, GError **errp)
 }
 
 /* Word at a time; most non-zero pages differ in the first words. */
-static bool page_is_zero(const void *page)
+bool ram_page_is_zero(const void *page)
 {
     const uint64_t *w = page;
     for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i += 4)
@@ -337,7 +337,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         bool ok;
         if (rs->mf) {
             ok = mf_add(rs, gfn, pass, errp);
-        } else if (rs->mapped && page_is_zero(page)) {
+        } else if (rs->mapped && ram_page_is_zero(page)) {
             /* Absent from the index reads as zero on restore. */
             bitmap_clear_bit(rs->present, gfn);
             count(&rs->counters->duplicate, 1);
@@ -345,7 +345,7 @@ bool ram_save_pass(struct ram_save *rs, uint32_t pass, bool live, bool final,
         } else if (rs->mapped) {
             ok = put_mapped_page(rs, gfn, page, errp);
         } else {
-            ok = page_is_zero(page) ? add_zero(rs, gfn, errp) : add_page(rs, gfn, page, errp);
+            ok = ram_page_is_zero(page) ? add_zero(rs, gfn, errp) : add_page(rs, gfn, page, errp);
         }
         if (!ok)
             return false;

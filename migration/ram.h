@@ -39,6 +39,9 @@ struct ram_pass_result {
     uint64_t duration_ns;
 };
 
+/* Whether the guest page at (page) is all zeros (sent as a zero page). */
+bool ram_page_is_zero(const void *page);
+
 /* Source. Counters go to (counters). (compress_level) 0 = raw pages.
  * (*max_bandwidth) (bytes/s, 0 = unlimited) is re-read every batch. */
 struct ram_save *ram_save_new(struct guest_ram *ram, struct accel *accel, struct stream_writer *w,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "../migration/multifd.h"
 #include "tern/channel-file.h"
 #include "tern/channel.h"
 #include "tern/stream.h"
@@ -121,6 +122,8 @@ static char *flags_text(uint32_t flags)
         g_string_append(s, " MAPPED_RAM");
     if (flags & MIG_HDR_F_RAM_FD)
         g_string_append(s, " RAM_FD");
+    if (flags & MIG_HDR_F_MULTIFD)
+        g_string_append(s, " MULTIFD");
     if (!s->len)
         g_string_append(s, " none");
     g_string_erase(s, 0, 1);
@@ -423,6 +426,42 @@ static void field_list(void *opaque, const char *name, const char *const *v, siz
     json_builder_end_array(d->jb);
 }
 
+/* The MULTIFD record: optional by type (the stream reader skips it, keeping
+ * its short body), required by the header flag MULTIFD. */
+static bool dump_multifd(struct dump *d, const struct stream_record *rec, char **summary,
+                         GError **errp)
+{
+    struct multifd_announce a;
+
+    if (!(d->r.flags & MIG_HDR_F_MULTIFD)) {
+        g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID,
+                    "MULTIFD record in a stream without the MULTIFD flag");
+        return false;
+    }
+    if (!rec->body || !multifd_announce_decode(rec->body, rec->length, &a, errp)) {
+        if (!rec->body)
+            g_set_error(errp, TERN_ERROR, TERN_ERROR_INVALID, "MULTIFD: length %u (must be %u)",
+                        rec->length, MULTIFD_RECORD_SIZE);
+        return false;
+    }
+    jint(d, "channels", a.channels);
+    jstr(d, "compression", page_compression_name(a.compression));
+    g_autofree char *session = g_strdup_printf("0x%016" PRIx64, a.session);
+    jstr(d, "session", session); /* 64 random bits: beyond JSON's safe integers */
+    *summary = g_strdup_printf("pages on %u more connection%s, compression %s, session %s",
+                               a.channels, a.channels == 1 ? "" : "s",
+                               page_compression_name(a.compression), session);
+    return true;
+}
+
+/* A record's type for people: MULTIFD is known here though optional. */
+static const char *rec_type_name(const struct stream_record *rec)
+{
+    if (rec->type == MIG_REC_MULTIFD)
+        return "MULTIFD";
+    return rec->skip ? "OPTIONAL" : mig_rec_type_name(rec->type);
+}
+
 /* Validate and describe (rec) through its type's descriptor; the summary goes
  * to (*summary). */
 static bool record_body(struct dump *d, const struct stream_record *rec, char **summary,
@@ -436,6 +475,8 @@ static bool record_body(struct dump *d, const struct stream_record *rec, char **
     const struct dump_step *step = NULL;
     struct stream_body b;
 
+    if (rec->type == MIG_REC_MULTIFD)
+        return dump_multifd(d, rec, summary, errp);
     if (rec->skip) {
         *summary = g_strdup_printf("optional type 0x%08x, skipped", rec->type);
         return true;
@@ -468,7 +509,7 @@ static bool one_record(struct dump *d, struct stream_record *rec, GError **errp)
     if (d->jrec) {
         json_builder_begin_object(d->jb);
         jint(d, "index", rec->index);
-        jstr(d, "type", rec->skip ? "OPTIONAL" : mig_rec_type_name(rec->type));
+        jstr(d, "type", rec_type_name(rec));
         jint(d, "type_value", rec->type);
         jint(d, "offset", rec->offset);
         jint(d, "length", rec->length);
@@ -478,8 +519,7 @@ static bool one_record(struct dump *d, struct stream_record *rec, GError **errp)
         d->cur.bytes += stream_record_wire_size(d->r.flags, rec->length);
     if (d->text)
         fprintf(d->out, "%6" PRIu64 "  %-13s %9u  @%-12" PRIu64 " %s\n", rec->index,
-                rec->skip ? "OPTIONAL" : mig_rec_type_name(rec->type), rec->length, rec->offset,
-                ok ? summary : "BAD");
+                rec_type_name(rec), rec->length, rec->offset, ok ? summary : "BAD");
     if (d->jrec) {
         if (ok) {
             jstr(d, "summary", summary);
@@ -536,6 +576,8 @@ static bool walk(struct dump *d, GError **errp)
         json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_MAPPED_RAM));
         json_builder_set_member_name(d->jb, "ram_fd");
         json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_RAM_FD));
+        json_builder_set_member_name(d->jb, "multifd");
+        json_builder_add_boolean_value(d->jb, !!(d->r.flags & MIG_HDR_F_MULTIFD));
         json_builder_set_member_name(d->jb, "page_size");
         json_builder_add_int_value(d->jb, 1 << d->r.page_shift);
         json_builder_end_object(d->jb);

@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 
-from ternlib import Lab, run_tests, start_migration, tern_dump_binary, wait_migration
+from ternlib import (free_port, Lab, run_tests, start_migration, tcp_uri, tern_dump_binary,
+                     wait_migration)
 
 MiB = 1 << 20
 PAGE = 4096
@@ -32,14 +33,16 @@ def note(fmt, *args):
 
 class TeeProxy:
     """Listens on 127.0.0.1, forwards one connection to (port) both ways, and
-    saves the client-to-server bytes (the migration stream) to (path)."""
+    saves the client-to-server bytes (the migration stream) to (path); then
+    forwards (extra) more (multifd channels) without saving them."""
 
-    def __init__(self, port, path):
+    def __init__(self, port, path, extra=0):
         self.port = port
         self.path = path
+        self.extra = extra
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
+        self.listener.listen(1 + extra)
         self.uri = "tcp:127.0.0.1:%d" % self.listener.getsockname()[1]
         self.threads = []
         self.error = None
@@ -58,12 +61,28 @@ class TeeProxy:
             back = threading.Thread(target=self._pump, args=(server, client, None), daemon=True)
             back.start()
             self.threads.append(back)
+            if self.extra:
+                more = threading.Thread(target=self._forward_extra, daemon=True)
+                more.start()
+                self.threads.append(more)
             with open(self.path, "wb") as out:
                 self._pump(client, server, out)
         except Exception as e:  # reported by wait()
             self.error = e
         finally:
             self.done.set()
+
+    def _forward_extra(self):
+        try:
+            for _ in range(self.extra):
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                client.settimeout(None)
+                server.settimeout(None)
+                for a, b in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(a, b, None), daemon=True).start()
+        except OSError as e:
+            self.error = e
 
     @staticmethod
     def _pump(src, dst, out):
@@ -209,6 +228,42 @@ def test_live_capture(binary):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def test_multifd_capture(binary):
+    """The main stream of a multifd migration (2 channels, zstd): the MULTIFD record
+    is described, not skipped as an unknown optional record."""
+    workdir = tempfile.mkdtemp(prefix="tern-dump-")
+    try:
+        path = os.path.join(workdir, "multifd.capture")
+        with Lab(binary) as lab:
+            src = lab.source("-m", "256M", append="ws=8 tick_ms=200")
+            dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+            dst.port = free_port()
+            dst.uri = tcp_uri(dst.port)
+            for vm in (src, dst):
+                vm.qmp.cmd("migrate-set-capabilities",
+                           capabilities=[{"capability": "multifd", "state": True}])
+                vm.qmp.cmd("migrate-set-parameters", multifd_channels=2,
+                           multifd_compression="zstd")
+            dst.qmp.cmd("migrate-incoming", uri=dst.uri)
+            src.wait_running()
+            proxy = TeeProxy(dst.port, path, extra=2)
+            start_migration(src.qmp, proxy.uri)
+            info = wait_migration(src.qmp, 120)
+            assert info["status"] == "completed", info
+            proxy.wait()
+        doc = records_of(path)
+        assert doc["header"]["multifd"], doc["header"]
+        mf = first(doc, "MULTIFD")
+        assert (mf["channels"], mf["compression"]) == (2, "zstd"), mf
+        assert mf["session"].startswith("0x") and int(mf["session"], 16) != 0, mf
+        text = dump(path).stdout
+        assert "(CRC32 MULTIFD)" in text and \
+            "pages on 2 more connections, compression zstd" in text, text[:1000]
+        note("%s", mf["summary"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def write_checkpoint(binary, path, mem="256M", append="ws=32 tick_ms=200"):
     with Lab(binary) as lab:
         src = lab.source("-m", mem, append=append)
@@ -299,6 +354,7 @@ if __name__ == "__main__":
     tern_dump_binary()      # fail early on a missing tool
     run_tests([
         ("live migration capture", test_live_capture),
+        ("multifd capture: the MULTIFD record", test_multifd_capture),
         ("checkpoint file", test_checkpoint_file),
         ("checkpoint of 1 GiB verifies fast", test_checkpoint_1g_fast),
     ])

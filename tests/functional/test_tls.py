@@ -103,9 +103,15 @@ def source_objects():
             % p.path("psk-wrong")]
 
 
-def tls_target(lab, name, creds="x509", paused=False, authz=None):
+def set_multifd(vm, channels):
+    vm.qmp.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": "multifd", "state": True}])
+    vm.qmp.cmd("migrate-set-parameters", multifd_channels=channels)
+
+
+def tls_target(lab, name, creds="x509", paused=False, authz=None, multifd=0):
     """A target with -incoming defer, tls-creds set (creds: x509, psk or None), listening;
-    (authz): the DN the source's certificate must have (tls-authz)."""
+    (authz): the DN the source's certificate must have (tls-authz); (multifd): channels."""
     p = pki()
     args = ["-m", MEM, "-incoming", "defer"] + (["-S"] if paused else [])
     if authz:
@@ -120,6 +126,8 @@ def tls_target(lab, name, creds="x509", paused=False, authz=None):
         vm.qmp.cmd("migrate-set-parameters", tls_creds="tls0")
     if authz:
         vm.qmp.cmd("migrate-set-parameters", tls_authz="auth0")
+    if multifd:
+        set_multifd(vm, multifd)
     vm.port = free_port()
     vm.uri = tcp_uri(vm.port)
     vm.qmp.cmd("migrate-incoming", uri=vm.uri)
@@ -168,6 +176,35 @@ def test_x509_migration(binary):
         assert len(lines) == 2, "no TLS line on both sides: %s" % lines
         hmp.close()
         note("%s; %.0f Mbit/s", lines[0].split(": ", 2)[2], info["ram"]["mbps"])
+
+
+def test_x509_multifd(binary):
+    """Multifd with 2 channels under x509 TLS: every connection (the main one and each
+    channel) does its own handshake on both sides, each logs its TLS line; equal RAM."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", MEM, *source_objects(), append="ws=16 " + TICK)
+        dst = tls_target(lab, "dst", paused=True, multifd=2)
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        set_multifd(src, 2)
+        src.qmp.cmd("migrate-set-parameters", tls_creds="tls0", tls_hostname="target.example")
+        src.qmp.cmd("stop")
+        before = src.qmp.cmd("x-query-ram-digest")
+        start_migration(src.qmp, dst.uri)
+        info = wait_migration(src.qmp, 60)
+        assert info["status"] == "completed", info
+        per = [c["bytes"] for c in info["x-multifd"]["channel-stats"]]
+        assert len(per) == 2 and all(b > 0 for b in per), info["x-multifd"]
+        wait_migration_status(dst.qmp, "completed", 10)
+        assert dst.qmp.cmd("query-migrate")["x-multifd"]["placed-bytes"] > 0
+        assert dst.qmp.cmd("x-query-ram-digest") == before, "target RAM differs"
+        dst.qmp.cmd("cont")
+        assert_guest_moved(last, dst)
+        for vm in (src, dst):
+            lines = [l for l in vm.stderr().splitlines() if TLS_LINE in l]
+            assert len(lines) == 3, "%s: not one TLS line per connection: %s" % (vm.name, lines)
+        note("3 TLS sessions a side; %.1f MiB over the channels",
+             sum(per) / (1 << 20))
 
 
 def test_refused_and_psk(binary):
@@ -284,6 +321,7 @@ if __name__ == "__main__":
         run_tests([
             ("object errors", test_object_errors),
             ("x509 migration, RAM digest", test_x509_migration),
+            ("x509 multifd, 2 channels", test_x509_multifd),
             ("refused mismatches, then PSK", test_refused_and_psk),
         ])
     finally:

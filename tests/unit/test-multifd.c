@@ -1,6 +1,6 @@
 /* test-multifd.c: the multifd wire format (migration/multifd-format.c): the
  * MULTIFD record body, the channel header, the batch and SYNC packets with
- * their CRCs, and the per-batch compression. */
+ * their CRCs, and a batch's compression (tern/compress.h, as multifd uses it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,7 +25,7 @@ static void assert_error(GError *err, const char *part)
 static void test_announce(void **state)
 {
     struct multifd_announce a = { .channels = 4,
-                                  .compression = MULTIFD_COMP_ZSTD,
+                                  .compression = PAGE_COMPRESSION_ZSTD,
                                   .session = 0x1122334455667789ULL };
     struct multifd_announce b;
     uint8_t body[MULTIFD_RECORD_SIZE];
@@ -35,7 +35,7 @@ static void test_announce(void **state)
     multifd_announce_encode(&a, body);
     assert_true(multifd_announce_decode(body, sizeof(body), &b, &err));
     assert_int_equal(b.channels, 4);
-    assert_int_equal(b.compression, MULTIFD_COMP_ZSTD);
+    assert_int_equal(b.compression, PAGE_COMPRESSION_ZSTD);
     assert_true(b.session == a.session);
 
     assert_false(multifd_announce_decode(body, 15, &b, &err));
@@ -166,7 +166,7 @@ static void test_bad_packets(void **state)
                                         .payload_len = PAGE },
                "payload of 4096 octets for 2 none pages");
     expect_bad((struct multifd_packet){ .type = MULTIFD_PKT_BATCH,
-                                        .flags = MULTIFD_COMP_ZSTD,
+                                        .flags = PAGE_COMPRESSION_ZSTD,
                                         .nr_pages = 2,
                                         .payload_len = 2 * PAGE },
                "payload of 8192 octets for 2 zstd pages");
@@ -210,16 +210,17 @@ static void test_compression(void **state)
     (void)state;
     for (size_t i = 0; i < len; i++)
         src[i] = (uint8_t)(i / 64);
-    for (uint32_t comp = MULTIFD_COMP_ZLIB; comp <= MULTIFD_COMP_ZSTD; comp++) {
-        size_t n = multifd_compress(comp, 1, src, len, z, 2 * len);
+    for (enum page_compression comp = PAGE_COMPRESSION_ZLIB; comp <= PAGE_COMPRESSION_ZSTD;
+         comp++) {
+        size_t n = page_compress(comp, 1, src, len, z, 2 * len);
         assert_true(n > 0 && n < len);
-        assert_true(multifd_decompress(comp, z, n, out, len, &err));
+        assert_true(page_decompress(comp, z, n, out, len, &err));
         assert_memory_equal(out, src, len);
         /* A batch that says it holds one page less than the frame does. */
-        assert_false(multifd_decompress(comp, z, n, out, len - PAGE, &err));
+        assert_false(page_decompress(comp, z, n, out, len - PAGE, &err));
         g_clear_error(&err);
         /* Truncated. */
-        assert_false(multifd_decompress(comp, z, n / 2, out, len, &err));
+        assert_false(page_decompress(comp, z, n / 2, out, len, &err));
         g_clear_error(&err);
     }
     /* Incompressible data is sent raw: compress says 0. */
@@ -228,9 +229,9 @@ static void test_compression(void **state)
         x = x * 1103515245u + 12345u;
         src[i] = (uint8_t)(x >> 23);
     }
-    assert_int_equal(multifd_compress(MULTIFD_COMP_ZSTD, 1, src, len, z, 2 * len), 0);
-    assert_int_equal(multifd_compress(MULTIFD_COMP_ZLIB, 1, src, len, z, 2 * len), 0);
-    assert_int_equal(multifd_compress(MULTIFD_COMP_NONE, 1, src, len, z, 2 * len), 0);
+    assert_int_equal(page_compress(PAGE_COMPRESSION_ZSTD, 1, src, len, z, 2 * len), 0);
+    assert_int_equal(page_compress(PAGE_COMPRESSION_ZLIB, 1, src, len, z, 2 * len), 0);
+    assert_int_equal(page_compress(PAGE_COMPRESSION_NONE, 1, src, len, z, 2 * len), 0);
     g_free(src);
     g_free(z);
     g_free(out);
