@@ -582,3 +582,10 @@ int channel_socket_peer_pidfd(struct channel *ch)
         return -1;
     return (int)syscall(SYS_pidfd_open, cred.pid, 0);
 }
+
+bool channel_socket_has_input(int fd)
+{
+    char b;
+
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}

@@ -26,11 +26,11 @@
  * ERROR, so that the source reads ERROR rather than a reset: the source stops
  * sending as soon as ERROR arrives, so this is rarely waited out. */
 #define INCOMING_LINGER_MS 2000
-/* Connections vetted at once. One more evicts the oldest of them, so a
- * flood of silent strangers cannot keep the real source out: its header and
- * VM_CONFIG arrive at once and it is vetted long before it is the oldest.
- * Evicted connections unwind in the spare slots; only when those are full
- * too is a new connection dropped at accept. */
+/* Connections vetted at once. One more evicts the oldest silent one (or,
+ * if all have spoken, the oldest), so a flood of silent strangers cannot
+ * keep the real source out: its first bytes come at once. Evicted
+ * connections unwind in the spare slots; only when those are full too is a
+ * new connection dropped at accept. */
 #define INCOMING_VET_MAX 8
 #define INCOMING_VET_SLOTS (2 * INCOMING_VET_MAX)
 /* How long a connection may take to send its stream header and VM_CONFIG
@@ -52,6 +52,7 @@ struct vetting {
     char *peer; /* "ADDR" for messages */
     uint64_t deadline_ns;
     const char *why; /* set (under inc->lock) by whoever shut (fd) down: the reason to log */
+    bool spoke;      /* its first bytes (or handshake) came: not a silent stranger */
 };
 
 struct incoming {
@@ -73,7 +74,6 @@ struct incoming {
     struct multifd_recv *mf; /* capability multifd: the receive side of the channels */
     bool mf_announced;       /* the stream's MULTIFD record was accepted */
     unsigned mf_channels;    /* expected channels */
-    unsigned mf_routed;      /* connections handed to multifd (main loop) */
     unsigned vet_timeout_ms;
     char *deadline_why; /* the reason a connection past its deadline is dropped */
 
@@ -381,17 +381,6 @@ static bool multifd_record(struct incoming *inc, const struct stream_record *rec
         return false;
     inc->mf_announced = true;
     return true;
-}
-
-/* An accepted connection after the main one: a multifd channel, maybe (its
- * thread reads the channel header and drops a stranger's). True while more
- * may come: a few strangers beyond the channels are tolerated, then the
- * port closes; it closes at once when every channel has joined (the
- * vetting watchdog looks). */
-static bool multifd_route(struct incoming *inc, int conn)
-{
-    multifd_recv_accept(inc->mf, conn);
-    return ++inc->mf_routed < inc->mf_channels + INCOMING_VET_MAX;
 }
 
 static struct channel *incoming_open_channel(struct incoming *inc, int fd, GError **errp);
@@ -734,6 +723,10 @@ static gpointer vet_thread(gpointer opaque)
     uint64_t t0 = clock_ns();
     struct channel *ch = incoming_open_channel(inc, v->fd, &err);
 
+    g_mutex_lock(&inc->lock);
+    v->spoke = ch != NULL;
+    g_mutex_unlock(&inc->lock);
+
     bool ok = ch && stream_open(inc, ch, &r, &order, &tern_peer, &err) && vet_claim(v, ch, &err);
     if (ok)
         incoming_load(inc, &r, &order, NULL, t0);
@@ -791,10 +784,11 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
     bool channel = inc->chosen && inc->mf && !inc->cancelled;
     g_mutex_unlock(&inc->lock);
     if (channel) {
-        if (!multifd_route(inc, conn)) {
-            stop_listening(inc);
-            return G_SOURCE_REMOVE;
-        }
+        /* A multifd channel, maybe: its thread reads the channel header and
+         * drops a stranger's (multifd_recv bounds how many it holds). The
+         * port stays open until every channel has joined (the vetting
+         * watchdog looks) or the migration ends. */
+        multifd_recv_accept(inc->mf, conn);
         return G_SOURCE_CONTINUE;
     }
     struct vetting *v = g_new0(struct vetting, 1);
@@ -811,9 +805,13 @@ static gboolean on_connection(gint fd, GIOCondition cond, gpointer opaque)
 
         if (!w && slot < 0)
             slot = (int)i;
+        /* The oldest silent one goes first: a real source speaks at once. */
         if (w && !w->why) {
             live++;
-            if (!oldest || w->deadline_ns < oldest->deadline_ns)
+            /* Bytes waiting count as speaking: its thread may not have run yet. */
+            w->spoke = w->spoke || channel_socket_has_input(w->fd);
+            if (!oldest || (oldest->spoke && !w->spoke) ||
+                (oldest->spoke == w->spoke && w->deadline_ns < oldest->deadline_ns))
                 oldest = w;
         }
     }

@@ -22,8 +22,13 @@
 #include "tern/memory.h"
 #include "tern/util.h"
 
-/* Connections a stranger can make us hold at once, beyond the channels. */
+/* Connections a stranger can make us hold at once, beyond the channels
+ * still due; and all connections of a migration, strangers included. */
 #define MULTIFD_SPARE_CONNS 8
+#define MULTIFD_MAX_CONNS (MULTIFD_MAX_CHANNELS + 64)
+/* How long a connection may take to send its channel header (plain sockets;
+ * a TLS peer is held to its handshake's deadline, and is no stranger after). */
+#define MULTIFD_HELLO_TIMEOUT_S 10
 /* How long the main stream waits at a pass end for channels that never joined. */
 #define MULTIFD_JOIN_TIMEOUT_S 30
 #define MULTIFD_IOV_MAX 256
@@ -34,7 +39,10 @@ struct mr_conn {
     struct channel *ch; /* once opened (it owns (fd) then) */
     bool tls;           /* read through (ch); else raw reads on (fd) */
     GThread *thread;
-    int index; /* -1 until it joined */
+    int index;    /* -1 until it joined */
+    bool dropped; /* failed to join (a stranger); under mr->lock */
+    bool spoke;   /* opened (its handshake or first bytes came); under mr->lock */
+    bool evicted; /* shut down to make room; under mr->lock */
     uint8_t hdr[MULTIFD_PKT_HDR_SIZE + 8 * MULTIFD_BATCH_MAX_PAGES];
     uint64_t gfns[MULTIFD_BATCH_MAX_PAGES];
     struct iovec iov[MULTIFD_IOV_MAX];
@@ -59,6 +67,7 @@ struct multifd_recv {
     uint32_t released;                     /* last pass the main stream closed */
     char *error;
     bool shut;
+    unsigned pending; /* accepted, neither joined nor dropped yet */
     GPtrArray *conns; /* struct mr_conn *, every accepted connection */
 };
 
@@ -297,12 +306,22 @@ static gpointer conn_thread(gpointer opaque)
     if (ch) {
         g_mutex_lock(&mr->lock);
         c->ch = ch;
+        c->spoke = true;
         g_mutex_unlock(&mr->lock);
         /* A plain socket is read raw (nothing was read through (ch)); TLS
          * goes through the channel, kTLS included (its reads are the fd's). */
         c->tls = channel_tls_describe(ch) != NULL;
     }
-    if (!ch || !join(c, &err)) {
+    /* A silent stranger must not hold its place for long. */
+    struct timeval hello = { .tv_sec = MULTIFD_HELLO_TIMEOUT_S }, forever = { 0 };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &hello, sizeof(hello));
+    bool joined = ch && join(c, &err);
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof(forever));
+    g_mutex_lock(&mr->lock);
+    mr->pending--;
+    c->dropped = !joined;
+    g_mutex_unlock(&mr->lock);
+    if (!joined) {
         /* A stranger (or a late duplicate): drop it, the migration goes on. */
         fprintf(stderr, "tern: incoming migration: dropped a connection: %s\n", err->message);
         shutdown(c->fd, SHUT_RDWR);
@@ -389,13 +408,33 @@ bool multifd_recv_expect(struct multifd_recv *mr, const struct multifd_announce 
 void multifd_recv_accept(struct multifd_recv *mr, int fd)
 {
     g_mutex_lock(&mr->lock);
-    bool room = !mr->shut && mr->conns->len < mr->channels + MULTIFD_SPARE_CONNS;
+    /* Room for every channel still due and a few strangers beside them: those
+     * that failed to join no longer count, but every connection does toward
+     * the total. */
+    bool room = !mr->shut && mr->conns->len < MULTIFD_MAX_CONNS;
+    if (room && mr->pending >= mr->channels - mr->nr_joined + MULTIFD_SPARE_CONNS) {
+        /* Full of connections that have not joined: the oldest silent one
+         * makes room (a real channel's first bytes come at once); it fails
+         * its join and no longer counts. */
+        room = false;
+        for (unsigned i = 0; i < mr->conns->len && !room; i++) {
+            struct mr_conn *o = g_ptr_array_index(mr->conns, i);
+
+            if (o->index < 0 && !o->dropped && !o->spoke && !o->evicted &&
+                !channel_socket_has_input(o->fd)) {
+                o->evicted = true;
+                shutdown(o->fd, SHUT_RDWR);
+                room = true;
+            }
+        }
+    }
     struct mr_conn *c = NULL;
     if (room) {
         c = g_new0(struct mr_conn, 1);
         c->mr = mr;
         c->fd = fd;
         c->index = -1;
+        mr->pending++;
         g_ptr_array_add(mr->conns, c);
         c->thread = g_thread_new("mig-multifd-in", conn_thread, c);
     }

@@ -235,6 +235,9 @@ int channel_socket_accept(int listen_fd, GError **errp);
 /* Who is at the other end of connected socket (fd), for messages:
  * "ADDR:PORT", "[ADDR]:PORT" or "local process PID"; g_free it. */
 char *channel_socket_peer_name(int fd);
+/* Whether bytes are waiting to be read on socket (fd) (a peek that never
+ * blocks): a peer that has spoken, whether or not anyone read it yet. */
+bool channel_socket_has_input(int fd);
 /* A channel over connected socket or other fd (fd), which it takes over and
  * closes. Its return path is a second channel on a dup of (fd). */
 struct channel *channel_socket_new(int fd, const char *name);

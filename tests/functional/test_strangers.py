@@ -9,10 +9,11 @@ connections"). One target for all of it; a second, idle one for the cancel.
 import os
 import re
 import socket
+import threading
 import time
 
 from ternlib import (assert_guest_moved, free_port, Lab, live_ticks, run_tests,
-                     start_migration, Tern, tcp_uri, wait_migration, wait_migration_status,
+                     start_migration, stream_only_here, Tern, tcp_uri, wait_migration, wait_migration_status,
                      wait_until)
 
 TICK = "tick_ms=200"
@@ -147,6 +148,52 @@ def test_strangers_then_source(binary):
                 s.close()
 
 
+def test_flood(binary):
+    """Silent connections pour in as a multifd source migrates: each new one
+    evicts the oldest silent one being vetted (or waiting to join as a
+    channel), so the real stream and its channels still get through."""
+    with Lab(binary) as lab:
+        src = lab.source("-m", "256M", append="ws=8 " + TICK)
+        dst = lab.start("dst", ["-m", "256M", "-incoming", "defer"])
+        for vm in (src, dst):
+            vm.qmp.cmd("migrate-set-capabilities",
+                       capabilities=[{"capability": "multifd", "state": True}])
+            vm.qmp.cmd("migrate-set-parameters", multifd_channels=2)
+        port = free_port()
+        dst.qmp.cmd("migrate-incoming", uri=tcp_uri(port))
+        src.wait_running()
+        last = live_ticks(src, 2)[-1]
+        stop, held, made = [False], [], [0]
+
+        def flood():
+            while not stop[0]:
+                try:
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+                    made[0] += 1
+                    if len(held) > 4 * VET_MAX:
+                        held.pop(0).close()
+                except OSError:
+                    time.sleep(0.005)
+
+        t = threading.Thread(target=flood)
+        t.start()
+        try:
+            time.sleep(0.2)          # the slots are full of strangers already
+            start_migration(src.qmp, tcp_uri(port))
+            info = wait_migration(src.qmp, 90)
+        finally:
+            stop[0] = True
+            t.join()
+            for c in held:
+                c.close()
+        assert info["status"] == "completed", info
+        assert_guest_moved(last, dst)
+        evicted = dst.stderr().count("evicted")
+        assert evicted > 0, dst.stderr()[-800:]
+        note("%d silent connections, %d evicted while vetting; migration completed",
+             made[0], evicted)
+
+
 def test_cancel_waiting_target(binary):
     with Lab(binary) as lab:
         dst = waiting_target(lab, "-m", "64M")
@@ -168,4 +215,5 @@ if __name__ == "__main__":
     run_tests([
         ("strangers, a wrong source, then the source", test_strangers_then_source),
         ("migrate_cancel on a waiting target", test_cancel_waiting_target),
-    ])
+    ] + ([("a flood of silent connections during a multifd migration", test_flood)]
+         if stream_only_here() else []))
