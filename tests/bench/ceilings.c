@@ -5,7 +5,8 @@
  * Ceilings: memcpy; CRC-32 by zlib and by libdeflate (the stream's); first-touch writes into a fresh memfd (what
  * a target does to RAM it never had); loopback TCP from a hot buffer into a
  * hot buffer; RAM -> TCP -> never-touched RAM (a migration without a
- * VMM); and a checkpoint's disk: sequential O_DIRECT writes of RAM to a file
+ * VMM), received straight into a fresh mapping or into a hot buffer written
+ * on into a fresh memfd; and a checkpoint's disk: sequential O_DIRECT writes of RAM to a file
  * (fdatasync included) and O_DIRECT reads of it into a hot buffer, 1 MiB per
  * call, one slice per thread, in $TERN_CEILINGS_DIR (default /var/tmp).
  * Usage: ceilings [MIB [THREADS...]] (default 768 MiB, threads 1 2). */
@@ -82,6 +83,7 @@ struct job {
     uint8_t *src, *dst;
     size_t len;
     int fd;
+    int out_fd;      /* ram-tcp-memfd: the memfd the pages are written into */
     size_t file_off; /* file jobs: where the slice starts in the file */
     uint64_t sink;   /* keeps results alive */
 };
@@ -169,6 +171,25 @@ static void *job_recv(void *opaque)
             continue;
         if (r <= 0)
             die("recv");
+        off += (size_t)r;
+    }
+    return NULL;
+}
+
+/* Received into a hot buffer, then written into the memfd at its place:
+ * a never-touched page is filled by the copy, not zeroed by a fault first. */
+static void *job_recv_memfd(void *opaque)
+{
+    struct job *j = opaque;
+    for (size_t off = 0; off < j->len;) {
+        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
+        ssize_t r = recv(j->fd, j->dst, n, MSG_WAITALL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            die("recv");
+        if (pwrite(j->out_fd, j->dst, (size_t)r, (off_t)(j->file_off + off)) != r)
+            die("pwrite memfd");
         off += (size_t)r;
     }
     return NULL;
@@ -291,7 +312,7 @@ static void tcp_pairs(unsigned n, int *out, int *in)
 
 /* Senders and receivers on (2 n) threads over (n) connections. */
 static double run_tcp(unsigned n, job_fn send_fn, job_fn recv_fn, uint8_t *src, uint8_t *dst,
-                      size_t size)
+                      size_t size, int memfd)
 {
     int out[MAX_THREADS], in[MAX_THREADS];
     struct job jobs[2 * MAX_THREADS];
@@ -301,10 +322,12 @@ static double run_tcp(unsigned n, job_fn send_fn, job_fn recv_fn, uint8_t *src, 
     for (unsigned i = 0; i < n; i++) {
         bool hot = send_fn == job_send_hot;
         jobs[i] = (struct job){ .src = hot ? src : src + i * slice, .len = slice, .fd = out[i] };
-        jobs[n + i] = (struct job){ .dst = recv_fn == job_recv_hot ? dst + i * CHUNK
-                                                                   : dst + i * slice,
+        bool buffered = recv_fn == job_recv_hot || recv_fn == job_recv_memfd;
+        jobs[n + i] = (struct job){ .dst = buffered ? dst + i * CHUNK : dst + i * slice,
                                     .len = slice,
-                                    .fd = in[i] };
+                                    .fd = in[i],
+                                    .out_fd = memfd,
+                                    .file_off = i * slice };
     }
     pthread_t tids[2 * MAX_THREADS];
     double t0 = now_s();
@@ -349,11 +372,19 @@ static void measure(size_t size, unsigned n, uint8_t *src, uint8_t *hot_dst)
     report("first-touch", n, total, run_jobs(job_first_touch, jobs, n));
     munmap(dst, size);
 
-    report("tcp-loopback", n, total, run_tcp(n, job_send_hot, job_recv_hot, src, hot_dst, size));
+    report("tcp-loopback", n, total,
+           run_tcp(n, job_send_hot, job_recv_hot, src, hot_dst, size, -1));
 
     dst = fresh_memfd(size);
-    report("ram-tcp-fresh-ram", n, total, run_tcp(n, job_send, job_recv, src, dst, size));
+    report("ram-tcp-fresh-ram", n, total, run_tcp(n, job_send, job_recv, src, dst, size, -1));
     munmap(dst, size);
+
+    int memfd = memfd_create("ceilings", MFD_CLOEXEC);
+    if (memfd < 0 || ftruncate(memfd, (off_t)size) < 0)
+        die("memfd");
+    report("ram-tcp-memfd", n, total,
+           run_tcp(n, job_send, job_recv_memfd, src, hot_dst, size, memfd));
+    close(memfd);
 
     measure_file(size, n, src, total);
 }

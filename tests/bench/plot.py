@@ -13,7 +13,8 @@ import re
 CHANNELS = (1, 2, 4)
 # (ceiling name, label, line style): drawn where measured at 1, 2, 4 threads.
 CEILING_LINES = [
-    ("ram-tcp-fresh-ram", "ceiling: RAM -> loopback TCP -> fresh RAM", "--"),
+    ("ram-tcp-memfd", "ceiling: RAM -> loopback TCP -> fresh memfd (pwrite)", "-"),
+    ("ram-tcp-fresh-ram", "ceiling: RAM -> loopback TCP -> fresh RAM (recv into it)", "--"),
     ("first-touch", "ceiling: first-touch writes into a fresh memfd", ":"),
     ("tcp-loopback", "ceiling: loopback TCP, hot buffers", "-."),
 ]
