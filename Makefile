@@ -7,7 +7,7 @@ PYTHON    ?= python3
 SOAK_SECONDS ?= 300
 
 DEB_PACKAGES = gcc meson ninja-build pkg-config python3 libglib2.0-dev libjson-glib-dev \
-               libfdt-dev zlib1g-dev libzstd-dev libdeflate-dev libaio-dev libcmocka-dev \
+               libfdt-dev zlib1g-dev libzstd-dev libisal-dev libdeflate-dev libaio-dev libcmocka-dev \
                clang-format libgnutls28-dev gnutls-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

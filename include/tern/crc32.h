@@ -1,5 +1,5 @@
 /* crc32.h: the CRC-32 of the migration stream (zlib's and gzip's polynomial,
- * reflected), at memory speed. */
+ * reflected), at memory speed (ISA-L). */
 #ifndef TERN_CRC32_H
 #define TERN_CRC32_H
 

@@ -2,7 +2,7 @@
  * moves pages, so make bench can print each migration's rate as a fraction of
  * its ceiling measured in the same run. One JSON object per line:
  *   {"ceiling": NAME, "threads": N, "bytes": B, "seconds": S, "gb_per_s": R}
- * Ceilings: memcpy; CRC-32 by zlib and by libdeflate (the stream's); first-touch writes into a fresh memfd (what
+ * Ceilings: memcpy; CRC-32 by zlib, libdeflate and ISA-L (the stream's); first-touch writes into a fresh memfd (what
  * a target does to RAM it never had); loopback TCP from a hot buffer into a
  * hot buffer; RAM -> TCP -> never-touched RAM (a migration without a
  * VMM), received straight into a fresh mapping or into a hot buffer written
@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <isa-l/crc.h>
 #include <libdeflate.h>
 #include <zlib.h>
 
@@ -120,6 +121,13 @@ static void *job_crc_libdeflate(void *opaque)
 {
     struct job *j = opaque;
     j->sink = libdeflate_crc32(0, j->src, j->len);
+    return NULL;
+}
+
+static void *job_crc_isal(void *opaque)
+{
+    struct job *j = opaque;
+    j->sink = crc32_gzip_refl(0, j->src, j->len);
     return NULL;
 }
 
@@ -366,6 +374,7 @@ static void measure(size_t size, unsigned n, uint8_t *src, uint8_t *hot_dst)
     slices(jobs, n, src, NULL, size);
     report("crc32-zlib", n, total, run_jobs(job_crc, jobs, n));
     report("crc32-libdeflate", n, total, run_jobs(job_crc_libdeflate, jobs, n));
+    report("crc32-isal", n, total, run_jobs(job_crc_isal, jobs, n));
 
     dst = fresh_memfd(size);
     slices(jobs, n, NULL, dst, size);
