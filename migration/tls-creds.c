@@ -8,9 +8,13 @@
 
 #include "tern/util.h"
 
+/* AES-128-GCM first: with AES-NI it encrypts a migration's gigabytes faster
+ * than AES-256-GCM (GnuTLS's default first choice), at a strength no one
+ * attacks; the others stay for peers that want them. */
+#define TLS_CIPHERS "-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
 /* TLS 1.3 only; PSK adds its key exchanges, with (EC)DHE for forward secrecy (as QEMU). */
-#define TLS_PRIORITY_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
-#define TLS_PRIORITY_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK"
+#define TLS_PRIORITY_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3:" TLS_CIPHERS
+#define TLS_PRIORITY_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:" TLS_CIPHERS
 #define TLS_PSK_DEFAULT_USER "qemu" /* QEMU's default username */
 
 enum tls_object_kind { TLS_OBJ_CREDS, TLS_OBJ_AUTHZ };

@@ -538,7 +538,9 @@ def bench_multifd(binary, accel, runs):
     ] + lines)
 
 
-XBZRLE_METRICS = [("mib", "transferred (MiB)", "%.1f"), ("downtime_ms", "downtime (ms)", "%.0f"),
+XBZRLE_METRICS = [("mib", "transferred (MiB)", "%.1f"),
+                  ("paused_mib", "sent while paused, the last pass (MiB)", "%.2f"),
+                  ("downtime_ms", "downtime (ms)", "%.0f"),
                   ("passes", "passes (dirty syncs)", "%.0f"), ("total_ms", "total time (ms)", "%.0f")]
 
 
@@ -572,6 +574,7 @@ def one_xbzrle(binary, xbzrle, append):
         if any(t["errors"] for t in ticks) or ticks[0]["tick"] <= last["tick"]:
             raise RuntimeError("guest unhealthy after migration: %s" % ticks)
         r = {"mib": info["ram"]["transferred"] / MiB, "downtime_ms": info["downtime"],
+             "paused_mib": info["ram"]["downtime-bytes"] / MiB,
              "passes": info["ram"]["dirty-sync-count"], "total_ms": info["total-time"]}
         r["xbzrle"] = info.get("xbzrle-cache", {})
         return r
@@ -611,10 +614,14 @@ def bench_xbzrle(binary, accel, runs):
                 lines.append("| %s | %s | %s |" % ("on" if on else "off", label,
                                                    span([r[key] for r in res[on]], fmt)))
         ratios = [a["mib"] / b["mib"] for a, b in zip(res[False], res[True]) if b["mib"]]
+        paused = [a["paused_mib"] / b["paused_mib"] for a, b in zip(res[False], res[True])
+                  if b["paused_mib"]]
         out += ["", "### `%s` (`%s`)" % (name, append), "",
                 "The guest %s." % what, "", "\n".join(lines), "",
-                "Bytes without / with XBZRLE, run by run: %s." % (
-                    span(ratios, "%.2f") if ratios else "n/a")]
+                "Bytes without / with XBZRLE, run by run: %s in all (the first pass sends "
+                "every page whole either way); %s of those sent while paused." % (
+                    span(ratios, "%.2f") if ratios else "n/a",
+                    span(paused, "%.1f") if paused else "n/a")]
     return "\n".join(out)
 
 
