@@ -641,20 +641,27 @@ PLOT_NAME = "bench-channels.png"
 LAST_RUN = {}
 
 
+CEILING_REPEATS = 3
+
+
 def measure_ceilings(binary):
-    """Run tests/bench/ceilings beside (binary) once; {(name, threads): GB/s}."""
+    """Run tests/bench/ceilings beside (binary) CEILING_REPEATS times; the best
+    of each, as a ceiling is what the host can do at best (a shared host's
+    noise only ever lowers a measurement). {(name, threads): GB/s}."""
     tool = os.path.join(os.path.dirname(binary), "tests", "bench", "ceilings")
     if not os.path.exists(tool):
         print("bench: %s missing: no ceilings" % tool, flush=True)
         return {}
-    out = subprocess.run([tool, str(CEILING_MIB)] + [str(t) for t in CEILING_THREADS],
-                         capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        print("bench: ceilings failed: %s" % out.stderr.strip(), flush=True)
     ceil = {}
-    for line in out.stdout.splitlines():
-        row = json.loads(line)
-        ceil[(row["ceiling"], row["threads"])] = row["gb_per_s"]
+    for _ in range(CEILING_REPEATS):
+        out = subprocess.run([tool, str(CEILING_MIB)] + [str(t) for t in CEILING_THREADS],
+                             capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            print("bench: ceilings failed: %s" % out.stderr.strip(), flush=True)
+        for line in out.stdout.splitlines():
+            row = json.loads(line)
+            key = (row["ceiling"], row["threads"])
+            ceil[key] = max(ceil.get(key, 0.0), row["gb_per_s"])
     print("bench: ceilings: %s" % ", ".join("%s/%d %.2f" % (n, t, v)
                                              for (n, t), v in sorted(ceil.items())), flush=True)
     return ceil
@@ -714,13 +721,13 @@ def ceilings_section(binary, accel, results):
     return "\n".join([
         "### Against this host's ceilings (%s)" % accel,
         "",
-        "`tests/bench/ceilings %d %s`, run once right after the rows above: memcpy, CRC-32, "
-        "first-touch writes into a fresh memfd (a target's RAM), loopback TCP, RAM -> TCP -> "
-        "fresh RAM (received straight into a fresh mapping, or into a hot buffer and written "
-        "into a fresh memfd: the latter, faster, is the migration ceiling), and O_DIRECT writes and reads of a file in "
-        "/var/tmp (a checkpoint's disk). Each throughput row as a fraction of its ceiling, "
-        "run by run (the ceiling measured once)."
-        % (CEILING_MIB, " ".join(str(t) for t in CEILING_THREADS)),
+        "`tests/bench/ceilings %d %s`, run %d times right after the rows above, the best "
+        "of each: memcpy, CRC-32, first-touch writes into a fresh memfd (a target's RAM), "
+        "loopback TCP, RAM -> TCP -> fresh RAM (received straight into a fresh mapping, or "
+        "into a hot buffer and written into a fresh memfd: the latter, faster, is the "
+        "migration ceiling), and O_DIRECT writes and reads of a file in /var/tmp (a "
+        "checkpoint's disk). Each throughput row as a fraction of its ceiling, run by run."
+        % (CEILING_MIB, " ".join(str(t) for t in CEILING_THREADS), CEILING_REPEATS),
         "",
         ceilings_table(ceil) if ceil else "(ceilings not measured)",
         "",
