@@ -139,116 +139,82 @@ static void *job_first_touch(void *opaque)
     return NULL;
 }
 
-static void *job_send(void *opaque)
+/* Move (j) chunk by chunk: (step) moves up to (n) bytes at offset (off) of
+ * the slice and returns how many (or -1 with errno); (what) names it. */
+typedef ssize_t (*step_fn)(struct job *j, size_t off, size_t n);
+
+static void run_steps(struct job *j, step_fn step, const char *what)
 {
-    struct job *j = opaque;
     for (size_t off = 0; off < j->len;) {
         size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t w = send(j->fd, j->src + off, n, 0);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("send");
-        off += (size_t)w;
-    }
-    return NULL;
-}
-
-/* A hot sender rewrites one chunk: loopback TCP without RAM traffic. */
-static void *job_send_hot(void *opaque)
-{
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t w = send(j->fd, j->src, n, 0);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("send");
-        off += (size_t)w;
-    }
-    return NULL;
-}
-
-static void *job_recv(void *opaque)
-{
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        ssize_t r = recv(j->fd, j->dst + off, j->len - off, MSG_WAITALL);
+        ssize_t r = step(j, off, n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            die("recv");
+            die(what);
         off += (size_t)r;
     }
-    return NULL;
+}
+
+static ssize_t step_send(struct job *j, size_t off, size_t n)
+{
+    return send(j->fd, j->src + off, n, 0);
+}
+
+/* A hot sender rewrites one chunk: loopback TCP without RAM traffic. */
+static ssize_t step_send_hot(struct job *j, size_t off, size_t n)
+{
+    (void)off;
+    return send(j->fd, j->src, n, 0);
+}
+
+/* Straight into the never-touched mapping: each page faults and is zeroed. */
+static ssize_t step_recv(struct job *j, size_t off, size_t n)
+{
+    return recv(j->fd, j->dst + off, n, MSG_WAITALL);
 }
 
 /* Received into a hot buffer, then written into the memfd at its place:
  * a never-touched page is filled by the copy, not zeroed by a fault first. */
-static void *job_recv_memfd(void *opaque)
+static ssize_t step_recv_memfd(struct job *j, size_t off, size_t n)
 {
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t r = recv(j->fd, j->dst, n, MSG_WAITALL);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            die("recv");
-        if (pwrite(j->out_fd, j->dst, (size_t)r, (off_t)(j->file_off + off)) != r)
-            die("pwrite memfd");
-        off += (size_t)r;
-    }
-    return NULL;
+    ssize_t r = recv(j->fd, j->dst, n, MSG_WAITALL);
+    if (r > 0 && pwrite(j->out_fd, j->dst, (size_t)r, (off_t)(j->file_off + off)) != r)
+        die("pwrite memfd");
+    return r;
 }
 
-static void *job_recv_hot(void *opaque)
+static ssize_t step_recv_hot(struct job *j, size_t off, size_t n)
 {
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t r = recv(j->fd, j->dst, n, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            die("recv");
-        off += (size_t)r;
-    }
-    return NULL;
+    (void)off;
+    return recv(j->fd, j->dst, n, 0);
 }
 
 /* O_DIRECT: a checkpoint's page runs, straight from RAM to the disk. */
-static void *job_file_write(void *opaque)
+static ssize_t step_file_write(struct job *j, size_t off, size_t n)
 {
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t w = pwrite(j->fd, j->src + off, n, (off_t)(j->file_off + off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("pwrite");
-        off += (size_t)w;
-    }
-    return NULL;
+    return pwrite(j->fd, j->src + off, n, (off_t)(j->file_off + off));
 }
 
 /* O_DIRECT reads into one hot chunk: the disk without first-touch costs. */
-static void *job_file_read(void *opaque)
+static ssize_t step_file_read(struct job *j, size_t off, size_t n)
 {
-    struct job *j = opaque;
-    for (size_t off = 0; off < j->len;) {
-        size_t n = j->len - off < CHUNK ? j->len - off : CHUNK;
-        ssize_t r = pread(j->fd, j->src, n, (off_t)(j->file_off + off));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            die("pread");
-        off += (size_t)r;
-    }
-    return NULL;
+    return pread(j->fd, j->src, n, (off_t)(j->file_off + off));
 }
+
+#define JOB(name, step, what) \
+    static void *name(void *opaque) \
+    { \
+        run_steps(opaque, step, what); \
+        return NULL; \
+    }
+JOB(job_send, step_send, "send")
+JOB(job_send_hot, step_send_hot, "send")
+JOB(job_recv, step_recv, "recv")
+JOB(job_recv_memfd, step_recv_memfd, "recv")
+JOB(job_recv_hot, step_recv_hot, "recv")
+JOB(job_file_write, step_file_write, "pwrite")
+JOB(job_file_read, step_file_read, "pread")
 
 /* Write (size) bytes of (src) to a new file with (n) threads, fdatasync it,
  * then read it back; report both. */
