@@ -8,7 +8,8 @@ set -eu
 build=$1 seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-names=${*:-$(cd "$build/tests/fuzz" && ls fuzz-* 2>/dev/null | grep -v '\.p$' | sed 's/^fuzz-//')}
+names=${*:-$(find "$build/tests/fuzz" -maxdepth 1 -type f -perm -u+x -name 'fuzz-*' \
+              -printf '%f\n' | sed 's/^fuzz-//' | sort)}
 [ -n "$names" ] || { echo "run.sh: no harnesses built in $build/tests/fuzz" >&2; exit 1; }
 mkdir -p "$build/fuzz-crashes"
 failed=
