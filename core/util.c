@@ -1,5 +1,7 @@
-/* util.c: small helpers every module uses: the error domain, clocks, size parsing. */
+/* util.c: small helpers every module uses: the error domain, clocks, size parsing, iovec bookkeeping. */
 #include "tern/util.h"
+
+#include <sys/uio.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -76,4 +78,17 @@ int parse_size(const char *text, uint64_t *out)
         return -EINVAL;
     *out = value << shift;
     return 0;
+}
+
+void iov_consume(struct iovec **iov, int *cnt, size_t n)
+{
+    while (*cnt && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+    if (*cnt) {
+        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
 }

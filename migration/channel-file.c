@@ -129,17 +129,7 @@ static int pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t off, size
         if (n == 0)
             return EIO;
         *done += (size_t)n;
-        while (n > 0 && iovcnt) {
-            if ((size_t)n >= iov->iov_len) {
-                n -= (ssize_t)iov->iov_len;
-                iov++;
-                iovcnt--;
-            } else {
-                iov->iov_base = (uint8_t *)iov->iov_base + n;
-                iov->iov_len -= (size_t)n;
-                n = 0;
-            }
-        }
+        iov_consume(&iov, &iovcnt, (size_t)n);
     }
     return 0;
 }

@@ -184,17 +184,16 @@ static void sock_shutdown(void *opaque)
         shutdown(s->fd, SHUT_RDWR);
 }
 
-static void sock_linger(void *opaque, unsigned timeout_ms)
+void channel_socket_linger_fd(int fd, unsigned timeout_ms)
 {
-    struct sock_backend *s = opaque;
     uint64_t deadline = clock_ns() + (uint64_t)timeout_ms * 1000000;
     char sink[64 * 1024];
 
-    if (!s->is_socket || shutdown(s->fd, SHUT_WR) < 0)
+    if (shutdown(fd, SHUT_WR) < 0)
         return;
     for (;;) {
         uint64_t now = clock_ns();
-        struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
         if (now >= deadline)
             return;
@@ -203,10 +202,18 @@ static void sock_linger(void *opaque, unsigned timeout_ms)
             continue;
         if (n <= 0)
             return;
-        ssize_t got = recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        ssize_t got = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
         if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
             return;
     }
+}
+
+static void sock_linger(void *opaque, unsigned timeout_ms)
+{
+    struct sock_backend *s = opaque;
+
+    if (s->is_socket)
+        channel_socket_linger_fd(s->fd, timeout_ms);
 }
 
 static struct channel *sock_return_path(void *opaque, GError **errp)

@@ -136,29 +136,13 @@ static void tls_shutdown(void *opaque)
 
 /* As the socket channel's linger: end our direction, drain the peer's bytes
  * (undecrypted: nothing reads this session afterwards) until it closes. */
+/* The bytes still coming are TLS records nobody will decrypt: drain the
+ * socket as a plain one would. */
 static void tls_linger(void *opaque, unsigned timeout_ms)
 {
     struct tls_backend *b = opaque;
-    uint64_t deadline = clock_ns() + (uint64_t)timeout_ms * 1000000;
-    char sink[16 * 1024];
 
-    if (shutdown(b->conn->fd, SHUT_WR) < 0)
-        return;
-    for (;;) {
-        uint64_t now = clock_ns();
-        struct pollfd pfd = { .fd = b->conn->fd, .events = POLLIN };
-
-        if (now >= deadline)
-            return;
-        int n = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        ssize_t got = recv(b->conn->fd, sink, sizeof(sink), MSG_DONTWAIT);
-        if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
-            return;
-    }
+    channel_socket_linger_fd(b->conn->fd, timeout_ms);
 }
 
 static void tls_close(void *opaque)

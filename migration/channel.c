@@ -193,17 +193,11 @@ static void channel_flush_pending(struct channel *ch)
             channel_set_errorf(ch, TERN_ERROR_FAILED, "write to %s made no progress", ch->name);
             break;
         }
-        /* Partial write: skip whole iovecs, then trim the first remaining one. */
-        while (n > 0 && idx < ch->iovcnt) {
-            if ((size_t)n >= ch->iov[idx].iov_len) {
-                n -= (ssize_t)ch->iov[idx].iov_len;
-                idx++;
-            } else {
-                ch->iov[idx].iov_base = (uint8_t *)ch->iov[idx].iov_base + n;
-                ch->iov[idx].iov_len -= (size_t)n;
-                n = 0;
-            }
-        }
+        /* Partial write: go on from the first byte not sent. */
+        struct iovec *left = ch->iov + idx;
+        int cnt = ch->iovcnt - idx;
+        iov_consume(&left, &cnt, (size_t)n);
+        idx = (int)(left - ch->iov);
     }
     channel_drop_pending(ch);
 }

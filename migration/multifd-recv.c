@@ -92,15 +92,7 @@ static bool readv_full(int fd, struct iovec *iov, int cnt, GError **errp)
                         n ? g_strerror(errno) : "unexpected end of stream");
             return false;
         }
-        while (cnt && (size_t)n >= iov->iov_len) {
-            n -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt) {
-            iov->iov_base = (uint8_t *)iov->iov_base + n;
-            iov->iov_len -= n;
-        }
+        iov_consume(&iov, &cnt, (size_t)n);
     }
     return true;
 }

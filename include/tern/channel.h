@@ -235,6 +235,10 @@ int channel_socket_accept(int listen_fd, GError **errp);
 /* Who is at the other end of connected socket (fd), for messages:
  * "ADDR:PORT", "[ADDR]:PORT" or "local process PID"; g_free it. */
 char *channel_socket_peer_name(int fd);
+/* A lingering close of connected socket (fd) (channel_linger()): shut its
+ * sending side, then read and drop what the peer sends until it closes or
+ * (timeout_ms) pass. The fd stays open. */
+void channel_socket_linger_fd(int fd, unsigned timeout_ms);
 /* Whether bytes are waiting to be read on socket (fd) (a peek that never
  * blocks): a peer that has spoken, whether or not anyone read it yet. */
 bool channel_socket_has_input(int fd);

@@ -45,4 +45,9 @@ static inline uint64_t clock_ms(void)
  * "B" or "iB". Zero, garbage and overflow are rejected: returns 0 or -EINVAL. */
 int parse_size(const char *text, uint64_t *out);
 
+struct iovec;
+/* After a partial readv/writev of (n) bytes: drop the whole iovecs it
+ * covered from (*iov, *cnt) and trim the first one left. */
+void iov_consume(struct iovec **iov, int *cnt, size_t n);
+
 #endif
